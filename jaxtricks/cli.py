@@ -1,0 +1,90 @@
+"""Command lines generated from config dataclasses, and the exit codes every `train.*` program shares.
+
+Each field of the dataclass becomes a flag (`batch_size` -> `--batch-size`); `Literal[...]` fields get
+choices, `bool` fields `--flag/--no-flag`; the field's `metadata["help"]` is its help text. A config checks its
+own values in `__post_init__` and raises `UsageError`.
+
+Exit codes: 0 done; 2 a user mistake (bad flag, missing data, unusable workdir), one line on stderr;
+3 training diverged (the last good checkpoint is kept).
+"""
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from typing import Any, Callable, Sequence
+
+from jaxtricks.data.idx import DataError
+from jaxtricks.loop import DivergenceError, WorkdirError
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+class UsageError(ValueError):
+  """A flag value that cannot work; the message names the flag and what to do."""
+
+
+def flag(name: str) -> str:
+  return "--" + name.replace("_", "-")
+
+
+def require(ok: bool, message: str) -> None:
+  """Raises UsageError(message) unless ok (for configs' __post_init__)."""
+  if not ok:
+    raise UsageError(message)
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):   # one line, exit 2, no usage dump
+    raise UsageError(message)
+
+
+def _unwrap_optional(tp):
+  if typing.get_origin(tp) in (typing.Union, types.UnionType):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if len(args) == 1:
+      return args[0]
+  return tp
+
+
+def parser(config_cls: type, prog: str | None = None) -> argparse.ArgumentParser:
+  p = _Parser(prog=prog, description=(config_cls.__doc__ or "").strip().splitlines()[0])
+  hints = typing.get_type_hints(config_cls)
+  for f in dataclasses.fields(config_cls):
+    tp = _unwrap_optional(hints[f.name])
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    help_ = f"{f.metadata.get('help', '')} (default: {default})"
+    if tp is bool:
+      p.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=help_)
+    elif typing.get_origin(tp) is typing.Literal:
+      choices = typing.get_args(tp)
+      p.add_argument(flag(f.name), choices=choices, type=type(choices[0]), default=default, help=help_)
+    elif tp in (int, float, str):
+      p.add_argument(flag(f.name), type=tp, default=default, metavar=tp.__name__.upper(), help=help_)
+    else:
+      raise TypeError(f"{config_cls.__name__}.{f.name}: unsupported flag type {tp}")
+  return p
+
+
+def parse(config_cls: type, argv: Sequence[str] | None = None, prog: str | None = None):
+  """Parses argv into a config_cls instance; UsageError on any bad value."""
+  args = parser(config_cls, prog).parse_args(argv)
+  return config_cls(**vars(args))
+
+
+def main(config_cls: type, run: Callable[[Any], Any], argv: Sequence[str] | None = None,
+         prog: str | None = None) -> int:
+  """Parses flags and runs; user mistakes print one line and return 2, divergence returns 3."""
+  prog = prog or sys.argv[0]
+  try:
+    config = parse(config_cls, argv, prog)
+    run(config)
+  except (UsageError, DataError, WorkdirError) as e:
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    return EXIT_USAGE
+  except DivergenceError as e:
+    print(f"{prog}: {e}", file=sys.stderr)
+    return EXIT_DIVERGED
+  return 0

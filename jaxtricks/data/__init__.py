@@ -1,0 +1,4 @@
+"""Data sets (TFDS builders over raw files) and on-device batching."""
+
+from jaxtricks.data.builders import BUILDERS, FASHION_MNIST_CLASSES, builder, load
+from jaxtricks.data.idx import DataError, read_idx_gz, write_idx_gz

@@ -1,0 +1,91 @@
+"""Batches gathered on the accelerator: the whole split lives on device, each step takes a slice of a
+permutation made from `fold_in(key, epoch)` (of a sub-key of the data key), so the batch for step s is a pure function of (key, s) and
+no host-to-device copy happens per step. Augmentations are jittable pure functions of (key, batch).
+"""
+
+import functools
+from typing import Any, Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+
+Batch = dict[str, jax.Array]
+
+
+def epoch_permutation(key: jax.Array, epoch: int | jax.Array, num_examples: int) -> jax.Array:
+  """The order of the examples in `epoch`: a permutation of range(num_examples) from fold_in(key, epoch)."""
+  return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+
+
+def take(data: Batch, indices_B: jax.Array) -> Batch:
+  """Gathers the examples at `indices_B` from every array of `data`."""
+  return jax.tree.map(lambda a: jnp.take(a, indices_B, axis=0), data)
+
+
+def random_flip(key: jax.Array, x_BHWC: jax.Array) -> jax.Array:
+  """Flips each image left-right with probability 1/2."""
+  flip_B = jax.random.bernoulli(key, 0.5, (x_BHWC.shape[0],))
+  return jnp.where(flip_B[:, None, None, None], x_BHWC[:, :, ::-1, :], x_BHWC)
+
+
+def to_float(x_BHWC: jax.Array) -> jax.Array:
+  """uint8 [0, 255] -> float32 [0, 1]."""
+  return x_BHWC.astype(jnp.float32) / 255.0
+
+
+def resize_rgb(x_BHWC: jax.Array, size: int) -> jax.Array:
+  """Bilinear resize to size x size and grey -> 3 channels (SPEC.md §4: MobileNet sees 56x56x3)."""
+  b, _, _, c = x_BHWC.shape
+  x = jax.image.resize(x_BHWC, (b, size, size, c), method="bilinear")
+  return jnp.broadcast_to(x, (b, size, size, 3)) if c == 1 else x
+
+
+class DeviceBatches:
+  """Batch iterator over one split kept on device.
+
+  `batches(step)` returns the batch of global step `step`: the epoch's permutation is made once per epoch
+  (jitted, on device) and each batch is gathered inside one jitted call together with `transform`
+  (a pure `transform(key, batch) -> batch`, e.g. flips and resizing). The last partial batch of an epoch
+  is dropped, so every step has the same shape and compiles once.
+  """
+
+  def __init__(self, data: Batch, *, batch_size: int, key: jax.Array,
+               transform: Callable[[jax.Array, Batch], Batch] | None = None):
+    sizes = {a.shape[0] for a in jax.tree.leaves(data)}
+    if len(sizes) != 1:
+      raise ValueError(f"arrays of different lengths: {sizes}")
+    self.num_examples = sizes.pop()
+    if not 0 < batch_size <= self.num_examples:
+      raise ValueError(f"batch size {batch_size} must be in [1, {self.num_examples}] (the split's size)")
+    self.batch_size = batch_size
+    self.steps_per_epoch = self.num_examples // batch_size
+    self.data = jax.device_put(data)
+    self._perm_key, self._transform_key = jax.random.split(key)
+    self._permutation = jax.jit(epoch_permutation, static_argnums=2)
+    self._gather = jax.jit(functools.partial(_gather, transform=transform, batch_size=batch_size))
+    self._epoch, self._perm = None, None
+
+  def __call__(self, step: int) -> Batch:
+    epoch, index = divmod(int(step), self.steps_per_epoch)
+    if epoch != self._epoch:
+      self._epoch, self._perm = epoch, self._permutation(self._perm_key, epoch, self.num_examples)
+    return self._gather(self.data, self._perm, index, jax.random.fold_in(self._transform_key, step))
+
+
+def _gather(data: Batch, perm: jax.Array, index: jax.Array, key: jax.Array, *,
+            transform: Any, batch_size: int) -> Batch:
+  indices_B = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
+  batch = take(data, indices_B)
+  return transform(key, batch) if transform is not None else batch
+
+
+def eval_batches(data: Batch, *, batch_size: int):
+  """Yields (batch, mask_B) covering every example once; the last batch is padded and masked."""
+  n = jax.tree.leaves(data)[0].shape[0]
+  for start in range(0, n, batch_size):
+    idx = jnp.arange(start, start + batch_size)
+    mask = idx < n
+    batch = take(data, jnp.minimum(idx, n - 1))
+    chex.assert_shape(mask, (batch_size,))
+    yield batch, mask

@@ -1,0 +1,75 @@
+"""Where raw data files come from: a local data dir, a system package, or the official URL.
+
+Order, first that holds every file wins:
+  1. the directory given as `--data-dir` (or, if that is not given, `$JAXTRICKS_DATA`), laid out like
+     ../shared/data: one sub-folder per data set (`mnist/`, `fashion_mnist/` or `fashion-mnist/`);
+  2. system folders, e.g. Debian's `/usr/share/datasets/fashion-mnist/` (apt-get install dataset-fashion-mnist);
+  3. the official URLs through TFDS's download manager, sha256 checked against `checksums.tsv`,
+     tried only when the host answers (an offline machine fails in milliseconds, not minutes of retries).
+When none works the error names every place tried and how to fix it.
+"""
+
+import dataclasses
+import os
+import socket
+import urllib.parse
+from pathlib import Path
+
+from jaxtricks.data.idx import DataError
+
+ENV_VAR = "JAXTRICKS_DATA"
+
+
+@dataclasses.dataclass(frozen=True)
+class RawSource:
+  """The raw files of one data set and the places they may be found."""
+  name: str
+  files: dict[str, str]            # key -> file name, e.g. {"train_images": "train-images-idx3-ubyte.gz"}
+  subdirs: tuple[str, ...]         # folder names inside a data dir
+  system_dirs: tuple[str, ...] = ()
+  url: str | None = None           # base URL of the official copy
+  fix: str = ""                    # what to tell the user when nothing is found
+
+
+def _missing(folder: Path, files: dict[str, str]) -> list[str]:
+  return [f for f in files.values() if not (folder / f).is_file()]
+
+
+def _reachable(url: str, timeout: float = 5.0) -> str | None:
+  """None if a TCP connection to the URL's host opens, else the reason it did not."""
+  parts = urllib.parse.urlsplit(url)
+  port = parts.port or (443 if parts.scheme == "https" else 80)
+  try:
+    socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    return None
+  except OSError as e:
+    return f"offline: {e.strerror or e}"
+
+
+def locate(source: RawSource, data_dir: str | None, dl_manager=None) -> dict[str, Path]:
+  """Returns {key: path} of the raw files, from the first place that has all of them."""
+  tried = []
+  folders = []
+  if data_dir:
+    folders += [(Path(data_dir) / s, "--data-dir") for s in source.subdirs]
+  elif os.environ.get(ENV_VAR):
+    folders += [(Path(os.environ[ENV_VAR]) / s, f"${ENV_VAR}") for s in source.subdirs]
+  else:
+    tried.append(f"--data-dir and ${ENV_VAR} (not set)")
+  folders += [(Path(d), "system") for d in source.system_dirs]
+  for folder, origin in folders:
+    missing = _missing(folder, source.files)
+    if not missing:
+      return {k: folder / f for k, f in source.files.items()}
+    what = "no such folder" if not folder.is_dir() else "missing " + ", ".join(missing)
+    tried.append(f"{folder} ({origin}: {what})")
+  if source.url is not None and dl_manager is not None:
+    urls = {k: urllib.parse.urljoin(source.url, f) for k, f in source.files.items()}
+    reason = _reachable(source.url)
+    if reason is None:
+      try:
+        return {k: Path(p) for k, p in dl_manager.download(urls).items()}
+      except Exception as e:  # pylint: disable=broad-except  (network and checksum errors alike)
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    tried.append(f"{source.url} ({reason})")
+  raise DataError(f"{source.name}: raw files not found. Tried: {'; '.join(tried)}. Fix: {source.fix}")

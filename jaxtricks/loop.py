@@ -1,0 +1,202 @@
+"""The one training loop every `train.*` program uses.
+
+    state = loop.run(config, init_fn=init, train_step=step, batches=batches, key=key, eval_fn=evaluate)
+
+* `train_step(state, batch, key) -> (state, metrics)` is pure and already jitted; the loop passes
+  `fold_in(key, step)` and never synchronizes on the step just dispatched: metrics are read one step late.
+* Metrics go to `<workdir>/metrics.jsonl`, one JSON object per line with "step" (steps completed).
+* Orbax checkpoints every `checkpoint_every` steps and at the end hold {state, key}; `state` is any pytree
+  (params, optimizer state, step, batch stats, a replay buffer...). When the workdir already holds a
+  checkpoint the run resumes from the latest one; the batch of step s depends only on (key, s), so a resumed
+  run equals an uninterrupted one.
+* Divergence guard: a non-finite metric or |loss| > `max_abs_loss` stops the run with `DivergenceError`
+  before anything is saved, so the last checkpoint on disk is the last good one.
+"""
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from tqdm.auto import tqdm
+
+State = Any
+Metrics = dict[str, jax.Array]
+
+
+class DivergenceError(RuntimeError):
+  """Training produced a non-finite or exploding metric; the last good checkpoint is kept."""
+
+
+class WorkdirError(ValueError):
+  """The workdir cannot be used: not writable, or it holds a run of a different configuration."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+  steps: int
+  workdir: str
+  checkpoint_every: int = 1000
+  eval_every: int = 0            # 0: only at the end
+  max_abs_loss: float = 1e8      # JEM's bound
+  keep_checkpoints: int = 2
+  progress: bool = True
+
+
+def _to_host(metrics: Metrics) -> dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def check_finite(step: int, metrics: dict[str, float], max_abs_loss: float) -> None:
+  """Raises DivergenceError when a metric is not finite or |loss| exceeds the bound."""
+  bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+  loss = metrics.get("loss", 0.0)
+  if not bad and abs(loss) > max_abs_loss:
+    bad = {"loss": loss}
+  if bad:
+    what = ", ".join(f"{k}={v:.4g}" for k, v in bad.items())
+    raise DivergenceError(f"training diverged at step {step}: {what}")
+
+
+class _Log:
+  """Appends JSON lines to metrics.jsonl."""
+
+  def __init__(self, path: Path, resume_step: int):
+    self.path = path
+    if path.exists():   # drop lines of steps that are redone after a resume
+      keep = [l for l in path.read_text().splitlines() if l and json.loads(l).get("step", 0) <= resume_step]
+      path.write_text("".join(l + "\n" for l in keep))
+    self.file = path.open("a")
+
+  def write(self, step: int, values: dict[str, float]) -> None:
+    self.file.write(json.dumps({"step": step, **values}) + "\n")
+    self.file.flush()
+
+  def close(self):
+    self.file.close()
+
+
+def _prepare_workdir(workdir: Path, fingerprint: dict[str, Any]) -> None:
+  """Creates the workdir; refuses one that holds a run with a different fingerprint."""
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / ".write_test"
+    probe.write_text("")
+    probe.unlink()
+  except OSError as e:
+    raise WorkdirError(f"--workdir {workdir}: not writable ({e.strerror}); choose another directory") from None
+  path = workdir / "config.json"
+  fingerprint = json.loads(json.dumps(fingerprint))
+  if path.exists():
+    saved = json.loads(path.read_text())
+    diff = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
+    if diff:
+      what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+      raise WorkdirError(f"--workdir {workdir} holds a run of another configuration ({what}); "
+                         "use a new --workdir or the same settings")
+  else:
+    path.write_text(json.dumps(fingerprint, indent=1))
+
+
+def checkpoint_manager(workdir: str | Path, keep: int = 2) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      Path(workdir).absolute() / "checkpoints",
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+
+def restore(workdir: str | Path, abstract_state: State, step: int | None = None) -> tuple[State, jax.Array, int]:
+  """Returns (state, key, step) of a checkpoint in `workdir` (the latest if step is None)."""
+  mngr = checkpoint_manager(workdir)
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise WorkdirError(f"{workdir}: no checkpoint")
+  abstract = {"state": abstract_state, "key": jax.ShapeDtypeStruct((2,), np.uint32)}
+  try:
+    tree = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  except (ValueError, KeyError, TypeError) as e:
+    raise WorkdirError(f"{workdir}: checkpoint {step} does not fit this model "
+                       f"({str(e).splitlines()[0][:200]}); use a new --workdir") from None
+  finally:
+    mngr.close()
+  return tree["state"], tree["key"], step
+
+
+def run(config: LoopConfig, *, init_fn: Callable[[], State],
+        train_step: Callable[[State, Any, jax.Array], tuple[State, Metrics]],
+        batches: Callable[[int], Any], key: jax.Array,
+        eval_fn: Callable[[State], dict[str, Any]] | None = None,
+        hooks: Iterable[Callable[[int, State], None]] = (),
+        fingerprint: dict[str, Any] | None = None) -> State:
+  """Runs `config.steps` steps (resuming from the workdir's latest checkpoint) and returns the final state."""
+  if config.steps <= 0:
+    raise ValueError(f"steps must be positive, got {config.steps}")
+  workdir = Path(config.workdir)
+  _prepare_workdir(workdir, fingerprint or {})
+  key = jax.numpy.asarray(key, dtype=np.uint32)
+  mngr = checkpoint_manager(workdir, config.keep_checkpoints)
+  start = mngr.latest_step() or 0
+  if start:
+    abstract = jax.eval_shape(init_fn)
+    state, key, start = restore(workdir, abstract, start)
+  else:
+    state = init_fn()
+  log = _Log(workdir / "metrics.jsonl", start)
+  bar = tqdm(total=config.steps, initial=start, disable=not config.progress, dynamic_ncols=True,
+             desc=workdir.name, mininterval=0.5)
+  pending: tuple[int, Metrics] | None = None
+  t_last, step_last = time.perf_counter(), start
+
+  def emit(step: int, metrics: Metrics) -> None:
+    nonlocal t_last, step_last
+    values = _to_host(metrics)
+    check_finite(step, values, config.max_abs_loss)
+    now = time.perf_counter()
+    values["steps_per_sec"] = (step - step_last) / max(now - t_last, 1e-9)
+    t_last, step_last = now, step
+    log.write(step, values)
+    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k in ("loss", "accuracy")}, refresh=False)
+
+  try:
+    if start >= config.steps:
+      bar.write(f"{workdir}: already at step {start} >= --steps {config.steps}; nothing to train")
+    step = start
+    while step < config.steps:
+      t0 = time.perf_counter()
+      state, metrics = train_step(state, batches(step), jax.random.fold_in(key, step))
+      if step == start:
+        jax.block_until_ready(metrics)
+        log.write(step + 1, {"first_step_s": time.perf_counter() - t0})
+      if pending is not None:
+        emit(*pending)
+      pending = (step + 1, metrics)
+      step += 1
+      bar.update(1)
+      for hook in hooks:
+        hook(step, state)
+      if step % config.checkpoint_every == 0 or step == config.steps:
+        emit(*pending)   # a checkpoint is saved only after its step's metrics passed the guard
+        pending = None
+        mngr.save(step, args=ocp.args.StandardSave({"state": state, "key": key}))
+      if eval_fn is not None and ((config.eval_every and step % config.eval_every == 0) or step == config.steps):
+        values = {k: float(v) for k, v in eval_fn(state).items()}
+        log.write(step, values)
+        bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+    if pending is not None:
+      emit(*pending)
+  except DivergenceError as e:
+    mngr.wait_until_finished()
+    last = mngr.latest_step()
+    raise DivergenceError(
+        f"{e}; last good checkpoint: {f'step {last}' if last is not None else 'none'} in {workdir}. "
+        "Resume from it with a lower --lr (or the trainer's other stabilizers)") from None
+  finally:
+    bar.close()
+    mngr.wait_until_finished()
+    mngr.close()
+    log.close()
+  return state

@@ -1,0 +1,1 @@
+"""One program per experiment: `python -m train.NAME --help`."""
