@@ -5,6 +5,8 @@ first load parses the raw files. Each example keeps its index in the official fi
 official order.
 """
 
+import os
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -96,6 +98,7 @@ def builder(name: str, *, data_dir: str | None = None, tfds_dir: str | None = No
   """The prepared builder of data set `name`; raw files from `data_dir` (see sources.py), cache in `tfds_dir`."""
   if name not in BUILDERS:
     raise DataError(f"unknown data set {name!r}; known: {', '.join(BUILDERS)}")
+  tfds_dir = tfds_dir or os.environ.get("TFDS_DATA_DIR")   # read now, not at import
   b = BUILDERS[name](raw_data_dir=data_dir, data_dir=tfds_dir, file_format="array_record", **kwargs)
   b.download_and_prepare(
       download_config=tfds.download.DownloadConfig(force_checksums_validation=True))

@@ -5,7 +5,8 @@ Order, first that holds every file wins:
      ../shared/data: one sub-folder per data set (`mnist/`, `fashion_mnist/` or `fashion-mnist/`);
   2. system folders, e.g. Debian's `/usr/share/datasets/fashion-mnist/` (apt-get install dataset-fashion-mnist);
   3. the official URLs through TFDS's download manager, sha256 checked against `checksums.tsv`,
-     tried only when the host answers (an offline machine fails in milliseconds, not minutes of retries).
+     tried only when the host answers (an offline machine fails in milliseconds, not minutes of retries)
+     and $JAXTRICKS_OFFLINE is not set.
 When none works the error names every place tried and how to fix it.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from jaxtricks.data.idx import DataError
 
 ENV_VAR = "JAXTRICKS_DATA"
+OFFLINE_VAR = "JAXTRICKS_OFFLINE"   # set to 1 to never download (tests, clusters without egress)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +67,7 @@ def locate(source: RawSource, data_dir: str | None, dl_manager=None) -> dict[str
     tried.append(f"{folder} ({origin}: {what})")
   if source.url is not None and dl_manager is not None:
     urls = {k: urllib.parse.urljoin(source.url, f) for k, f in source.files.items()}
-    reason = _reachable(source.url)
+    reason = f"${OFFLINE_VAR} is set" if os.environ.get(OFFLINE_VAR) else _reachable(source.url)
     if reason is None:
       try:
         return {k: Path(p) for k, p in dl_manager.download(urls).items()}

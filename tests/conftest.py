@@ -1,0 +1,55 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxtricks.data import builders, write_idx_gz
+
+os.environ.setdefault("JAXTRICKS_OFFLINE", "1")   # tests never wait on the network
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_raw_folder(root: Path, name: str = "fashion_mnist", n_train: int = 256, n_test: int = 64,
+                    image_shape=(28, 28), seed: int = 0) -> dict[str, np.ndarray]:
+  """Writes four tiny IDX .gz files into root/name/ and returns their arrays."""
+  rng = np.random.default_rng(seed)
+  folder = root / name
+  folder.mkdir(parents=True, exist_ok=True)
+  arrays = {}
+  for split, n in (("train", n_train), ("test", n_test)):
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    rng.shuffle(labels)
+    # class-dependent images, so that a classifier can learn them
+    images = rng.integers(0, 60, (n, *image_shape), dtype=np.uint8)
+    rows = labels.astype(int) * 2 + 3
+    images[np.arange(n), rows % image_shape[0], :] = 255
+    arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    prefix = "train" if split == "train" else "t10k"
+    write_idx_gz(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+    write_idx_gz(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+  return arrays
+
+
+@pytest.fixture
+def fake_data(tmp_path):
+  """(raw data dir, TFDS cache dir, arrays) of a tiny fake Fashion-MNIST."""
+  arrays = make_raw_folder(tmp_path / "raw")
+  return tmp_path / "raw", tmp_path / "tfds", arrays
+
+
+def local_source_missing(name: str) -> str | None:
+  """None if data set `name` is on this machine (JAXTRICKS_DATA or a system folder), else why not."""
+  source = builders.BUILDERS[name].SOURCE
+  roots = [Path(os.environ["JAXTRICKS_DATA"]) / s for s in source.subdirs] if os.environ.get("JAXTRICKS_DATA") else []
+  for folder in roots + [Path(d) for d in source.system_dirs]:
+    if all((folder / f).is_file() for f in source.files.values()):
+      return None
+  return (f"no local copy of {name} (set JAXTRICKS_DATA=../shared/data"
+          + (", apt-get install -y dataset-fashion-mnist" if name == "fashion_mnist" else "") + ")")
+
+
+def require_real_data(name: str):
+  reason = local_source_missing(name)
+  if reason:
+    pytest.skip(reason)

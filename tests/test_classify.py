@@ -1,0 +1,151 @@
+"""train.classify end to end: kill and resume, divergence, bad input, models, and the real 1-epoch run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import REPO, make_raw_folder, require_real_data
+from jaxtricks import cli
+from jaxtricks.models.cnn import CNN
+from jaxtricks.models.mobilenet import MobileNetV1
+from train import classify
+
+
+def _env(tmp_path):
+  env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds"), JAXTRICKS_OFFLINE="1", PYTHONPATH=str(REPO))
+  env.pop("JAXTRICKS_DATA", None)
+  return env
+
+
+def _classify(tmp_path, *args, killer=None):
+  cmd = [sys.executable] + (["tests/killed_run.py", str(killer)] if killer else ["-m", "train.classify"])
+  base = ["--data-dir", str(tmp_path / "raw"), "--batch-size", "16", "--checkpoint-every", "10", "--no-progress"]
+  return subprocess.run(cmd + base + list(args), cwd=REPO, env=_env(tmp_path), capture_output=True, text=True,
+                        timeout=300)
+
+
+def _final_params(workdir, step):
+  tree = ocp.StandardCheckpointer().restore((workdir / "checkpoints" / str(step) / "default").absolute())
+  return tree["state"]["params"]
+
+
+@pytest.fixture
+def raw(tmp_path):
+  make_raw_folder(tmp_path / "raw")
+  return tmp_path
+
+
+def test_sigkill_then_resume_equals_uninterrupted(raw):
+  tmp = raw
+  straight = _classify(tmp, "--steps", "40", "--workdir", str(tmp / "a"))
+  assert straight.returncode == 0, straight.stderr
+  killed = _classify(tmp, "--steps", "40", "--workdir", str(tmp / "b"), killer=23)
+  assert killed.returncode == -9, killed.stderr          # really killed mid-run
+  assert not (tmp / "b" / "checkpoints" / "40").exists()
+  resumed = _classify(tmp, "--steps", "40", "--workdir", str(tmp / "b"))
+  assert resumed.returncode == 0, resumed.stderr
+  a, b = _final_params(tmp / "a", 40), _final_params(tmp / "b", 40)
+  chex.assert_trees_all_close(a, b, rtol=1e-6, atol=1e-6)
+  # and training moved the params at all
+  assert not np.allclose(jax.tree.leaves(a)[0], jax.tree.leaves(_final_params(tmp / "a", 30))[0])
+  evals = [json.loads(l) for l in (tmp / "b" / "metrics.jsonl").read_text().splitlines() if "test/accuracy" in l]
+  assert evals[-1]["step"] == 40
+
+
+def test_divergence_stops_keeps_checkpoint_and_resumes_with_lower_lr(raw):
+  tmp, workdir = raw, str(raw / "run")
+  assert _classify(tmp, "--steps", "20", "--workdir", workdir).returncode == 0
+  blown = _classify(tmp, "--steps", "40", "--lr", "1e9", "--workdir", workdir)
+  assert blown.returncode == cli.EXIT_DIVERGED
+  assert len(blown.stderr.strip().splitlines()) == 1, blown.stderr
+  assert "diverged" in blown.stderr and "last good checkpoint: step 20" in blown.stderr
+  again = _classify(tmp, "--steps", "40", "--lr", "1e-3", "--workdir", workdir)
+  assert again.returncode == 0, again.stderr
+  params = _final_params(raw / "run", 40)
+  chex.assert_tree_all_finite(params)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--steps", "-5"], "--steps must be >= 0"),
+    (["--model", "resnet"], "invalid choice: 'resnet'"),
+    (["--batch-size", "0"], "--batch-size must be positive"),
+    (["--lr", "fast"], "invalid float value: 'fast'"),
+    (["--dataset", "mnist", "--data-dir", "/nonexistent"], "/nonexistent/mnist"),
+])
+def test_bad_input_one_line_exit_2(args, words, tmp_path, capsys, monkeypatch):
+  monkeypatch.delenv("JAXTRICKS_DATA", raising=False)
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+  rc = cli.main(classify.Config, classify.run, argv=args + ["--workdir", str(tmp_path / "w")], prog="train.classify")
+  err = capsys.readouterr().err
+  assert rc == cli.EXIT_USAGE
+  assert len(err.strip().splitlines()) == 1 and words in err, err
+
+
+def test_bad_input_exit_code_of_the_real_process(tmp_path):
+  p = subprocess.run([sys.executable, "-m", "train.classify", "--epochs", "0"], cwd=REPO, env=_env(tmp_path),
+                     capture_output=True, text=True, timeout=120)
+  assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+      "python -m train.classify: error: --epochs must be positive, got 0.0"]
+
+
+def test_workdir_of_another_model_refused(raw, capsys, monkeypatch):
+  tmp = raw
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp / "tfds"))
+  common = ["--data-dir", str(tmp / "raw"), "--workdir", str(tmp / "w"), "--steps", "3", "--no-progress"]
+  assert cli.main(classify.Config, classify.run, argv=common) == 0
+  rc = cli.main(classify.Config, classify.run, argv=common + ["--model", "mobilenet", "--width", "0.25"])
+  assert rc == cli.EXIT_USAGE and "another configuration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, size", [(CNN(), 28), (MobileNetV1(width=0.25), 56), (MobileNetV1(width=0.25), 32)])
+def test_model_shapes_and_a_step_lowers_the_loss(model, size):
+  x = jax.random.uniform(jax.random.PRNGKey(0), (8, size, size, 3 if size != 28 else 1))
+  y = jnp.arange(8) % 10
+  config = classify.Config(model="cnn" if isinstance(model, CNN) else "mobilenet", width=0.25, input_size=max(size, 28),
+                           lr=1e-3)
+  state = classify.TrainState.create(apply_fn=model.apply, tx=classify.optax.adam(1e-3),
+                                     **_init(model, x))
+  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x)
+  chex.assert_shape(logits, (8, 10))
+  chex.assert_tree_all_finite(logits)
+  step = jax.jit(classify.train_step)
+  losses = []
+  for i in range(5):
+    state, metrics = step(state, {"image": x, "label": y}, jax.random.PRNGKey(i))
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < losses[0], losses
+  del config
+
+
+def _init(model, x):
+  v = model.init(jax.random.PRNGKey(0), x)
+  return {"params": v["params"], "batch_stats": v.get("batch_stats", {})}
+
+
+def test_mobilenet_width_multiplier_scales_params():
+  x = jnp.zeros((1, 56, 56, 3))
+  count = lambda m: sum(a.size for a in jax.tree.leaves(m.init(jax.random.PRNGKey(0), x)["params"]))
+  full, half = count(MobileNetV1(width=1.0)), count(MobileNetV1(width=0.5))
+  assert 3.0e6 < full < 3.4e6     # MobileNet v1 1.0 without the 1000-way top: 3.2M (Howard et al. Table 8: 4.2M with it)
+  assert 0.2 < half / full < 0.35  # params scale with width^2
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_cnn_one_epoch_reaches_85_percent(tmp_path):
+  require_real_data("fashion_mnist")
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  p = subprocess.run([sys.executable, "-m", "train.classify", "--model", "cnn", "--epochs", "1", "--workdir",
+                      str(tmp_path / "run"), "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True,
+                     timeout=900)
+  assert p.returncode == 0, p.stderr[-2000:]
+  evals = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "test/accuracy" in l]
+  assert evals[-1]["step"] == 937 and evals[-1]["test/accuracy"] >= 0.85, evals

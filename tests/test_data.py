@@ -1,0 +1,147 @@
+import gzip
+import socket
+
+import numpy as np
+import pytest
+
+from conftest import make_raw_folder, require_real_data
+from jaxtricks.data import DataError, load, read_idx_gz, sources, write_idx_gz
+from jaxtricks.data.builders import FashionMnist
+
+
+def test_idx_roundtrip(tmp_path):
+  a = np.arange(2 * 3 * 5, dtype=np.uint8).reshape(2, 3, 5)
+  write_idx_gz(tmp_path / "a.gz", a)
+  np.testing.assert_array_equal(read_idx_gz(tmp_path / "a.gz", item_shape=(3, 5)), a)
+  with pytest.raises(DataError, match=r"a.gz: items have shape \(3, 5\), expected \(28, 28\)"):
+    read_idx_gz(tmp_path / "a.gz", item_shape=(28, 28))
+
+
+def test_builder_reads_fake_folder_in_official_order(fake_data):
+  raw, cache, arrays = fake_data
+  for split in ("train", "test"):
+    images, labels = load("fashion_mnist", split, data_dir=str(raw), tfds_dir=str(cache))
+    assert images.shape == (len(arrays[f"{split}_labels"]), 28, 28, 1) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images[..., 0], arrays[f"{split}_images"])
+    np.testing.assert_array_equal(labels, arrays[f"{split}_labels"])
+  # prepared data is cached: the raw files are no longer needed
+  for f in (raw / "fashion_mnist").iterdir():
+    f.unlink()
+  images, _ = load("fashion_mnist", "train", data_dir=str(raw), tfds_dir=str(cache))
+  np.testing.assert_array_equal(images[..., 0], arrays["train_images"])
+
+
+def test_data_dir_from_environment(fake_data, monkeypatch):
+  raw, cache, arrays = fake_data
+  monkeypatch.setenv("JAXTRICKS_DATA", str(raw))
+  _, labels = load("fashion_mnist", "test", tfds_dir=str(cache))
+  np.testing.assert_array_equal(labels, arrays["test_labels"])
+
+
+def _truncate(path):
+  data = path.read_bytes()
+  path.write_bytes(data[: len(data) // 2])
+
+
+def _corrupt(path):
+  data = bytearray(path.read_bytes())
+  for i in range(len(data) // 2, len(data) // 2 + 16):
+    data[i] ^= 0xFF
+  path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, words", [(_truncate, "truncated or corrupted"), (_corrupt, "truncated or corrupted")])
+def test_damaged_file_error_names_the_file(tmp_path, damage, words):
+  make_raw_folder(tmp_path / "raw", n_train=2000)
+  bad = tmp_path / "raw" / "fashion_mnist" / "train-images-idx3-ubyte.gz"
+  damage(bad)
+  with pytest.raises(DataError) as e:
+    load("fashion_mnist", "train", data_dir=str(tmp_path / "raw"), tfds_dir=str(tmp_path / "tfds"))
+  assert str(bad) in str(e.value) and words in str(e.value)
+  assert "\n" not in str(e.value)
+
+
+def test_wrong_image_shape_is_refused(tmp_path):
+  make_raw_folder(tmp_path / "raw", image_shape=(32, 32))
+  with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: items have shape \(32, 32\)"):
+    load("fashion_mnist", "train", data_dir=str(tmp_path / "raw"), tfds_dir=str(tmp_path / "tfds"))
+
+
+def test_labels_images_count_mismatch(tmp_path):
+  make_raw_folder(tmp_path / "raw")
+  write_idx_gz(tmp_path / "raw" / "fashion_mnist" / "train-labels-idx1-ubyte.gz", np.zeros(10, np.uint8))
+  with pytest.raises(DataError, match="256 images but .* 10 labels"):
+    load("fashion_mnist", "train", data_dir=str(tmp_path / "raw"), tfds_dir=str(tmp_path / "tfds"))
+
+
+class _FakeDownloads:
+  def __init__(self, folder):
+    self.folder, self.urls = folder, None
+
+  def download(self, urls):
+    self.urls = urls
+    return {k: self.folder / u.rsplit("/", 1)[1] for k, u in urls.items()}
+
+
+def _source(tmp_path, url):
+  return sources.RawSource(name="toy", files=FashionMnist.SOURCE.files, subdirs=("toy",),
+                           system_dirs=(str(tmp_path / "system"),), url=url, fix="install the toy")
+
+
+def test_no_source_names_every_place_and_the_fix(tmp_path, monkeypatch):
+  monkeypatch.delenv("JAXTRICKS_OFFLINE", raising=False)
+  monkeypatch.delenv("JAXTRICKS_DATA", raising=False)
+  with socket.socket() as s:   # a port nobody listens on: refused at once, as offline
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  dl = _FakeDownloads(tmp_path)
+  with pytest.raises(DataError) as e:
+    sources.locate(_source(tmp_path, f"http://127.0.0.1:{port}/"), str(tmp_path / "mine"), dl)
+  msg = str(e.value)
+  assert "\n" not in msg and dl.urls is None
+  for place in (tmp_path / "mine" / "toy", tmp_path / "system", f"http://127.0.0.1:{port}/", "install the toy"):
+    assert str(place) in msg, (place, msg)
+
+
+def test_download_is_the_last_resort(tmp_path, monkeypatch):
+  monkeypatch.delenv("JAXTRICKS_OFFLINE", raising=False)
+  make_raw_folder(tmp_path / "server", name="files")
+  with socket.socket() as server:
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/toy/"
+    dl = _FakeDownloads(tmp_path / "server" / "files")
+    paths = sources.locate(_source(tmp_path, url), None, dl)
+  assert dl.urls["train_images"] == url + "train-images-idx3-ubyte.gz"
+  assert paths["test_labels"] == tmp_path / "server" / "files" / "t10k-labels-idx1-ubyte.gz"
+  # a local folder wins over the download
+  make_raw_folder(tmp_path / "system", name=".")
+  dl.urls = None
+  paths = sources.locate(_source(tmp_path, url), None, dl)
+  assert dl.urls is None and paths["train_images"].parent == tmp_path / "system"
+
+
+def test_offline_flag_skips_download(tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXTRICKS_OFFLINE", "1")
+  with pytest.raises(DataError, match=r"JAXTRICKS_OFFLINE is set"):
+    sources.locate(_source(tmp_path, "http://127.0.0.1:1/"), None, _FakeDownloads(tmp_path))
+
+
+FASHION_COUNTS = {"train": [6000] * 10, "test": [1000] * 10}
+MNIST_COUNTS = {"train": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+                "test": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]}
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name, counts", [("fashion_mnist", FASHION_COUNTS), ("mnist", MNIST_COUNTS)])
+def test_real_data_sets(name, counts):
+  require_real_data(name)
+  for split, expected in counts.items():
+    images, labels = load(name, split)
+    assert images.shape == (sum(expected), 28, 28, 1) and images.dtype == np.uint8
+    assert np.bincount(labels, minlength=10).tolist() == expected
+    assert 0 < images.mean() < 255
+  # the official order: the first training labels of each set
+  _, labels = load(name, "train")
+  first = {"fashion_mnist": [9, 0, 0, 3, 0, 2, 7, 2, 5, 5], "mnist": [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]}[name]
+  assert labels[:10].tolist() == first

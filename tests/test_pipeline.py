@@ -1,0 +1,89 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtricks.data import pipeline
+
+
+def _batches(n=100, batch_size=10, seed=0, transform=None):
+  data = {"index": jnp.arange(n), "x": jnp.arange(n, dtype=jnp.float32) * 2}
+  return pipeline.DeviceBatches(data, batch_size=batch_size, key=jax.random.PRNGKey(seed), transform=transform)
+
+
+def _epoch(batches, epoch):
+  s = batches.steps_per_epoch
+  return np.concatenate([np.asarray(batches(epoch * s + i)["index"]) for i in range(s)])
+
+
+def test_every_example_once_per_epoch():
+  b = _batches()
+  for epoch in range(3):
+    order = _epoch(b, epoch)
+    assert sorted(order.tolist()) == list(range(100))
+  batch = b(7)
+  np.testing.assert_array_equal(batch["x"], 2 * batch["index"])   # arrays stay aligned
+
+
+def test_partial_batch_dropped_no_repeats():
+  b = _batches(n=105, batch_size=10)
+  assert b.steps_per_epoch == 10
+  order = _epoch(b, 0)
+  assert len(set(order.tolist())) == 100
+
+
+def test_epochs_differ_and_batches_are_a_function_of_key_and_step():
+  b = _batches()
+  assert not np.array_equal(_epoch(b, 0), _epoch(b, 1))
+  # a fresh iterator (as after a resume) gives the same batch for the same step, in any visiting order
+  fresh = _batches()
+  np.testing.assert_array_equal(fresh(23)["index"], b(23)["index"])
+  np.testing.assert_array_equal(fresh(3)["index"], b(3)["index"])
+  assert not np.array_equal(_batches(seed=1)(3)["index"], b(3)["index"])
+
+
+def test_transform_runs_inside_the_gather_with_a_per_step_key():
+  b = _batches(transform=lambda key, batch: {**batch, "noise": jax.random.uniform(key, (10,))})
+  assert b(0)["noise"].shape == (10,)
+  assert not np.allclose(b(0)["noise"], b(1)["noise"])
+  np.testing.assert_array_equal(b(5)["noise"], b(5)["noise"])
+
+
+def test_random_flip_is_a_flip():
+  x = jax.random.uniform(jax.random.PRNGKey(0), (200, 4, 5, 2))
+  y = pipeline.random_flip(jax.random.PRNGKey(1), x)
+  same = np.all(np.asarray(y) == np.asarray(x), axis=(1, 2, 3))
+  flipped = np.all(np.asarray(y) == np.asarray(x)[:, :, ::-1, :], axis=(1, 2, 3))
+  assert np.all(same ^ flipped)          # each image exactly one of the two
+  assert 60 < flipped.sum() < 140         # about half flipped
+  np.testing.assert_array_equal(pipeline.random_flip(jax.random.PRNGKey(1), y), x)   # same key: an involution
+
+
+def test_resize_rgb():
+  x = jnp.ones((3, 28, 28, 1)) * jnp.arange(3.0)[:, None, None, None]
+  y = jax.jit(pipeline.resize_rgb, static_argnums=1)(x, 56)
+  chex.assert_shape(y, (3, 56, 56, 3))
+  np.testing.assert_allclose(y, jnp.broadcast_to(jnp.arange(3.0)[:, None, None, None], y.shape), atol=1e-6)
+  ramp = jnp.broadcast_to(jnp.linspace(0, 1, 28)[None, None, :, None], (1, 28, 28, 1))
+  z = pipeline.resize_rgb(ramp, 56)
+  assert np.all(np.diff(np.asarray(z[0, 0, :, 0])) >= 0)   # resizing keeps the left-right order
+
+
+def test_to_float():
+  x = jnp.array([[0, 255]], jnp.uint8)
+  np.testing.assert_allclose(pipeline.to_float(x), [[0.0, 1.0]])
+
+
+def test_eval_batches_cover_each_example_once():
+  data = {"index": jnp.arange(23)}
+  seen = []
+  for batch, mask in pipeline.eval_batches(data, batch_size=10):
+    chex.assert_shape(batch["index"], (10,))
+    seen += np.asarray(batch["index"])[np.asarray(mask)].tolist()
+  assert seen == list(range(23))
+
+
+def test_bad_batch_size():
+  with pytest.raises(ValueError, match="batch size 0"):
+    _batches(batch_size=0)
