@@ -63,21 +63,23 @@ class DeviceBatches:
     self.data = jax.device_put(data)
     self._perm_key, self._transform_key = jax.random.split(key)
     self._permutation = jax.jit(epoch_permutation, static_argnums=2)
-    self._gather = jax.jit(functools.partial(_gather, transform=transform, batch_size=batch_size))
+    self._gather = jax.jit(functools.partial(_gather, transform=transform, batch_size=batch_size,
+                                             steps_per_epoch=self.steps_per_epoch))
     self._epoch, self._perm = None, None
 
   def __call__(self, step: int) -> Batch:
-    epoch, index = divmod(int(step), self.steps_per_epoch)
+    epoch = int(step) // self.steps_per_epoch
     if epoch != self._epoch:
       self._epoch, self._perm = epoch, self._permutation(self._perm_key, epoch, self.num_examples)
-    return self._gather(self.data, self._perm, index, jax.random.fold_in(self._transform_key, step))
+    return self._gather(self.data, self._perm, step, self._transform_key)
 
 
-def _gather(data: Batch, perm: jax.Array, index: jax.Array, key: jax.Array, *,
-            transform: Any, batch_size: int) -> Batch:
+def _gather(data: Batch, perm: jax.Array, step: jax.Array, key: jax.Array, *,
+            transform: Any, batch_size: int, steps_per_epoch: int) -> Batch:
+  index = step % steps_per_epoch
   indices_B = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
   batch = take(data, indices_B)
-  return transform(key, batch) if transform is not None else batch
+  return transform(jax.random.fold_in(key, step), batch) if transform is not None else batch
 
 
 def eval_batches(data: Batch, *, batch_size: int):

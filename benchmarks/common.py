@@ -1,0 +1,51 @@
+"""Timing helpers: warm-up excluded, block_until_ready, median of repeats."""
+
+import os
+import platform
+import statistics
+import time
+
+import jax
+
+
+def machine() -> str:
+  dev = jax.devices()[0]
+  if dev.platform == "cpu":
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores ({jax.device_count()} JAX device)"
+  return f"{dev.device_kind} ({jax.device_count()} device(s))"
+
+
+def time_call(fn, *, repeats: int = 20, warmup: int = 2) -> tuple[float, float]:
+  """(seconds of the first call, median seconds of `repeats` later calls); fn() must return arrays."""
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn())
+  first = time.perf_counter() - t0
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return first, (statistics.median(times) if times else float("nan"))
+
+
+def time_interleaved(fns: dict, *, repeats: int = 20, warmup: int = 2) -> dict[str, float]:
+  """Median seconds of each fn, calls interleaved round-robin so that machine noise hits all alike."""
+  for fn in fns.values():
+    for _ in range(warmup):
+      jax.block_until_ready(fn())
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[name].append(time.perf_counter() - t0)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+def table(header: list[str], rows: list[list]) -> str:
+  fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines)
