@@ -1,12 +1,14 @@
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from jaxtricks.data import builders, write_idx_gz
 
 os.environ.setdefault("JAXTRICKS_OFFLINE", "1")   # tests never wait on the network
+jax.config.update("jax_numpy_rank_promotion", "raise")   # implicit broadcasting of different ranks is a bug here
 REPO = Path(__file__).resolve().parents[1]
 
 

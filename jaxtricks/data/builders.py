@@ -7,6 +7,7 @@ official order.
 
 import os
 
+import chex
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -116,6 +117,7 @@ def load(name: str, split: str, *, data_dir: str | None = None,
   order = np.argsort([ex["index"] for ex in examples])
   images = np.stack([examples[i]["image"] for i in order])
   labels = np.array([examples[i]["label"] for i in order], dtype=np.int32)
-  assert images.shape == (len(source), 28, 28, 1) and images.dtype == np.uint8, images.shape
-  assert labels.shape == (len(source),), labels.shape
+  chex.assert_shape(images, (len(source), 28, 28, 1))
+  chex.assert_type(images, np.uint8)
+  chex.assert_shape(labels, (len(source),))
   return images, labels
