@@ -1,0 +1,131 @@
+"""Losses that train for accuracy (SPEC.md §1 and §5). Per-example values; the caller reduces.
+
+All take logits (or EXACT's mu and sigma), keep hyperparameters keyword-only, check shapes (ValueError on
+a mismatch) and work under jit and vmap.
+"""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import log_ndtr
+
+
+def _check_same_shape(name: str, a, b) -> None:
+  if jnp.shape(a) != jnp.shape(b):
+    raise ValueError(f"{name}: shapes differ: {jnp.shape(a)} and {jnp.shape(b)}")
+
+
+def _check_labels(name: str, logits, labels) -> None:
+  if jnp.shape(logits)[:-1] != jnp.shape(labels):
+    raise ValueError(f"{name}: logits {jnp.shape(logits)} need labels of shape {jnp.shape(logits)[:-1]}, "
+                     f"got {jnp.shape(labels)}")
+
+
+def _theta(x):
+  """Heaviside step with theta(0) = 1/2 (SPEC.md §1)."""
+  return jnp.where(x > 0, 1.0, jnp.where(x < 0, 0.0, 0.5)).astype(jnp.result_type(float))
+
+
+def margin_binary_cross_entropy(logits: chex.Array, labels: chex.Array, *, margin: float = 0.6) -> jax.Array:
+  """Margin-truncated binary cross-entropy (Su, kexue.fm/archives/4293).
+
+      lambda(y, p) = 1 - theta(y - m) theta(p - m) - theta(1 - m - y) theta(1 - m - p)
+      loss = -lambda(y, p) [y log p + (1 - y) log(1 - p)],   p = sigmoid(logits)
+
+  A positive already above m, or a negative below 1 - m, gets zero loss and zero gradient. p is compared
+  with m through the logits (p > m  <=>  logit > log(m / (1 - m))), and log p = log_sigmoid(logit), so no
+  +1e-8 is needed.
+  """
+  if not 0.5 < margin < 1:
+    raise ValueError(f"margin must be in (0.5, 1), got {margin}")
+  _check_same_shape("margin_binary_cross_entropy", logits, labels)
+  logits = jnp.asarray(logits, jnp.result_type(float))
+  labels = jnp.asarray(labels, logits.dtype)
+  t = math.log(margin) - math.log1p(-margin)            # logit of m; 1 - m has logit -t
+  weight = 1.0 - _theta(labels - margin) * _theta(logits - t) - _theta(1 - margin - labels) * _theta(-t - logits)
+  ce = -(labels * jax.nn.log_sigmoid(logits) + (1 - labels) * jax.nn.log_sigmoid(-logits))
+  return jax.lax.stop_gradient(weight) * ce
+
+
+def margin_softmax_cross_entropy(logits: chex.Array, labels: chex.Array, *, margin: float) -> jax.Array:
+  """Multi-class margin cross-entropy: -(1 - theta(p_y - m)) log p_y, p = softmax(logits).
+
+  Zero loss and gradient where the true class's probability exceeds m; weight 1/2 at p_y = m exactly.
+  """
+  if not 0 < margin < 1:
+    raise ValueError(f"margin must be in (0, 1), got {margin}")
+  _check_labels("margin_softmax_cross_entropy", logits, labels)
+  log_p = jax.nn.log_softmax(jnp.asarray(logits, jnp.result_type(float)), axis=-1)
+  log_py = jnp.take_along_axis(log_p, jnp.asarray(labels)[..., None], axis=-1)[..., 0]
+  weight = 1.0 - _theta(log_py - math.log(margin))
+  return -jax.lax.stop_gradient(weight) * log_py
+
+
+def soft_accuracy_loss(logits: chex.Array, labels: chex.Array) -> jax.Array:
+  """1 - softmax(logits)_y: one minus a smooth accuracy."""
+  _check_labels("soft_accuracy_loss", logits, labels)
+  p = jax.nn.softmax(jnp.asarray(logits, jnp.result_type(float)), axis=-1)
+  return 1.0 - jnp.take_along_axis(p, jnp.asarray(labels)[..., None], axis=-1)[..., 0]
+
+
+def hinge_loss(scores: chex.Array, labels_pm1: chex.Array) -> jax.Array:
+  """Binary hinge loss max(0, 1 - y f) with labels in {-1, +1}."""
+  _check_same_shape("hinge_loss", scores, labels_pm1)
+  return jax.nn.relu(1.0 - labels_pm1 * scores)
+
+
+def _gauss_hermite(num_points: int):
+  x, w = np.polynomial.hermite.hermgauss(num_points)
+  # E_{t ~ N(0,1)}[f(t)] = sum_k w_k / sqrt(pi) f(sqrt(2) x_k)
+  return np.sqrt(2.0) * x, np.log(w) - 0.5 * np.log(np.pi)
+
+
+def exact_log_probability(mu: chex.Array, sigma: chex.Array, labels: chex.Array, *,
+                          num_points: int = 32) -> jax.Array:
+  """log p(y|x) of EXACT (Karpukhin et al. 2022, arXiv 2205.09615; SPEC.md §5).
+
+      p(y|x) = P(y = argmax_i mu_i / sigma + eps_i) = E_{t~N(0,1)} prod_{i != y} Phi(d_i + t),
+      d_i = (mu_y - mu_i) / sigma,
+
+  by Gauss-Hermite quadrature with `num_points` nodes, summed in log space (log_ndtr, logsumexp), so it stays
+  finite and differentiable for large margins of either sign. mu: [..., C], sigma: [...] (> 0), labels: [...].
+  """
+  _check_labels("exact_probability", mu, labels)
+  if jnp.shape(sigma) != jnp.shape(labels):
+    raise ValueError(f"exact_probability: sigma must have shape {jnp.shape(labels)}, got {jnp.shape(sigma)}")
+  mu = jnp.asarray(mu, jnp.result_type(float))
+  labels = jnp.asarray(labels)
+  mu_y = jnp.take_along_axis(mu, labels[..., None], axis=-1)
+  d = (mu_y - mu) / jnp.asarray(sigma, mu.dtype)[..., None]              # [..., C]; d_y = 0
+  not_y = ~jax.nn.one_hot(labels, mu.shape[-1], dtype=bool)              # [..., C]
+  # Change of variable t = s + c (exact for any c): E_t[g(t)] = E_s[exp(-c s - c^2/2) g(s + c)]. Centring the
+  # nodes near the integrand's peak, c = -min_i d_i / 2 when a wrong class leads, keeps the tails accurate.
+  c = jax.lax.stop_gradient(jax.nn.relu(-jnp.min(jnp.where(not_y, d, jnp.inf), axis=-1)) / 2)[..., None]
+  s, log_w = (jnp.asarray(a, mu.dtype).reshape((1,) * (d.ndim - 1) + (num_points,)) for a in _gauss_hermite(num_points))
+  log_phi = log_ndtr(d[..., None, :] + (s + c)[..., None])               # [..., K, C]
+  log_prod = jnp.sum(jnp.where(not_y[..., None, :], log_phi, 0.0), axis=-1)   # [..., K]
+  return jnp.minimum(jax.nn.logsumexp(log_prod + log_w - c * s - c**2 / 2, axis=-1), 0.0)
+
+
+def exact_probability(mu: chex.Array, sigma: chex.Array, labels: chex.Array, *, num_points: int = 32) -> jax.Array:
+  """p(y|x) of EXACT; see `exact_log_probability`."""
+  return jnp.exp(exact_log_probability(mu, sigma, labels, num_points=num_points))
+
+
+def exact_loss(mu, sigma, labels, *, num_points: int = 32) -> jax.Array:
+  """EXACT's loss per example, -p(y|x); its batch mean is the paper's -E[p]."""
+  return -exact_probability(mu, sigma, labels, num_points=num_points)
+
+
+def exact_log_mean_loss(mu, sigma, labels, *, num_points: int = 32) -> jax.Array:
+  """-log of the batch mean of p(y|x) (the paper's variant): a scalar, not per example."""
+  log_p = exact_log_probability(mu, sigma, labels, num_points=num_points)
+  return -(jax.nn.logsumexp(log_p) - math.log(log_p.size))
+
+
+def exact_log_loss(mu, sigma, labels, *, num_points: int = 32) -> jax.Array:
+  """-log p(y|x) per example: the seed's principle (kexue.fm/archives/9098) applied to EXACT."""
+  return -exact_log_probability(mu, sigma, labels, num_points=num_points)
