@@ -32,7 +32,7 @@ def measure(name: str, images, labels, *, batch_size: int, repeats: int) -> list
   batches = pipeline.DeviceBatches({"image": images, "label": labels}, batch_size=batch_size, key=key,
                                    transform=functools.partial(classify.preprocess, config, train=True))
   state = classify.init_state(config, classify.make_model(config), key)
-  step_fn = jax.jit(classify.train_step, donate_argnums=0)
+  step_fn = jax.jit(functools.partial(classify.train_step, config=config), donate_argnums=0)
   fixed = batches(0)
   holder = {"state": state, "step": 0}
 

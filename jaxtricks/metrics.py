@@ -1,9 +1,100 @@
-"""Evaluation metrics, per example where that makes sense (the caller reduces)."""
+"""Evaluation metrics: accuracy, Fréchet distance (FID-FMNIST), classifier-based inception score, AUROC."""
 
+import functools
+from pathlib import Path
+
+import flax.serialization
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxtricks.models.feature_net import FeatureNet
+
+FEATURE_NET_WEIGHTS = Path(__file__).resolve().parent / "assets" / "feature_net_fmnist.msgpack"
 
 
 def correct(logits_BC: jax.Array, labels_B: jax.Array) -> jax.Array:
   """1.0 where argmax(logits) == label, else 0.0; shape [B]."""
   return (jnp.argmax(logits_BC, axis=-1) == labels_B).astype(jnp.float32)
+
+
+def gaussian_statistics(features_ND) -> tuple[np.ndarray, np.ndarray]:
+  """(mean [D], covariance [D, D]) in float64."""
+  f = np.asarray(features_ND, np.float64)
+  return f.mean(0), np.cov(f, rowvar=False)
+
+
+def _sqrt_psd(c):
+  w, v = np.linalg.eigh(c)
+  return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def frechet_distance(mu1, cov1, mu2, cov2) -> float:
+  """||mu1 - mu2||^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2)) (Heusel et al. 2017, FID), in float64.
+
+  tr((C1 C2)^(1/2)) is computed as the sum of the square roots of the eigenvalues of the symmetric
+  C1^(1/2) C2 C1^(1/2), which has the same spectrum and needs no complex sqrtm.
+  """
+  mu1, mu2, cov1, cov2 = (np.asarray(a, np.float64) for a in (mu1, mu2, cov1, cov2))
+  s1 = _sqrt_psd(cov1)
+  tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh(s1 @ cov2 @ s1), 0, None)).sum()
+  return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * tr_sqrt)
+
+
+def inception_score(probs_NC) -> float:
+  """exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016), from a classifier's class probabilities."""
+  p = np.asarray(probs_NC, np.float64)
+  marginal = p.mean(0, keepdims=True)
+  kl = np.sum(p * (np.log(np.clip(p, 1e-30, None)) - np.log(np.clip(marginal, 1e-30, None))), axis=1)
+  return float(np.exp(kl.mean()))
+
+
+def auroc(scores_in, scores_out) -> float:
+  """P(score_in > score_out) + P(equal)/2: the area under the ROC curve of telling `in` (positive, higher
+  score) from `out`, by the Mann-Whitney U statistic with average ranks for ties."""
+  a, b = np.asarray(scores_in, np.float64).ravel(), np.asarray(scores_out, np.float64).ravel()
+  both = np.concatenate([a, b])
+  order = np.argsort(both, kind="mergesort")
+  ranks = np.empty(len(both))
+  sorted_vals = both[order]
+  # average ranks (1-based) for ties
+  _, first, counts = np.unique(sorted_vals, return_index=True, return_counts=True)
+  avg = first + (counts + 1) / 2.0
+  ranks[order] = np.repeat(avg, counts)
+  u = ranks[: len(a)].sum() - len(a) * (len(a) + 1) / 2
+  return float(u / (len(a) * len(b)))
+
+
+def load_feature_net(path: str | Path = FEATURE_NET_WEIGHTS):
+  """(FeatureNet module, params) from the committed weights."""
+  model = FeatureNet()
+  template = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  params = flax.serialization.from_bytes(template, Path(path).read_bytes())
+  return model, params
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _features_and_probs(model, params, x_BHWC):
+  feats = model.apply({"params": params}, x_BHWC, return_features=True)
+  logits = model.apply({"params": params}, x_BHWC)
+  return feats, jax.nn.softmax(logits)
+
+
+def feature_net_outputs(images_NHWC, *, net=None, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+  """(128-d features, class probabilities) of images in [0, 1] (float) or uint8, 28x28x1."""
+  model, params = net if net is not None else load_feature_net()
+  x = np.asarray(images_NHWC)
+  x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+  feats, probs = [], []
+  for start in range(0, len(x), batch_size):
+    f, p = _features_and_probs(model, params, jnp.asarray(x[start:start + batch_size]))
+    feats.append(np.asarray(f))
+    probs.append(np.asarray(p))
+  return np.concatenate(feats), np.concatenate(probs)
+
+
+def fid_fmnist(images_a, images_b, *, net=None) -> float:
+  """FID-FMNIST: the Fréchet distance between the feature net's penultimate features of two image sets."""
+  fa, _ = feature_net_outputs(images_a, net=net)
+  fb, _ = feature_net_outputs(images_b, net=net)
+  return frechet_distance(*gaussian_statistics(fa), *gaussian_statistics(fb))

@@ -1,5 +1,6 @@
 """train.classify end to end: kill and resume, divergence, bad input, models, and the real 1-epoch run."""
 
+import functools
 import json
 import os
 import subprocess
@@ -14,7 +15,6 @@ import pytest
 
 from conftest import REPO, make_raw_folder, require_real_data
 from jaxtricks import cli
-from jaxtricks.models.cnn import CNN
 from jaxtricks.models.mobilenet import MobileNetV1
 from train import classify
 
@@ -78,6 +78,8 @@ def test_divergence_stops_keeps_checkpoint_and_resumes_with_lower_lr(raw):
     (["--model", "resnet"], "invalid choice: 'resnet'"),
     (["--batch-size", "0"], "--batch-size must be positive"),
     (["--lr", "fast"], "invalid float value: 'fast'"),
+    (["--loss", "margin", "--margin", "1.5"], "--margin must be in (0, 1)"),
+    (["--loss", "focal"], "invalid choice: 'focal'"),
     (["--dataset", "mnist", "--data-dir", "/nonexistent"], "/nonexistent/mnist"),
 ])
 def test_bad_input_one_line_exit_2(args, words, tmp_path, capsys, monkeypatch):
@@ -105,34 +107,45 @@ def test_workdir_of_another_model_refused(raw, capsys, monkeypatch):
   assert rc == cli.EXIT_USAGE and "another configuration" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model, size", [(CNN(), 28), (MobileNetV1(width=0.25), 56), (MobileNetV1(width=0.25), 32)])
-def test_model_shapes_and_a_step_lowers_the_loss(model, size):
-  x = jax.random.uniform(jax.random.PRNGKey(0), (8, size, size, 3 if size != 28 else 1))
+@pytest.mark.parametrize("model, size", [("cnn", 28), ("mobilenet", 32)])
+def test_model_shapes_and_steps_lower_the_loss(model, size):
+  config = classify.Config(model=model, width=0.25, input_size=max(size, 28), lr=1e-3)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (8, size, size, 3 if model == "mobilenet" else 1))
+  _check_training(config, x)
+
+
+@pytest.mark.parametrize("loss", ["ce", "margin", "soft_acc", "exact", "exact_log_mean", "exact_log"])
+def test_every_loss_trains(loss):
+  config = classify.Config(loss=loss, lr=1e-3)
+  _check_training(config, jax.random.uniform(jax.random.PRNGKey(0), (8, 28, 28, 1)))
+
+
+def _check_training(config, x):
   y = jnp.arange(8) % 10
-  config = classify.Config(model="cnn" if isinstance(model, CNN) else "mobilenet", width=0.25, input_size=max(size, 28),
-                           lr=1e-3)
-  state = classify.TrainState.create(apply_fn=model.apply, tx=classify.optax.adam(1e-3),
-                                     **_init(model, x))
-  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x)
-  chex.assert_shape(logits, (8, 10))
-  chex.assert_tree_all_finite(logits)
-  step = jax.jit(classify.train_step)
+  model = classify.make_model(config)
+  state = classify.init_state(config, model, jax.random.PRNGKey(0))
+  outputs = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x)
+  chex.assert_shape(outputs, (8, classify.num_outputs(config)))
+  chex.assert_tree_all_finite(outputs)
+  step = jax.jit(functools.partial(classify.train_step, config=config))
   losses = []
-  for i in range(5):
+  for i in range(8):
     state, metrics = step(state, {"image": x, "label": y}, jax.random.PRNGKey(i))
     losses.append(float(metrics["loss"]))
+  chex.assert_tree_all_finite(state.params)
   assert losses[-1] < losses[0], losses
-  del config
 
 
-def _init(model, x):
-  v = model.init(jax.random.PRNGKey(0), x)
-  return {"params": v["params"], "batch_stats": v.get("batch_stats", {})}
+def test_exact_head_gives_positive_sigma():
+  mu, sigma = classify.split_outputs(jnp.array([[0.0] * 10 + [-50.0], [1.0] * 10 + [3.0]]))
+  chex.assert_shape(mu, (2, 10))
+  assert float(sigma.min()) > 0 and abs(float(sigma[1]) - (float(jax.nn.softplus(3.0)) + 1e-3)) < 1e-6
+  assert classify.split_outputs(jnp.zeros((2, 10)))[1] is None
 
 
 def test_mobilenet_width_multiplier_scales_params():
   x = jnp.zeros((1, 56, 56, 3))
-  count = lambda m: sum(a.size for a in jax.tree.leaves(m.init(jax.random.PRNGKey(0), x)["params"]))
+  count = lambda m: sum(a.size for a in jax.tree.leaves(jax.eval_shape(m.init, jax.random.PRNGKey(0), x)["params"]))
   full, half = count(MobileNetV1(width=1.0)), count(MobileNetV1(width=0.5))
   assert 3.0e6 < full < 3.4e6     # MobileNet v1 1.0 without the 1000-way top: 3.2M (Howard et al. Table 8: 4.2M with it)
   assert 0.2 < half / full < 0.35  # params scale with width^2

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from conftest import require_real_data
+from jaxtricks import metrics
+
+
+def test_frechet_distance_of_known_gaussians():
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(5, 5))
+  c1 = a @ a.T + np.eye(5)
+  q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+  # commuting covariances: FD = ||m1 - m2||^2 + sum (sqrt(l1) - sqrt(l2))^2 over the shared eigenbasis
+  l1, l2 = rng.uniform(0.5, 3, 5), rng.uniform(0.5, 3, 5)
+  c1, c2 = (q * l1) @ q.T, (q * l2) @ q.T
+  m1, m2 = rng.normal(size=5), rng.normal(size=5)
+  expected = np.sum((m1 - m2) ** 2) + np.sum((np.sqrt(l1) - np.sqrt(l2)) ** 2)
+  assert metrics.frechet_distance(m1, c1, m2, c2) == pytest.approx(expected, rel=1e-9)
+  assert metrics.frechet_distance(m1, c1, m1, c1) == pytest.approx(0.0, abs=1e-9)
+  # non-commuting: against scipy's sqrtm
+  from scipy.linalg import sqrtm
+  c3 = a @ a.T + 0.5 * np.eye(5)
+  ref = np.sum((m1 - m2) ** 2) + np.trace(c1 + c3 - 2 * np.real(sqrtm(c1 @ c3)))
+  assert metrics.frechet_distance(m1, c1, m2, c3) == pytest.approx(ref, rel=1e-7)
+
+
+def test_frechet_distance_from_samples():
+  rng = np.random.default_rng(1)
+  x = rng.normal([0, 0, 0], [1.0, 2.0, 0.5], size=(200000, 3))
+  y = rng.normal([1, 0, -1], [1.0, 1.0, 1.0], size=(200000, 3))
+  expected = 2.0 + (2.0 - 1.0) ** 2 + (0.5 - 1.0) ** 2
+  fd = metrics.frechet_distance(*metrics.gaussian_statistics(x), *metrics.gaussian_statistics(y))
+  assert fd == pytest.approx(expected, rel=0.02)
+
+
+def test_auroc_against_pair_counting():
+  rng = np.random.default_rng(2)
+  a = rng.integers(0, 20, 300).astype(float)          # many ties
+  b = rng.integers(5, 25, 200).astype(float)
+  brute = np.mean((a[:, None] > b[None]) + 0.5 * (a[:, None] == b[None]))
+  assert metrics.auroc(a, b) == pytest.approx(brute, abs=1e-12)
+  assert metrics.auroc([3, 4], [1, 2]) == 1.0
+  assert metrics.auroc([1, 2], [3, 4]) == 0.0
+  assert metrics.auroc([1, 1], [1, 1]) == 0.5
+
+
+def test_inception_score():
+  assert metrics.inception_score(np.full((100, 10), 0.1)) == pytest.approx(1.0)
+  assert metrics.inception_score(np.eye(10)[np.arange(100) % 10]) == pytest.approx(10.0, rel=1e-6)
+  assert metrics.inception_score(np.eye(10)[np.zeros(100, int)]) == pytest.approx(1.0)
+
+
+@pytest.mark.realdata
+def test_feature_net_weights_and_fid_fmnist():
+  require_real_data("fashion_mnist")
+  require_real_data("mnist")
+  from jaxtricks.data import load
+  net = metrics.load_feature_net()
+  fashion, labels = load("fashion_mnist", "test")
+  feats, probs = metrics.feature_net_outputs(fashion, net=net)
+  assert feats.shape == (10000, 128)
+  assert np.mean(probs.argmax(1) == labels) >= 0.92        # the committed net is the one that reached 92%
+  train, _ = load("fashion_mnist", "train")
+  digits, _ = load("mnist", "test")
+  same = metrics.fid_fmnist(train[:10000], fashion, net=net)
+  other = metrics.fid_fmnist(digits, fashion, net=net)
+  assert same < 0.05 * other, (same, other)
+  assert metrics.inception_score(probs) > 5
