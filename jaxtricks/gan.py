@@ -1,0 +1,178 @@
+"""A GAN trained with one loss through stop_gradient, and 1:1 alternating training (SPEC.md §2;
+Su, kexue.fm/archives/6387; reference code bojone/gan).
+
+Hinge GAN, discriminator D scores real data LOW:
+    D minimizes  E_x[relu(1 + D(x))] + E_z[relu(1 - D(G(z)))],      G minimizes  E_z[D(G(z))].
+One loss over {'G': ..., 'D': ...}, sg = stop_gradient:
+    subtract:  L = hinge(D(x), D(sg(G(z)))) + lam * (E D(G(z)) - E D(sg(G(z))))          (the seed's, Keras-able)
+    freeze:    L = hinge(D(x), D(sg(G(z)))) + lam * (E D_{sg(theta_D)}(G(z)) - sg(same))  (JAX: sg on D's params)
+The lam term is exactly 0 in value; its gradient is 0 for D and lam * grad_G E[D(G(z))] for G. So one step on
+L moves D by its hinge loss and G by its loss at once.
+
+lam scales G's gradient. With SGD that is a learning-rate ratio D:G = 1:lam, but Adam and RMSprop divide by
+the gradient's own scale and undo it: for two time scales use `two_timescale` (optax.multi_transform with a
+learning rate per subtree).
+
+Gradient reversal (differentiate D's loss once and negate G's part) is valid only when G minimizes exactly
+-1 x D's objective (a zero-sum game): `gradient_reversal_loss` offers it for the minimax loss and refuses the
+hinge loss (and any other).
+
+BatchNorm: every forward pass runs in training mode with `mutable=['batch_stats']`; D's statistics are
+updated by its pass on the real batch and then on the fake batch (as two Keras calls would), G's by its pass;
+the passes that exist only for the lam term do not touch the statistics.
+"""
+
+from typing import Any, Callable, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+Params = dict[str, Any]
+
+
+def d_hinge_loss(d_real_B: jax.Array, d_fake_B: jax.Array) -> jax.Array:
+  """E[relu(1 + D(x))] + E[relu(1 - D(G(z)))] (real scored low)."""
+  return jax.nn.relu(1.0 + d_real_B).mean() + jax.nn.relu(1.0 - d_fake_B).mean()
+
+
+def g_hinge_loss(d_fake_B: jax.Array) -> jax.Array:
+  """E[D(G(z))]."""
+  return d_fake_B.mean()
+
+
+def _run(module: nn.Module, params, stats, x, train: bool = True):
+  """(output, new batch stats) of a training-mode forward pass."""
+  out, updates = module.apply({"params": params, "batch_stats": stats}, x, train=train, mutable=["batch_stats"])
+  return out, updates.get("batch_stats", stats)
+
+
+@struct.dataclass
+class GanState:
+  step: jax.Array
+  params: Params             # {'G': ..., 'D': ...}
+  batch_stats: Params        # {'G': ..., 'D': ...} ({} for nets without BatchNorm)
+  opt_state: Any
+  generator: nn.Module = struct.field(pytree_node=False)
+  discriminator: nn.Module = struct.field(pytree_node=False)
+  tx: Any = struct.field(pytree_node=False)   # one GradientTransformation, or {'G': tx_G, 'D': tx_D}
+
+
+def two_timescale(tx_g: optax.GradientTransformation, tx_d: optax.GradientTransformation):
+  """One optimizer over {'G', 'D'} with its own transformation per subtree (optax.multi_transform)."""
+  return optax.multi_transform({"G": tx_g, "D": tx_d}, {"G": "G", "D": "D"})
+
+
+def init(key, generator, discriminator, z_shape, x_shape, tx) -> GanState:
+  """Initial state; `tx` a single optimizer (single-loss forms) or {'G': tx_G, 'D': tx_D} (alternating)."""
+  kg, kd = jax.random.split(key)
+  vg = generator.init(kg, jnp.zeros(z_shape), train=False)
+  vd = discriminator.init(kd, jnp.zeros(x_shape), train=False)
+  params = {"G": vg["params"], "D": vd["params"]}
+  stats = {"G": vg.get("batch_stats", {}), "D": vd.get("batch_stats", {})}
+  opt_state = ({k: t.init(params[k]) for k, t in tx.items()} if isinstance(tx, dict) else tx.init(params))
+  return GanState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats, opt_state=opt_state,
+                  generator=generator, discriminator=discriminator, tx=tx)
+
+
+def single_loss(params: Params, batch_stats: Params, x_real, z, *, generator, discriminator, lam: float = 1.0,
+                form: Literal["freeze", "subtract"] = "freeze") -> tuple[jax.Array, tuple[Params, dict]]:
+  """The one loss over G and D; returns (loss, (new batch stats, metrics))."""
+  g, d = generator, discriminator
+  x_fake, g_stats = _run(g, params["G"], batch_stats["G"], z)
+  d_real, d_stats = _run(d, params["D"], batch_stats["D"], x_real)
+  d_fake_sg, d_stats_new = _run(d, params["D"], d_stats, jax.lax.stop_gradient(x_fake))
+  if form == "subtract":
+    d_fake, _ = _run(d, params["D"], d_stats, x_fake)
+    lam_term = d_fake.mean() - d_fake_sg.mean()
+  elif form == "freeze":
+    d_frozen, _ = _run(d, jax.lax.stop_gradient(params["D"]), d_stats, x_fake)
+    lam_term = d_frozen.mean() - jax.lax.stop_gradient(d_frozen.mean())
+  else:
+    raise ValueError(f"form must be 'freeze' or 'subtract', got {form!r}")
+  d_loss = d_hinge_loss(d_real, d_fake_sg)
+  loss = d_loss + lam * lam_term
+  metrics = {"d_loss": d_loss, "g_loss": g_hinge_loss(d_fake_sg), "lam_term": lam_term,
+             "d_real": d_real.mean(), "d_fake": d_fake_sg.mean()}
+  return loss, ({"G": g_stats, "D": d_stats_new}, metrics)
+
+
+def single_step(state: GanState, x_real, z, *, lam: float = 1.0, form: str = "freeze"):
+  """One optimizer step on `single_loss` (one forward/backward for both nets)."""
+  grad_fn = jax.grad(single_loss, has_aux=True)
+  grads, (stats, metrics) = grad_fn(state.params, state.batch_stats, x_real, z, generator=state.generator,
+                                    discriminator=state.discriminator, lam=lam, form=form)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  return state.replace(step=state.step + 1, params=params, batch_stats=stats, opt_state=opt_state), metrics
+
+
+def alternating_step(state: GanState, x_real, z_d, z_g=None):
+  """1:1 alternating training: a D step on the hinge loss, then a G step against the NEW D (two optimizers)."""
+  g, d = state.generator, state.discriminator
+  z_g = z_d if z_g is None else z_g
+  tx_g, tx_d = state.tx["G"], state.tx["D"]
+
+  def d_loss_fn(p_d):
+    x_fake, g_stats = _run(g, state.params["G"], state.batch_stats["G"], z_d)
+    d_real, d_stats = _run(d, p_d, state.batch_stats["D"], x_real)
+    d_fake, d_stats = _run(d, p_d, d_stats, jax.lax.stop_gradient(x_fake))
+    return d_hinge_loss(d_real, d_fake), (g_stats, d_stats, d_real.mean(), d_fake.mean())
+
+  (d_loss, (g_stats, d_stats, d_real, d_fake)), grads_d = jax.value_and_grad(d_loss_fn, has_aux=True)(
+      state.params["D"])
+  upd_d, opt_d = tx_d.update(grads_d, state.opt_state["D"], state.params["D"])
+  p_d = optax.apply_updates(state.params["D"], upd_d)
+
+  def g_loss_fn(p_g):
+    x_fake, g_stats2 = _run(g, p_g, g_stats, z_g)
+    d_fake2, _ = _run(d, p_d, d_stats, x_fake)
+    return g_hinge_loss(d_fake2), g_stats2
+
+  (g_loss, g_stats), grads_g = jax.value_and_grad(g_loss_fn, has_aux=True)(state.params["G"])
+  upd_g, opt_g = tx_g.update(grads_g, state.opt_state["G"], state.params["G"])
+  p_g = optax.apply_updates(state.params["G"], upd_g)
+  metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_real": d_real, "d_fake": d_fake}
+  return state.replace(step=state.step + 1, params={"G": p_g, "D": p_d}, batch_stats={"G": g_stats, "D": d_stats},
+                       opt_state={"G": opt_g, "D": opt_d}), metrics
+
+
+@jax.custom_vjp
+def reverse_gradient(x):
+  """Identity forward; negates the gradient backward."""
+  return x
+
+
+reverse_gradient.defvjp(lambda x: (x, None), lambda _, g: (jax.tree.map(jnp.negative, g),))
+
+ZERO_SUM_LOSSES = ("minimax",)
+
+
+def gradient_reversal_loss(params: Params, batch_stats: Params, x_real, z, *, generator, discriminator,
+                           loss: str = "minimax") -> tuple[jax.Array, tuple[Params, dict]]:
+  """One loss for a zero-sum GAN: V(D, reverse_gradient(G(z))), D minimizing V and G maximizing it.
+
+  Only valid when D and G play min-max on the SAME objective; here the minimax loss
+  V = E softplus(D(x)) + E softplus(-D(G(z))) (real scored low). Any other loss (hinge, LSGAN) is refused:
+  its G objective is not -V, so reversing D's gradient would train G on the wrong loss.
+  """
+  if loss not in ZERO_SUM_LOSSES:
+    raise ValueError(f"gradient reversal needs a zero-sum loss (one of {ZERO_SUM_LOSSES}); the {loss!r} loss is not "
+                     "zero-sum (its generator does not minimize -1 x the discriminator's loss): use "
+                     "single_loss(form='freeze') instead")
+  x_fake, g_stats = _run(generator, params["G"], batch_stats["G"], z)
+  d_real, d_stats = _run(discriminator, params["D"], batch_stats["D"], x_real)
+  d_fake, d_stats = _run(discriminator, params["D"], d_stats, reverse_gradient(x_fake))
+  value = jax.nn.softplus(d_real).mean() + jax.nn.softplus(-d_fake).mean()
+  return value, ({"G": g_stats, "D": d_stats}, {"v": value})
+
+
+Sampler = Callable[[GanState, jax.Array], jax.Array]
+
+
+def sample(state: GanState, z_BZ: jax.Array) -> jax.Array:
+  """Generator samples with BatchNorm's running statistics (inference mode)."""
+  return state.generator.apply({"params": state.params["G"], "batch_stats": state.batch_stats["G"]}, z_BZ,
+                               train=False)

@@ -1,0 +1,156 @@
+"""The one-loss GAN: its gradient is D's hinge gradient for D and lam x G's gradient for G, in both forms."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxtricks import gan
+from jaxtricks.models.dcgan import Discriminator, Generator
+
+G, D = Generator(width=4), Discriminator(width=4)
+Z = 8
+
+
+def _state(tx, key=0):
+  state = gan.init(jax.random.PRNGKey(key), G, D, (2, Z), (2, 28, 28, 1), tx)
+  # perturb BatchNorm's running statistics so that a pass that wrongly used them would show
+  stats = jax.tree.map(lambda a: a + 0.1, state.batch_stats)
+  return state.replace(batch_stats=stats)
+
+
+def _batch(n=6):
+  x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1), minval=-1, maxval=1)
+  z = jax.random.normal(jax.random.PRNGKey(2), (n, Z))
+  return x, z
+
+
+def _reference_grads(state, x, z):
+  """Separate gradients: D on its hinge loss, G on E[D(G(z))] (both nets in training mode)."""
+  def d_loss(p_d):
+    fake = G.apply({"params": state.params["G"], "batch_stats": state.batch_stats["G"]}, z, mutable=["batch_stats"])[0]
+    d = lambda v: D.apply({"params": p_d, "batch_stats": state.batch_stats["D"]}, v, mutable=["batch_stats"])[0]
+    return gan.d_hinge_loss(d(x), d(jax.lax.stop_gradient(fake)))
+
+  def g_loss(p_g):
+    fake = G.apply({"params": p_g, "batch_stats": state.batch_stats["G"]}, z, mutable=["batch_stats"])[0]
+    return gan.g_hinge_loss(D.apply({"params": state.params["D"], "batch_stats": state.batch_stats["D"]}, fake,
+                                    mutable=["batch_stats"])[0])
+
+  return jax.grad(d_loss)(state.params["D"]), jax.grad(g_loss)(state.params["G"])
+
+
+@pytest.mark.parametrize("form", ["freeze", "subtract"])
+@pytest.mark.parametrize("lam", [1.0, 0.3])
+def test_single_loss_gradient_is_both_losses_gradients(form, lam):
+  state = _state(optax.adam(1e-3))
+  x, z = _batch()
+  f = jax.jit(functools.partial(gan.single_loss, generator=G, discriminator=D, lam=lam, form=form))
+  (loss, (_, metrics)), grads = jax.value_and_grad(f, has_aux=True)(state.params, state.batch_stats, x, z)
+  ref_d, ref_g = _reference_grads(state, x, z)
+  chex.assert_trees_all_close(grads["D"], ref_d, rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(grads["G"], jax.tree.map(lambda g: lam * g, ref_g), rtol=1e-4, atol=1e-6)
+  assert float(metrics["lam_term"]) == 0.0                   # exactly zero in value
+  assert float(loss) == float(metrics["d_loss"])
+  assert max(float(jnp.abs(l).max()) for l in jax.tree.leaves(ref_g)) > 1e-4   # G really gets a gradient
+
+
+def test_freeze_gives_d_nothing_from_the_lam_term():
+  state = _state(optax.adam(1e-3))
+  x, z = _batch()
+  grad = lambda lam: jax.grad(gan.single_loss, has_aux=True)(state.params, state.batch_stats, x, z, generator=G,
+                                                               discriminator=D, lam=lam, form="freeze")[0]
+  with_lam, without = grad(5.0), grad(0.0)
+  chex.assert_trees_all_equal(with_lam["D"], without["D"])    # zero, not small
+  assert all(float(jnp.abs(l).max()) == 0 for l in jax.tree.leaves(without["G"]))
+
+
+def test_batch_stats_updated_by_real_then_fake_pass():
+  state = _state(optax.adam(1e-3))
+  x, z = _batch()
+  _, (stats, _) = gan.single_loss(state.params, state.batch_stats, x, z, generator=G, discriminator=D)
+  fake, g_stats = gan._run(G, state.params["G"], state.batch_stats["G"], z)
+  _, d_stats = gan._run(D, state.params["D"], state.batch_stats["D"], x)
+  _, d_stats = gan._run(D, state.params["D"], d_stats, fake)
+  chex.assert_trees_all_close(stats, {"G": g_stats, "D": d_stats})
+  assert not np.allclose(jax.tree.leaves(stats["D"])[0], jax.tree.leaves(state.batch_stats["D"])[0])
+
+
+def test_alternating_step_equals_two_updates_by_hand():
+  tx = {"G": optax.adam(2e-4), "D": optax.adam(1e-3)}
+  state = _state(tx)
+  x, z = _batch()
+  new, _ = jax.jit(gan.alternating_step)(state, x, z)
+  # by hand: D step on the hinge loss
+  grad_d, _ = _reference_grads(state, x, z)
+  upd, _ = tx["D"].update(grad_d, state.opt_state["D"], state.params["D"])
+  p_d = optax.apply_updates(state.params["D"], upd)
+  # then G against the NEW D, G's BatchNorm statistics as left by the D step's pass (D's statistics do not
+  # matter in training mode: BatchNorm normalizes with the batch's own)
+  _, g_stats = gan._run(G, state.params["G"], state.batch_stats["G"], z)
+  grad_g = jax.grad(lambda p: gan.g_hinge_loss(gan._run(D, p_d, state.batch_stats["D"], gan._run(G, p, g_stats, z)[0])[0]))(
+      state.params["G"])
+  upd, _ = tx["G"].update(grad_g, state.opt_state["G"], state.params["G"])
+  p_g = optax.apply_updates(state.params["G"], upd)
+  chex.assert_trees_all_close(new.params["D"], p_d, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(new.params["G"], p_g, rtol=1e-5, atol=1e-6)
+  assert int(new.step) == 1
+
+
+def test_two_timescale_is_adam_per_subtree():
+  tx_g, tx_d = optax.adam(1e-4), optax.adam(4e-4)
+  state = _state(gan.two_timescale(tx_g, tx_d))
+  x, z = _batch()
+  new, _ = gan.single_step(state, x, z, lam=1.0)
+  grads = jax.grad(gan.single_loss, has_aux=True)(state.params, state.batch_stats, x, z, generator=G,
+                                                   discriminator=D)[0]
+  for k, tx in (("G", tx_g), ("D", tx_d)):
+    upd, _ = tx.update(grads[k], tx.init(state.params[k]), state.params[k])
+    chex.assert_trees_all_close(new.params[k], optax.apply_updates(state.params[k], upd), rtol=1e-5, atol=1e-7)
+
+
+def test_lam_does_not_change_adam_steps_but_does_change_sgd_steps():
+  x, z = _batch()
+  def g_update(tx, lam):
+    state = _state(tx)
+    new, _ = gan.single_step(state, x, z, lam=lam)
+    return jax.tree.map(lambda a, b: a - b, new.params["G"], state.params["G"])
+  adam = optax.adam(1e-3, eps=1e-30)     # Adam's eps is the only thing that sees the gradient's scale
+  a1, a4 = g_update(adam, 1.0), g_update(adam, 4.0)
+  chex.assert_trees_all_close(a1, a4, rtol=1e-4, atol=1e-6)                     # Adam undoes lam
+  s1, s4 = g_update(optax.sgd(1e-2), 1.0), g_update(optax.sgd(1e-2), 4.0)
+  assert not np.allclose(jax.tree.leaves(s1)[0], jax.tree.leaves(s4)[0], rtol=1e-2)
+  chex.assert_trees_all_close(jax.tree.map(lambda v: 4 * v, s1), s4, rtol=1e-4, atol=1e-6)   # SGD scales by lam (atol: float32 rounding of p_new - p)
+
+
+def test_gradient_reversal_refuses_hinge_and_works_for_minimax():
+  state = _state(optax.adam(1e-3))
+  x, z = _batch()
+  kw = dict(generator=G, discriminator=D)
+  with pytest.raises(ValueError, match="zero-sum"):
+    gan.gradient_reversal_loss(state.params, state.batch_stats, x, z, loss="hinge", **kw)
+  grads = jax.grad(gan.gradient_reversal_loss, has_aux=True)(state.params, state.batch_stats, x, z, **kw)[0]
+  v = lambda p: gan.gradient_reversal_loss(p, state.batch_stats, x, z, **kw)[0]
+  # D descends V, G ascends V: G's gradient is -dV/dG
+  plain_g = jax.grad(lambda pg: jax.nn.softplus(-gan._run(D, state.params["D"], state.batch_stats["D"],
+                                                          gan._run(G, pg, state.batch_stats["G"], z)[0])[0]).mean())(
+                                                              state.params["G"])
+  chex.assert_trees_all_close(grads["G"], jax.tree.map(jnp.negative, plain_g), rtol=1e-4, atol=1e-7)
+  chex.assert_trees_all_close(grads["D"], jax.grad(lambda pd: v({"G": state.params["G"], "D": pd}))(state.params["D"]),
+                              rtol=1e-5, atol=1e-7)
+
+
+def test_models_shapes():
+  state = _state(optax.adam(1e-3))
+  samples = gan.sample(state, jnp.zeros((3, Z)))
+  chex.assert_shape(samples, (3, 28, 28, 1))
+  assert float(jnp.abs(samples).max()) <= 1.0
+  g3 = Generator(image_shape=(32, 32, 3), width=4)
+  v = g3.init(jax.random.PRNGKey(0), jnp.zeros((2, Z)), train=False)
+  chex.assert_shape(g3.apply(v, jnp.zeros((2, Z)), train=False), (2, 32, 32, 3))
+  chex.assert_shape(D.apply(D.init(jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)), train=False),
+                            jnp.zeros((2, 32, 32, 3)), train=False), (2,))
