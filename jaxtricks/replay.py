@@ -1,0 +1,67 @@
+"""A fixed-capacity replay buffer for Langevin chains as a pytree of arrays (SPEC.md §3).
+
+`push` and `sample` are pure and run inside jit. A chain starts from a buffer sample with probability
+1 - reinit_prob and from uniform noise otherwise (always noise while the buffer is empty). Items are stored as
+float32, or as uint8 quantized over the data range (4x smaller, exact for images that are uint8 anyway).
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class ReplayBuffer:
+  data: jax.Array            # [capacity, ...] float32 or uint8
+  count: jax.Array           # items held, <= capacity
+  pointer: jax.Array         # next slot to write (oldest item once full)
+  data_range: tuple[float, float] = struct.field(pytree_node=False, default=(0.0, 1.0))
+
+
+def create(capacity: int, item_shape: tuple[int, ...], *, dtype=jnp.float32,
+           data_range: tuple[float, float] = (0.0, 1.0)) -> ReplayBuffer:
+  if capacity <= 0:
+    raise ValueError(f"capacity must be positive, got {capacity}")
+  if jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.uint8)):
+    raise ValueError(f"dtype must be float32 or uint8, got {dtype}")
+  return ReplayBuffer(data=jnp.zeros((capacity, *item_shape), dtype), count=jnp.zeros((), jnp.int32),
+                      pointer=jnp.zeros((), jnp.int32), data_range=tuple(data_range))
+
+
+def _encode(buffer: ReplayBuffer, x):
+  if buffer.data.dtype == jnp.uint8:
+    lo, hi = buffer.data_range
+    return jnp.round((jnp.clip(x, lo, hi) - lo) / (hi - lo) * 255).astype(jnp.uint8)
+  return x.astype(buffer.data.dtype)
+
+
+def _decode(buffer: ReplayBuffer, stored):
+  if buffer.data.dtype == jnp.uint8:
+    lo, hi = buffer.data_range
+    return stored.astype(jnp.float32) / 255 * (hi - lo) + lo
+  return stored
+
+
+def push(buffer: ReplayBuffer, x_B: jax.Array) -> ReplayBuffer:
+  """Writes the batch at the pointer, overwriting the oldest items once full (ring buffer)."""
+  capacity = buffer.data.shape[0]
+  if x_B.shape[0] > capacity:
+    raise ValueError(f"batch of {x_B.shape[0]} does not fit a buffer of {capacity}")
+  idx = (buffer.pointer + jnp.arange(x_B.shape[0])) % capacity
+  return buffer.replace(data=buffer.data.at[idx].set(_encode(buffer, x_B)),
+                        count=jnp.minimum(buffer.count + x_B.shape[0], capacity),
+                        pointer=(buffer.pointer + x_B.shape[0]) % capacity)
+
+
+def uniform_noise(key: jax.Array, shape, data_range=(0.0, 1.0)) -> jax.Array:
+  return jax.random.uniform(key, shape, jnp.float32, *data_range)
+
+
+def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, *, reinit_prob: float = 0.05) -> jax.Array:
+  """Starting points for `batch_size` chains: buffer items (uniform over those held) or fresh noise."""
+  k_idx, k_noise, k_reinit = jax.random.split(key, 3)
+  idx = jax.random.randint(k_idx, (batch_size,), 0, jnp.maximum(buffer.count, 1))
+  stored = _decode(buffer, buffer.data[idx])
+  noise = uniform_noise(k_noise, stored.shape, buffer.data_range)
+  fresh = (jax.random.uniform(k_reinit, (batch_size,)) < reinit_prob) | (buffer.count == 0)
+  return jnp.where(fresh.reshape((batch_size,) + (1,) * (stored.ndim - 1)), noise, stored)
