@@ -1,0 +1,93 @@
+"""Energy-based model training with Langevin samples from a replay buffer (SPEC.md §3).
+
+Loss per batch of reals x_r and fakes x_f (constants: no gradient flows through the chain):
+    mean U(x_r) - mean U(x_f) + reg * (mean U(x_r)^2 + mean U(x_f)^2)
+The seed writes reg * [U^2(x_r) - U^2(x_f)]; the paper and its code use the PLUS (reg = 1), which keeps fake
+energies bounded; this is the PLUS.
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxtricks import langevin, replay
+
+
+def contrastive_loss(e_real_B: jax.Array, e_fake_B: jax.Array, *, reg: float = 1.0) -> jax.Array:
+  """mean U(x_r) - mean U(x_f) + reg (mean U(x_r)^2 + mean U(x_f)^2)."""
+  return e_real_B.mean() - e_fake_B.mean() + reg * ((e_real_B ** 2).mean() + (e_fake_B ** 2).mean())
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+  num_steps: int = 60
+  step_size: float = 20.0          # the official code's "step 10" in x - (step_size/2) grad
+  noise_scale: float | None = 0.005
+  grad_clip: float | None = 0.01
+  reinit_prob: float = 0.05
+  data_range: tuple[float, float] = (0.0, 1.0)
+  unroll: int | bool = 1
+
+
+@struct.dataclass
+class EbmState:
+  step: jax.Array
+  params: Any
+  stats: Any                       # spectral-norm power-iteration vectors
+  opt_state: Any
+  buffer: replay.ReplayBuffer
+  apply_fn: Any = struct.field(pytree_node=False)
+  tx: Any = struct.field(pytree_node=False)
+
+
+def energy_fn(state_or_params, stats=None, apply_fn=None):
+  """x -> U(x) with frozen spectral-norm statistics (what Langevin differentiates)."""
+  if isinstance(state_or_params, EbmState):
+    params, stats, apply_fn = state_or_params.params, state_or_params.stats, state_or_params.apply_fn
+  else:
+    params = state_or_params
+  return lambda x: apply_fn({"params": params, "batch_stats": stats}, x, update_stats=False)
+
+
+def sample_chains(state: EbmState, key: jax.Array, batch_size: int, sampler: SamplerConfig,
+                  buffer: replay.ReplayBuffer | None = None):
+  """(samples, new buffer): chains started from the buffer (or noise), run, and pushed back."""
+  buffer = state.buffer if buffer is None else buffer
+  k_init, k_chain = jax.random.split(key)
+  x0 = replay.sample(buffer, k_init, batch_size, reinit_prob=sampler.reinit_prob)
+  x = langevin.langevin_chain(energy_fn(state), x0, k_chain, num_steps=sampler.num_steps,
+                              step_size=sampler.step_size, noise_scale=sampler.noise_scale,
+                              grad_clip=sampler.grad_clip, data_range=sampler.data_range, unroll=sampler.unroll)
+  x = jax.lax.stop_gradient(x)
+  return x, replay.push(buffer, x)
+
+
+def train_step(state: EbmState, batch: dict, key: jax.Array, *, sampler: SamplerConfig, reg: float = 1.0):
+  """Sample as many fakes as reals with the buffer, then one optimizer step on the contrastive loss."""
+  x_real = batch["image"]
+  x_fake, buffer = sample_chains(state, key, x_real.shape[0], sampler)
+
+  def loss_fn(params):
+    energies, updates = state.apply_fn({"params": params, "batch_stats": state.stats},
+                                       jnp.concatenate([x_real, x_fake]), update_stats=True, mutable=["batch_stats"])
+    e_real, e_fake = jnp.split(energies, 2)
+    return contrastive_loss(e_real, e_fake, reg=reg), (updates["batch_stats"], e_real.mean(), e_fake.mean())
+
+  (loss, (stats, e_real, e_fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {"loss": loss, "energy_real": e_real, "energy_fake": e_fake, "grad_norm": optax.global_norm(grads)}
+  return state.replace(step=state.step + 1, params=params, stats=stats, opt_state=opt_state, buffer=buffer), metrics
+
+
+def init(key, model, image_shape, tx, *, buffer_size: int = 10000, buffer_dtype=jnp.uint8,
+         data_range=(0.0, 1.0)) -> EbmState:
+  variables = model.init(key, jnp.zeros((1, *image_shape)), update_stats=True)
+  params = variables["params"]
+  return EbmState(step=jnp.zeros((), jnp.int32), params=params, stats=variables.get("batch_stats", {}),
+                  opt_state=tx.init(params), apply_fn=model.apply, tx=tx,
+                  buffer=replay.create(buffer_size, image_shape, dtype=buffer_dtype, data_range=data_range))

@@ -1,0 +1,45 @@
+"""The energy network U(x) of the EBM (SPEC.md §3; Du & Mordatch 2019's design at 28x28).
+
+Conv3x3(c0) -> Swish -> per stage: a residual block (two Conv3x3 with Swish) then 2x2 average pooling ->
+global sum pool -> Dense 1. Spectral normalization on every convolution (flax's nn.SpectralNorm, power
+iteration state in 'batch_stats'), none on the last Dense. Low energy = data.
+"""
+
+import flax.linen as nn
+import jax
+
+
+class _SNConv(nn.Module):
+  features: int
+  kernel: int = 3
+
+  @nn.compact
+  def __call__(self, x, update_stats: bool):
+    conv = nn.Conv(self.features, (self.kernel, self.kernel), padding="SAME")
+    return nn.SpectralNorm(conv)(x, update_stats=update_stats)
+
+
+class _ResBlock(nn.Module):
+  features: int
+
+  @nn.compact
+  def __call__(self, x, update_stats: bool):
+    h = nn.swish(_SNConv(self.features)(x, update_stats))
+    h = _SNConv(self.features)(h, update_stats)
+    skip = x if x.shape[-1] == self.features else _SNConv(self.features, 1)(x, update_stats)
+    return nn.swish(h + skip)
+
+
+class EnergyNet(nn.Module):
+  """x [B, H, W, C] in the data range -> energies [B]."""
+  stem: int = 64
+  stages: tuple[int, ...] = (64, 128, 256)
+
+  @nn.compact
+  def __call__(self, x_BHWC: jax.Array, *, update_stats: bool = False) -> jax.Array:
+    x = nn.swish(_SNConv(self.stem)(x_BHWC, update_stats))
+    for features in self.stages:
+      x = _ResBlock(features)(x, update_stats)
+      x = nn.avg_pool(x, (2, 2), (2, 2), padding="SAME")
+    x = x.sum(axis=(1, 2))
+    return nn.Dense(1)(x)[:, 0]
