@@ -99,44 +99,85 @@ def single_loss(params: Params, batch_stats: Params, x_real, z, *, generator, di
   return loss, ({"G": g_stats, "D": d_stats_new}, metrics)
 
 
-def single_step(state: GanState, x_real, z, *, lam: float = 1.0, form: str = "freeze"):
-  """One optimizer step on `single_loss` (one forward/backward for both nets)."""
-  grad_fn = jax.grad(single_loss, has_aux=True)
-  grads, (stats, metrics) = grad_fn(state.params, state.batch_stats, x_real, z, generator=state.generator,
-                                    discriminator=state.discriminator, lam=lam, form=form)
+def fused_grads(params: Params, batch_stats: Params, x_real, z, *, generator, discriminator,
+                lam: float = 1.0) -> tuple[Params, tuple[Params, dict]]:
+  """The gradient of single_loss(form='freeze') with ONE forward of D on the fake batch.
+
+  D's pass on G(z) is linearized once (jax.vjp) and its VJP applied with two cotangents: the hinge's, kept
+  for D's parameters, and lam / B, kept for the input G(z) and carried back through G. Inside jit XLA drops
+  the unused half of each VJP, so D runs forward once and backward once per half, not twice over.
+  """
+  g, d = generator, discriminator
+  x_fake, g_vjp, g_stats = jax.vjp(lambda p: _run(g, p, batch_stats["G"], z), params["G"], has_aux=True)
+
+  def real_part(p_d):
+    d_real, stats = _run(d, p_d, batch_stats["D"], x_real)
+    return jax.nn.relu(1.0 + d_real).mean(), (stats, d_real)
+
+  (real_loss, (d_stats, d_real)), grad_d_real = jax.value_and_grad(real_part, has_aux=True)(params["D"])
+  d_fake, d_vjp, d_stats = jax.vjp(lambda p, x: _run(d, p, d_stats, x), params["D"], x_fake, has_aux=True)
+  n = d_fake.shape[0]
+  grad_d_fake, _ = d_vjp(jnp.where(1.0 - d_fake > 0, -1.0 / n, 0.0).astype(d_fake.dtype))
+  _, grad_x = d_vjp(jnp.full_like(d_fake, lam / n))
+  (grad_g,) = g_vjp(grad_x)
+  grads = {"G": grad_g, "D": jax.tree.map(jnp.add, grad_d_real, grad_d_fake)}
+  d_loss = real_loss + jax.nn.relu(1.0 - d_fake).mean()
+  metrics = {"d_loss": d_loss, "g_loss": g_hinge_loss(d_fake), "d_real": d_real.mean(), "d_fake": d_fake.mean()}
+  return grads, ({"G": g_stats, "D": d_stats}, metrics)
+
+
+def single_step(state: GanState, x_real, z, *, lam: float = 1.0,
+                form: Literal["freeze", "subtract", "fused"] = "fused"):
+  """One optimizer step on the single loss; 'fused' is 'freeze' with one D forward on the fakes."""
+  kw = dict(generator=state.generator, discriminator=state.discriminator, lam=lam)
+  if form == "fused":
+    grads, (stats, metrics) = fused_grads(state.params, state.batch_stats, x_real, z, **kw)
+  else:
+    grads, (stats, metrics) = jax.grad(single_loss, has_aux=True)(state.params, state.batch_stats, x_real, z,
+                                                                  form=form, **kw)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   return state.replace(step=state.step + 1, params=params, batch_stats=stats, opt_state=opt_state), metrics
 
 
-def alternating_step(state: GanState, x_real, z_d, z_g=None):
-  """1:1 alternating training: a D step on the hinge loss, then a G step against the NEW D (two optimizers)."""
+def discriminator_step(state: GanState, x_real, z):
+  """The D half of alternating training: one step of tx['D'] on the hinge loss against sg(G(z))."""
   g, d = state.generator, state.discriminator
-  z_g = z_d if z_g is None else z_g
-  tx_g, tx_d = state.tx["G"], state.tx["D"]
 
   def d_loss_fn(p_d):
-    x_fake, g_stats = _run(g, state.params["G"], state.batch_stats["G"], z_d)
+    x_fake, g_stats = _run(g, state.params["G"], state.batch_stats["G"], z)
     d_real, d_stats = _run(d, p_d, state.batch_stats["D"], x_real)
     d_fake, d_stats = _run(d, p_d, d_stats, jax.lax.stop_gradient(x_fake))
-    return d_hinge_loss(d_real, d_fake), (g_stats, d_stats, d_real.mean(), d_fake.mean())
+    return d_hinge_loss(d_real, d_fake), ({"G": g_stats, "D": d_stats}, d_real.mean(), d_fake.mean())
 
-  (d_loss, (g_stats, d_stats, d_real, d_fake)), grads_d = jax.value_and_grad(d_loss_fn, has_aux=True)(
-      state.params["D"])
-  upd_d, opt_d = tx_d.update(grads_d, state.opt_state["D"], state.params["D"])
-  p_d = optax.apply_updates(state.params["D"], upd_d)
+  (d_loss, (stats, d_real, d_fake)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.params["D"])
+  updates, opt_d = state.tx["D"].update(grads, state.opt_state["D"], state.params["D"])
+  state = state.replace(params={**state.params, "D": optax.apply_updates(state.params["D"], updates)},
+                        batch_stats=stats, opt_state={**state.opt_state, "D": opt_d})
+  return state, {"d_loss": d_loss, "d_real": d_real, "d_fake": d_fake}
+
+
+def generator_step(state: GanState, z):
+  """The G half: one step of tx['G'] on E[D(G(z))] against the current D."""
+  g, d = state.generator, state.discriminator
 
   def g_loss_fn(p_g):
-    x_fake, g_stats2 = _run(g, p_g, g_stats, z_g)
-    d_fake2, _ = _run(d, p_d, d_stats, x_fake)
-    return g_hinge_loss(d_fake2), g_stats2
+    x_fake, g_stats = _run(g, p_g, state.batch_stats["G"], z)
+    d_fake, _ = _run(d, state.params["D"], state.batch_stats["D"], x_fake)
+    return g_hinge_loss(d_fake), g_stats
 
-  (g_loss, g_stats), grads_g = jax.value_and_grad(g_loss_fn, has_aux=True)(state.params["G"])
-  upd_g, opt_g = tx_g.update(grads_g, state.opt_state["G"], state.params["G"])
-  p_g = optax.apply_updates(state.params["G"], upd_g)
-  metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_real": d_real, "d_fake": d_fake}
-  return state.replace(step=state.step + 1, params={"G": p_g, "D": p_d}, batch_stats={"G": g_stats, "D": d_stats},
-                       opt_state={"G": opt_g, "D": opt_d}), metrics
+  (g_loss, g_stats), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.params["G"])
+  updates, opt_g = state.tx["G"].update(grads, state.opt_state["G"], state.params["G"])
+  state = state.replace(params={**state.params, "G": optax.apply_updates(state.params["G"], updates)},
+                        batch_stats={**state.batch_stats, "G": g_stats}, opt_state={**state.opt_state, "G": opt_g})
+  return state, {"g_loss": g_loss}
+
+
+def alternating_step(state: GanState, x_real, z_d, z_g=None):
+  """1:1 alternating training: a D step on the hinge loss, then a G step against the NEW D (two optimizers)."""
+  state, m_d = discriminator_step(state, x_real, z_d)
+  state, m_g = generator_step(state, z_d if z_g is None else z_g)
+  return state.replace(step=state.step + 1), {**m_d, **m_g}
 
 
 @jax.custom_vjp

@@ -59,6 +59,17 @@ def test_single_loss_gradient_is_both_losses_gradients(form, lam):
   assert max(float(jnp.abs(l).max()) for l in jax.tree.leaves(ref_g)) > 1e-4   # G really gets a gradient
 
 
+@pytest.mark.parametrize("lam", [1.0, 0.3])
+def test_fused_grads_equal_freeze_grads(lam):
+  state = _state(optax.adam(1e-3))
+  x, z = _batch()
+  kw = dict(generator=G, discriminator=D, lam=lam)
+  ref, (ref_stats, _) = jax.grad(gan.single_loss, has_aux=True)(state.params, state.batch_stats, x, z, **kw)
+  got, (stats, metrics) = jax.jit(functools.partial(gan.fused_grads, **kw))(state.params, state.batch_stats, x, z)
+  chex.assert_trees_all_close(got, ref, rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(stats, ref_stats, rtol=1e-5, atol=1e-6)
+
+
 def test_freeze_gives_d_nothing_from_the_lam_term():
   state = _state(optax.adam(1e-3))
   x, z = _batch()
@@ -105,7 +116,7 @@ def test_two_timescale_is_adam_per_subtree():
   tx_g, tx_d = optax.adam(1e-4), optax.adam(4e-4)
   state = _state(gan.two_timescale(tx_g, tx_d))
   x, z = _batch()
-  new, _ = gan.single_step(state, x, z, lam=1.0)
+  new, _ = gan.single_step(state, x, z, lam=1.0, form="freeze")
   grads = jax.grad(gan.single_loss, has_aux=True)(state.params, state.batch_stats, x, z, generator=G,
                                                    discriminator=D)[0]
   for k, tx in (("G", tx_g), ("D", tx_d)):
