@@ -7,7 +7,9 @@ One loss over {'G': ..., 'D': ...}, sg = stop_gradient:
     subtract:  L = hinge(D(x), D(sg(G(z)))) + lam * (E D(G(z)) - E D(sg(G(z))))          (the seed's, Keras-able)
     freeze:    L = hinge(D(x), D(sg(G(z)))) + lam * (E D_{sg(theta_D)}(G(z)) - sg(same))  (JAX: sg on D's params)
 The lam term is exactly 0 in value; its gradient is 0 for D and lam * grad_G E[D(G(z))] for G. So one step on
-L moves D by its hinge loss and G by its loss at once.
+L moves D by its hinge loss and G by its loss at once. `fused_grads` computes the freeze form's gradient with a
+single forward of D on the fakes (one VJP, two cotangents); on XLA:CPU the plain freeze form compiles to the same
+FLOPs, because XLA merges the two identical forwards itself (benchmarks/RESULTS.md).
 
 lam scales G's gradient. With SGD that is a learning-rate ratio D:G = 1:lam, but Adam and RMSprop divide by
 the gradient's own scale and undo it: for two time scales use `two_timescale` (optax.multi_transform with a

@@ -90,7 +90,7 @@ def generate(state: gan.GanState, key, n: int, z_dim: int) -> np.ndarray:
 
 
 def run(config: Config, hooks=()):
-  images, labels = load(config.dataset, "train", data_dir=config.data_dir or None)
+  images, _ = load(config.dataset, "train", data_dir=config.data_dir or None)
   test_images, _ = load(config.dataset, "test", data_dir=config.data_dir or None)
   key = jax.random.PRNGKey(config.seed)
   init_key, data_key, step_key, sample_key = jax.random.split(key, 4)
