@@ -9,7 +9,6 @@ Ratios are to (a), measured in the same run with calls interleaved.
 """
 
 import argparse
-import functools
 import sys
 
 import jax

@@ -11,7 +11,6 @@ import functools
 import sys
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from benchmarks.common import machine, table, time_interleaved

@@ -24,7 +24,7 @@ updated by its pass on the real batch and then on the fake batch (as two Keras c
 the passes that exist only for the lam term do not touch the statistics.
 """
 
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -211,8 +211,6 @@ def gradient_reversal_loss(params: Params, batch_stats: Params, x_real, z, *, ge
   value = jax.nn.softplus(d_real).mean() + jax.nn.softplus(-d_fake).mean()
   return value, ({"G": g_stats, "D": d_stats}, {"v": value})
 
-
-Sampler = Callable[[GanState, jax.Array], jax.Array]
 
 
 def sample(state: GanState, z_BZ: jax.Array) -> jax.Array:

@@ -1,4 +1,3 @@
-import gzip
 import socket
 
 import numpy as np
