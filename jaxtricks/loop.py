@@ -109,21 +109,27 @@ def checkpoint_manager(workdir: str | Path, keep: int = 2) -> ocp.CheckpointMana
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
 
-def restore(workdir: str | Path, abstract_state: State, step: int | None = None) -> tuple[State, jax.Array, int]:
-  """Returns (state, key, step) of a checkpoint in `workdir` (the latest if step is None)."""
-  mngr = checkpoint_manager(workdir)
-  step = mngr.latest_step() if step is None else step
-  if step is None:
-    raise WorkdirError(f"{workdir}: no checkpoint")
+def _restore_from(mngr: ocp.CheckpointManager, workdir, abstract_state: State, step: int):
   abstract = {"state": abstract_state, "key": jax.ShapeDtypeStruct((2,), np.uint32)}
   try:
     tree = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
   except (ValueError, KeyError, TypeError) as e:
     raise WorkdirError(f"{workdir}: checkpoint {step} does not fit this model "
                        f"({str(e).splitlines()[0][:200]}); use a new --workdir") from None
+  return tree["state"], tree["key"]
+
+
+def restore(workdir: str | Path, abstract_state: State, step: int | None = None) -> tuple[State, jax.Array, int]:
+  """Returns (state, key, step) of a checkpoint in `workdir` (the latest if step is None)."""
+  mngr = checkpoint_manager(workdir)
+  try:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      raise WorkdirError(f"{workdir}: no checkpoint")
+    state, key = _restore_from(mngr, workdir, abstract_state, step)
   finally:
     mngr.close()
-  return tree["state"], tree["key"], step
+  return state, key, step
 
 
 def run(config: LoopConfig, *, init_fn: Callable[[], State],
@@ -141,8 +147,11 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
   mngr = checkpoint_manager(workdir, config.keep_checkpoints)
   start = mngr.latest_step() or 0
   if start:
-    abstract = jax.eval_shape(init_fn)
-    state, key, start = restore(workdir, abstract, start)
+    try:
+      state, key = _restore_from(mngr, workdir, jax.eval_shape(init_fn), start)
+    except WorkdirError:
+      mngr.close()
+      raise
   else:
     state = init_fn()
   log = _Log(workdir / "metrics.jsonl", start)

@@ -75,8 +75,7 @@ def load_feature_net(path: str | Path = FEATURE_NET_WEIGHTS):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _features_and_probs(model, params, x_BHWC):
-  feats = model.apply({"params": params}, x_BHWC, return_features=True)
-  logits = model.apply({"params": params}, x_BHWC)
+  feats, logits = model.apply({"params": params}, x_BHWC, return_features=True)
   return feats, jax.nn.softmax(logits)
 
 

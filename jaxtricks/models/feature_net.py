@@ -16,7 +16,8 @@ class FeatureNet(nn.Module):
   dropout: float = 0.3
 
   @nn.compact
-  def __call__(self, x_BHWC: jax.Array, *, train: bool = False, return_features: bool = False) -> jax.Array:
+  def __call__(self, x_BHWC: jax.Array, *, train: bool = False, return_features: bool = False):
+    """Logits [B, 10]; with return_features, (features [B, 128], logits) from the same pass."""
     x = x_BHWC
     for channels, convs in self.stages:
       for _ in range(convs):
@@ -24,7 +25,6 @@ class FeatureNet(nn.Module):
       x = nn.max_pool(x, (2, 2), (2, 2))
     x = x.reshape(x.shape[0], -1)
     features_BD = nn.relu(nn.Dense(self.features)(x))
-    if return_features:
-      return features_BD
     x = nn.Dropout(self.dropout, deterministic=not train)(features_BD)
-    return nn.Dense(self.num_classes)(x)
+    logits_BC = nn.Dense(self.num_classes)(x)
+    return (features_BD, logits_BC) if return_features else logits_BC
