@@ -53,17 +53,48 @@ def energy_fn(state_or_params, stats=None, apply_fn=None):
   return lambda x: apply_fn({"params": params, "batch_stats": stats}, x, update_stats=False)
 
 
+def run_chains(energy, x0: jax.Array, key: jax.Array, sampler: SamplerConfig) -> jax.Array:
+  """`sampler.num_steps` Langevin steps from x0 under `energy`; no gradient flows out (fakes are constants)."""
+  x = langevin.langevin_chain(energy, x0, key, num_steps=sampler.num_steps, step_size=sampler.step_size,
+                              noise_scale=sampler.noise_scale, grad_clip=sampler.grad_clip,
+                              data_range=sampler.data_range, unroll=sampler.unroll)
+  return jax.lax.stop_gradient(x)
+
+
 def sample_chains(state: EbmState, key: jax.Array, batch_size: int, sampler: SamplerConfig,
                   buffer: replay.ReplayBuffer | None = None):
   """(samples, new buffer): chains started from the buffer (or noise), run, and pushed back."""
   buffer = state.buffer if buffer is None else buffer
   k_init, k_chain = jax.random.split(key)
   x0 = replay.sample(buffer, k_init, batch_size, reinit_prob=sampler.reinit_prob)
-  x = langevin.langevin_chain(energy_fn(state), x0, k_chain, num_steps=sampler.num_steps,
-                              step_size=sampler.step_size, noise_scale=sampler.noise_scale,
-                              grad_clip=sampler.grad_clip, data_range=sampler.data_range, unroll=sampler.unroll)
-  x = jax.lax.stop_gradient(x)
+  x = run_chains(energy_fn(state), x0, k_chain, sampler)
   return x, replay.push(buffer, x)
+
+
+def stack(trees):
+  """Stacks same-shaped pytrees (e.g. the params of several trained models) along a new axis 0."""
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def sample_ensemble(apply_fn, params_M, stats_M, buffer: replay.ReplayBuffer, key: jax.Array,
+                    chains_per_model: int, sampler: SamplerConfig):
+  """Several models sampling with ONE shared buffer (Du & Mordatch 2019's ensemble), vmapped over models.
+
+  params_M / stats_M are M models' variables stacked on axis 0 (`stack`). M * n starting points are drawn from
+  the shared buffer (or noise), model m runs n chains under its own energy, and all M * n results are pushed
+  back, so a sample refined by one model may be picked up by another in the next round.
+  Returns (samples [M, n, ...], new buffer).
+  """
+  num_models = jax.tree.leaves(params_M)[0].shape[0]
+  k_init, k_chain = jax.random.split(key)
+  x0 = replay.sample(buffer, k_init, num_models * chains_per_model, reinit_prob=sampler.reinit_prob)
+  x0_M = x0.reshape((num_models, chains_per_model) + x0.shape[1:])
+
+  def one_model(params, stats, x, k):
+    return run_chains(energy_fn(params, stats, apply_fn), x, k, sampler)
+
+  x_M = jax.vmap(one_model)(params_M, stats_M, x0_M, jax.random.split(k_chain, num_models))
+  return x_M, replay.push(buffer, x_M.reshape(x0.shape))
 
 
 def train_step(state: EbmState, batch: dict, key: jax.Array, *, sampler: SamplerConfig, reg: float = 1.0):

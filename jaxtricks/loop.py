@@ -46,6 +46,8 @@ class LoopConfig:
   max_abs_loss: float = 1e8      # JEM's bound
   keep_checkpoints: int = 2
   progress: bool = True
+  progress_keys: tuple[str, ...] = ("loss", "accuracy")   # metrics shown on the progress bar
+  divergence_advice: str = "Resume from it with a lower --lr"
 
 
 def _to_host(metrics: Metrics) -> dict[str, float]:
@@ -168,7 +170,7 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
     values["steps_per_sec"] = (step - step_last) / max(now - t_last, 1e-9)
     t_last, step_last = now, step
     log.write(step, values)
-    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k in ("loss", "accuracy")}, refresh=False)
+    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k in config.progress_keys}, refresh=False)
 
   try:
     if start >= config.steps:
@@ -202,7 +204,7 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
     last = mngr.latest_step()
     raise DivergenceError(
         f"{e}; last good checkpoint: {f'step {last}' if last is not None else 'none'} in {workdir}. "
-        "Resume from it with a lower --lr (or the trainer's other stabilizers)") from None
+        f"{config.divergence_advice}") from None
   finally:
     bar.close()
     mngr.wait_until_finished()

@@ -1,11 +1,12 @@
-"""`python tests/killed_run.py K ARGS...`: train.classify with ARGS that SIGKILLs itself after step K."""
+"""`python tests/killed_run.py MODULE K ARGS...`: the trainer `train.MODULE` with ARGS, SIGKILLing itself right
+after step K (before that step's checkpoint, if any, is saved)."""
 
+import importlib
 import os
 import signal
 import sys
 
 from jaxtricks import cli
-from train import classify
 
 
 def kill_at(k):
@@ -16,5 +17,6 @@ def kill_at(k):
 
 
 if __name__ == "__main__":
-  hook = kill_at(int(sys.argv[1]))
-  sys.exit(cli.main(classify.Config, lambda c: classify.run(c, hooks=[hook]), argv=sys.argv[2:]))
+  trainer = importlib.import_module(f"train.{sys.argv[1]}")
+  hook = kill_at(int(sys.argv[2]))
+  sys.exit(cli.main(trainer.Config, lambda c: trainer.run(c, hooks=[hook]), argv=sys.argv[3:]))

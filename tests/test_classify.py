@@ -26,7 +26,7 @@ def _env(tmp_path):
 
 
 def _classify(tmp_path, *args, killer=None):
-  cmd = [sys.executable] + (["tests/killed_run.py", str(killer)] if killer else ["-m", "train.classify"])
+  cmd = [sys.executable] + (["tests/killed_run.py", "classify", str(killer)] if killer else ["-m", "train.classify"])
   base = ["--data-dir", str(tmp_path / "raw"), "--batch-size", "16", "--checkpoint-every", "10", "--no-progress"]
   return subprocess.run(cmd + base + list(args), cwd=REPO, env=_env(tmp_path), capture_output=True, text=True,
                         timeout=300)

@@ -60,3 +60,69 @@ def test_fakes_carry_no_gradient():
       state.params)
   assert all(float(jnp.abs(l).max()) == 0 for l in jax.tree.leaves(g))
   assert float(x_fake.min()) >= 0 and float(x_fake.max()) <= 1
+
+
+def _tiny_variables(seed=0):
+  return NET.init(jax.random.PRNGKey(seed), jnp.zeros((1, 28, 28, 1)), update_stats=True)
+
+
+def _converged_variables(seed=0, iterations=300):
+  """Tiny net's variables after `iterations` power-iteration updates of the spectral-norm vectors."""
+  variables = _tiny_variables(seed)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (2, 28, 28, 1))
+  update = jax.jit(lambda v: NET.apply(v, x, update_stats=True, mutable=["batch_stats"])[1])
+  for _ in range(iterations):
+    variables = {**variables, **update(variables)}
+  return variables
+
+
+def test_spectral_norm_bounds_every_conv():
+  """After the power iteration has converged, each conv kernel (reshaped [kh*kw*cin, cout]) divided by the
+  stored sigma has top singular value 1: sigma is the true spectral norm."""
+  variables = _converged_variables()
+  kernels = {"/".join(str(k.key) for k in p[:-2]): l for p, l in
+             jax.tree_util.tree_leaves_with_path(variables["params"]) if p[-1].key == "kernel" and "Dense" not in str(p)}
+  sigmas = {"/".join(str(k.key) for k in p[:-1]).replace("/SpectralNorm_0", ""): l for p, l in
+            jax.tree_util.tree_leaves_with_path(variables["batch_stats"]) if p[-1].key.endswith("kernel/sigma")}
+  assert len(kernels) == 6 and set(kernels) == set(sigmas), (sorted(kernels), sorted(sigmas))
+  for name, w in kernels.items():
+    top = np.linalg.svd(np.asarray(w).reshape(-1, w.shape[-1]), compute_uv=False)[0]
+    np.testing.assert_allclose(top / float(sigmas[name]), 1.0, rtol=1e-3, err_msg=name)
+
+
+def test_contrastive_loss_gradient_matches_finite_differences():
+  """Spectral norm treats its singular vectors as constants; once they have converged that is the exact
+  derivative of W / sigma(W), so the whole loss gradient must match finite differences."""
+  variables = _converged_variables()
+  x_real = jax.random.uniform(jax.random.PRNGKey(2), (3, 28, 28, 1))
+  x_fake = jax.random.uniform(jax.random.PRNGKey(3), (3, 28, 28, 1))
+  with jax.enable_x64(True):
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables["params"])
+    stats = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables["batch_stats"])
+    x_r, x_f = jnp.asarray(x_real, jnp.float64), jnp.asarray(x_fake, jnp.float64)
+
+    def loss(p):
+      u = ebm.energy_fn(p, stats, NET.apply)
+      return ebm.contrastive_loss(u(x_r), u(x_f), reg=0.7)
+    jax.test_util.check_grads(loss, (params,), order=1, modes=["rev"], eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_ensemble_of_two_models_shares_one_buffer():
+  v0, v1 = _tiny_variables(0), _tiny_variables(1)
+  params_M, stats_M = ebm.stack([v0["params"], v1["params"]]), ebm.stack([v0["batch_stats"], v1["batch_stats"]])
+  buf = replay.push(replay.create(32, (28, 28, 1), dtype=jnp.float32),
+                    jax.random.uniform(jax.random.PRNGKey(4), (32, 28, 28, 1)))
+  key = jax.random.PRNGKey(5)
+  x_M, new_buf = jax.jit(lambda b, k: ebm.sample_ensemble(NET.apply, params_M, stats_M, b, k, 4, SAMPLER))(buf, key)
+  chex.assert_shape(x_M, (2, 4, 28, 28, 1))
+  # each model ran its own chains: the same as running that model alone from its starting points
+  k_init, k_chain = jax.random.split(key)
+  x0 = replay.sample(buf, k_init, 8, reinit_prob=SAMPLER.reinit_prob).reshape(2, 4, 28, 28, 1)
+  for m, v in enumerate((v0, v1)):
+    alone = ebm.run_chains(ebm.energy_fn(v["params"], v["batch_stats"], NET.apply), x0[m],
+                           jax.random.split(k_chain, 2)[m], SAMPLER)
+    np.testing.assert_allclose(x_M[m], alone, atol=1e-5)
+  assert not np.allclose(x_M[0], x_M[1])
+  # all 8 results went back into the one shared buffer
+  assert int(new_buf.pointer) == 8 and int(new_buf.count) == 32
+  np.testing.assert_allclose(new_buf.data[:8], x_M.reshape(8, 28, 28, 1))

@@ -1,0 +1,120 @@
+"""train.ebm and train.ebm_sample end to end: tiny fake data, kill and resume, PNGs, FID lines, bad input,
+and 3 steps on the real data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import REPO, make_raw_folder, require_real_data
+from jaxtricks import cli
+from train import ebm as train_ebm
+from train import ebm_sample
+
+TINY = ["--channels", "4", "--langevin-steps", "3", "--fresh-steps", "3", "--batch-size", "16",
+        "--buffer-size", "64", "--fid-samples", "32", "--no-progress"]
+
+
+def _env(tmp_path):
+  env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds"), JAXTRICKS_OFFLINE="1", PYTHONPATH=str(REPO))
+  env.pop("JAXTRICKS_DATA", None)
+  return env
+
+
+def _ebm(tmp_path, *args, killer=None):
+  cmd = [sys.executable] + (["tests/killed_run.py", "ebm", str(killer)] if killer else ["-m", "train.ebm"])
+  base = ["--data-dir", str(tmp_path / "raw"), "--checkpoint-every", "4", "--sample-every", "6", "--fid-every", "6"]
+  return subprocess.run(cmd + base + TINY + list(args), cwd=REPO, env=_env(tmp_path), capture_output=True,
+                        text=True, timeout=600)
+
+
+def _checkpoint(workdir, step):
+  return ocp.StandardCheckpointer().restore((workdir / "checkpoints" / str(step) / "default").absolute())
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+  """params, optimizer, buffer and key after 12 steps are the same whether or not the run was killed at 10."""
+  make_raw_folder(tmp_path / "raw")
+  straight = _ebm(tmp_path, "--steps", "12", "--workdir", str(tmp_path / "a"))
+  assert straight.returncode == 0, straight.stderr[-2000:]
+  killed = _ebm(tmp_path, "--steps", "12", "--workdir", str(tmp_path / "b"), killer=10)
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  # step 8's asynchronous save may not have been committed when the kill came: then orbax left only a tmp folder,
+  # which a resume ignores (it restarts from 4)
+  committed = sorted(d for d in os.listdir(tmp_path / "b" / "checkpoints") if d.isdigit())
+  assert committed in (["4"], ["4", "8"]), committed
+  resumed = _ebm(tmp_path, "--steps", "12", "--workdir", str(tmp_path / "b"))
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  a, b = _checkpoint(tmp_path / "a", 12), _checkpoint(tmp_path / "b", 12)
+  chex.assert_trees_all_close(a, b, rtol=1e-6, atol=1e-6)
+  assert int(a["state"]["buffer"]["count"]) == 64                           # 12 steps x 16 fakes, capacity 64
+  assert not np.array_equal(a["state"]["buffer"]["data"], _checkpoint(tmp_path / "a", 8)["state"]["buffer"]["data"])
+  for run in ("a", "b"):
+    files = set(os.listdir(tmp_path / run))
+    assert {"buffer_000006.png", "fresh_000006.png", "buffer_000012.png", "fresh_000012.png"} <= files
+  lines = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+  fids = [l for l in lines if "fid_fmnist_fresh" in l]
+  assert [l["step"] for l in fids] == [6, 12] and all(l["fid_fmnist_buffer"] > 0 for l in fids)
+  assert [l["step"] for l in lines if "energy_real" in l] == list(range(1, 13))
+
+  # sampling afterwards: one model, and an ensemble of the two workdirs sharing one buffer
+  out = tmp_path / "ens.png"
+  args = ["--workdirs", f"{tmp_path / 'a'},{tmp_path / 'b'}", "--num", "4", "--rounds", "2",
+          "--langevin-steps", "3", "--out", str(out), "--out-npy", str(tmp_path / "ens.npy")]
+  assert cli.main(ebm_sample.Config, ebm_sample.run, argv=args) == 0
+  x = np.load(tmp_path / "ens.npy")
+  chex.assert_shape(x, (8, 28, 28, 1))
+  assert out.exists() and x.min() >= 0 and x.max() <= 1
+
+
+def test_divergence_gives_advice_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
+  make_raw_folder(tmp_path / "raw")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  common = ["--data-dir", str(tmp_path / "raw"), "--workdir", str(tmp_path / "w"), "--checkpoint-every", "4"] + TINY
+  assert cli.main(train_ebm.Config, train_ebm.run, argv=common + ["--steps", "4"]) == 0
+  capsys.readouterr()
+  rc = cli.main(train_ebm.Config, train_ebm.run, argv=common + ["--steps", "8", "--lr", "1e12", "--reg", "0"])
+  err = capsys.readouterr().err
+  assert rc == cli.EXIT_DIVERGED and len(err.strip().splitlines()) == 1, err
+  assert "last good checkpoint: step 4" in err and "--langevin-steps" in err and "--reg" in err
+  assert sorted(os.listdir(tmp_path / "w" / "checkpoints")) == ["4"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--steps", "0"], "--steps must be positive"),
+    (["--reinit-prob", "1.5"], "--reinit-prob must be in [0, 1]"),
+    (["--buffer-size", "8"], "--buffer-size 8 must hold at least one batch"),
+    (["--buffer-dtype", "float16"], "invalid choice: 'float16'"),
+    (["--dataset", "mnist", "--data-dir", "/nonexistent"], "/nonexistent/mnist"),
+])
+def test_bad_input_one_line_exit_2(args, words, tmp_path, capsys, monkeypatch):
+  monkeypatch.delenv("JAXTRICKS_DATA", raising=False)
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+  rc = cli.main(train_ebm.Config, train_ebm.run, argv=args + ["--workdir", str(tmp_path / "w")], prog="train.ebm")
+  err = capsys.readouterr().err
+  assert rc == cli.EXIT_USAGE and len(err.strip().splitlines()) == 1 and words in err, err
+
+
+def test_sample_refuses_a_workdir_without_a_model(tmp_path, capsys):
+  rc = cli.main(ebm_sample.Config, ebm_sample.run, argv=["--workdirs", str(tmp_path / "nothing")])
+  err = capsys.readouterr().err
+  assert rc == cli.EXIT_USAGE and "no config.json" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.realdata
+def test_three_steps_on_real_fashion_mnist_write_pngs(tmp_path):
+  require_real_data("fashion_mnist")
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  p = subprocess.run([sys.executable, "-m", "train.ebm", "--steps", "3", "--channels", "8", "--fid-samples", "100",
+                      "--fresh-steps", "20", "--workdir", str(tmp_path / "run"), "--no-progress"], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert (tmp_path / "run" / "buffer_000003.png").exists() and (tmp_path / "run" / "fresh_000003.png").exists()
+  lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert [l["step"] for l in lines if "energy_fake" in l] == [1, 2, 3]
+  assert all(np.isfinite(l["fid_fmnist_fresh"]) for l in lines if "fid_fmnist_fresh" in l)
