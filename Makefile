@@ -1,4 +1,4 @@
-# README's two commands: `make train` and `make test`. Both create .venv if missing, install the project into
+# README's two commands: `make train` (the EBM main job) and `make test`. Both create .venv if missing, install the project into
 # it and make sure the default data set (Fashion-MNIST) is present.
 PYTHON ?= python3
 VENV ?= .venv
@@ -33,7 +33,7 @@ data:
 	fi
 
 train: setup data
-	$(PY) -m train.classify --model cnn --epochs 1 --workdir runs/classify-cnn
+	$(PY) -m train.ebm --steps 400 --workdir runs/ebm
 
 test: setup data
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -1,0 +1,235 @@
+"""Langevin sampling throughput of the EBM's energy net: samples x steps per second, XLA FLOPs, and the gap to
+PyTorch eager.
+
+    python -m benchmarks.langevin                       # the sweep and the comparison at 128 chains
+    python -m benchmarks.langevin --chains 16,64,256,1024 --steps 20,60 --channels 64
+
+Table 1 (sweep): for each number of chains and chain length K, one jitted chain of K steps (the way the
+trainer runs it on this backend: unrolled on CPU, a lax.scan elsewhere); its XLA FLOP count (cost analysis of
+the compiled chain) and achieved FLOP/s, as a fraction of the FLOP/s of a 4096x4096 float32 matmul measured
+in the same run.
+Table 2 (at --compare-chains chains, K = --compare-steps): the ways to run the same chain — lax.scan, scan with
+the body unrolled, a Python loop of one jitted step, a Python loop over chains (each chain on its own, vmapped
+vs not), and the same net and chain in PyTorch eager (optional: skipped with a note when torch is missing).
+The PyTorch net gets the JAX net's spectrally normalized weights and its energies are checked against JAX's
+before timing. Median of --repeats after warm-up; ratios within this run.
+"""
+
+import argparse
+import functools
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.common import machine, table, time_call
+from jaxtricks import ebm, langevin
+from jaxtricks.models.energy import EnergyNet
+
+SAMPLER = dict(step_size=20.0, noise_scale=0.005, grad_clip=0.01, data_range=(0.0, 1.0))
+
+
+def energy_and_variables(channels: int):
+  model = EnergyNet(stem=channels, stages=(channels, 2 * channels, 4 * channels))
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), update_stats=True)
+  return model, variables, ebm.energy_fn(variables["params"], variables["batch_stats"], model.apply)
+
+
+def compiled_flops(fn, *args) -> float:
+  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", float("nan")))
+
+
+def matmul_flops_per_sec(n: int = 4096, repeats: int = 5) -> float:
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
+  f = jax.jit(lambda a: a @ a)
+  _, t = time_call(lambda: f(a), repeats=repeats, warmup=1)
+  return 2 * n ** 3 / t
+
+
+def chain_fn(energy, num_steps: int, unroll):
+  return jax.jit(lambda x, k: langevin.langevin_chain(energy, x, k, num_steps=num_steps, unroll=unroll, **SAMPLER))
+
+
+def sweep(energy, chains_list, steps_list, repeats, peak) -> list:
+  unroll = True if jax.default_backend() == "cpu" else 1
+  rows = []
+  for k in steps_list:
+    for n in chains_list:
+      x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
+      key = jax.random.PRNGKey(2)
+      f = chain_fn(energy, k, unroll)
+      flops = compiled_flops(f, x, key)
+      first, t = time_call(lambda: f(x, key), repeats=repeats, warmup=1)
+      rows.append([n, k, "unrolled" if unroll is True else "scan", first, t / k * 1e3, n * k / t, flops / 1e9,
+                   flops / t / 1e9, f"{flops / t / peak:.1%}"])
+      print(" ", rows[-1], flush=True)
+  return rows
+
+
+def python_loop_of_steps(energy, num_steps):
+  step = jax.jit(lambda x, k: langevin.langevin_step(energy, x, k, **SAMPLER))
+
+  def run(x, key):
+    for i in range(num_steps):
+      x = step(x, jax.random.fold_in(key, i))
+    return x
+  return run
+
+
+def loop_over_chains(energy, num_steps, unroll):
+  """Each chain alone (batch of 1), one after the other: what 'not vmapped' means."""
+  f = chain_fn(energy, num_steps, unroll)
+
+  def run(x, key):
+    return [f(x[i:i + 1], jax.random.fold_in(key, i)) for i in range(x.shape[0])]
+  return run
+
+
+def torch_chain(variables, channels: int, num_steps: int):
+  """The same energy net and Langevin chain in PyTorch eager; None if torch is not installed."""
+  try:
+    import torch
+    import torch.nn.functional as F
+  except ImportError:
+    return None, None
+  torch.set_num_threads(os.cpu_count())
+  params, stats = variables["params"], variables["batch_stats"]
+
+  def weight(path):
+    """The kernel as flax's SpectralNorm uses it at update_stats=False (one power iteration from the stored u,
+    then W / sigma), HWIO -> OIHW."""
+    p, s = params, stats
+    for name in path:
+      p, s = p[name], s[name]
+    w = np.asarray(p["Conv_0"]["kernel"], np.float64)
+    w2 = w.reshape(-1, w.shape[-1])
+    u = np.asarray(s["SpectralNorm_0"]["Conv_0/kernel/u"], np.float64)
+    v = u @ w2.T
+    v /= np.linalg.norm(v) + 1e-12
+    u = v @ w2
+    u /= np.linalg.norm(u) + 1e-12
+    w = (w / (v @ w2 @ u.T)[0, 0]).astype(np.float32)
+    return torch.tensor(w.transpose(3, 2, 0, 1)), torch.tensor(np.asarray(p["Conv_0"]["bias"]))
+
+  dense_w = torch.tensor(np.asarray(params["Dense_0"]["kernel"]))
+  dense_b = torch.tensor(np.asarray(params["Dense_0"]["bias"]))
+  convs = {}
+
+  def cached_conv(x, path):
+    if path not in convs:
+      convs[path] = weight(path)
+    w, b = convs[path]
+    return F.conv2d(x, w, b, padding=w.shape[-1] // 2)
+
+  def energy(x):   # x [B, 1, 28, 28]
+    h = F.silu(cached_conv(x, ("_SNConv_0",)))
+    for i, c in enumerate((channels, 2 * channels, 4 * channels)):
+      block = f"_ResBlock_{i}"
+      r = F.silu(cached_conv(h, (block, "_SNConv_0")))
+      r = cached_conv(r, (block, "_SNConv_1"))
+      skip = h if h.shape[1] == c else cached_conv(h, (block, "_SNConv_2"))
+      h = F.silu(r + skip)
+      if h.shape[-1] % 2:   # flax avg_pool 'SAME': pad at the end, padded zeros counted
+        h = F.pad(h, (0, 1, 0, 1))
+      h = F.avg_pool2d(h, 2, 2)
+    return h.sum(dim=(2, 3)) @ dense_w[:, 0] + dense_b[0]
+
+  def run(x):
+    for _ in range(num_steps):
+      x = x.detach().requires_grad_(True)
+      g, = torch.autograd.grad(energy(x).sum(), x)
+      x = (x - SAMPLER["step_size"] / 2 * g.clamp(-SAMPLER["grad_clip"], SAMPLER["grad_clip"])
+           + SAMPLER["noise_scale"] * torch.randn_like(x)).clamp(0.0, 1.0)
+    return x.detach()
+  return run, energy
+
+
+def compare(energy, variables, channels, n, k, repeats, peak) -> list:
+  x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
+  key = jax.random.PRNGKey(2)
+  variants = {
+      "lax.scan": chain_fn(energy, k, 1),
+      "lax.scan, unroll=5": chain_fn(energy, k, 5),
+      "unrolled (unroll=True)": chain_fn(energy, k, True),
+      "Python loop of a jitted step": python_loop_of_steps(energy, k),
+  }
+  flops = compiled_flops(chain_fn(energy, k, True), x, key)
+  results = {}
+  for name, f in variants.items():
+    first, t = time_call(lambda: f(x, key), repeats=repeats, warmup=1)
+    results[name] = (first, t)
+    print(" ", name, first, t, flush=True)
+  small = min(n, 16)
+  per_chain_unrolled = loop_over_chains(energy, k, True)
+  batched = chain_fn(energy, k, True)
+  _, t_loop = time_call(lambda: per_chain_unrolled(x[:small], key), repeats=max(1, repeats // 2), warmup=1)
+  _, t_vmap = time_call(lambda: batched(x[:small], key), repeats=repeats, warmup=1)
+  results[f"{small} chains one by one (Python loop over chains)"] = (float("nan"), t_loop * n / small)
+  results[f"{small} chains batched, for comparison"] = (float("nan"), t_vmap * n / small)
+  run_torch, torch_energy = torch_chain(variables, channels, k)
+  torch_note = "PyTorch not installed (pip install torch): no PyTorch row"
+  if run_torch is not None:
+    import torch
+    xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2))
+    with torch.no_grad():
+      e_torch = torch_energy(xt).numpy()
+    e_jax = np.asarray(energy(x))
+    np.testing.assert_allclose(e_torch, e_jax, rtol=1e-3, atol=1e-3 * np.abs(e_jax).max())
+    torch_note = (f"PyTorch {torch.__version__} eager, {torch.get_num_threads()} threads; its energies equal "
+                  f"JAX's (max abs diff {np.abs(e_torch - e_jax).max():.2e})")
+    times = []
+    run_torch(xt)
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      run_torch(xt)
+      times.append(time.perf_counter() - t0)
+    results["PyTorch eager"] = (float("nan"), float(np.median(times)))
+  ref = results.get("PyTorch eager", (None, None))[1]
+  rows = []
+  for name, (first, t) in results.items():
+    rows.append([name, first, t / k * 1e3, n * k / t, f"{flops / t / peak:.1%}",
+                 f"{ref / t:.2f}x" if ref else "-"])
+  return rows, torch_note, flops
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--channels", type=int, default=64, help="energy net width (64: the issue's default net)")
+  p.add_argument("--chains", default="16,64,256,1024")
+  p.add_argument("--steps", default="20,60", help="chain lengths K")
+  p.add_argument("--max-sample-steps", type=int, default=30000,
+                 help="skip sweep points with chains x K above this (CPU time); 0: no limit")
+  p.add_argument("--compare-chains", type=int, default=128)
+  p.add_argument("--compare-steps", type=int, default=20)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--skip-sweep", action="store_true")
+  args = p.parse_args(argv)
+  model, variables, energy = energy_and_variables(args.channels)
+  peak = matmul_flops_per_sec()
+  flags = os.environ.get("XLA_FLAGS", "")
+  print(f"Langevin chains, energy net c={args.channels} ({args.channels}, {2 * args.channels}, "
+        f"{4 * args.channels}) at 28x28x1 — {machine()}, jax {jax.__version__}"
+        f"{', XLA_FLAGS=' + flags if flags else ''}; float32 4096^2 matmul: {peak / 1e9:.1f} GFLOP/s")
+  if not args.skip_sweep:
+    chains = [int(v) for v in args.chains.split(",")]
+    steps = [int(v) for v in args.steps.split(",")]
+    limit = args.max_sample_steps or None
+    rows = []
+    for k in steps:
+      rows += sweep(energy, [n for n in chains if limit is None or n * k <= limit], [k], args.repeats, peak)
+    print(table(["chains", "K", "chain", "first call s", "ms per step", "samples*steps/s", "XLA GFLOP per chain",
+                 "GFLOP/s", "of matmul peak"], rows))
+  rows, note, flops = compare(energy, variables, args.channels, args.compare_chains, args.compare_steps,
+                              args.repeats, peak)
+  print(f"\n{args.compare_chains} chains x K={args.compare_steps} ({flops / 1e9:.1f} XLA GFLOP); {note}")
+  print(table(["variant", "first call s", "ms per step", "samples*steps/s", "of matmul peak", "speed vs PyTorch"],
+              rows))
+
+
+if __name__ == "__main__":
+  sys.exit(main())
