@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxtricks.data import builders, write_idx_gz
+from jaxtricks.data import builders, text, write_idx_gz
 
 os.environ.setdefault("JAXTRICKS_OFFLINE", "1")   # tests never wait on the network
 jax.config.update("jax_numpy_rank_promotion", "raise")   # implicit broadcasting of different ranks is a bug here
@@ -42,7 +42,7 @@ def fake_data(tmp_path):
 
 def local_source_missing(name: str) -> str | None:
   """None if data set `name` is on this machine (JAXTRICKS_DATA or a system folder), else why not."""
-  source = builders.BUILDERS[name].SOURCE
+  source = {**builders.BUILDERS, **text.TEXT_BUILDERS}[name].SOURCE
   roots = [Path(os.environ["JAXTRICKS_DATA"]) / s for s in source.subdirs] if os.environ.get("JAXTRICKS_DATA") else []
   for folder in roots + [Path(d) for d in source.system_dirs]:
     if all((folder / f).is_file() for f in source.files.values()):

@@ -31,6 +31,7 @@ class RawSource:
   system_dirs: tuple[str, ...] = ()
   url: str | None = None           # base URL of the official copy
   fix: str = ""                    # what to tell the user when nothing is found
+  download_files: dict[str, str] | None = None   # files at `url` when they differ from the local ones (an archive)
 
 
 def _missing(folder: Path, files: dict[str, str]) -> list[str]:
@@ -66,7 +67,7 @@ def locate(source: RawSource, data_dir: str | None, dl_manager=None) -> dict[str
     what = "no such folder" if not folder.is_dir() else "missing " + ", ".join(missing)
     tried.append(f"{folder} ({origin}: {what})")
   if source.url is not None and dl_manager is not None:
-    urls = {k: urllib.parse.urljoin(source.url, f) for k, f in source.files.items()}
+    urls = {k: urllib.parse.urljoin(source.url, f) for k, f in (source.download_files or source.files).items()}
     reason = f"${OFFLINE_VAR} is set" if os.environ.get(OFFLINE_VAR) else _reachable(source.url)
     if reason is None:
       try:

@@ -1,0 +1,69 @@
+"""The quality side of issue 4 / SPEC.md §2: FID-FMNIST after the same number of steps, one loss vs alternating.
+
+    python -m benchmarks.gan_fid --steps 1500 --width 32 --seeds 0,1,2
+
+Runs train.gan for each (mode, seed) in runs/gan_fid/ (a finished run is reused: runs resume), then prints
+FID-FMNIST (2,000 samples vs the 10,000 test images, the committed feature net) and the classifier inception
+score at the end, mean ± std over seeds, and the wall time per run; writes every run's FID curve to
+benchmarks/results/gan_fid.json. Equal steps means: the single loss updates D and G once per step, alternating
+updates D then G once per step (1:1), both with Adam(2e-4, beta1 0.5) per network and batch 64.
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import machine, table
+from train import gan as train_gan
+
+
+def fid_curve(workdir: Path) -> list[tuple[int, float, float]]:
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return [(l["step"], l["fid_fmnist"], l["inception_score"]) for l in lines if "fid_fmnist" in l]
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--modes", default="single,alternating")
+  p.add_argument("--steps", type=int, default=1500)
+  p.add_argument("--width", type=int, default=32)
+  p.add_argument("--seeds", default="0,1,2")
+  p.add_argument("--fid-every", type=int, default=500)
+  p.add_argument("--root", default="runs/gan_fid")
+  p.add_argument("--out", default="benchmarks/results")
+  args = p.parse_args(argv)
+  seeds = [int(s) for s in args.seeds.split(",")]
+  results, rows = {}, []
+  for mode in args.modes.split(","):
+    fids, scores, seconds = [], [], []
+    for seed in seeds:
+      workdir = Path(args.root) / f"{mode}-w{args.width}-n{args.steps}-s{seed}"
+      config = train_gan.Config(mode=mode, steps=args.steps, width=args.width, seed=seed, workdir=str(workdir),
+                                fid_every=args.fid_every, sample_every=args.steps, checkpoint_every=args.steps,
+                                progress=False)
+      t0 = time.perf_counter()
+      train_gan.run(config)
+      curve = fid_curve(workdir)
+      seconds.append(time.perf_counter() - t0)
+      results[f"{mode}/{seed}"] = {"curve": curve, "seconds": seconds[-1], "config": dataclasses.asdict(config)}
+      fids.append(curve[-1][1])
+      scores.append(curve[-1][2])
+      print(f"{mode} seed {seed}: FID {fids[-1]:.2f}, IS {scores[-1]:.2f}, {seconds[-1]:.0f} s", flush=True)
+    std = lambda v: np.std(v, ddof=1) if len(v) > 1 else 0.0
+    rows.append([mode, f"{np.mean(fids):.2f} ± {std(fids):.2f}", " ".join(f"{f:.2f}" for f in fids),
+                 f"{np.mean(scores):.2f} ± {std(scores):.2f}", f"{np.mean(seconds):.0f}"])
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "gan_fid.json").write_text(json.dumps(
+      {"machine": machine(), "argv": sys.argv[1:] if argv is None else list(argv), "runs": results}, indent=1))
+  print(f"FID-FMNIST after {args.steps} steps, DCGAN width {args.width}, batch 64, seeds {args.seeds} — {machine()}")
+  print(table(["mode", "FID-FMNIST (mean ± std)", "per seed", "inception score", "s per run"], rows))
+
+
+if __name__ == "__main__":
+  sys.exit(main())
