@@ -10,9 +10,10 @@ the compiled chain) and achieved FLOP/s, as a fraction of the FLOP/s of a 4096x4
 in the same run.
 Table 2 (at --compare-chains chains, K = --compare-steps): the ways to run the same chain — lax.scan, scan with
 the body unrolled, a Python loop of one jitted step, a Python loop over chains (each chain on its own, vmapped
-vs not), and the same net and chain in PyTorch eager (optional: skipped with a note when torch is missing).
+vs not), and the same net and chain in PyTorch eager (optional: skipped with a note when torch is missing), the net in NCHW layout and in bfloat16
+(written with lax.conv_general_dilated; both checked against the flax net's energies).
 The PyTorch net gets the JAX net's spectrally normalized weights and its energies are checked against JAX's
-before timing. Median of --repeats after warm-up; ratios within this run.
+before timing. Median of --repeats after the first call (compile + one run, reported); ratios within this run.
 """
 
 import argparse
@@ -38,16 +39,20 @@ def energy_and_variables(channels: int):
   return model, variables, ebm.energy_fn(variables["params"], variables["batch_stats"], model.apply)
 
 
-def compiled_flops(fn, *args) -> float:
-  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+def compile_with_flops(jitted, *args):
+  """(compiled executable, XLA FLOP count, compile seconds)."""
+  t0 = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  seconds = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", float("nan")))
+  return compiled, float(cost.get("flops", float("nan"))), seconds
 
 
 def matmul_flops_per_sec(n: int = 4096, repeats: int = 5) -> float:
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
   f = jax.jit(lambda a: a @ a)
-  _, t = time_call(lambda: f(a), repeats=repeats, warmup=1)
+  _, t = time_call(lambda: f(a), repeats=repeats, warmup=0)
   return 2 * n ** 3 / t
 
 
@@ -62,10 +67,9 @@ def sweep(energy, chains_list, steps_list, repeats, peak) -> list:
     for n in chains_list:
       x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
       key = jax.random.PRNGKey(2)
-      f = chain_fn(energy, k, unroll)
-      flops = compiled_flops(f, x, key)
-      first, t = time_call(lambda: f(x, key), repeats=repeats, warmup=1)
-      rows.append([n, k, "unrolled" if unroll is True else "scan", first, t / k * 1e3, n * k / t, flops / 1e9,
+      f, flops, compile_s = compile_with_flops(chain_fn(energy, k, unroll), x, key)
+      _, t = time_call(lambda: f(x, key), repeats=repeats, warmup=0)
+      rows.append([n, k, "unrolled" if unroll is True else "scan", compile_s, t / k * 1e3, n * k / t, flops / 1e9,
                    flops / t / 1e9, f"{flops / t / peak:.1%}"])
       print(" ", rows[-1], flush=True)
   return rows
@@ -90,49 +94,91 @@ def loop_over_chains(energy, num_steps, unroll):
   return run
 
 
-def torch_chain(variables, channels: int, num_steps: int):
-  """The same energy net and Langevin chain in PyTorch eager; None if torch is not installed."""
-  try:
-    import torch
-    import torch.nn.functional as F
-  except ImportError:
-    return None, None
-  torch.set_num_threads(os.cpu_count())
+def normalized_kernels(variables) -> dict:
+  """{conv path: (kernel HWIO float32, bias)} as flax's SpectralNorm uses them at update_stats=False: one power
+  iteration from the stored u, then W / sigma. Also {'dense': (kernel, bias)}."""
   params, stats = variables["params"], variables["batch_stats"]
-
-  def weight(path):
-    """The kernel as flax's SpectralNorm uses it at update_stats=False (one power iteration from the stored u,
-    then W / sigma), HWIO -> OIHW."""
-    p, s = params, stats
-    for name in path:
-      p, s = p[name], s[name]
-    w = np.asarray(p["Conv_0"]["kernel"], np.float64)
+  out = {"dense": (np.asarray(params["Dense_0"]["kernel"]), np.asarray(params["Dense_0"]["bias"]))}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    keys = tuple(k.key for k in path)
+    if keys[-1] != "kernel" or keys[0] == "Dense_0":
+      continue
+    s = stats
+    for name in keys[:-2]:
+      s = s[name]
+    w = np.asarray(leaf, np.float64)
     w2 = w.reshape(-1, w.shape[-1])
     u = np.asarray(s["SpectralNorm_0"]["Conv_0/kernel/u"], np.float64)
     v = u @ w2.T
     v /= np.linalg.norm(v) + 1e-12
     u = v @ w2
     u /= np.linalg.norm(u) + 1e-12
-    w = (w / (v @ w2 @ u.T)[0, 0]).astype(np.float32)
-    return torch.tensor(w.transpose(3, 2, 0, 1)), torch.tensor(np.asarray(p["Conv_0"]["bias"]))
+    bias = params
+    for name in keys[:-1]:
+      bias = bias[name]
+    out[keys[:-2]] = ((w / (v @ w2 @ u.T)[0, 0]).astype(np.float32), np.asarray(bias["bias"]))
+  return out
 
-  dense_w = torch.tensor(np.asarray(params["Dense_0"]["kernel"]))
-  dense_b = torch.tensor(np.asarray(params["Dense_0"]["bias"]))
-  convs = {}
 
-  def cached_conv(x, path):
-    if path not in convs:
-      convs[path] = weight(path)
-    w, b = convs[path]
-    return F.conv2d(x, w, b, padding=w.shape[-1] // 2)
+def _blocks(channels):
+  for i, c in enumerate((channels, 2 * channels, 4 * channels)):
+    yield f"_ResBlock_{i}", c
+
+
+def functional_energy(kernels, channels: int, *, layout: str = "NHWC", dtype=jnp.float32):
+  """The energy net written with lax.conv_general_dilated, for layout and dtype experiments; x is NHWC
+  [B, 28, 28, 1] float32 in every case (transposed/cast inside), energies float32."""
+  spec = {"NHWC": ("NHWC", "HWIO", "NHWC"), "NCHW": ("NCHW", "OIHW", "NCHW")}[layout]
+  k = {p: (jnp.asarray(w if layout == "NHWC" else w.transpose(3, 2, 0, 1), dtype), jnp.asarray(b, dtype))
+       for p, (w, b) in kernels.items() if p != "dense"}
+  c_axis = spec[0].index("C")
+  hw = tuple(i for i, d in enumerate(spec[0]) if d in "HW")
+
+  def conv(h, path):
+    w, b = k[path]
+    y = jax.lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=spec)
+    return y + b.reshape([-1 if i == c_axis else 1 for i in range(4)])
+
+  def pool(h):
+    pad = [(0, h.shape[i] % 2) if i in hw else (0, 0) for i in range(4)]
+    window = [2 if i in hw else 1 for i in range(4)]
+    return jax.lax.reduce_window(h, np.zeros((), h.dtype), jax.lax.add, window, window, pad) / 4
+
+  dense_w, dense_b = (jnp.asarray(a) for a in kernels["dense"])
+
+  def energy(x_BHWC):
+    h = x_BHWC.astype(dtype)
+    if layout == "NCHW":
+      h = jnp.transpose(h, (0, 3, 1, 2))
+    h = jax.nn.silu(conv(h, ("_SNConv_0",)))
+    for block, c in _blocks(channels):
+      r = conv(jax.nn.silu(conv(h, (block, "_SNConv_0"))), (block, "_SNConv_1"))
+      skip = h if h.shape[c_axis] == c else conv(h, (block, "_SNConv_2"))
+      h = pool(jax.nn.silu(r + skip))
+    return h.sum(axis=hw).astype(jnp.float32) @ dense_w[:, 0] + dense_b[0]
+  return energy
+
+
+def torch_chain(kernels, channels: int, num_steps: int):
+  """The same energy net and Langevin chain in PyTorch eager; (None, None) if torch is not installed."""
+  try:
+    import torch
+    import torch.nn.functional as F
+  except ImportError:
+    return None, None
+  torch.set_num_threads(os.cpu_count())
+  w = {p: (torch.tensor(a.transpose(3, 2, 0, 1)), torch.tensor(b)) for p, (a, b) in kernels.items() if p != "dense"}
+  dense_w, dense_b = (torch.tensor(a) for a in kernels["dense"])
+
+  def conv(x, path):
+    kernel, bias = w[path]
+    return F.conv2d(x, kernel, bias, padding=kernel.shape[-1] // 2)
 
   def energy(x):   # x [B, 1, 28, 28]
-    h = F.silu(cached_conv(x, ("_SNConv_0",)))
-    for i, c in enumerate((channels, 2 * channels, 4 * channels)):
-      block = f"_ResBlock_{i}"
-      r = F.silu(cached_conv(h, (block, "_SNConv_0")))
-      r = cached_conv(r, (block, "_SNConv_1"))
-      skip = h if h.shape[1] == c else cached_conv(h, (block, "_SNConv_2"))
+    h = F.silu(conv(x, ("_SNConv_0",)))
+    for block, c in _blocks(channels):
+      r = conv(F.silu(conv(h, (block, "_SNConv_0"))), (block, "_SNConv_1"))
+      skip = h if h.shape[1] == c else conv(h, (block, "_SNConv_2"))
       h = F.silu(r + skip)
       if h.shape[-1] % 2:   # flax avg_pool 'SAME': pad at the end, padded zeros counted
         h = F.pad(h, (0, 1, 0, 1))
@@ -152,26 +198,36 @@ def torch_chain(variables, channels: int, num_steps: int):
 def compare(energy, variables, channels, n, k, repeats, peak) -> list:
   x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
   key = jax.random.PRNGKey(2)
+  kernels = normalized_kernels(variables)
+  e_ref = np.asarray(energy(x))
+  nchw = functional_energy(kernels, channels, layout="NCHW")
+  bf16 = functional_energy(kernels, channels, dtype=jnp.bfloat16)
+  for name, f, tol in (("NHWC", functional_energy(kernels, channels), 1e-3), ("NCHW", nchw, 1e-3),
+                       ("bfloat16", bf16, 5e-2)):
+    np.testing.assert_allclose(np.asarray(f(x)), e_ref, rtol=tol, atol=tol * np.abs(e_ref).max(), err_msg=name)
   variants = {
       "lax.scan": chain_fn(energy, k, 1),
       "lax.scan, unroll=5": chain_fn(energy, k, 5),
       "unrolled (unroll=True)": chain_fn(energy, k, True),
       "Python loop of a jitted step": python_loop_of_steps(energy, k),
+      "NCHW layout, lax.scan": chain_fn(nchw, k, 1),
+      "NCHW layout, unrolled": chain_fn(nchw, k, True),
+      "bfloat16 net, unrolled": chain_fn(bf16, k, True),
   }
-  flops = compiled_flops(chain_fn(energy, k, True), x, key)
+  _, flops, _ = compile_with_flops(chain_fn(energy, k, True), x, key)
   results = {}
   for name, f in variants.items():
-    first, t = time_call(lambda: f(x, key), repeats=repeats, warmup=1)
-    results[name] = (first, t)
+    first, t = time_call(lambda: f(x, key), repeats=repeats, warmup=0)
+    results[name] = (first, t)   # first: compile + one run
     print(" ", name, first, t, flush=True)
   small = min(n, 16)
   per_chain_unrolled = loop_over_chains(energy, k, True)
   batched = chain_fn(energy, k, True)
-  _, t_loop = time_call(lambda: per_chain_unrolled(x[:small], key), repeats=max(1, repeats // 2), warmup=1)
-  _, t_vmap = time_call(lambda: batched(x[:small], key), repeats=repeats, warmup=1)
+  _, t_loop = time_call(lambda: per_chain_unrolled(x[:small], key), repeats=max(1, repeats // 2), warmup=0)
+  _, t_vmap = time_call(lambda: batched(x[:small], key), repeats=repeats, warmup=0)
   results[f"{small} chains one by one (Python loop over chains)"] = (float("nan"), t_loop * n / small)
   results[f"{small} chains batched, for comparison"] = (float("nan"), t_vmap * n / small)
-  run_torch, torch_energy = torch_chain(variables, channels, k)
+  run_torch, torch_energy = torch_chain(kernels, channels, k)
   torch_note = "PyTorch not installed (pip install torch): no PyTorch row"
   if run_torch is not None:
     import torch
@@ -202,7 +258,7 @@ def main(argv=None):
   p.add_argument("--channels", type=int, default=64, help="energy net width (64: the issue's default net)")
   p.add_argument("--chains", default="16,64,256,1024")
   p.add_argument("--steps", default="20,60", help="chain lengths K")
-  p.add_argument("--max-sample-steps", type=int, default=30000,
+  p.add_argument("--max-sample-steps", type=int, default=25000,
                  help="skip sweep points with chains x K above this (CPU time); 0: no limit")
   p.add_argument("--compare-chains", type=int, default=128)
   p.add_argument("--compare-steps", type=int, default=20)
@@ -222,7 +278,7 @@ def main(argv=None):
     rows = []
     for k in steps:
       rows += sweep(energy, [n for n in chains if limit is None or n * k <= limit], [k], args.repeats, peak)
-    print(table(["chains", "K", "chain", "first call s", "ms per step", "samples*steps/s", "XLA GFLOP per chain",
+    print(table(["chains", "K", "chain", "compile s", "ms per step", "samples*steps/s", "XLA GFLOP per chain",
                  "GFLOP/s", "of matmul peak"], rows))
   rows, note, flops = compare(energy, variables, args.channels, args.compare_chains, args.compare_steps,
                               args.repeats, peak)
