@@ -1,0 +1,26 @@
+"""The benchmark scripts run end to end at toy sizes (their numbers are not checked, their internal
+consistency checks are: the NCHW, bfloat16 and PyTorch ports of the energy net must give the flax net's energies)."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import langevin as bench_langevin
+
+
+def test_langevin_benchmark_runs_at_toy_size(capsys):
+  bench_langevin.main(["--channels", "2", "--chains", "4", "--steps", "2", "--compare-chains", "4",
+                       "--compare-steps", "2", "--repeats", "1"])
+  out = capsys.readouterr().out
+  assert "| 4 | 2 | unrolled |" in out
+  for row in ("| lax.scan |", "| unrolled (unroll=True) |", "| NCHW layout, unrolled |", "| bfloat16 net, unrolled |"):
+    assert row in out, out
+
+
+def test_functional_ports_of_the_energy_net_agree():
+  model, variables, energy = bench_langevin.energy_and_variables(3)
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(5, 28, 28, 1)), jnp.float32)
+  kernels = bench_langevin.normalized_kernels(variables)
+  want = np.asarray(energy(x))
+  for layout in ("NHWC", "NCHW"):
+    got = np.asarray(bench_langevin.functional_energy(kernels, 3, layout=layout)(x))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
