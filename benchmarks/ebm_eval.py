@@ -48,12 +48,8 @@ def main(argv=None):
   net = metrics.load_feature_net()
   fm_test, _ = load("fashion_mnist", "test", data_dir=args.data_dir)
   mnist_test, _ = load("mnist", "test", data_dir=args.data_dir)
-  real_feats, real_probs = metrics.feature_net_outputs(fm_test, net=net)
-  real_stats = metrics.gaussian_statistics(real_feats)
-
-  def fid(x):
-    feats, _ = metrics.feature_net_outputs(x, net=net)
-    return metrics.frechet_distance(*metrics.gaussian_statistics(feats), *real_stats)
+  _, real_probs = metrics.feature_net_outputs(fm_test, net=net)
+  fid = metrics.fid_against(fm_test, net=net)
 
   n = min(args.samples, int(state.buffer.count))
   buffer_x = train_ebm.buffer_samples(state.buffer, n)

@@ -97,3 +97,13 @@ def fid_fmnist(images_a, images_b, *, net=None) -> float:
   fa, _ = feature_net_outputs(images_a, net=net)
   fb, _ = feature_net_outputs(images_b, net=net)
   return frechet_distance(*gaussian_statistics(fa), *gaussian_statistics(fb))
+
+
+def fid_against(reference_images, *, net=None):
+  """images -> FID-FMNIST against a fixed reference set, whose feature statistics are computed once here."""
+  net = net if net is not None else load_feature_net()
+  reference = gaussian_statistics(feature_net_outputs(reference_images, net=net)[0])
+
+  def fid(images) -> float:
+    return frechet_distance(*gaussian_statistics(feature_net_outputs(images, net=net)[0]), *reference)
+  return fid

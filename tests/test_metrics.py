@@ -66,3 +66,13 @@ def test_feature_net_weights_and_fid_fmnist():
   other = metrics.fid_fmnist(digits, fashion, net=net)
   assert same < 0.05 * other, (same, other)
   assert metrics.inception_score(probs) > 5
+
+
+def test_fid_against_a_reference_set_is_zero_on_itself_and_grows_with_noise():
+  rng = np.random.default_rng(0)
+  ref = rng.integers(0, 256, (300, 28, 28, 1), dtype=np.uint8)
+  fid = metrics.fid_against(ref)
+  assert abs(fid(ref)) < 1e-6
+  noisy = np.clip(ref / 255.0 + rng.normal(0, 0.3, ref.shape), 0, 1).astype(np.float32)
+  assert fid(noisy) > 1.0
+  np.testing.assert_allclose(fid(noisy), metrics.fid_fmnist(noisy, ref), rtol=1e-6)

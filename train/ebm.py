@@ -154,15 +154,9 @@ def run(config: Config, hooks=()):
   init_key, data_key, step_key, sample_key = jax.random.split(key, 4)
   batches = pipeline.DeviceBatches({"image": images}, batch_size=config.batch_size, key=data_key,
                                    transform=to_unit_range)
-  net = metrics.load_feature_net()
-  real_feats, _ = metrics.feature_net_outputs(test_images, net=net)
-  real_stats = metrics.gaussian_statistics(real_feats)
+  fid = metrics.fid_against(test_images)
   chains = sampler(config)
   workdir = Path(config.workdir)
-
-  def fid(x):
-    feats, _ = metrics.feature_net_outputs(x, net=net)
-    return metrics.frechet_distance(*metrics.gaussian_statistics(feats), *real_stats)
 
   def evaluate(state):
     return {"fid_fmnist_buffer": fid(buffer_samples(state.buffer, config.fid_samples)),
