@@ -195,7 +195,7 @@ def torch_chain(kernels, channels: int, num_steps: int):
   return run, energy
 
 
-def compare(energy, variables, channels, n, k, repeats, peak) -> list:
+def compare(energy, variables, channels, n, k, repeats, peak, only=None) -> list:
   x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
   key = jax.random.PRNGKey(2)
   kernels = normalized_kernels(variables)
@@ -217,6 +217,8 @@ def compare(energy, variables, channels, n, k, repeats, peak) -> list:
   _, flops, _ = compile_with_flops(chain_fn(energy, k, True), x, key)
   results = {}
   for name, f in variants.items():
+    if only and name not in only:
+      continue
     first, t = time_call(lambda: f(x, key), repeats=repeats, warmup=0)
     results[name] = (first, t)   # first: compile + one run
     print(" ", name, first, t, flush=True)
@@ -264,6 +266,7 @@ def main(argv=None):
   p.add_argument("--compare-steps", type=int, default=20)
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--skip-sweep", action="store_true")
+  p.add_argument("--variants", default="", help="semicolon-separated names of table 2's JAX variants to run; default all")
   args = p.parse_args(argv)
   model, variables, energy = energy_and_variables(args.channels)
   peak = matmul_flops_per_sec()
@@ -281,7 +284,7 @@ def main(argv=None):
     print(table(["chains", "K", "chain", "compile s", "ms per step", "samples*steps/s", "XLA GFLOP per chain",
                  "GFLOP/s", "of matmul peak"], rows))
   rows, note, flops = compare(energy, variables, args.channels, args.compare_chains, args.compare_steps,
-                              args.repeats, peak)
+                              args.repeats, peak, only=[v.strip() for v in args.variants.split(";") if v.strip()])
   print(f"\n{args.compare_chains} chains x K={args.compare_steps} ({flops / 1e9:.1f} XLA GFLOP); {note}")
   print(table(["variant", "first call s", "ms per step", "samples*steps/s", "of matmul peak", "speed vs PyTorch"],
               rows))
