@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from benchmarks.common import machine, table
-from jaxtricks import ebm, metrics
+from jaxtricks import ebm, metrics, replay
 from jaxtricks.data import load
 from train import ebm as train_ebm
 from train import ebm_sample
@@ -52,7 +52,7 @@ def main(argv=None):
   fid = metrics.fid_against(fm_test, net=net)
 
   n = min(args.samples, int(state.buffer.count))
-  buffer_x = train_ebm.buffer_samples(state.buffer, n)
+  buffer_x = np.asarray(replay.latest(state.buffer, n))
   sampler = train_ebm.sampler(config)   # the trainer's default sampler settings
   fresh_x = train_ebm.fresh_samples(state, jax.random.PRNGKey(123), args.samples, args.fresh_steps, sampler)
   fids = {"buffer": fid(buffer_x), "fresh": fid(fresh_x),

@@ -17,7 +17,6 @@ before timing. Median of --repeats after the first call (compile + one run, repo
 """
 
 import argparse
-import functools
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ import numpy as np
 from benchmarks.common import machine, table, time_call
 from jaxtricks import ebm, langevin
 from jaxtricks.models.energy import EnergyNet
+from train.ebm import default_unroll
 
 SAMPLER = dict(step_size=20.0, noise_scale=0.005, grad_clip=0.01, data_range=(0.0, 1.0))
 
@@ -61,7 +61,7 @@ def chain_fn(energy, num_steps: int, unroll):
 
 
 def sweep(energy, chains_list, steps_list, repeats, peak) -> list:
-  unroll = True if jax.default_backend() == "cpu" else 1
+  unroll = default_unroll()
   rows = []
   for k in steps_list:
     for n in chains_list:

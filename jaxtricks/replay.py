@@ -65,3 +65,11 @@ def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, *, reinit_prob
   noise = uniform_noise(k_noise, stored.shape, buffer.data_range)
   fresh = (jax.random.uniform(k_reinit, (batch_size,)) < reinit_prob) | (buffer.count == 0)
   return jnp.where(fresh.reshape((batch_size,) + (1,) * (stored.ndim - 1)), noise, stored)
+
+
+def latest(buffer: ReplayBuffer, n: int) -> jax.Array:
+  """The n most recently pushed items, newest first (fewer if the buffer holds fewer), decoded to floats.
+  Reads count and pointer on the host: for grids and metrics outside jit."""
+  count, pointer, capacity = int(buffer.count), int(buffer.pointer), buffer.data.shape[0]
+  idx = (pointer - 1 - jnp.arange(min(n, count))) % capacity
+  return _decode(buffer, buffer.data[idx])

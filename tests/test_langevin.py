@@ -115,3 +115,12 @@ def test_replay_reinit_fraction_is_five_percent():
   sigma = np.sqrt(0.05 * 0.95 / n)
   assert abs(fresh - 0.05) < 3 * sigma, fresh
   assert buf.data.shape[0] == 8 and int(buf.count) == 8
+
+
+def test_replay_latest_returns_the_newest_items_first_across_the_wrap():
+  buf = replay.create(4, (1,), dtype=jnp.float32)
+  assert replay.latest(buf, 3).shape == (0, 1)
+  buf = replay.push(buf, jnp.array([[0.1], [0.2], [0.3]]))
+  buf = replay.push(buf, jnp.array([[0.4], [0.5]]))                # wraps: slot 0 now holds 0.5
+  np.testing.assert_allclose(replay.latest(buf, 3)[:, 0], [0.5, 0.4, 0.3], rtol=1e-6)
+  np.testing.assert_allclose(replay.latest(buf, 10)[:, 0], [0.5, 0.4, 0.3, 0.2], rtol=1e-6)

@@ -91,11 +91,14 @@ def make_model(channels: int) -> EnergyNet:
   return EnergyNet(stem=channels, stages=(channels, 2 * channels, 4 * channels))
 
 
+def default_unroll() -> int | bool:
+  """XLA:CPU runs a chain's steps 3-9x faster unrolled than inside a scan/while loop (benchmarks/RESULTS.md);
+  elsewhere the scan is the norm."""
+  return True if jax.default_backend() == "cpu" else 1
+
+
 def unroll(config: Config) -> int | bool:
-  """XLA:CPU runs a chain's steps 7-9x faster unrolled than inside a scan/while loop (benchmarks/RESULTS.md)."""
-  if config.unroll == -1:
-    return True if jax.default_backend() == "cpu" else 1
-  return config.unroll or True
+  return default_unroll() if config.unroll == -1 else (config.unroll or True)
 
 
 def sampler(config: Config) -> ebm.SamplerConfig:
@@ -135,13 +138,6 @@ def fresh_samples(state: ebm.EbmState, key: jax.Array, n: int, num_steps: int, s
   return np.concatenate(parts)
 
 
-def buffer_samples(buffer: replay.ReplayBuffer, n: int) -> np.ndarray:
-  """The n most recently pushed items of the buffer (fewer if it holds fewer), decoded to floats."""
-  count, pointer, capacity = int(buffer.count), int(buffer.pointer), buffer.data.shape[0]
-  idx = (pointer - 1 - np.arange(min(n, count))) % capacity
-  return np.asarray(replay._decode(buffer, buffer.data[idx]))
-
-
 def to_unit_range(key, batch):
   del key
   return {"image": pipeline.to_float(batch["image"])}
@@ -159,12 +155,12 @@ def run(config: Config, hooks=()):
   workdir = Path(config.workdir)
 
   def evaluate(state):
-    return {"fid_fmnist_buffer": fid(buffer_samples(state.buffer, config.fid_samples)),
+    return {"fid_fmnist_buffer": fid(np.asarray(replay.latest(state.buffer, config.fid_samples))),
             "fid_fmnist_fresh": fid(fresh_samples(state, sample_key, config.fid_samples, config.fresh_steps, chains))}
 
   def sample_hook(step, state):
     if step % config.sample_every == 0 or step == config.steps:
-      save_grid(buffer_samples(state.buffer, 64), workdir / f"buffer_{step:06d}.png", ncol=8)
+      save_grid(np.asarray(replay.latest(state.buffer, 64)), workdir / f"buffer_{step:06d}.png", ncol=8)
       save_grid(fresh_samples(state, sample_key, 64, config.fresh_steps, chains), workdir / f"fresh_{step:06d}.png",
                 ncol=8)
 

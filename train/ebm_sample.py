@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Literal
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxtricks import cli, ebm, loop, replay
@@ -74,10 +73,9 @@ def run(config: Config) -> np.ndarray:
   require(len(channels) == 1, f"--workdirs: the models differ in --channels ({sorted(channels)}); "
                               "an ensemble needs one architecture")
   states = [s for _, s in loaded]
-  sampler = ebm.SamplerConfig(num_steps=config.langevin_steps, step_size=config.step_size,
-                              noise_scale=config.noise_scale or None, grad_clip=config.grad_clip or None,
-                              reinit_prob=config.reinit_prob,
-                              unroll=True if jax.default_backend() == "cpu" else 1)
+  sampler = train_ebm.sampler(dataclasses.replace(
+      loaded[0][0], langevin_steps=config.langevin_steps, step_size=config.step_size,
+      noise_scale=config.noise_scale, grad_clip=config.grad_clip, reinit_prob=config.reinit_prob))
   buffer = states[0].buffer
   if config.start == "noise":
     buffer = replay.create(buffer.data.shape[0], buffer.data.shape[1:], dtype=buffer.data.dtype,

@@ -1,6 +1,7 @@
 """Sentiment text data (IMDB, SST-2): TFDS builders over the raw files, and Keras-equivalent integer sequences.
 
-    x, y = load_sequences("imdb", "train", num_words=20000, maxlen=80)   # int32 [25000, 80], int32 [25000]
+    data = load_sequences("imdb", num_words=20000, maxlen=80)   # {"train": (x, y), "test": (x, y)}
+    x, y = data["train"]                                         # int32 [25000, 80], int32 [25000]
 
 Preprocessing, equivalent to Keras' `imdb.load_data(num_words=...)` + `pad_sequences(maxlen=...)` (SPEC.md §1):
 lowercase, `<br />` removed, punctuation split off as tokens of its own (`re.findall(r"[\\w']+|[^\\w\\s]")`);
