@@ -5,7 +5,8 @@
     python -m train.ebm --steps 20000 --channels 64  # the issue's full-size energy net, for a GPU
 
 Defaults chosen for a CPU: energy net width c = 16 (--channels); Adam lr 1e-3 with beta1 = 0; lambda = 0.1 (the
-code of Du & Mordatch uses 1, which on this net held all energies near 0 and learned slower in 300-step trials);
+code of Du & Mordatch uses 1; of two 300-step trials, lr 3e-4 with lambda 1 and lr 1e-3 with lambda 0.1 — both
+changed at once, so not an ablation — the second gave the better buffer samples);
 chains of 20 steps with the official step 20 (their "step 10"), noise 0.005, gradient clip 0.01.
 
 Each step draws as many fakes as reals: chains start from the replay buffer (or uniform noise with probability
@@ -92,7 +93,7 @@ def make_model(channels: int) -> EnergyNet:
 
 
 def default_unroll() -> int | bool:
-  """XLA:CPU runs a chain's steps 3-9x faster unrolled than inside a scan/while loop (benchmarks/RESULTS.md);
+  """XLA:CPU runs a chain's steps 3-6x faster unrolled than inside a scan/while loop (benchmarks/RESULTS.md);
   elsewhere the scan is the norm."""
   return True if jax.default_backend() == "cpu" else 1
 
