@@ -1,9 +1,11 @@
 """Timing helpers: warm-up excluded, block_until_ready, median of repeats."""
 
+import json
 import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import jax
 
@@ -49,3 +51,10 @@ def table(header: list[str], rows: list[list]) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
   return "\n".join(lines)
+
+
+def loop_minutes(workdir) -> float:
+  """A run's training-loop wall time (evaluations included) from its metrics.jsonl steps/s; holds across resumes."""
+  lines = [json.loads(l) for l in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+  rows = [(l["step"], l["steps_per_sec"]) for l in lines if "steps_per_sec" in l]
+  return sum((s - s0) / v for (s0, _), (s, v) in zip([(0, 1.0)] + rows, rows)) / 60

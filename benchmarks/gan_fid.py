@@ -4,7 +4,8 @@
 
 Runs train.gan for each (mode, seed) in runs/gan_fid/ (a finished run is reused: runs resume), then prints
 FID-FMNIST (2,000 samples vs the 10,000 test images, the committed feature net) and the classifier inception
-score at the end, mean ± std over seeds, and the wall time per run; writes every run's FID curve to
+score at the end, mean ± std over seeds, and the training loop's wall time per run (FID evaluations
+included, read from metrics.jsonl); writes every run's FID curve to
 benchmarks/results/gan_fid.json. Equal steps means: the single loss updates D and G once per step, alternating
 updates D then G once per step (1:1), both with Adam(2e-4, beta1 0.5) per network and batch 64.
 """
@@ -13,12 +14,11 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine, table
+from benchmarks.common import loop_minutes, machine, table
 from train import gan as train_gan
 
 
@@ -40,29 +40,28 @@ def main(argv=None):
   seeds = [int(s) for s in args.seeds.split(",")]
   results, rows = {}, []
   for mode in args.modes.split(","):
-    fids, scores, seconds = [], [], []
+    fids, scores, minutes = [], [], []
     for seed in seeds:
       workdir = Path(args.root) / f"{mode}-w{args.width}-n{args.steps}-s{seed}"
       config = train_gan.Config(mode=mode, steps=args.steps, width=args.width, seed=seed, workdir=str(workdir),
                                 fid_every=args.fid_every, sample_every=args.steps, checkpoint_every=args.steps,
                                 progress=False)
-      t0 = time.perf_counter()
-      train_gan.run(config)
+      train_gan.run(config)   # returns at once for a finished run
       curve = fid_curve(workdir)
-      seconds.append(time.perf_counter() - t0)
-      results[f"{mode}/{seed}"] = {"curve": curve, "seconds": seconds[-1], "config": dataclasses.asdict(config)}
+      minutes.append(loop_minutes(workdir))
+      results[f"{mode}/{seed}"] = {"curve": curve, "loop_minutes": minutes[-1], "config": dataclasses.asdict(config)}
       fids.append(curve[-1][1])
       scores.append(curve[-1][2])
-      print(f"{mode} seed {seed}: FID {fids[-1]:.2f}, IS {scores[-1]:.2f}, {seconds[-1]:.0f} s", flush=True)
+      print(f"{mode} seed {seed}: FID {fids[-1]:.2f}, IS {scores[-1]:.2f}, {minutes[-1]:.1f} min", flush=True)
     std = lambda v: np.std(v, ddof=1) if len(v) > 1 else 0.0
     rows.append([mode, f"{np.mean(fids):.2f} ± {std(fids):.2f}", " ".join(f"{f:.2f}" for f in fids),
-                 f"{np.mean(scores):.2f} ± {std(scores):.2f}", f"{np.mean(seconds):.0f}"])
+                 f"{np.mean(scores):.2f} ± {std(scores):.2f}", f"{np.mean(minutes):.1f}"])
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   (out / "gan_fid.json").write_text(json.dumps(
       {"machine": machine(), "argv": sys.argv[1:] if argv is None else list(argv), "runs": results}, indent=1))
   print(f"FID-FMNIST after {args.steps} steps, DCGAN width {args.width}, batch 64, seeds {args.seeds} — {machine()}")
-  print(table(["mode", "FID-FMNIST (mean ± std)", "per seed", "inception score", "s per run"], rows))
+  print(table(["mode", "FID-FMNIST (mean ± std)", "per seed", "inception score", "loop min per run"], rows))
 
 
 if __name__ == "__main__":
