@@ -80,6 +80,8 @@ def main(config_cls: type, run: Callable[[Any], Any], argv: Sequence[str] | None
   prog = prog or sys.argv[0]
   try:
     config = parse(config_cls, argv, prog)
+    from jaxtricks import parallel   # parallel imports this module
+    parallel.initialize_from_env()
     run(config)
   except (UsageError, DataError, WorkdirError) as e:
     print(f"{prog}: error: {e}", file=sys.stderr)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxtricks import langevin, replay
+from jaxtricks import langevin, parallel, replay
 
 
 def contrastive_loss(e_real_B: jax.Array, e_fake_B: jax.Array, *, reg: float = 1.0) -> jax.Array:
@@ -62,11 +62,14 @@ def run_chains(energy, x0: jax.Array, key: jax.Array, sampler: SamplerConfig) ->
 
 
 def sample_chains(state: EbmState, key: jax.Array, batch_size: int, sampler: SamplerConfig,
-                  buffer: replay.ReplayBuffer | None = None):
-  """(samples, new buffer): chains started from the buffer (or noise), run, and pushed back."""
+                  buffer: replay.ReplayBuffer | None = None, chain_sharding=None):
+  """(samples, new buffer): chains started from the buffer (or noise), run, and pushed back.
+  `chain_sharding` (e.g. jaxtricks.parallel.sharded(mesh)) splits the chains over devices."""
   buffer = state.buffer if buffer is None else buffer
   k_init, k_chain = jax.random.split(key)
   x0 = replay.sample(buffer, k_init, batch_size, reinit_prob=sampler.reinit_prob)
+  if chain_sharding is not None:
+    x0 = jax.lax.with_sharding_constraint(x0, chain_sharding)
   x = run_chains(energy_fn(state), x0, k_chain, sampler)
   return x, replay.push(buffer, x)
 
@@ -97,10 +100,11 @@ def sample_ensemble(apply_fn, params_M, stats_M, buffer: replay.ReplayBuffer, ke
   return x_M, replay.push(buffer, x_M.reshape(x0.shape))
 
 
-def train_step(state: EbmState, batch: dict, key: jax.Array, *, sampler: SamplerConfig, reg: float = 1.0):
+def train_step(state: EbmState, batch: dict, key: jax.Array, *, sampler: SamplerConfig, reg: float = 1.0,
+               chain_sharding=None):
   """Sample as many fakes as reals with the buffer, then one optimizer step on the contrastive loss."""
   x_real = batch["image"]
-  x_fake, buffer = sample_chains(state, key, x_real.shape[0], sampler)
+  x_fake, buffer = sample_chains(state, key, x_real.shape[0], sampler, chain_sharding=chain_sharding)
 
   def loss_fn(params):
     energies, updates = state.apply_fn({"params": params, "batch_stats": state.stats},
@@ -113,6 +117,13 @@ def train_step(state: EbmState, batch: dict, key: jax.Array, *, sampler: Sampler
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": loss, "energy_real": e_real, "energy_fake": e_fake, "grad_norm": optax.global_norm(grads)}
   return state.replace(step=state.step + 1, params=params, stats=stats, opt_state=opt_state, buffer=buffer), metrics
+
+
+def shardings(state: EbmState, mesh) -> EbmState:
+  """The data-parallel layout of a state (or its eval_shape): the replay buffer's items split along 'data' like
+  the chains, everything else replicated. Sampling draws from the whole buffer; XLA moves the drawn rows."""
+  tree = jax.tree.map(lambda _: parallel.replicated(mesh), state)
+  return tree.replace(buffer=tree.buffer.replace(data=parallel.sharded(mesh)))
 
 
 def init(key, model, image_shape, tx, *, buffer_size: int = 10000, buffer_dtype=jnp.uint8,

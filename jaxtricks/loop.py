@@ -9,6 +9,9 @@
   (params, optimizer state, step, batch stats, a replay buffer...). When the workdir already holds a
   checkpoint the run resumes from the latest one; the batch of step s depends only on (key, s), so a resumed
   run equals an uninterrupted one.
+* Data parallel: with `state_sharding` (jaxtricks.parallel) the state is placed, and restored, with those
+  shardings; in a multi-process run only process 0 writes metrics.jsonl and config.json, and every process
+  takes part in orbax's saves.
 * Divergence guard: a non-finite metric or |loss| > `max_abs_loss` stops the run with `DivergenceError`
   before anything is saved, so the last checkpoint on disk is the last good one.
 """
@@ -68,22 +71,27 @@ def check_finite(step: int, metrics: dict[str, float], max_abs_loss: float) -> N
 class _Log:
   """Appends JSON lines to metrics.jsonl."""
 
-  def __init__(self, path: Path, resume_step: int):
-    self.path = path
+  def __init__(self, path: Path, resume_step: int, write: bool = True):
+    self.path, self.write_lines = path, write
+    if not write:
+      return
     if path.exists():   # drop lines of steps that are redone after a resume
       keep = [l for l in path.read_text().splitlines() if l and json.loads(l).get("step", 0) <= resume_step]
       path.write_text("".join(l + "\n" for l in keep))
     self.file = path.open("a")
 
   def write(self, step: int, values: dict[str, float]) -> None:
+    if not self.write_lines:
+      return
     self.file.write(json.dumps({"step": step, **values}) + "\n")
     self.file.flush()
 
   def close(self):
-    self.file.close()
+    if self.write_lines:
+      self.file.close()
 
 
-def _prepare_workdir(workdir: Path, fingerprint: dict[str, Any]) -> None:
+def _prepare_workdir(workdir: Path, fingerprint: dict[str, Any], write: bool = True) -> None:
   """Creates the workdir; refuses one that holds a run with a different fingerprint."""
   try:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +109,7 @@ def _prepare_workdir(workdir: Path, fingerprint: dict[str, Any]) -> None:
       what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
       raise WorkdirError(f"--workdir {workdir} holds a run of another configuration ({what}); "
                          "use a new --workdir or the same settings")
-  else:
+  elif write:
     path.write_text(json.dumps(fingerprint, indent=1))
 
 
@@ -111,8 +119,16 @@ def checkpoint_manager(workdir: str | Path, keep: int = 2) -> ocp.CheckpointMana
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
 
-def _restore_from(mngr: ocp.CheckpointManager, workdir, abstract_state: State, step: int):
-  abstract = {"state": abstract_state, "key": jax.ShapeDtypeStruct((2,), np.uint32)}
+def with_shardings(abstract_state: State, shardings) -> State:
+  """ShapeDtypeStructs carrying `shardings` (a pytree prefix of the state), for restoring onto a mesh."""
+  if shardings is None:
+    return abstract_state
+  return jax.tree.map(lambda sh, sub: jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), sub),
+                      shardings, abstract_state, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+
+
+def _restore_from(mngr: ocp.CheckpointManager, workdir, abstract_state: State, step: int, key_sharding=None):
+  abstract = {"state": abstract_state, "key": jax.ShapeDtypeStruct((2,), np.uint32, sharding=key_sharding)}
   try:
     tree = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
   except (ValueError, KeyError, TypeError) as e:
@@ -139,24 +155,35 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
         batches: Callable[[int], Any], key: jax.Array,
         eval_fn: Callable[[State], dict[str, Any]] | None = None,
         hooks: Iterable[Callable[[int, State], None]] = (),
-        fingerprint: dict[str, Any] | None = None) -> State:
-  """Runs `config.steps` steps (resuming from the workdir's latest checkpoint) and returns the final state."""
+        fingerprint: dict[str, Any] | None = None, state_sharding: Any = None) -> State:
+  """Runs `config.steps` steps (resuming from the workdir's latest checkpoint) and returns the final state.
+
+  `state_sharding`: None (leave the state where init_fn puts it) or a sharding / pytree prefix of shardings of
+  the state (jaxtricks.parallel); the key is then replicated on the same mesh.
+  """
   if config.steps <= 0:
     raise ValueError(f"steps must be positive, got {config.steps}")
   workdir = Path(config.workdir)
-  _prepare_workdir(workdir, fingerprint or {})
+  _prepare_workdir(workdir, fingerprint or {}, write=jax.process_index() == 0)
   key = jax.numpy.asarray(key, dtype=np.uint32)
+  key_sharding = None
+  if state_sharding is not None:
+    mesh = jax.tree.leaves(state_sharding, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))[0].mesh
+    key_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   mngr = checkpoint_manager(workdir, config.keep_checkpoints)
   start = mngr.latest_step() or 0
   if start:
     try:
-      state, key = _restore_from(mngr, workdir, jax.eval_shape(init_fn), start)
+      state, key = _restore_from(mngr, workdir, with_shardings(jax.eval_shape(init_fn), state_sharding), start,
+                                 key_sharding)
     except WorkdirError:
       mngr.close()
       raise
   else:
     state = init_fn()
-  log = _Log(workdir / "metrics.jsonl", start)
+    if state_sharding is not None:
+      state, key = jax.device_put(state, state_sharding), jax.device_put(key, key_sharding)
+  log = _Log(workdir / "metrics.jsonl", start, write=jax.process_index() == 0)
   bar = tqdm(total=config.steps, initial=start, disable=not config.progress, dynamic_ncols=True,
              desc=workdir.name, mininterval=0.5)
   pending: tuple[int, Metrics] | None = None

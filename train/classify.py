@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxtricks import cli, losses, loop
+from jaxtricks import cli, losses, loop, parallel
 from jaxtricks.cli import require
 from jaxtricks.data import load
 from jaxtricks.data import pipeline
@@ -55,6 +55,7 @@ class Config:
   checkpoint_every: int = 500
   eval_every: int = dataclasses.field(default=0, metadata={"help": "steps between test evaluations; 0: each epoch"})
   eval_batch_size: int = 1000
+  devices: int = dataclasses.field(default=0, metadata={"help": "devices to split each batch over; 0: all visible"})
   progress: bool = True
 
   def __post_init__(self):
@@ -185,10 +186,12 @@ def run(config: Config, hooks=()) -> TrainState:
   images, labels = load(config.dataset, "train", data_dir=config.data_dir or None)
   test_images, test_labels = load(config.dataset, "test", data_dir=config.data_dir or None)
   require(config.batch_size <= len(labels), f"--batch-size {config.batch_size} exceeds the {len(labels)} training examples")
+  mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)
   key = jax.random.PRNGKey(config.seed)
   model_key, data_key, step_key = jax.random.split(key, 3)
   batches = pipeline.DeviceBatches({"image": images, "label": labels}, batch_size=config.batch_size,
-                                   key=data_key, transform=functools.partial(preprocess, config, train=True))
+                                   key=data_key, transform=functools.partial(preprocess, config, train=True),
+                                   mesh=mesh)
   steps = config.steps or math.ceil(config.epochs * batches.steps_per_epoch)
   model = make_model(config)
   fingerprint = {k: v for k, v in dataclasses.asdict(config).items()
@@ -198,10 +201,10 @@ def run(config: Config, hooks=()) -> TrainState:
       loop.LoopConfig(steps=steps, workdir=config.workdir, checkpoint_every=config.checkpoint_every,
                       eval_every=config.eval_every or batches.steps_per_epoch, progress=config.progress),
       init_fn=lambda: init_state(config, model, model_key, steps),
-      train_step=jax.jit(functools.partial(train_step, config=config), donate_argnums=0),
+      train_step=parallel.jit_step(functools.partial(train_step, config=config), mesh),
       batches=batches, key=step_key,
       eval_fn=make_eval_fn(config, {"image": jax.device_put(test_images), "label": jax.device_put(test_labels)}),
-      hooks=hooks, fingerprint=fingerprint)
+      hooks=hooks, fingerprint=fingerprint, state_sharding=parallel.replicated(mesh))
 
 
 if __name__ == "__main__":

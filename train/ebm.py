@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxtricks import cli, ebm, loop, metrics, replay
+from jaxtricks import cli, ebm, loop, metrics, parallel, replay
 from jaxtricks.cli import require
 from jaxtricks.data import load, pipeline
 from jaxtricks.images import save_grid
@@ -67,6 +67,7 @@ class Config:
   sample_every: int = 100
   fid_every: int = dataclasses.field(default=1000, metadata={"help": "steps between FID evaluations (and at the end)"})
   fid_samples: int = 500
+  devices: int = dataclasses.field(default=0, metadata={"help": "devices to split each batch over; 0: all visible"})
   progress: bool = True
 
   def __post_init__(self):
@@ -108,15 +109,22 @@ def sampler(config: Config) -> ebm.SamplerConfig:
                            reinit_prob=config.reinit_prob, unroll=unroll(config))
 
 
-def make_state(config: Config, key: jax.Array) -> ebm.EbmState:
-  tx = optax.adam(config.lr, b1=config.beta1, b2=0.999)
-  return ebm.init(key, make_model(config.channels), IMAGE_SHAPE, tx, buffer_size=config.buffer_size,
+def optimizer(config: Config) -> optax.GradientTransformation:
+  return optax.adam(config.lr, b1=config.beta1, b2=0.999)
+
+
+def make_state(config: Config, key: jax.Array, tx: optax.GradientTransformation | None = None,
+               model: EnergyNet | None = None) -> ebm.EbmState:
+  """A fresh state; pass `tx` and `model` to get states whose static fields are identical (jit shardings)."""
+  tx = optimizer(config) if tx is None else tx
+  model = make_model(config.channels) if model is None else model
+  return ebm.init(key, model, IMAGE_SHAPE, tx, buffer_size=config.buffer_size,
                   buffer_dtype=jnp.dtype(config.buffer_dtype))
 
 
-def train_step(state: ebm.EbmState, batch: dict, key: jax.Array, *, config: Config):
+def train_step(state: ebm.EbmState, batch: dict, key: jax.Array, *, config: Config, chain_sharding=None):
   """Langevin fakes from the buffer, then one Adam step on the contrastive loss."""
-  return ebm.train_step(state, batch, key, sampler=sampler(config), reg=config.reg)
+  return ebm.train_step(state, batch, key, sampler=sampler(config), reg=config.reg, chain_sharding=chain_sharding)
 
 
 @functools.partial(jax.jit, static_argnums=3)
@@ -147,12 +155,19 @@ def to_unit_range(key, batch):
 def run(config: Config, hooks=()):
   images, _ = load(config.dataset, "train", data_dir=config.data_dir or None)
   test_images, _ = load(config.dataset, "test", data_dir=config.data_dir or None)
+  mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)
+  require(config.buffer_size % mesh.size == 0,
+          f"--buffer-size {config.buffer_size} does not divide by the {mesh.size} devices it is split over")
   key = jax.random.PRNGKey(config.seed)
   init_key, data_key, step_key, sample_key = jax.random.split(key, 4)
   batches = pipeline.DeviceBatches({"image": images}, batch_size=config.batch_size, key=data_key,
-                                   transform=to_unit_range)
+                                   transform=to_unit_range, mesh=mesh)
   fid = metrics.fid_against(test_images)
   chains = sampler(config)
+  step_fn = functools.partial(train_step, config=config, chain_sharding=parallel.sharded(mesh))
+  # one optimizer and one model: the state's static fields (tx, apply_fn) must be those of its shardings
+  tx, model = optimizer(config), make_model(config.channels)
+  shardings = ebm.shardings(jax.eval_shape(lambda: make_state(config, init_key, tx, model)), mesh)
   workdir = Path(config.workdir)
 
   def evaluate(state):
@@ -170,10 +185,10 @@ def run(config: Config, hooks=()):
                       eval_every=config.fid_every, progress=config.progress,
                       progress_keys=("energy_real", "energy_fake"),
                       divergence_advice="Resume from it with a lower --lr, more --langevin-steps or a larger --reg"),
-      init_fn=lambda: make_state(config, init_key),
-      train_step=jax.jit(functools.partial(train_step, config=config), donate_argnums=0),
+      init_fn=lambda: make_state(config, init_key, tx, model),
+      train_step=parallel.jit_step(step_fn, mesh, shardings),
       batches=batches, key=step_key, eval_fn=evaluate, hooks=[sample_hook, *hooks],
-      fingerprint={k: v for k, v in dataclasses.asdict(config).items() if k in FINGERPRINT})
+      fingerprint={k: v for k, v in dataclasses.asdict(config).items() if k in FINGERPRINT}, state_sharding=shardings)
 
 
 if __name__ == "__main__":

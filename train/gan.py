@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import optax
 
-from jaxtricks import cli, gan, loop, metrics
+from jaxtricks import cli, gan, loop, metrics, parallel
 from jaxtricks.cli import require
 from jaxtricks.data import load, pipeline
 from jaxtricks.images import save_grid
@@ -48,6 +48,7 @@ class Config:
   sample_every: int = 500
   fid_every: int = 1000
   fid_samples: int = 2000
+  devices: int = dataclasses.field(default=0, metadata={"help": "devices to split each batch over; 0: all visible"})
   progress: bool = True
 
   def __post_init__(self):
@@ -91,10 +92,11 @@ def generate(state: gan.GanState, key, n: int, z_dim: int) -> np.ndarray:
 def run(config: Config, hooks=()):
   images, _ = load(config.dataset, "train", data_dir=config.data_dir or None)
   test_images, _ = load(config.dataset, "test", data_dir=config.data_dir or None)
+  mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)
   key = jax.random.PRNGKey(config.seed)
   init_key, data_key, step_key, sample_key = jax.random.split(key, 4)
   batches = pipeline.DeviceBatches({"image": images}, batch_size=config.batch_size, key=data_key,
-                                   transform=to_tanh_range)
+                                   transform=to_tanh_range, mesh=mesh)
   net = metrics.load_feature_net()
   real_feats, _ = metrics.feature_net_outputs(test_images, net=net)
   real_stats = metrics.gaussian_statistics(real_feats)
@@ -116,8 +118,9 @@ def run(config: Config, hooks=()):
       loop.LoopConfig(steps=config.steps, workdir=config.workdir, checkpoint_every=config.checkpoint_every,
                       eval_every=config.fid_every, progress=config.progress),
       init_fn=lambda: make_state(config, init_key),
-      train_step=jax.jit(functools.partial(train_step, config=config), donate_argnums=0),
-      batches=batches, key=step_key, eval_fn=evaluate, hooks=[sample_hook, *hooks], fingerprint=fingerprint)
+      train_step=parallel.jit_step(functools.partial(train_step, config=config), mesh),
+      batches=batches, key=step_key, eval_fn=evaluate, hooks=[sample_hook, *hooks], fingerprint=fingerprint,
+      state_sharding=parallel.replicated(mesh))
 
 
 if __name__ == "__main__":

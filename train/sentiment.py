@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxtricks import cli, losses, loop
+from jaxtricks import cli, losses, loop, parallel
 from jaxtricks.cli import require
 from jaxtricks.data import pipeline, text
 from jaxtricks.models.text import CNNClassifier, LSTMClassifier
@@ -48,6 +48,7 @@ class Config:
   data_dir: str = dataclasses.field(default="", metadata={"help": "raw data folder (else $JAXTRICKS_DATA)"})
   checkpoint_every: int = 1000
   eval_batch_size: int = 1000
+  devices: int = dataclasses.field(default=0, metadata={"help": "devices to split each batch over; 0: all visible"})
   progress: bool = True
 
   def __post_init__(self):
@@ -120,9 +121,10 @@ def run(config: Config, hooks=()):
                              maxlen=config.setting("maxlen"), data_dir=config.data_dir or None)
   (x, y), (x_eval, y_eval) = data["train"], data[split]
   require(config.batch_size <= len(y), f"--batch-size {config.batch_size} exceeds the {len(y)} training examples")
+  mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)
   key = jax.random.PRNGKey(config.seed)
   init_key, data_key, step_key = jax.random.split(key, 3)
-  batches = pipeline.DeviceBatches({"ids": x, "label": y}, batch_size=config.batch_size, key=data_key)
+  batches = pipeline.DeviceBatches({"ids": x, "label": y}, batch_size=config.batch_size, key=data_key, mesh=mesh)
   steps = config.steps or math.ceil(config.setting("epochs") * batches.steps_per_epoch)
   fingerprint = {"model": config.model, "loss": config.loss, "margin": config.margin, "dataset": config.dataset,
                  "batch_size": config.batch_size, "seed": config.seed, "num_words": config.setting("num_words"),
@@ -131,10 +133,10 @@ def run(config: Config, hooks=()):
       loop.LoopConfig(steps=steps, workdir=config.workdir, checkpoint_every=config.checkpoint_every,
                       eval_every=batches.steps_per_epoch, progress=config.progress),
       init_fn=lambda: init_state(config, init_key),
-      train_step=jax.jit(functools.partial(train_step, config=config), donate_argnums=0),
+      train_step=parallel.jit_step(functools.partial(train_step, config=config), mesh),
       batches=batches, key=step_key,
       eval_fn=make_eval_fn(config, {"ids": jax.device_put(x_eval), "label": jax.device_put(y_eval)}, split),
-      hooks=hooks, fingerprint=fingerprint)
+      hooks=hooks, fingerprint=fingerprint, state_sharding=parallel.replicated(mesh))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Batches gathered on the accelerator: the whole split lives on device, each step takes a slice of a
 permutation made from `fold_in(key, epoch)` (of a sub-key of the data key), so the batch for step s is a pure function of (key, s) and
 no host-to-device copy happens per step. Augmentations are jittable pure functions of (key, batch).
+With a mesh (jaxtricks.parallel) the split is replicated on every device and each batch comes out sharded
+along 'data': each device gathers and augments only its own rows.
 """
 
 import functools
@@ -9,6 +11,7 @@ from typing import Any, Callable
 import chex
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 Batch = dict[str, jax.Array]
 
@@ -47,11 +50,12 @@ class DeviceBatches:
   `batches(step)` returns the batch of global step `step`: the epoch's permutation is made once per epoch
   (jitted, on device) and each batch is gathered inside one jitted call together with `transform`
   (a pure `transform(key, batch) -> batch`, e.g. flips and resizing). The last partial batch of an epoch
-  is dropped, so every step has the same shape and compiles once.
+  is dropped, so every step has the same shape and compiles once. With `mesh`, batches are sharded along its
+  'data' axis (the batch size must divide by the mesh size) and the values do not depend on the mesh.
   """
 
   def __init__(self, data: Batch, *, batch_size: int, key: jax.Array,
-               transform: Callable[[jax.Array, Batch], Batch] | None = None):
+               transform: Callable[[jax.Array, Batch], Batch] | None = None, mesh: Mesh | None = None):
     sizes = {a.shape[0] for a in jax.tree.leaves(data)}
     if len(sizes) != 1:
       raise ValueError(f"arrays of different lengths: {sizes}")
@@ -60,11 +64,16 @@ class DeviceBatches:
       raise ValueError(f"batch size {batch_size} must be in [1, {self.num_examples}] (the split's size)")
     self.batch_size = batch_size
     self.steps_per_epoch = self.num_examples // batch_size
-    self.data = jax.device_put(data)
-    self._perm_key, self._transform_key = jax.random.split(key)
-    self._permutation = jax.jit(epoch_permutation, static_argnums=2)
+    if mesh is not None and batch_size % mesh.size:
+      raise ValueError(f"batch size {batch_size} does not divide by the mesh's {mesh.size} devices")
+    replicated = {} if mesh is None else {"out_shardings": NamedSharding(mesh, P())}
+    sharded = {} if mesh is None else {"out_shardings": NamedSharding(mesh, P("data"))}
+    self.data = jax.device_put(data, replicated.get("out_shardings"))
+    self._perm_key, self._transform_key = jax.device_put(tuple(jax.random.split(key)),
+                                                         replicated.get("out_shardings"))
+    self._permutation = jax.jit(epoch_permutation, static_argnums=2, **replicated)
     self._gather = jax.jit(functools.partial(_gather, transform=transform, batch_size=batch_size,
-                                             steps_per_epoch=self.steps_per_epoch))
+                                             steps_per_epoch=self.steps_per_epoch), **sharded)
     self._epoch, self._perm = None, None
 
   def __call__(self, step: int) -> Batch:

@@ -1,0 +1,77 @@
+"""Data parallelism on JAX's own machinery: a `Mesh` with one 'data' axis over the devices.
+
+    mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)   # all visible devices by default
+    batches = pipeline.DeviceBatches(data, batch_size=..., key=..., mesh=mesh)  # each device gathers its rows
+    step = parallel.jit_step(train_step, mesh)                                  # params replicated, batch sharded
+
+Batches are sharded along 'data' (dimension 0); params, optimizer state and the PRNG key are replicated; XLA's
+partitioner inserts the all-reduce of the gradients (and of BatchNorm's batch statistics), so a step on N devices
+computes what it computes on one, with the same global batch. Random numbers do not depend on the sharding
+(JAX's partitionable threefry is on by default), so a run on 4 devices equals the run on 1 up to float summation
+order (tests/multidevice/).
+
+Multi-host: `initialize_from_env()` (called by every `train.*` program before anything else) runs
+`jax.distributed.initialize()` when JAX_COORDINATOR_ADDRESS is set (with JAX_NUM_PROCESSES and JAX_PROCESS_ID),
+or with cluster auto-detection (SLURM, Open MPI, Cloud TPU) when JAXTRICKS_DISTRIBUTED=1. The mesh then spans
+every process's devices; each process's devices gather only their own rows of each global batch.
+"""
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxtricks.cli import UsageError
+
+DATA = "data"
+
+
+def initialize_from_env() -> bool:
+  """jax.distributed.initialize() when the environment describes a multi-process job; True if it ran."""
+  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    kwargs = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
+                                                  ("process_id", "JAX_PROCESS_ID")) if os.environ.get(v)}
+    jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], **kwargs)
+    return True
+  if os.environ.get("JAXTRICKS_DISTRIBUTED") == "1":
+    jax.distributed.initialize()
+    return True
+  return False
+
+
+def make_mesh(num_devices: int = 0, *, batch_size: int | None = None, flag: str = "--batch-size") -> Mesh:
+  """A 1-D mesh ('data',) over the first `num_devices` devices (0: all); the batch must divide evenly."""
+  devices = jax.devices()
+  if num_devices < 0 or num_devices > len(devices):
+    raise UsageError(f"--devices {num_devices}: {len(devices)} device(s) visible; use 0 (all) to {len(devices)}")
+  if num_devices and jax.process_count() > 1 and num_devices != len(devices):
+    raise UsageError(f"--devices {num_devices}: a multi-process run uses all {len(devices)} devices; use 0")
+  devices = devices[:num_devices or len(devices)]
+  if batch_size is not None and batch_size % len(devices):
+    raise UsageError(f"{flag} {batch_size} does not divide by the {len(devices)} devices; "
+                     f"use a multiple of {len(devices)} (or --devices)")
+  return Mesh(np.asarray(devices), (DATA,))
+
+
+def sharded(mesh: Mesh) -> NamedSharding:
+  """Dimension 0 split along 'data' (batches, chains, the replay buffer)."""
+  return NamedSharding(mesh, P(DATA))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """A full copy on every device (params, optimizer state, keys)."""
+  return NamedSharding(mesh, P())
+
+
+def jit_step(step_fn, mesh: Mesh, state_sharding=None):
+  """jit of `step_fn(state, batch, key) -> (state, metrics)`: state as `state_sharding` (default replicated;
+  a pytree prefix of shardings), the batch sharded along 'data', key and metrics replicated; state donated."""
+  state_sharding = replicated(mesh) if state_sharding is None else state_sharding
+  return jax.jit(step_fn, in_shardings=(state_sharding, sharded(mesh), replicated(mesh)),
+                 out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0)
+
+
+def is_main_process() -> bool:
+  """Process 0 writes the files every process would otherwise write alike (metrics, PNGs, config)."""
+  return jax.process_index() == 0

@@ -1,0 +1,97 @@
+"""Data parallelism on 4 (fake CPU) devices computes what 1 device computes, for the classifier, the GAN and the
+EBM: a few steps with the same global batch and seed give allclose params (and, for the EBM, replay buffers).
+
+Runs in its own process (tests/test_multidevice.py starts it) because the device count is fixed at start-up:
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m pytest -p no:cacheprovider tests/multidevice/md_equality.py
+"""
+
+import sys
+from pathlib import Path
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import make_raw_folder  # noqa: E402
+from jaxtricks import cli, loop  # noqa: E402
+from train import classify, ebm as train_ebm, gan as train_gan  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+  root = tmp_path_factory.mktemp("md")
+  make_raw_folder(root / "raw")
+  return root
+
+
+def _state_on_disk(workdir: Path, step: int):
+  import orbax.checkpoint as ocp
+  return ocp.StandardCheckpointer().restore((workdir / "checkpoints" / str(step) / "default").absolute())["state"]
+
+
+def _run_both(trainer, raw, tmp_path, **kw):
+  assert jax.device_count() == 4, "run with XLA_FLAGS=--xla_force_host_platform_device_count=4"
+  out = {}
+  for n in (1, 4):
+    config = trainer.Config(data_dir=str(raw / "raw"), workdir=str(tmp_path / f"d{n}"), devices=n, progress=False,
+                            checkpoint_every=kw["steps"], **kw)
+    final = trainer.run(config)
+    leaves = [x for x in jax.tree.leaves(final) if hasattr(x, "sharding")]
+    out[n] = (final, {len(x.sharding.device_set) for x in leaves})
+  return out
+
+
+def test_classifier_4_devices_equal_1(raw, tmp_path, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  out = _run_both(classify, raw, tmp_path, model="cnn", batch_size=32, steps=6, eval_every=6)
+  assert out[1][1] == {1} and out[4][1] == {4}           # really placed on 1 and on 4 devices
+  chex.assert_trees_all_close(out[1][0].params, out[4][0].params, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(out[1][0].batch_stats, out[4][0].batch_stats, rtol=1e-4, atol=1e-5)
+  # the run moved the params: the comparison is not of two initializations
+  init = classify.init_state(classify.Config(), classify.make_model(classify.Config()), jax.random.split(
+      jax.random.PRNGKey(0), 3)[0]).params
+  assert not np.allclose(jax.tree.leaves(init)[0], jax.tree.leaves(out[4][0].params)[0])
+
+
+def test_gan_4_devices_equal_1(raw, tmp_path, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  out = _run_both(train_gan, raw, tmp_path, steps=3, batch_size=16, width=8, z_dim=8, fid_samples=64,
+                  sample_every=3)
+  assert out[4][1] == {4}
+  chex.assert_trees_all_close(out[1][0].params, out[4][0].params, rtol=1e-4, atol=1e-5)
+
+
+def test_ebm_4_devices_equal_1_buffer_split(raw, tmp_path, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  out = _run_both(train_ebm, raw, tmp_path, steps=3, batch_size=16, channels=4, langevin_steps=3,
+                  buffer_size=64, fresh_steps=3, fid_samples=32, sample_every=3, fid_every=3)
+  one, four = out[1][0], out[4][0]
+  assert four.buffer.data.sharding.spec == jax.sharding.PartitionSpec("data")
+  assert len(four.buffer.data.addressable_shards) == 4
+  assert four.buffer.data.addressable_shards[0].data.shape[0] == 16     # a quarter of the buffer per device
+  chex.assert_trees_all_close(one.params, four.params, rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(one.buffer.count), np.asarray(four.buffer.count))
+  # uint8 buffers: chains equal up to float order may round to the neighbouring level in a few pixels
+  diff = np.abs(np.asarray(one.buffer.data, np.int16) - np.asarray(four.buffer.data, np.int16))
+  assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+def test_resume_on_4_devices_restores_the_sharded_buffer(raw, tmp_path, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  kw = dict(data_dir=str(raw / "raw"), batch_size=16, channels=4, langevin_steps=3, buffer_size=64, fresh_steps=3,
+            fid_samples=32, sample_every=100, fid_every=100, checkpoint_every=2, progress=False, devices=4)
+  straight = train_ebm.run(train_ebm.Config(steps=4, workdir=str(tmp_path / "a"), **kw))
+  train_ebm.run(train_ebm.Config(steps=2, workdir=str(tmp_path / "b"), **kw))
+  resumed = train_ebm.run(train_ebm.Config(steps=4, workdir=str(tmp_path / "b"), **kw))
+  assert resumed.buffer.data.sharding.spec == jax.sharding.PartitionSpec("data")
+  chex.assert_trees_all_close(straight.params, resumed.params, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(straight.buffer.data), np.asarray(resumed.buffer.data))
+
+
+def test_batch_not_divisible_by_devices_is_a_usage_error(raw, tmp_path):
+  rc = cli.main(classify.Config, classify.run, ["--data-dir", str(raw / "raw"), "--batch-size", "30",
+                                                "--workdir", str(tmp_path / "w"), "--steps", "1"])
+  assert rc == cli.EXIT_USAGE
+  assert not (tmp_path / "w").exists()     # refused before anything was written
