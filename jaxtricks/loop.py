@@ -199,10 +199,10 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
     log.write(step, values)
     bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k in config.progress_keys}, refresh=False)
 
+  step = start
   try:
     if start >= config.steps:
       bar.write(f"{workdir}: already at step {start} >= --steps {config.steps}; nothing to train")
-    step = start
     while step < config.steps:
       t0 = time.perf_counter()
       state, metrics = train_step(state, batches(step), jax.random.fold_in(key, step))
@@ -232,9 +232,28 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
     raise DivergenceError(
         f"{e}; last good checkpoint: {f'step {last}' if last is not None else 'none'} in {workdir}. "
         f"{config.divergence_advice}") from None
+  except OSError as e:   # disk full, directory removed or made read-only while running
+    try:
+      mngr.wait_until_finished()   # earlier saves still in flight complete (or fail) first
+    except OSError:
+      pass
+    last = _complete_steps(workdir)
+    raise WorkdirError(
+        f"--workdir {workdir}: writing failed at step {step} ({e.strerror or e}); last complete checkpoint: "
+        f"{f'step {last[-1]}' if last else 'none'}. Free space (or fix the directory) and run again to resume "
+        "from it") from None
   finally:
     bar.close()
-    mngr.wait_until_finished()
-    mngr.close()
+    try:
+      mngr.wait_until_finished()
+      mngr.close()
+    except OSError:
+      pass   # reported above; orbax leaves an unfinished save in a temporary directory, never as a step
     log.close()
   return state
+
+
+def _complete_steps(workdir: Path) -> list[int]:
+  """Steps whose checkpoint orbax finished (a save cut short stays in a temporary directory)."""
+  folder = workdir / "checkpoints"
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []

@@ -1,10 +1,13 @@
 """`python tests/killed_run.py MODULE K ARGS...`: the trainer `train.MODULE` with ARGS, SIGKILLing itself right
-after step K (before that step's checkpoint, if any, is saved)."""
+after step K (before that step's checkpoint, if any, is saved). With K written `save:K`, the kill comes right
+after the checkpoint save of step K has been started: orbax is writing it in the background."""
 
 import importlib
 import os
 import signal
 import sys
+
+import orbax.checkpoint as ocp
 
 from jaxtricks import cli
 
@@ -16,7 +19,22 @@ def kill_at(k):
   return hook
 
 
+def kill_during_save(k):
+  save = ocp.CheckpointManager.save
+
+  def save_then_die(self, step, *args, **kwargs):
+    result = save(self, step, *args, **kwargs)
+    if step == k:
+      os.kill(os.getpid(), signal.SIGKILL)
+    return result
+  ocp.CheckpointManager.save = save_then_die
+
+
 if __name__ == "__main__":
   trainer = importlib.import_module(f"train.{sys.argv[1]}")
-  hook = kill_at(int(sys.argv[2]))
-  sys.exit(cli.main(trainer.Config, lambda c: trainer.run(c, hooks=[hook]), argv=sys.argv[3:]))
+  hooks = []
+  if sys.argv[2].startswith("save:"):
+    kill_during_save(int(sys.argv[2][5:]))
+  else:
+    hooks.append(kill_at(int(sys.argv[2])))
+  sys.exit(cli.main(trainer.Config, lambda c: trainer.run(c, hooks=hooks), argv=sys.argv[3:]))

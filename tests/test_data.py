@@ -94,12 +94,24 @@ def test_no_source_names_every_place_and_the_fix(tmp_path, monkeypatch):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   dl = _FakeDownloads(tmp_path)
+  (tmp_path / "mine").mkdir()   # exists, but without toy/
   with pytest.raises(DataError) as e:
     sources.locate(_source(tmp_path, f"http://127.0.0.1:{port}/"), str(tmp_path / "mine"), dl)
   msg = str(e.value)
   assert "\n" not in msg and dl.urls is None
   for place in (tmp_path / "mine" / "toy", tmp_path / "system", f"http://127.0.0.1:{port}/", "install the toy"):
     assert str(place) in msg, (place, msg)
+
+
+def test_data_dir_that_does_not_exist_is_named_not_skipped(tmp_path):
+  """A mistyped --data-dir is an error, not a silent fall-back to the system copy."""
+  (tmp_path / "system").mkdir()
+  source = _source(tmp_path, None)
+  for f in source.files.values():
+    (tmp_path / "system" / f).write_bytes(b"x")
+  assert sources.locate(source, None, None)   # the system copy is there
+  with pytest.raises(DataError, match=r"--data-dir .*/mistyped: no such folder"):
+    sources.locate(source, str(tmp_path / "mistyped"), None)
 
 
 def test_download_is_the_last_resort(tmp_path, monkeypatch):

@@ -168,7 +168,7 @@ def test_training_steps_lower_the_loss_on_a_tiny_batch(model, loss):
     (["--dataset", "yelp"], "invalid choice: 'yelp'"),
     (["--epochs", "-1"], "--epochs must be >= 0"),
     (["--num-words", "2"], "--num-words must be > 3"),
-    (["--dataset", "imdb", "--data-dir", "/nonexistent"], "/nonexistent/imdb"),
+    (["--dataset", "imdb", "--data-dir", "/nonexistent"], "--data-dir /nonexistent: no such folder"),
 ])
 def test_bad_input_one_line_exit_2(args, words, tmp_path, capsys, monkeypatch):
   monkeypatch.delenv("JAXTRICKS_DATA", raising=False)

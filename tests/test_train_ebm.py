@@ -90,7 +90,7 @@ def test_divergence_gives_advice_and_keeps_checkpoint(tmp_path, capsys, monkeypa
     (["--reinit-prob", "1.5"], "--reinit-prob must be in [0, 1]"),
     (["--buffer-size", "8"], "--buffer-size 8 must hold at least one batch"),
     (["--buffer-dtype", "float16"], "invalid choice: 'float16'"),
-    (["--dataset", "mnist", "--data-dir", "/nonexistent"], "/nonexistent/mnist"),
+    (["--dataset", "mnist", "--data-dir", "/nonexistent"], "--data-dir /nonexistent: no such folder"),
 ])
 def test_bad_input_one_line_exit_2(args, words, tmp_path, capsys, monkeypatch):
   monkeypatch.delenv("JAXTRICKS_DATA", raising=False)

@@ -183,10 +183,10 @@ def make_eval_fn(config: Config, test: dict):
 
 
 def run(config: Config, hooks=()) -> TrainState:
+  mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)   # before any data is read
   images, labels = load(config.dataset, "train", data_dir=config.data_dir or None)
   test_images, test_labels = load(config.dataset, "test", data_dir=config.data_dir or None)
   require(config.batch_size <= len(labels), f"--batch-size {config.batch_size} exceeds the {len(labels)} training examples")
-  mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)
   key = jax.random.PRNGKey(config.seed)
   model_key, data_key, step_key = jax.random.split(key, 3)
   batches = pipeline.DeviceBatches({"image": images, "label": labels}, batch_size=config.batch_size,

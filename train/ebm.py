@@ -153,9 +153,9 @@ def to_unit_range(key, batch):
 
 
 def run(config: Config, hooks=()):
+  mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)   # before any data is read
   images, _ = load(config.dataset, "train", data_dir=config.data_dir or None)
   test_images, _ = load(config.dataset, "test", data_dir=config.data_dir or None)
-  mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)
   require(config.buffer_size % mesh.size == 0,
           f"--buffer-size {config.buffer_size} does not divide by the {mesh.size} devices it is split over")
   key = jax.random.PRNGKey(config.seed)

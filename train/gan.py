@@ -90,9 +90,9 @@ def generate(state: gan.GanState, key, n: int, z_dim: int) -> np.ndarray:
 
 
 def run(config: Config, hooks=()):
+  mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)   # before any data is read
   images, _ = load(config.dataset, "train", data_dir=config.data_dir or None)
   test_images, _ = load(config.dataset, "test", data_dir=config.data_dir or None)
-  mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)
   key = jax.random.PRNGKey(config.seed)
   init_key, data_key, step_key, sample_key = jax.random.split(key, 4)
   batches = pipeline.DeviceBatches({"image": images}, batch_size=config.batch_size, key=data_key,

@@ -116,12 +116,12 @@ def make_eval_fn(config: Config, data: dict, split: str):
 
 
 def run(config: Config, hooks=()):
+  mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)   # before any data is read
   split = EVAL_SPLIT[config.dataset]
   data = text.load_sequences(config.dataset, ("train", split), num_words=config.setting("num_words"),
                              maxlen=config.setting("maxlen"), data_dir=config.data_dir or None)
   (x, y), (x_eval, y_eval) = data["train"], data[split]
   require(config.batch_size <= len(y), f"--batch-size {config.batch_size} exceeds the {len(y)} training examples")
-  mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)
   key = jax.random.PRNGKey(config.seed)
   init_key, data_key, step_key = jax.random.split(key, 3)
   batches = pipeline.DeviceBatches({"ids": x, "label": y}, batch_size=config.batch_size, key=data_key, mesh=mesh)

@@ -53,6 +53,9 @@ def locate(source: RawSource, data_dir: str | None, dl_manager=None) -> dict[str
   """Returns {key: path} of the raw files, from the first place that has all of them."""
   tried = []
   folders = []
+  if data_dir and not Path(data_dir).is_dir():   # a typo must not silently fall back to another copy
+    raise DataError(f"--data-dir {data_dir}: no such folder; give the folder that holds {source.subdirs[0]}/, or "
+                    f"leave the flag out to use ${ENV_VAR}, the system copy or the download")
   if data_dir:
     folders += [(Path(data_dir) / s, "--data-dir") for s in source.subdirs]
   elif os.environ.get(ENV_VAR):

@@ -1,0 +1,132 @@
+"""README's table of bad inputs, row by row: each gives one line on stderr and exit code 2, and nothing already
+saved is lost. The first column of every row here must appear in README's table (last test)."""
+
+import errno
+import os
+import re
+import subprocess
+import sys
+
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import REPO, make_raw_folder
+from jaxtricks import cli, loop
+from train import classify, ebm as train_ebm, gan as train_gan, sentiment
+
+TRAINERS = {"classify": classify, "gan": train_gan, "ebm": train_ebm, "sentiment": sentiment}
+
+
+def _truncate(path):
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+# (README's words for the input, trainer, its flags ({raw} = a fake data folder, {tmp} = the test's folder),
+#  a setup step, what stderr must say)
+ROWS = [
+    ("`--steps -5`", "classify", ["--steps", "-5"], None, "--steps must be >= 0"),
+    ("`--steps 0`", "gan", ["--steps", "0"], None, "--steps must be positive, got 0"),
+    ("`--model resnet`", "classify", ["--model", "resnet"], None, "invalid choice: 'resnet'"),
+    ("`--loss focal`", "sentiment", ["--loss", "focal"], None, "invalid choice: 'focal'"),
+    ("`--dataset cifar100`", "gan", ["--dataset", "cifar100"], None, "invalid choice: 'cifar100'"),
+    ("`--margin 1.5` (sentiment)", "sentiment", ["--loss", "margin", "--margin", "1.5"], None,
+     "--margin must be in (0.5, 1), got 1.5"),
+    ("`--margin 0.5` (sentiment)", "sentiment", ["--loss", "margin", "--margin", "0.5"], None,
+     "--margin must be in (0.5, 1), got 0.5"),
+    ("`--batch-size 0`", "ebm", ["--batch-size", "0"], None, "--batch-size must be positive"),
+    ("`--data-dir` that does not exist", "classify", ["--data-dir", "{tmp}/nowhere"], None,
+     "--data-dir {tmp}/nowhere: no such folder"),
+    ("truncated `.gz` in the data folder", "classify", ["--data-dir", "{raw}"],
+     lambda tmp: _truncate(tmp / "raw" / "fashion_mnist" / "train-images-idx3-ubyte.gz"),
+     "train-images-idx3-ubyte.gz: truncated or corrupted"),
+    ("32×32 images in a custom data folder", "gan", ["--data-dir", "{tmp}/raw32"],
+     lambda tmp: make_raw_folder(tmp / "raw32", image_shape=(32, 32)),
+     "train-images-idx3-ubyte.gz: items have shape (32, 32), expected (28, 28)"),
+    ("`--workdir` not writable", "classify", ["--data-dir", "{raw}", "--workdir", "{tmp}/file/run"],
+     lambda tmp: (tmp / "file").write_text(""), "not writable"),
+]
+
+
+@pytest.fixture
+def tmp(tmp_path, monkeypatch):
+  monkeypatch.delenv("JAXTRICKS_DATA", raising=False)
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  make_raw_folder(tmp_path / "raw", n_train=2000)
+  return tmp_path
+
+
+def _error_line(err: str) -> str:
+  """The one error line; TFDS may draw its preparation progress bars above it, but nothing else may print."""
+  lines = [l for l in err.replace("\r", "\n").splitlines() if l.strip() and "\x1b[A" not in l and "it/s]" not in l
+           and "s/ splits]" not in l and "examples/s]" not in l and "splits/s]" not in l]
+  assert len(lines) == 1 and "Traceback" not in err, err
+  return lines[0]
+
+
+def _main(trainer, args, tmp):
+  args = [a.format(raw=tmp / "raw", tmp=tmp) for a in args]
+  if "--workdir" not in args:
+    args += ["--workdir", str(tmp / "w")]
+  return cli.main(TRAINERS[trainer].Config, TRAINERS[trainer].run, argv=args + ["--no-progress"], prog=trainer)
+
+
+@pytest.mark.parametrize("readme, trainer, args, setup, words", ROWS, ids=[r[0] for r in ROWS])
+def test_row(readme, trainer, args, setup, words, tmp, capsys):
+  if setup:
+    setup(tmp)
+  rc = _main(trainer, args, tmp)
+  err = capsys.readouterr().err
+  assert rc == cli.EXIT_USAGE, err
+  line = _error_line(err)
+  assert line.startswith(f"{trainer}: error: ") and words.format(tmp=tmp) in line, line
+
+
+def test_row_batch_not_divisible_by_devices(tmp):
+  """`--batch-size 30` on 4 devices (4 fake CPU devices in a process of its own)."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=str(REPO))
+  r = subprocess.run([sys.executable, "-m", "train.classify", "--data-dir", str(tmp / "raw"), "--batch-size", "30",
+                      "--workdir", str(tmp / "w")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+      "python -m train.classify: error: --batch-size 30 does not divide by the 4 devices; use a multiple of 4 "
+      "(or --devices)"], r.stderr
+  assert not (tmp / "w").exists()
+
+
+def test_row_workdir_of_another_model(tmp, capsys):
+  """A GAN pointed at a classifier's workdir refuses before touching it."""
+  assert _main("classify", ["--data-dir", "{raw}", "--steps", "3"], tmp) == 0
+  capsys.readouterr()
+  rc = _main("gan", ["--data-dir", "{raw}", "--steps", "3"], tmp)
+  err = capsys.readouterr().err
+  assert rc == cli.EXIT_USAGE and "holds a run of another configuration" in _error_line(err), err
+  assert loop.checkpoint_manager(tmp / "w").latest_step() == 3
+
+
+def test_row_disk_full_while_saving(tmp, capsys, monkeypatch):
+  """ENOSPC from the checkpoint save at step 20 (simulated): exit 2, step 10 kept, a rerun resumes from it."""
+  args = ["--data-dir", "{raw}", "--steps", "30", "--checkpoint-every", "10", "--batch-size", "16"]
+  save = ocp.CheckpointManager.save
+
+  def full_disk(self, step, *a, **k):
+    if step == 20:
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return save(self, step, *a, **k)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+  rc = _main("classify", args, tmp)
+  err = _error_line(capsys.readouterr().err)
+  assert rc == cli.EXIT_USAGE
+  assert "writing failed at step 20 (No space left on device); last complete checkpoint: step 10" in err, err
+  monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+  assert loop.checkpoint_manager(tmp / "w").latest_step() == 10
+  assert _main("classify", args, tmp) == 0
+  assert loop.checkpoint_manager(tmp / "w").latest_step() == 30
+
+
+def test_readme_lists_every_row():
+  readme = (REPO / "README.md").read_text()
+  table = readme[readme.index("### Bad input"):]
+  for words in [r[0] for r in ROWS] + ["`--batch-size 30` on 4 devices", "workdir of another model",
+                                       "disk full while saving"]:
+    assert words in table, f"README's bad-input table lacks {words!r}"
+  assert not re.search(r"\bpickle\.load", "".join(p.read_text() for p in REPO.glob("*/**/*.py")))
