@@ -4,6 +4,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -58,3 +59,13 @@ def loop_minutes(workdir) -> float:
   lines = [json.loads(l) for l in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
   rows = [(l["step"], l["steps_per_sec"]) for l in lines if "steps_per_sec" in l]
   return sum((s - s0) / v for (s0, _), (s, v) in zip([(0, 1.0)] + rows, rows)) / 60
+
+
+def write_results(path, module: str, argv, header: list[str], rows: list[list], **extra) -> None:
+  """Saves a printed table with its command, machine and date as JSON (benchmarks.report renders it)."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps({
+      "command": " ".join(["python -m", module, *argv]), "machine": machine(), "jax": jax.__version__,
+      "date": time.strftime("%Y-%m-%d"), "argv": argv, "header": header, "rows": rows, **extra}, indent=1))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import loop_minutes, machine, table
+from benchmarks.common import loop_minutes, machine, table, write_results
 from train import gan as train_gan
 
 
@@ -56,12 +56,10 @@ def main(argv=None):
     std = lambda v: np.std(v, ddof=1) if len(v) > 1 else 0.0
     rows.append([mode, f"{np.mean(fids):.2f} ± {std(fids):.2f}", " ".join(f"{f:.2f}" for f in fids),
                  f"{np.mean(scores):.2f} ± {std(scores):.2f}", f"{np.mean(minutes):.1f}"])
-  out = Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "gan_fid.json").write_text(json.dumps(
-      {"machine": machine(), "argv": sys.argv[1:] if argv is None else list(argv), "runs": results}, indent=1))
+  header = ["mode", "FID-FMNIST (mean ± std)", "per seed", "inception score", "loop min per run"]
+  write_results(Path(args.out) / "gan_fid.json", "benchmarks.gan_fid", argv, header, rows, runs=results)
   print(f"FID-FMNIST after {args.steps} steps, DCGAN width {args.width}, batch 64, seeds {args.seeds} — {machine()}")
-  print(table(["mode", "FID-FMNIST (mean ± std)", "per seed", "inception score", "loop min per run"], rows))
+  print(table(header, rows))
 
 
 if __name__ == "__main__":

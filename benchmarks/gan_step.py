@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from benchmarks.common import machine, table, time_interleaved
+from benchmarks.common import machine, table, time_interleaved, write_results
 from jaxtricks import gan
 from jaxtricks.models.dcgan import Discriminator, Generator
 
@@ -83,13 +83,17 @@ def main(argv=None):
   p.add_argument("--batches", default="64,256")
   p.add_argument("--repeats", type=int, default=20)
   p.add_argument("--width", type=int, default=64)
+  p.add_argument("--json", default="benchmarks/results/gan_step.json", help="where the table goes ('' : nowhere)")
   args = p.parse_args(argv)
   rows = []
   for b in (int(v) for v in args.batches.split(",")):
     rows += measure(b, args.repeats, args.width)
   print(f"GAN step, DCGAN 28x28 width {args.width}, Adam — {machine()}, jax {jax.__version__}, "
         f"median of {args.repeats} after warm-up, calls interleaved")
-  print(table(["batch", "variant", "step ms", "time / (a)", "XLA GFLOP", "FLOPs / (a)", "peak MiB"], rows))
+  header = ["batch", "variant", "step ms", "time / (a)", "XLA GFLOP", "FLOPs / (a)", "peak MiB"]
+  print(table(header, rows))
+  if args.json:
+    write_results(args.json, "benchmarks.gan_step", argv, header, rows)
 
 
 if __name__ == "__main__":

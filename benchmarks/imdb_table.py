@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import loop_minutes, machine, table
+from benchmarks.common import loop_minutes, machine, table, write_results
 from train import sentiment
 
 
@@ -58,13 +58,12 @@ def main(argv=None):
       rows.append([model, loss, f"{100 * np.mean(finals):.2f} ± {100 * std:.2f}",
                    " ".join(f"{100 * f:.2f}" for f in finals), f"{100 * np.mean(wobble):.2f}",
                    f"{np.mean(minutes):.1f}"])
-  out = Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / f"imdb_table_{args.dataset}.json").write_text(json.dumps(
-      {"machine": machine(), "argv": sys.argv[1:] if argv is None else list(argv), "runs": results}, indent=1))
+  header = ["model", "loss", "accuracy % (mean ± std)", "per seed", "epoch-to-epoch std, 2nd half (pts)",
+            "loop min per run"]
+  write_results(Path(args.out) / f"imdb_table_{args.dataset}.json", "benchmarks.imdb_table", argv, header, rows,
+                split=split, runs=results)
   print(f"{args.dataset} {split} accuracy after the last epoch, seeds {args.seeds} — {machine()}")
-  print(table(["model", "loss", "accuracy % (mean ± std)", "per seed", "epoch-to-epoch std, 2nd half (pts)",
-               "loop min per run"], rows))
+  print(table(header, rows))
 
 
 if __name__ == "__main__":

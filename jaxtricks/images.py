@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import jax
 import numpy as np
 from PIL import Image
 
@@ -20,12 +21,14 @@ def grid(images_NHWC, *, ncol: int | None = None, pad: int = 1) -> np.ndarray:
 
 
 def save_grid(images_NHWC, path: str | Path, *, ncol: int | None = None, scale: int = 2) -> Path:
-  """Writes a PNG grid of images in [0, 1]; returns the path."""
+  """Writes a PNG grid of images in [0, 1]; returns the path. In a multi-process run only process 0 writes."""
+  path = Path(path)
+  if jax.process_index() != 0:
+    return path
   g = grid(images_NHWC, ncol=ncol)
   img = Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g)
   if scale != 1:
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-  path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   img.save(path)
   return path

@@ -24,3 +24,9 @@ def test_functional_ports_of_the_energy_net_agree():
   for layout in ("NHWC", "NCHW"):
     got = np.asarray(bench_langevin.functional_energy(kernels, 3, layout=layout)(x))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_readme_results_section_is_what_the_result_files_give():
+  """README's Results section is generated (python -m benchmarks.report), never hand-edited."""
+  from benchmarks import report
+  assert report.main(["--check"]) == 0

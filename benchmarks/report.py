@@ -1,0 +1,126 @@
+"""README's Results section, written from the committed result files: no hand-edited numbers.
+
+    python -m benchmarks.report           # rewrites README.md between the results markers, and docs/loss_comparison.png
+    python -m benchmarks.report --check   # exit 1 when README's section is not what the result files give
+
+Sources: benchmarks/results/*.json, each written by the benchmark named in it (its "command"), and the sample
+grids in docs/ (copied there from the runs named below by `--grids`). A table whose file is missing is left out
+with a line saying which command makes it.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import table
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs"
+BEGIN, END = "<!-- results:begin (python -m benchmarks.report) -->", "<!-- results:end -->"
+
+# (picture in docs/, the run file it is copied from by --grids, caption)
+GRIDS = [
+    ("gan_single_1500.png", "runs/gan_fid/single-w32-n1500-s0/samples_001500.png",
+     "GAN, one loss (freeze form), 1,500 steps, seed 0 — `python -m benchmarks.gan_fid`"),
+    ("gan_alternating_1500.png", "runs/gan_fid/alternating-w32-n1500-s0/samples_001500.png",
+     "GAN, alternating updates, 1,500 steps, seed 0 — `python -m benchmarks.gan_fid`"),
+    ("ebm_buffer_3000.png", None,
+     "EBM replay buffer after 3,000 steps — `python -m train.ebm --steps 3000 --workdir runs/ebm-long`"),
+]
+
+
+def _load(name: str) -> dict | None:
+  path = RESULTS / name
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def _table_section(title: str, name: str, make: str, note: str = "") -> str:
+  data = _load(name)
+  if data is None:
+    return f"### {title}\n\nNot measured yet: `{make}` writes `benchmarks/results/{name}`.\n"
+  return (f"### {title}\n\n`{data['command']}` — {data['machine']}, jax {data['jax']}, {data['date']}.\n\n"
+          f"{table(data['header'], data['rows'])}\n" + (f"\n{note}\n" if note else ""))
+
+
+def loss_comparison(plot: bool) -> str:
+  data = _load("loss_comparison_cnn.json")
+  if data is None:
+    return "### Test accuracy per loss\n\nNot measured yet: `python -m benchmarks.loss_comparison`.\n"
+  finals: dict[str, list[float]] = {}
+  for key, run in data["runs"].items():
+    finals.setdefault(key.split("/")[0], []).append(100 * run["curve"][-1][1])
+  losses = list(finals)
+  if plot:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    for i, loss in enumerate(losses):
+      ax.scatter([i] * len(finals[loss]), finals[loss], color="C0", s=14, zorder=3)
+      ax.hlines(np.mean(finals[loss]), i - 0.3, i + 0.3, color="C1")
+    ax.set_xticks(range(len(losses)), losses, rotation=20, fontsize=8)
+    ax.set_ylabel("test accuracy %")
+    ax.set_title(f"Fashion-MNIST, CNN, {' '.join(data['argv'])}", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(DOCS / "loss_comparison.png")
+    plt.close(fig)
+  rows = [[loss, f"{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f}",
+           " ".join(f"{a:.2f}" for a in v)] for loss, v in finals.items()]
+  command = "python -m benchmarks.loss_comparison " + " ".join(data["argv"])
+  return (f"### Test accuracy per loss\n\n`{command}` — {data['machine']}; dots are seeds, bars their mean.\n\n"
+          f"![test accuracy per loss](docs/loss_comparison.png)\n\n"
+          f"{table(['loss', 'test accuracy % (mean ± std)', 'per seed'], rows)}\n")
+
+
+def section(plot: bool = True) -> str:
+  grids = "\n".join(f"![{png[:-4]}](docs/{png})\n*{caption}*\n" for png, _, caption in GRIDS if (DOCS / png).exists())
+  parts = [
+      "### Samples\n\n" + grids,
+      loss_comparison(plot),
+      _table_section("IMDB: BCE vs the margin loss (SPEC.md §1)", "imdb_table_imdb.json",
+                     "python -m benchmarks.imdb_table --seeds 0,1,2,3,4"),
+      _table_section("SST-2 dev, CNN", "imdb_table_sst2.json",
+                     "python -m benchmarks.imdb_table --models cnn --dataset sst2"),
+      _table_section("GAN step: one loss vs alternating updates (SPEC.md §2)", "gan_step.json",
+                     "python -m benchmarks.gan_step"),
+      _table_section("GAN quality after equal steps", "gan_fid.json", "python -m benchmarks.gan_fid"),
+  ]
+  return "\n".join(parts)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--check", action="store_true", help="only compare README's section with the result files")
+  p.add_argument("--grids", action="store_true", help="first copy the sample grids from their runs into docs/")
+  args = p.parse_args(argv)
+  readme_path = ROOT / "README.md"
+  readme = readme_path.read_text()
+  if BEGIN not in readme or END not in readme:
+    print(f"README.md lacks the markers {BEGIN!r} ... {END!r}", file=sys.stderr)
+    return 2
+  if args.grids:
+    for png, source, _ in GRIDS:
+      if source and (ROOT / source).exists():
+        shutil.copyfile(ROOT / source, DOCS / png)
+  head, rest = readme.split(BEGIN, 1)
+  tail = rest.split(END, 1)[1]
+  new = f"{head}{BEGIN}\n{section(plot=not args.check)}{END}{tail}"
+  if args.check:
+    if new != readme:
+      print("README's Results section differs from benchmarks/results/; run python -m benchmarks.report",
+            file=sys.stderr)
+      return 1
+    return 0
+  readme_path.write_text(new)
+  print(f"wrote README.md's Results section and {DOCS / 'loss_comparison.png'}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
