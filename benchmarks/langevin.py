@@ -125,7 +125,7 @@ def _blocks(channels):
     yield f"_ResBlock_{i}", c
 
 
-def functional_energy(kernels, channels: int, *, layout: str = "NHWC", dtype=jnp.float32):
+def functional_energy(kernels, channels: int, *, layout: str = "NHWC", dtype=jnp.float32, pool: str = "reshape"):
   """The energy net written with lax.conv_general_dilated, for layout and dtype experiments; x is NHWC
   [B, 28, 28, 1] float32 in every case (transposed/cast inside), energies float32."""
   spec = {"NHWC": ("NHWC", "HWIO", "NHWC"), "NCHW": ("NCHW", "OIHW", "NCHW")}[layout]
@@ -139,10 +139,16 @@ def functional_energy(kernels, channels: int, *, layout: str = "NHWC", dtype=jnp
     y = jax.lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=spec)
     return y + b.reshape([-1 if i == c_axis else 1 for i in range(4)])
 
-  def pool(h):
+  pool_kind = pool
+
+  def pool(h):   # as models.energy.avg_pool_2x2, in either layout (or as nn.avg_pool: reduce_window)
     pad = [(0, h.shape[i] % 2) if i in hw else (0, 0) for i in range(4)]
-    window = [2 if i in hw else 1 for i in range(4)]
-    return jax.lax.reduce_window(h, np.zeros((), h.dtype), jax.lax.add, window, window, pad) / 4
+    if pool_kind == "reduce_window":
+      window = [2 if i in hw else 1 for i in range(4)]
+      return jax.lax.reduce_window(h, np.zeros((), h.dtype), jax.lax.add, window, window, pad) / 4
+    h = jnp.pad(h, pad)
+    shape = sum(([d // 2, 2] if i in hw else [d] for i, d in enumerate(h.shape)), [])
+    return h.reshape(shape).mean(axis=tuple(hw[j] + j + 1 for j in range(2)))
 
   dense_w, dense_b = (jnp.asarray(a) for a in kernels["dense"])
 
@@ -255,6 +261,26 @@ def compare(energy, variables, channels, n, k, repeats, peak, only=None) -> list
   return rows, torch_note, flops
 
 
+def pooling(args) -> int:
+  """Compile time and speed of the unrolled chain: 2x2 average pooling as reduce_window vs pad+reshape+mean."""
+  _, variables, _ = energy_and_variables(args.channels)
+  kernels = normalized_kernels(variables)
+  rows = []
+  for n in (int(v) for v in args.pooling.split(",")):
+    x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
+    key = jax.random.PRNGKey(2)
+    for kind in ("reduce_window", "reshape"):
+      f = jax.jit(chain_fn(functional_energy(kernels, args.channels, pool=kind), args.compare_steps, True))
+      t0 = time.perf_counter()
+      compiled = f.lower(x, key).compile()
+      compile_s = time.perf_counter() - t0
+      _, t = time_call(lambda: compiled(x, key), repeats=args.repeats, warmup=1)
+      rows.append([n, args.compare_steps, kind, compile_s, t / args.compare_steps * 1e3])
+  print(f"Pooling in the unrolled chain, c={args.channels} — {machine()}, jax {jax.__version__}")
+  print(table(["chains", "K", "pooling", "compile s", "ms per step"], rows))
+  return 0
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--channels", type=int, default=64, help="energy net width (64: the issue's default net)")
@@ -267,7 +293,11 @@ def main(argv=None):
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--skip-sweep", action="store_true")
   p.add_argument("--variants", default="", help="semicolon-separated names of table 2's JAX variants to run; default all")
+  p.add_argument("--pooling", default="", help="only compare pooling forms: compile s and ms/step of the unrolled "
+                 "chain with reduce_window (nn.avg_pool) vs reshape pooling, at these chain counts (e.g. 64,256)")
   args = p.parse_args(argv)
+  if args.pooling:
+    return pooling(args)
   model, variables, energy = energy_and_variables(args.channels)
   peak = matmul_flops_per_sec()
   flags = os.environ.get("XLA_FLAGS", "")

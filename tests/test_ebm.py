@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jaxtricks import ebm, replay
 from jaxtricks.models.energy import EnergyNet
@@ -126,3 +127,14 @@ def test_ensemble_of_two_models_shares_one_buffer():
   # all 8 results went back into the one shared buffer
   assert int(new_buf.pointer) == 8 and int(new_buf.count) == 32
   np.testing.assert_allclose(new_buf.data[:8], x_M.reshape(8, 28, 28, 1))
+
+
+@pytest.mark.parametrize("side", [28, 14, 7, 3])
+def test_avg_pool_2x2_equals_flax_same_avg_pool(side):
+  """The energy net's pooling (pad + reshape + mean, cheap to differentiate) has nn.avg_pool's values."""
+  import flax.linen as nn
+  from jaxtricks.models.energy import avg_pool_2x2
+  x = jax.random.normal(jax.random.PRNGKey(side), (2, side, side, 3))
+  want = nn.avg_pool(x, (2, 2), (2, 2), padding="SAME")
+  chex.assert_shape(avg_pool_2x2(x), want.shape)
+  np.testing.assert_allclose(avg_pool_2x2(x), want, rtol=1e-6, atol=1e-6)
