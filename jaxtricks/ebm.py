@@ -80,18 +80,21 @@ def stack(trees):
 
 
 def sample_ensemble(apply_fn, params_M, stats_M, buffer: replay.ReplayBuffer, key: jax.Array,
-                    chains_per_model: int, sampler: SamplerConfig):
+                    chains_per_model: int, sampler: SamplerConfig, chain_sharding=None):
   """Several models sampling with ONE shared buffer (Du & Mordatch 2019's ensemble), vmapped over models.
 
   params_M / stats_M are M models' variables stacked on axis 0 (`stack`). M * n starting points are drawn from
   the shared buffer (or noise), model m runs n chains under its own energy, and all M * n results are pushed
   back, so a sample refined by one model may be picked up by another in the next round.
-  Returns (samples [M, n, ...], new buffer).
+  `chain_sharding` (a sharding of [M, n, ...] arrays, e.g. NamedSharding(mesh, P(None, 'data'))) splits each
+  model's chains over devices. Returns (samples [M, n, ...], new buffer).
   """
   num_models = jax.tree.leaves(params_M)[0].shape[0]
   k_init, k_chain = jax.random.split(key)
   x0 = replay.sample(buffer, k_init, num_models * chains_per_model, reinit_prob=sampler.reinit_prob)
   x0_M = x0.reshape((num_models, chains_per_model) + x0.shape[1:])
+  if chain_sharding is not None:
+    x0_M = jax.lax.with_sharding_constraint(x0_M, chain_sharding)
 
   def one_model(params, stats, x, k):
     return run_chains(energy_fn(params, stats, apply_fn), x, k, sampler)

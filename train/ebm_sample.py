@@ -18,8 +18,9 @@ from typing import Literal
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxtricks import cli, ebm, loop, replay
+from jaxtricks import cli, ebm, loop, parallel, replay
 from jaxtricks.cli import require
 from jaxtricks.images import save_grid
 from train import ebm as train_ebm
@@ -41,6 +42,7 @@ class Config:
   seed: int = 0
   out: str = "samples.png"
   out_npy: str = ""
+  devices: int = dataclasses.field(default=0, metadata={"help": "devices to split the chains over; 0: all visible"})
 
   def __post_init__(self):
     require(bool(self.paths()), "--workdirs must name at least one workdir of train.ebm")
@@ -68,6 +70,7 @@ def load_model(workdir: Path) -> tuple[train_ebm.Config, ebm.EbmState]:
 
 
 def run(config: Config) -> np.ndarray:
+  mesh = parallel.make_mesh(config.devices, batch_size=config.num, flag="--num")
   loaded = [load_model(p) for p in config.paths()]
   channels = {c.channels for c, _ in loaded}
   require(len(channels) == 1, f"--workdirs: the models differ in --channels ({sorted(channels)}); "
@@ -80,8 +83,14 @@ def run(config: Config) -> np.ndarray:
   if config.start == "noise":
     buffer = replay.create(buffer.data.shape[0], buffer.data.shape[1:], dtype=buffer.data.dtype,
                            data_range=buffer.data_range)
-  params_M, stats_M = ebm.stack([s.params for s in states]), ebm.stack([s.stats for s in states])
-  step = jax.jit(lambda b, k: ebm.sample_ensemble(states[0].apply_fn, params_M, stats_M, b, k, config.num, sampler))
+  if buffer.data.shape[0] % mesh.size == 0:   # the buffer split along 'data' like the chains
+    buffer = jax.device_put(buffer, buffer.replace(data=parallel.sharded(mesh), count=parallel.replicated(mesh),
+                                                   pointer=parallel.replicated(mesh)))
+  params_M, stats_M = jax.device_put((ebm.stack([s.params for s in states]), ebm.stack([s.stats for s in states])),
+                                     parallel.replicated(mesh))
+  chains = NamedSharding(mesh, P(None, parallel.DATA))
+  step = jax.jit(lambda b, k: ebm.sample_ensemble(states[0].apply_fn, params_M, stats_M, b, k, config.num, sampler,
+                                                  chain_sharding=chains))
   key = jax.random.PRNGKey(config.seed)
   for r in range(config.rounds):
     x_M, buffer = step(buffer, jax.random.fold_in(key, r))
