@@ -26,7 +26,7 @@ BEGIN, END = "<!-- results:begin (python -m benchmarks.report) -->", "<!-- resul
 # (picture in docs/, the run file it is copied from by --grids, caption)
 GRIDS = [
     ("gan_single_1500.png", "runs/gan_fid/single-w32-n1500-s0/samples_001500.png",
-     "GAN, one loss (freeze form), 1,500 steps, seed 0 — `python -m benchmarks.gan_fid`"),
+     "GAN, one loss (train.gan --mode single: the freeze form, one D forward on the fakes), 1,500 steps, seed 0 — `python -m benchmarks.gan_fid`"),
     ("gan_alternating_1500.png", "runs/gan_fid/alternating-w32-n1500-s0/samples_001500.png",
      "GAN, alternating updates, 1,500 steps, seed 0 — `python -m benchmarks.gan_fid`"),
     ("ebm_buffer_3000.png", None,
