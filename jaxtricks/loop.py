@@ -19,6 +19,7 @@
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -95,7 +96,7 @@ def _prepare_workdir(workdir: Path, fingerprint: dict[str, Any], write: bool = T
   """Creates the workdir; refuses one that holds a run with a different fingerprint."""
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / ".write_test"
+    probe = workdir / f".write_test.{jax.process_index()}.{os.getpid()}"   # one per process: they run at once
     probe.write_text("")
     probe.unlink()
   except OSError as e:
@@ -128,6 +129,13 @@ def with_shardings(abstract_state: State, shardings) -> State:
 
 
 def _restore_from(mngr: ocp.CheckpointManager, workdir, abstract_state: State, step: int, key_sharding=None):
+  # leaves without a sharding go to the default device, whatever devices the checkpoint was saved from
+  default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract_state = jax.tree.map(
+      lambda s: s if getattr(s, "sharding", None) is not None else jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                                                                        sharding=default),
+      abstract_state)
+  key_sharding = key_sharding or default
   abstract = {"state": abstract_state, "key": jax.ShapeDtypeStruct((2,), np.uint32, sharding=key_sharding)}
   try:
     tree = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
