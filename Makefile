@@ -36,7 +36,7 @@ train: setup data
 	$(PY) -m train.ebm --steps 400 --workdir runs/ebm
 
 test: setup data
-	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: setup data
 	$(PY) -m benchmarks.input_pipeline

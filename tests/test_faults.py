@@ -44,20 +44,22 @@ def _state(workdir, step):
   return ocp.StandardCheckpointer().restore((workdir / "checkpoints" / str(step) / "default").absolute())
 
 
-@pytest.fixture(scope="module")
-def straight(raw):
-  """One uninterrupted run per trainer, shared by the kill tests."""
-  out = {}
-  for module in ARGS:
+_STRAIGHT = {}
+
+
+def _straight(module, raw):
+  """One uninterrupted run per trainer, made on first use and shared by its kill tests."""
+  if module not in _STRAIGHT:
     r = _run(module, raw, raw / f"straight-{module}")
     assert r.returncode == 0, r.stderr[-2000:]
-    out[module] = _state(raw / f"straight-{module}", STEPS)
-  return out
+    _STRAIGHT[module] = _state(raw / f"straight-{module}", STEPS)
+  return _STRAIGHT[module]
 
 
+@pytest.mark.xdist_group("faults")   # one worker: the uninterrupted runs are made once
 @pytest.mark.parametrize("module", list(ARGS))
 @pytest.mark.parametrize("when", ["step", "save"])
-def test_sigkill_then_resume_equals_uninterrupted(module, when, raw, straight, tmp_path):
+def test_sigkill_then_resume_equals_uninterrupted(module, when, raw, tmp_path):
   rng = random.Random()
   k = rng.randrange(1, STEPS) if when == "step" else rng.choice(range(EVERY, STEPS, EVERY))
   killer = str(k) if when == "step" else f"save:{k}"
@@ -70,9 +72,10 @@ def test_sigkill_then_resume_equals_uninterrupted(module, when, raw, straight, t
     _state(tmp_path / "w", s)
   resumed = _run(module, raw, tmp_path / "w")
   assert resumed.returncode == 0, (killer, resumed.stderr[-2000:])
-  chex.assert_trees_all_close(straight[module], _state(tmp_path / "w", STEPS), rtol=1e-6, atol=1e-6,
+  straight = _straight(module, raw)
+  chex.assert_trees_all_close(straight, _state(tmp_path / "w", STEPS), rtol=1e-6, atol=1e-6,
                               custom_message=f"killed at {killer}")
   # and training moves the params: the comparison is not of two copies of one unchanging state
   before = jax.tree.leaves(_state(raw / f"straight-{module}", STEPS - EVERY)["state"]["params"])
-  after = jax.tree.leaves(straight[module]["state"]["params"])
+  after = jax.tree.leaves(straight["state"]["params"])
   assert any(not np.allclose(a, b) for a, b in zip(before, after))
