@@ -71,7 +71,3 @@ def jit_step(step_fn, mesh: Mesh, state_sharding=None):
   return jax.jit(step_fn, in_shardings=(state_sharding, sharded(mesh), replicated(mesh)),
                  out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0)
 
-
-def is_main_process() -> bool:
-  """Process 0 writes the files every process would otherwise write alike (metrics, PNGs, config)."""
-  return jax.process_index() == 0
