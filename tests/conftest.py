@@ -1,15 +1,35 @@
 import os
+import re
 from pathlib import Path
 
-import jax
-import numpy as np
-import pytest
+# float32 convolutions and matmuls at full precision on every backend (GPUs may otherwise run them in TF32, whose
+# 10-bit mantissa is far outside the known-answer tolerances here); the env var reaches the trainers' subprocesses
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
-from jaxtricks.data import builders, text, write_idx_gz
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from jaxtricks.data import builders, text, write_idx_gz  # noqa: E402
 
 os.environ.setdefault("JAXTRICKS_OFFLINE", "1")   # tests never wait on the network
 jax.config.update("jax_numpy_rank_promotion", "raise")   # implicit broadcasting of different ranks is a bug here
 REPO = Path(__file__).resolve().parents[1]
+
+
+# a line of XLA's own C++ logging (absl), e.g. "W1126 02:21:32.900814   18529 cuda_timer.cc:88] ..." from GPU autotuning
+_XLA_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\] ")
+
+
+def error_lines(stderr: str) -> list[str]:
+  """A child's stderr as lines, without XLA's C++ log lines (which the programs do not control)."""
+  return [l for l in stderr.strip().splitlines() if not _XLA_LOG_LINE.match(l)]
+
+
+def child_env(**overrides) -> dict:
+  """The environment for a child Python: the repo first on PYTHONPATH (what was there kept), plus overrides."""
+  path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+  return {**os.environ, "PYTHONPATH": path, **overrides}
 
 
 def make_raw_folder(root: Path, name: str = "fashion_mnist", n_train: int = 256, n_test: int = 64,

@@ -2,25 +2,23 @@
 
 import functools
 import json
-import os
 import subprocess
 import sys
 
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO, make_raw_folder, require_real_data
+from conftest import REPO, child_env, error_lines, make_raw_folder, require_real_data
 from jaxtricks import cli
 from jaxtricks.models.mobilenet import MobileNetV1
 from train import classify
 
 
 def _env(tmp_path):
-  env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds"), JAXTRICKS_OFFLINE="1", PYTHONPATH=str(REPO))
+  env = child_env(TFDS_DATA_DIR=str(tmp_path / "tfds"), JAXTRICKS_OFFLINE="1")
   env.pop("JAXTRICKS_DATA", None)
   return env
 
@@ -48,7 +46,7 @@ def test_divergence_stops_keeps_checkpoint_and_resumes_with_lower_lr(raw):
   assert _classify(tmp, "--steps", "20", "--workdir", workdir).returncode == 0
   blown = _classify(tmp, "--steps", "40", "--lr", "1e9", "--workdir", workdir)
   assert blown.returncode == cli.EXIT_DIVERGED
-  assert len(blown.stderr.strip().splitlines()) == 1, blown.stderr
+  assert len(error_lines(blown.stderr)) == 1, blown.stderr
   assert "diverged" in blown.stderr and "last good checkpoint: step 20" in blown.stderr
   again = _classify(tmp, "--steps", "40", "--lr", "1e-3", "--workdir", workdir)
   assert again.returncode == 0, again.stderr
@@ -77,7 +75,7 @@ def test_bad_input_one_line_exit_2(args, words, tmp_path, capsys, monkeypatch):
 def test_bad_input_exit_code_of_the_real_process(tmp_path):
   p = subprocess.run([sys.executable, "-m", "train.classify", "--epochs", "0"], cwd=REPO, env=_env(tmp_path),
                      capture_output=True, text=True, timeout=120)
-  assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+  assert p.returncode == 2 and error_lines(p.stderr) == [
       "python -m train.classify: error: --epochs must be positive, got 0.0"]
 
 
@@ -138,7 +136,7 @@ def test_mobilenet_width_multiplier_scales_params():
 @pytest.mark.slow
 def test_cnn_one_epoch_reaches_85_percent(tmp_path):
   require_real_data("fashion_mnist")
-  env = dict(os.environ, PYTHONPATH=str(REPO))
+  env = child_env()
   p = subprocess.run([sys.executable, "-m", "train.classify", "--model", "cnn", "--epochs", "1", "--workdir",
                       str(tmp_path / "run"), "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True,
                      timeout=900)

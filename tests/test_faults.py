@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO, make_raw_folder
+from conftest import REPO, child_env, make_raw_folder
 
 STEPS, EVERY = 12, 4
 ARGS = {
@@ -32,7 +32,7 @@ def raw(tmp_path_factory):
 
 
 def _run(module, raw, workdir, killer=None):
-  env = dict(os.environ, TFDS_DATA_DIR=str(raw / "tfds"), JAXTRICKS_OFFLINE="1", PYTHONPATH=str(REPO))
+  env = child_env(TFDS_DATA_DIR=str(raw / "tfds"), JAXTRICKS_OFFLINE="1")
   env.pop("JAXTRICKS_DATA", None)
   cmd = [sys.executable] + (["tests/killed_run.py", module, killer] if killer else ["-m", f"train.{module}"])
   args = ["--data-dir", str(raw / "raw"), "--steps", str(STEPS), "--checkpoint-every", str(EVERY), "--workdir",

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import REPO, child_env
 
 
 def test_four_device_runs_equal_one_device_runs():
@@ -38,7 +38,7 @@ def test_two_processes_of_two_devices_equal_one_device(tmp_path):
   from conftest import make_raw_folder
 
   make_raw_folder(tmp_path / "raw")
-  base = dict(os.environ, JAXTRICKS_OFFLINE="1", PYTHONPATH=str(REPO))
+  base = child_env(JAXTRICKS_OFFLINE="1")
   base.pop("JAXTRICKS_DATA", None)
   for module, extra in MULTIHOST_ARGS.items():
     args = ["-m", f"train.{module}", "--data-dir", str(tmp_path / "raw"), "--steps", "4", "--checkpoint-every", "2",

@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO, make_raw_folder, require_real_data
+from conftest import REPO, child_env, make_raw_folder, require_real_data
 from jaxtricks import cli
 from train import ebm as train_ebm
 from train import ebm_sample
@@ -21,7 +21,7 @@ TINY = ["--channels", "4", "--langevin-steps", "3", "--fresh-steps", "3", "--bat
 
 
 def _env(tmp_path):
-  env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds"), JAXTRICKS_OFFLINE="1", PYTHONPATH=str(REPO))
+  env = child_env(TFDS_DATA_DIR=str(tmp_path / "tfds"), JAXTRICKS_OFFLINE="1")
   env.pop("JAXTRICKS_DATA", None)
   return env
 
@@ -109,7 +109,7 @@ def test_sample_refuses_a_workdir_without_a_model(tmp_path, capsys):
 @pytest.mark.realdata
 def test_three_steps_on_real_fashion_mnist_write_pngs(tmp_path):
   require_real_data("fashion_mnist")
-  env = dict(os.environ, PYTHONPATH=str(REPO))
+  env = child_env()
   p = subprocess.run([sys.executable, "-m", "train.ebm", "--steps", "3", "--channels", "8", "--fid-samples", "100",
                       "--fresh-steps", "20", "--workdir", str(tmp_path / "run"), "--no-progress"], cwd=REPO, env=env,
                      capture_output=True, text=True, timeout=600)
