@@ -5,7 +5,8 @@
 (a) alternating as two jitted calls (D step, then G step), (b) alternating fused into one jit,
 (c) single loss, subtract form, (d) single loss, freeze form, (e) freeze form with one D forward on the fakes
 (gan.fused_grads). DCGAN at 28x28x1 (G ~ 80 M multiply-adds per sample, the TF tutorial's sizes), Adam.
-Ratios are to (a), measured in the same run with calls interleaved.
+Ratios are to (a), measured in the same run with calls interleaved. FLOPs: XLA's count of the CPU compile on
+every machine (common.xla_flops); peak memory: the default backend's compile.
 """
 
 import argparse
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from benchmarks.common import machine, table, time_interleaved, write_results
+from benchmarks.common import machine, table, time_interleaved, write_results, xla_flops
 from jaxtricks import gan
 from jaxtricks.models.dcgan import Discriminator, Generator
 
@@ -23,18 +24,16 @@ Z_DIM = 100
 
 
 def _compiled_stats(fn, *args):
-  compiled = jax.jit(fn).lower(*args).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  mem = compiled.memory_analysis()
+  """(XLA FLOPs of the CPU compile, peak bytes of the compile for the default backend)."""
+  mem = jax.jit(fn).lower(*args).compile().memory_analysis()
   peak = None
   if mem is not None:
     peak = (getattr(mem, "temp_size_in_bytes", 0) + getattr(mem, "argument_size_in_bytes", 0)
             + getattr(mem, "output_size_in_bytes", 0))
-  return float(cost.get("flops", float("nan"))), peak
+  return xla_flops(fn, *args), peak
 
 
-def measure(batch: int, repeats: int, width: int) -> list:
+def measure(batch: int, repeats: int, width: int, flops_only: bool = False) -> list:
   g, d = Generator(width=width), Discriminator(width=width)
   key = jax.random.PRNGKey(0)
   x = jax.random.uniform(key, (batch, 28, 28, 1), minval=-1, maxval=1)
@@ -45,10 +44,10 @@ def measure(batch: int, repeats: int, width: int) -> list:
   g_step = jax.jit(gan.generator_step, donate_argnums=0)
   variants = {
       "(a) alternating, 2 jits": (None, alt),
-      "(b) alternating, 1 jit": (lambda s: gan.alternating_step(s, x, z), alt),
-      "(c) single, subtract": (lambda s: gan.single_step(s, x, z, form="subtract"), one),
-      "(d) single, freeze": (lambda s: gan.single_step(s, x, z, form="freeze"), one),
-      "(e) single, freeze fused": (lambda s: gan.single_step(s, x, z, form="fused"), one),
+      "(b) alternating, 1 jit": (lambda s, x, z: gan.alternating_step(s, x, z), alt),
+      "(c) single, subtract": (lambda s, x, z: gan.single_step(s, x, z, form="subtract"), one),
+      "(d) single, freeze": (lambda s, x, z: gan.single_step(s, x, z, form="freeze"), one),
+      "(e) single, freeze fused": (lambda s, x, z: gan.single_step(s, x, z, form="fused"), one),
   }
   holders, fns, stats = {}, {}, {}
   for name, (fn, state) in variants.items():
@@ -64,10 +63,13 @@ def measure(batch: int, repeats: int, width: int) -> list:
     else:
       jitted = jax.jit(fn, donate_argnums=0)
       def call(name=name, jitted=jitted):
-        holders[name], m = jitted(holders[name])
+        holders[name], m = jitted(holders[name], x, z)
         return m
-      stats[name] = _compiled_stats(fn, state)
+      stats[name] = _compiled_stats(fn, state, x, z)
     fns[name] = call
+  if flops_only:
+    base = stats["(a) alternating, 2 jits"][0]
+    return [[batch, name, flops / 1e9, f"{flops / base:.2f}"] for name, (flops, _) in stats.items()]
   t = time_interleaved(fns, repeats=repeats, warmup=2)
   base_t, base_f = t["(a) alternating, 2 jits"], stats["(a) alternating, 2 jits"][0]
   rows = []
@@ -84,7 +86,13 @@ def main(argv=None):
   p.add_argument("--repeats", type=int, default=20)
   p.add_argument("--width", type=int, default=64)
   p.add_argument("--json", default="benchmarks/results/gan_step.json", help="where the table goes ('' : nowhere)")
+  p.add_argument("--flops-only", action="store_true", help="only print XLA's FLOP counts (no timing, no file)")
   args = p.parse_args(argv)
+  if args.flops_only:
+    rows = sum((measure(int(b), 0, args.width, flops_only=True) for b in args.batches.split(",")), [])
+    print(f"GAN step, DCGAN 28x28 width {args.width}: XLA FLOPs of the CPU compile")
+    print(table(["batch", "variant", "XLA GFLOP", "FLOPs / (a)"], rows))
+    return 0
   rows = []
   for b in (int(v) for v in args.batches.split(",")):
     rows += measure(b, args.repeats, args.width)

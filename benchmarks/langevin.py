@@ -6,7 +6,7 @@ PyTorch eager.
 
 Table 1 (sweep): for each number of chains and chain length K, one jitted chain of K steps (the way the
 trainer runs it on this backend: unrolled on CPU, a lax.scan elsewhere); its XLA FLOP count (cost analysis of
-the compiled chain) and achieved FLOP/s, as a fraction of the FLOP/s of a 4096x4096 float32 matmul measured
+one Langevin step compiled for the CPU, times K: XLA:GPU's count leaves out cuDNN convolutions) and achieved FLOP/s, as a fraction of the FLOP/s of a 4096x4096 float32 matmul measured
 in the same run.
 Table 2 (at --compare-chains chains, K = --compare-steps): the ways to run the same chain — lax.scan, scan with
 the body unrolled, a Python loop of one jitted step, a Python loop over chains (each chain on its own, vmapped
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import machine, table, time_call, write_results
+from benchmarks.common import machine, table, time_call, write_results, xla_flops
 from jaxtricks import ebm, langevin
 from jaxtricks.models.energy import EnergyNet
 from train.ebm import default_unroll
@@ -49,6 +49,16 @@ def compile_with_flops(jitted, *args):
   return compiled, float(cost.get("flops", float("nan"))), seconds
 
 
+def chain_flops(model, variables, x, key, num_steps: int) -> float:
+  """XLA FLOPs of a K-step chain: one Langevin step's count (common.xla_flops: the CPU compile's) x K. (The cost
+  analysis of a lax.scan counts its body once, whatever the trip count, so the chain's own count is only right
+  unrolled.)"""
+  def step(variables, x, k):   # the weights as an argument, so that nothing on another device is closed over
+    energy = ebm.energy_fn(variables["params"], variables["batch_stats"], model.apply)
+    return langevin.langevin_step(energy, x, k, **SAMPLER)
+  return xla_flops(step, variables, x, key) * num_steps
+
+
 def matmul_flops_per_sec(n: int = 4096, repeats: int = 5) -> float:
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
   f = jax.jit(lambda a: a @ a)
@@ -60,14 +70,15 @@ def chain_fn(energy, num_steps: int, unroll):
   return jax.jit(lambda x, k: langevin.langevin_chain(energy, x, k, num_steps=num_steps, unroll=unroll, **SAMPLER))
 
 
-def sweep(energy, chains_list, steps_list, repeats, peak) -> list:
+def sweep(model, variables, energy, chains_list, steps_list, repeats, peak) -> list:
   unroll = default_unroll()
   rows = []
   for k in steps_list:
     for n in chains_list:
       x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
       key = jax.random.PRNGKey(2)
-      f, flops, compile_s = compile_with_flops(chain_fn(energy, k, unroll), x, key)
+      f, _, compile_s = compile_with_flops(chain_fn(energy, k, unroll), x, key)
+      flops = chain_flops(model, variables, x, key, k)
       _, t = time_call(lambda: f(x, key), repeats=repeats, warmup=0)
       rows.append([n, k, "unrolled" if unroll is True else "scan", compile_s, t / k * 1e3, n * k / t, flops / 1e9,
                    flops / t / 1e9, f"{flops / t / peak:.1%}"])
@@ -209,7 +220,7 @@ def torch_chain(kernels, channels: int, num_steps: int):
   return run, energy
 
 
-def compare(energy, variables, channels, n, k, repeats, peak, only=None) -> list:
+def compare(model, energy, variables, channels, n, k, repeats, peak, only=None) -> list:
   x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
   key = jax.random.PRNGKey(2)
   kernels = normalized_kernels(variables)
@@ -230,7 +241,7 @@ def compare(energy, variables, channels, n, k, repeats, peak, only=None) -> list
       "NCHW layout, unrolled": chain_fn(nchw, k, True),
       "bfloat16 net, unrolled": chain_fn(bf16, k, True),
   }
-  _, flops, _ = compile_with_flops(chain_fn(energy, k, True), x, key)
+  flops = chain_flops(model, variables, x, key, k)
   results = {}
   for name, f in variants.items():
     if only and name not in only:
@@ -313,12 +324,22 @@ def main(argv=None):
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--skip-sweep", action="store_true")
   p.add_argument("--variants", default="", help="semicolon-separated names of table 2's JAX variants to run; default all")
+  p.add_argument("--flops-only", action="store_true", help="only print XLA's FLOP count of one step per chain count")
   p.add_argument("--json", default="", help="also write both tables here (e.g. benchmarks/results/langevin.json)")
   p.add_argument("--pooling", default="", help="only compare pooling forms: compile s and ms/step of the unrolled "
                  "chain with reduce_window (nn.avg_pool) vs reshape pooling, at these chain counts (e.g. 64,256)")
   args = p.parse_args(argv)
   if args.pooling:
     return pooling(args)
+  if args.flops_only:
+    model, variables, _ = energy_and_variables(args.channels)
+    rows = []
+    for n in sorted({int(v) for v in args.chains.split(",")} | {args.compare_chains}):
+      x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
+      rows.append([n, chain_flops(model, variables, x, jax.random.PRNGKey(2), 1) / 1e9])
+    print(f"XLA GFLOP of one Langevin step (CPU compile), c={args.channels}")
+    print(table(["chains", "GFLOP per step"], rows))
+    return 0
   model, variables, energy = energy_and_variables(args.channels)
   peak = matmul_flops_per_sec()
   flags = os.environ.get("XLA_FLAGS", "")
@@ -334,9 +355,10 @@ def main(argv=None):
     limit = args.max_sample_steps or None
     rows = []
     for k in steps:
-      rows += sweep(energy, [n for n in chains if limit is None or n * k <= limit], [k], args.repeats, peak)
+      rows += sweep(model, variables, energy, [n for n in chains if limit is None or n * k <= limit], [k],
+                    args.repeats, peak)
     print(table(sweep_header, rows))
-  compare_rows, note, flops = compare(energy, variables, args.channels, args.compare_chains, args.compare_steps,
+  compare_rows, note, flops = compare(model, energy, variables, args.channels, args.compare_chains, args.compare_steps,
                                       args.repeats, peak,
                                       only=[v.strip() for v in args.variants.split(";") if v.strip()])
   compare_header = ["variant", "first call s", "ms per step", "samples*steps/s", "of matmul peak", "speed vs PyTorch"]

@@ -34,9 +34,9 @@ GRIDS = [
 ]
 
 
-def _load(name: str) -> dict | None:
+def _load(name: str, default=None) -> dict | None:
   path = RESULTS / name
-  return json.loads(path.read_text()) if path.exists() else None
+  return json.loads(path.read_text()) if path.exists() else default
 
 
 def _table_section(title: str, name: str, make: str, note: str = "") -> str:
@@ -78,6 +78,18 @@ def loss_comparison(plot: bool) -> str:
           f"{table(['loss', 'test accuracy % (mean ± std)', 'per seed'], rows)}\n")
 
 
+def langevin_gpu() -> str:
+  data = _load("langevin_gpu.json")
+  title = "### Langevin chains on a GPU: JAX vs PyTorch eager (SPEC.md §3)"
+  if data is None:
+    return f"{title}\n\nNot measured yet: `bash benchmarks/device_check.sh OUT` on a GPU machine.\n"
+  cmp = data["compare"]
+  rows = [[r[0], r[2], r[3], r[4], r[5]] for r in cmp["rows"]]
+  return (f"{title}\n\n`{data['command']}` — {data['machine']}, jax {data['jax']}, {data['date']}. "
+          f"{cmp['title']}. {data['flops_note']}\n\n"
+          f"{table(['variant', 'ms per step', 'samples*steps/s', 'of matmul peak', 'speed vs PyTorch'], rows)}\n")
+
+
 def section(plot: bool = True) -> str:
   grids = "\n".join(f"![{png[:-4]}](docs/{png})\n*{caption}*\n" for png, _, caption in GRIDS if (DOCS / png).exists())
   parts = [
@@ -89,7 +101,10 @@ def section(plot: bool = True) -> str:
                      "python -m benchmarks.imdb_table --models cnn --dataset sst2"),
       _table_section("GAN step: one loss vs alternating updates (SPEC.md §2)", "gan_step.json",
                      "python -m benchmarks.gan_step"),
+      _table_section("GAN step on a GPU", "gan_step_gpu.json", "bash benchmarks/device_check.sh OUT",
+                     note=_load("gan_step_gpu.json", {}).get("flops_note", "")),
       _table_section("GAN quality after equal steps", "gan_fid.json", "python -m benchmarks.gan_fid"),
+      langevin_gpu(),
   ]
   return "\n".join(parts)
 
