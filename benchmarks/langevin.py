@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import machine, table, time_call, write_results, xla_flops
-from jaxtricks import ebm, langevin
+from jaxtricks import ebm, langevin, parallel
 from jaxtricks.models.energy import EnergyNet
 from train.ebm import default_unroll
 
@@ -68,6 +68,13 @@ def matmul_flops_per_sec(n: int = 4096, repeats: int = 5) -> float:
 
 def chain_fn(energy, num_steps: int, unroll):
   return jax.jit(lambda x, k: langevin.langevin_chain(energy, x, k, num_steps=num_steps, unroll=unroll, **SAMPLER))
+
+
+def sharded_chain_fn(energy, num_steps: int, unroll):
+  """The chain with its chains split over all devices along 'data' (as train.ebm does on several devices)."""
+  sharding = parallel.sharded(parallel.make_mesh())
+  f = chain_fn(energy, num_steps, unroll)
+  return lambda x, k: f(jax.device_put(x, sharding), k)
 
 
 def sweep(model, variables, energy, chains_list, steps_list, repeats, peak) -> list:
@@ -241,6 +248,8 @@ def compare(model, energy, variables, channels, n, k, repeats, peak, only=None) 
       "NCHW layout, unrolled": chain_fn(nchw, k, True),
       "bfloat16 net, unrolled": chain_fn(bf16, k, True),
   }
+  if jax.device_count() > 1 and n % jax.device_count() == 0:
+    variants[f"unrolled, chains split over {jax.device_count()} devices"] = sharded_chain_fn(energy, k, True)
   flops = chain_flops(model, variables, x, key, k)
   results = {}
   for name, f in variants.items():
