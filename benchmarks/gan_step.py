@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks.common import machine, table, time_interleaved, write_results, xla_flops
-from jaxtricks import gan
+from jaxtricks import gan, parallel
 from jaxtricks.models.dcgan import Discriminator, Generator
 
 Z_DIM = 100
@@ -33,11 +33,15 @@ def _compiled_stats(fn, *args):
   return xla_flops(fn, *args), peak
 
 
-def measure(batch: int, repeats: int, width: int, flops_only: bool = False) -> list:
-  g, d = Generator(width=width), Discriminator(width=width)
+def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devices: int = 1,
+            conv_transpose: str = "subpixel") -> list:
+  g, d = Generator(width=width, conv_transpose=conv_transpose), Discriminator(width=width)
   key = jax.random.PRNGKey(0)
   x = jax.random.uniform(key, (batch, 28, 28, 1), minval=-1, maxval=1)
   z = jax.random.normal(key, (batch, Z_DIM))
+  mesh = parallel.make_mesh(devices, batch_size=batch) if devices != 1 else None
+  if mesh is not None:   # data parallel as train.gan runs it: batch split along 'data', states replicated
+    x, z = jax.device_put((x, z), parallel.sharded(mesh))
   alt = gan.init(key, g, d, (1, Z_DIM), (1, 28, 28, 1), {"G": optax.adam(2e-4), "D": optax.adam(2e-4)})
   one = gan.init(key, g, d, (1, Z_DIM), (1, 28, 28, 1), gan.two_timescale(optax.adam(2e-4), optax.adam(2e-4)))
   d_step = jax.jit(gan.discriminator_step, donate_argnums=0)
@@ -52,6 +56,8 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False) -> l
   holders, fns, stats = {}, {}, {}
   for name, (fn, state) in variants.items():
     holders[name] = jax.tree.map(jnp.copy, state)
+    if mesh is not None:
+      holders[name] = jax.device_put(holders[name], parallel.replicated(mesh))
     if fn is None:
       def call(name=name):
         holders[name], _ = d_step(holders[name], x, z)
@@ -86,17 +92,22 @@ def main(argv=None):
   p.add_argument("--repeats", type=int, default=20)
   p.add_argument("--width", type=int, default=64)
   p.add_argument("--json", default="benchmarks/results/gan_step.json", help="where the table goes ('' : nowhere)")
+  p.add_argument("--conv-transpose", choices=("subpixel", "flax"), default="subpixel",
+                 help="the generator's transposed convolutions: sub-pixel form (default) or nn.ConvTranspose")
+  p.add_argument("--devices", type=int, default=1, help="split each batch over this many devices (0: all)")
   p.add_argument("--flops-only", action="store_true", help="only print XLA's FLOP counts (no timing, no file)")
   args = p.parse_args(argv)
   if args.flops_only:
-    rows = sum((measure(int(b), 0, args.width, flops_only=True) for b in args.batches.split(",")), [])
+    rows = sum((measure(int(b), 0, args.width, flops_only=True, conv_transpose=args.conv_transpose)
+                for b in args.batches.split(",")), [])
     print(f"GAN step, DCGAN 28x28 width {args.width}: XLA FLOPs of the CPU compile")
     print(table(["batch", "variant", "XLA GFLOP", "FLOPs / (a)"], rows))
     return 0
   rows = []
   for b in (int(v) for v in args.batches.split(",")):
-    rows += measure(b, args.repeats, args.width)
-  print(f"GAN step, DCGAN 28x28 width {args.width}, Adam — {machine()}, jax {jax.__version__}, "
+    rows += measure(b, args.repeats, args.width, devices=args.devices, conv_transpose=args.conv_transpose)
+  print(f"GAN step, DCGAN 28x28 width {args.width} ({args.conv_transpose} transposed convs), Adam, batch over {args.devices or jax.device_count()} "
+        f"device(s) — {machine()}, jax {jax.__version__}, "
         f"median of {args.repeats} after warm-up, calls interleaved")
   header = ["batch", "variant", "step ms", "time / (a)", "XLA GFLOP", "FLOPs / (a)", "peak MiB"]
   print(table(header, rows))

@@ -165,3 +165,30 @@ def test_models_shapes():
   chex.assert_shape(g3.apply(v, jnp.zeros((2, Z)), train=False), (2, 32, 32, 3))
   chex.assert_shape(D.apply(D.init(jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)), train=False),
                             jnp.zeros((2, 32, 32, 3)), train=False), (2,))
+
+
+@pytest.mark.parametrize("k,s", [(5, 2), (5, 1), (3, 2), (4, 2), (2, 3)])
+def test_subpixel_conv_transpose_is_flax_conv_transpose(k, s):
+  """Same init, same outputs, same gradients (kernel, bias, input) as nn.ConvTranspose(..., padding='SAME')."""
+  import flax.linen as nn
+  from jaxtricks.models.dcgan import ConvTranspose
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 5, 3))
+  ref, mine = nn.ConvTranspose(4, (k, k), (s, s), padding="SAME"), ConvTranspose(4, (k, k), (s, s))
+  p = ref.init(jax.random.PRNGKey(1), x)
+  chex.assert_trees_all_equal(p, mine.init(jax.random.PRNGKey(1), x))
+  chex.assert_trees_all_close(mine.apply(p, x), ref.apply(p, x), atol=1e-5)
+  loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)))
+  chex.assert_trees_all_close(jax.grad(loss(mine), argnums=(0, 1))(p, x), jax.grad(loss(ref), argnums=(0, 1))(p, x),
+                              rtol=1e-5, atol=1e-5)
+
+
+def test_generator_keeps_its_parameter_paths():
+  """Checkpoints of the nn.ConvTranspose generator load into this one."""
+  params = Generator(width=4).init(jax.random.PRNGKey(0), jnp.zeros((1, 100)))["params"]
+  assert {"ConvTranspose_0", "ConvTranspose_1", "ConvTranspose_2"} <= set(params)
+  chex.assert_shape(params["ConvTranspose_1"]["kernel"], (5, 5, 8, 4))
+  assert "bias" not in params["ConvTranspose_1"] and "bias" in params["ConvTranspose_2"]
+  z = jax.random.normal(jax.random.PRNGKey(1), (3, 100))
+  variables = Generator(width=4).init(jax.random.PRNGKey(0), z)
+  chex.assert_trees_all_close(Generator(width=4).apply(variables, z, train=False),
+                              Generator(width=4, conv_transpose="flax").apply(variables, z, train=False), atol=1e-5)
