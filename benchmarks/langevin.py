@@ -332,6 +332,7 @@ def main(argv=None):
   p.add_argument("--compare-steps", type=int, default=20)
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--skip-sweep", action="store_true")
+  p.add_argument("--skip-compare", action="store_true", help="only the sweep (table 1)")
   p.add_argument("--variants", default="", help="semicolon-separated names of table 2's JAX variants to run; default all")
   p.add_argument("--flops-only", action="store_true", help="only print XLA's FLOP count of one step per chain count")
   p.add_argument("--json", default="", help="also write both tables here (e.g. benchmarks/results/langevin.json)")
@@ -355,7 +356,7 @@ def main(argv=None):
   print(f"Langevin chains, energy net c={args.channels} ({args.channels}, {2 * args.channels}, "
         f"{4 * args.channels}) at 28x28x1 — {machine()}, jax {jax.__version__}"
         f"{', XLA_FLAGS=' + flags if flags else ''}; float32 4096^2 matmul: {peak / 1e9:.1f} GFLOP/s")
-  sweep_header = ["chains", "K", "chain", "compile s", "ms per step", "samples*steps/s", "XLA GFLOP per chain",
+  sweep_header = ["chains", "K", "chain", "compile s", "ms per step", "samples*steps/s", "XLA GFLOP per call",
                   "GFLOP/s", "of matmul peak"]
   rows = []
   if not args.skip_sweep:
@@ -367,16 +368,19 @@ def main(argv=None):
       rows += sweep(model, variables, energy, [n for n in chains if limit is None or n * k <= limit], [k],
                     args.repeats, peak)
     print(table(sweep_header, rows))
-  compare_rows, note, flops = compare(model, energy, variables, args.channels, args.compare_chains, args.compare_steps,
-                                      args.repeats, peak,
-                                      only=[v.strip() for v in args.variants.split(";") if v.strip()])
   compare_header = ["variant", "first call s", "ms per step", "samples*steps/s", "of matmul peak", "speed vs PyTorch"]
-  title = f"{args.compare_chains} chains x K={args.compare_steps} ({flops / 1e9:.1f} XLA GFLOP); {note}"
-  print(f"\n{title}")
-  print(table(compare_header, compare_rows))
+  compared = None
+  if not args.skip_compare:
+    compare_rows, note, flops = compare(model, energy, variables, args.channels, args.compare_chains,
+                                        args.compare_steps, args.repeats, peak,
+                                        only=[v.strip() for v in args.variants.split(";") if v.strip()])
+    title = f"{args.compare_chains} chains x K={args.compare_steps} ({flops / 1e9:.1f} XLA GFLOP); {note}"
+    print(f"\n{title}")
+    print(table(compare_header, compare_rows))
+    compared = {"title": title, "header": compare_header, "rows": compare_rows}
   if args.json:
     write_results(args.json, "benchmarks.langevin", argv, sweep_header, rows, matmul_gflops=peak / 1e9,
-                  compare={"title": title, "header": compare_header, "rows": compare_rows})
+                  compare=compared)
 
 
 if __name__ == "__main__":
