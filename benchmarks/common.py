@@ -18,12 +18,15 @@ def machine() -> str:
   return f"{dev.device_kind} ({jax.device_count()} device(s))"
 
 
-def xla_flops(fn, *args) -> float:
+def xla_flops(fn, *args, compiled=None) -> float:
   """XLA's FLOP count of fn(*args) as compiled for the CPU, whatever the default backend: XLA:GPU's cost analysis
   leaves out the convolutions it hands to cuDNN as custom calls (for a conv net it reports ~1% of the FLOPs), so
-  FLOPs are counted on the CPU compile of the same program on every machine."""
-  cpu = jax.devices("cpu")[0]
-  compiled = jax.jit(fn).lower(*jax.device_put(args, cpu)).compile()
+  FLOPs are counted on the CPU compile of the same program on every machine. `compiled`, fn's compile for the
+  default backend, is that compile when the backend is the CPU and every arg sits on one device: no second one."""
+  leaves = jax.tree.leaves(args)
+  if compiled is None or jax.default_backend() != "cpu" or any(
+      len(a.sharding.device_set) > 1 for a in leaves if isinstance(a, jax.Array)):
+    compiled = jax.jit(fn).lower(*jax.device_put(args, jax.devices("cpu")[0])).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get("flops", float("nan")))

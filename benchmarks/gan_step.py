@@ -25,12 +25,13 @@ Z_DIM = 100
 
 def _compiled_stats(fn, *args):
   """(XLA FLOPs of the CPU compile, peak bytes of the compile for the default backend)."""
-  mem = jax.jit(fn).lower(*args).compile().memory_analysis()
+  compiled = jax.jit(fn).lower(*args).compile()
+  mem = compiled.memory_analysis()
   peak = None
   if mem is not None:
     peak = (getattr(mem, "temp_size_in_bytes", 0) + getattr(mem, "argument_size_in_bytes", 0)
             + getattr(mem, "output_size_in_bytes", 0))
-  return xla_flops(fn, *args), peak
+  return xla_flops(fn, *args, compiled=compiled), peak
 
 
 def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devices: int = 1,
@@ -106,8 +107,8 @@ def main(argv=None):
   rows = []
   for b in (int(v) for v in args.batches.split(",")):
     rows += measure(b, args.repeats, args.width, devices=args.devices, conv_transpose=args.conv_transpose)
-  print(f"GAN step, DCGAN 28x28 width {args.width} ({args.conv_transpose} transposed convs), Adam, batch over {args.devices or jax.device_count()} "
-        f"device(s) — {machine()}, jax {jax.__version__}, "
+  print(f"GAN step, DCGAN 28x28 width {args.width} ({args.conv_transpose} transposed convs), Adam, batch over "
+        f"{args.devices or jax.device_count()} device(s) — {machine()}, jax {jax.__version__}, "
         f"median of {args.repeats} after warm-up, calls interleaved")
   header = ["batch", "variant", "step ms", "time / (a)", "XLA GFLOP", "FLOPs / (a)", "peak MiB"]
   print(table(header, rows))

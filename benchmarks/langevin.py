@@ -6,8 +6,8 @@ PyTorch eager.
 
 Table 1 (sweep): for each number of chains and chain length K, one jitted chain of K steps (the way the
 trainer runs it on this backend: unrolled on CPU, a lax.scan elsewhere); its XLA FLOP count (cost analysis of
-one Langevin step compiled for the CPU, times K: XLA:GPU's count leaves out cuDNN convolutions) and achieved FLOP/s, as a fraction of the FLOP/s of a 4096x4096 float32 matmul measured
-in the same run.
+one Langevin step compiled for the CPU, times K: XLA:GPU's count leaves out cuDNN convolutions) and achieved
+FLOP/s, as a fraction of the FLOP/s of a 4096x4096 float32 matmul measured in the same run.
 Table 2 (at --compare-chains chains, K = --compare-steps): the ways to run the same chain — lax.scan, scan with
 the body unrolled, a Python loop of one jitted step, a Python loop over chains (each chain on its own, vmapped
 vs not), and the same net and chain in PyTorch eager (optional: skipped with a note when torch is missing), the net in NCHW layout and in bfloat16
@@ -39,14 +39,11 @@ def energy_and_variables(channels: int):
   return model, variables, ebm.energy_fn(variables["params"], variables["batch_stats"], model.apply)
 
 
-def compile_with_flops(jitted, *args):
-  """(compiled executable, XLA FLOP count, compile seconds)."""
+def compile_timed(jitted, *args):
+  """(compiled executable, compile seconds)."""
   t0 = time.perf_counter()
   compiled = jitted.lower(*args).compile()
-  seconds = time.perf_counter() - t0
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return compiled, float(cost.get("flops", float("nan"))), seconds
+  return compiled, time.perf_counter() - t0
 
 
 def chain_flops(model, variables, x, key, num_steps: int) -> float:
@@ -84,7 +81,7 @@ def sweep(model, variables, energy, chains_list, steps_list, repeats, peak) -> l
     for n in chains_list:
       x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
       key = jax.random.PRNGKey(2)
-      f, _, compile_s = compile_with_flops(chain_fn(energy, k, unroll), x, key)
+      f, compile_s = compile_timed(chain_fn(energy, k, unroll), x, key)
       flops = chain_flops(model, variables, x, key, k)
       _, t = time_call(lambda: f(x, key), repeats=repeats, warmup=0)
       rows.append([n, k, "unrolled" if unroll is True else "scan", compile_s, t / k * 1e3, n * k / t, flops / 1e9,
@@ -157,11 +154,9 @@ def functional_energy(kernels, channels: int, *, layout: str = "NHWC", dtype=jnp
     y = jax.lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=spec)
     return y + b.reshape([-1 if i == c_axis else 1 for i in range(4)])
 
-  pool_kind = pool
-
-  def pool(h):   # as models.energy.avg_pool_2x2, in either layout (or as nn.avg_pool: reduce_window)
+  def pool_2x2(h):   # as models.energy.avg_pool_2x2, in either layout (or as nn.avg_pool: reduce_window)
     pad = [(0, h.shape[i] % 2) if i in hw else (0, 0) for i in range(4)]
-    if pool_kind == "reduce_window":
+    if pool == "reduce_window":
       window = [2 if i in hw else 1 for i in range(4)]
       return jax.lax.reduce_window(h, np.zeros((), h.dtype), jax.lax.add, window, window, pad) / 4
     h = jnp.pad(h, pad)
@@ -178,7 +173,7 @@ def functional_energy(kernels, channels: int, *, layout: str = "NHWC", dtype=jnp
     for block, c in _blocks(channels):
       r = conv(jax.nn.silu(conv(h, (block, "_SNConv_0"))), (block, "_SNConv_1"))
       skip = h if h.shape[c_axis] == c else conv(h, (block, "_SNConv_2"))
-      h = pool(jax.nn.silu(r + skip))
+      h = pool_2x2(jax.nn.silu(r + skip))
     return h.sum(axis=hw).astype(jnp.float32) @ dense_w[:, 0] + dense_b[0]
   return energy
 
@@ -274,12 +269,11 @@ def compare(model, energy, variables, channels, n, k, repeats, peak, only=None) 
     xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2), device=dev)
     with torch.no_grad():
       e_torch = torch_energy(xt).cpu().numpy()
-    e_jax = np.asarray(energy(x))
-    np.testing.assert_allclose(e_torch, e_jax, rtol=tol, atol=tol * np.abs(e_jax).max())
+    np.testing.assert_allclose(e_torch, e_ref, rtol=tol, atol=tol * np.abs(e_ref).max())
     where = (f"on {torch.cuda.get_device_name()}, cudnn.benchmark off (the default) and on"
              if dev == "cuda" else f"{torch.get_num_threads()} threads")
     torch_note = (f"PyTorch {torch.__version__} eager {where}; its energies equal "
-                  f"JAX's (max abs diff {np.abs(e_torch - e_jax).max():.2e})")
+                  f"JAX's (max abs diff {np.abs(e_torch - e_ref).max():.2e})")
     for name, bench in (("PyTorch eager", False), ("PyTorch eager, cudnn.benchmark", True)):
       if bench and dev != "cuda":
         continue
@@ -310,10 +304,8 @@ def pooling(args) -> int:
     x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
     key = jax.random.PRNGKey(2)
     for kind in ("reduce_window", "reshape"):
-      f = jax.jit(chain_fn(functional_energy(kernels, args.channels, pool=kind), args.compare_steps, True))
-      t0 = time.perf_counter()
-      compiled = f.lower(x, key).compile()
-      compile_s = time.perf_counter() - t0
+      compiled, compile_s = compile_timed(
+          chain_fn(functional_energy(kernels, args.channels, pool=kind), args.compare_steps, True), x, key)
       _, t = time_call(lambda: compiled(x, key), repeats=args.repeats, warmup=1)
       rows.append([n, args.compare_steps, kind, compile_s, t / args.compare_steps * 1e3])
   print(f"Pooling in the unrolled chain, c={args.channels} — {machine()}, jax {jax.__version__}")
@@ -363,7 +355,6 @@ def main(argv=None):
     chains = [int(v) for v in args.chains.split(",")]
     steps = [int(v) for v in args.steps.split(",")]
     limit = args.max_sample_steps or None
-    rows = []
     for k in steps:
       rows += sweep(model, variables, energy, [n for n in chains if limit is None or n * k <= limit], [k],
                     args.repeats, peak)

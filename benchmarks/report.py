@@ -34,15 +34,17 @@ GRIDS = [
 ]
 
 
-def _load(name: str, default=None) -> dict | None:
+def _load(name: str) -> dict | None:
   path = RESULTS / name
-  return json.loads(path.read_text()) if path.exists() else default
+  return json.loads(path.read_text()) if path.exists() else None
 
 
-def _table_section(title: str, name: str, make: str, note: str = "") -> str:
+def _table_section(title: str, name: str, make: str, note: str = "", note_key: str = "") -> str:
+  """The table of results file `name`; `note_key`: a field of that file printed under the table."""
   data = _load(name)
   if data is None:
     return f"### {title}\n\nNot measured yet: `{make}` writes `benchmarks/results/{name}`.\n"
+  note = data.get(note_key, "") if note_key else note
   return (f"### {title}\n\n`{data['command']}` — {data['machine']}, jax {data['jax']}, {data['date']}.\n\n"
           f"{table(data['header'], data['rows'])}\n" + (f"\n{note}\n" if note else ""))
 
@@ -102,7 +104,7 @@ def section(plot: bool = True) -> str:
       _table_section("GAN step: one loss vs alternating updates (SPEC.md §2)", "gan_step.json",
                      "python -m benchmarks.gan_step"),
       _table_section("GAN step on a GPU", "gan_step_gpu.json", "bash benchmarks/device_check.sh OUT",
-                     note=_load("gan_step_gpu.json", {}).get("flops_note", "")),
+                     note_key="flops_note"),
       _table_section("GAN quality after equal steps", "gan_fid.json", "python -m benchmarks.gan_fid"),
       langevin_gpu(),
   ]
