@@ -122,11 +122,18 @@ def train_step(state: EbmState, batch: dict, key: jax.Array, *, sampler: Sampler
   return state.replace(step=state.step + 1, params=params, stats=stats, opt_state=opt_state, buffer=buffer), metrics
 
 
+def buffer_shardings(buffer: replay.ReplayBuffer, mesh) -> replay.ReplayBuffer:
+  """A replay buffer's data-parallel layout: its items split along 'data' like the chains, the counters
+  replicated. Sampling draws from the whole buffer; XLA moves the drawn rows."""
+  tree = jax.tree.map(lambda _: parallel.replicated(mesh), buffer)
+  return tree.replace(data=parallel.sharded(mesh))
+
+
 def shardings(state: EbmState, mesh) -> EbmState:
-  """The data-parallel layout of a state (or its eval_shape): the replay buffer's items split along 'data' like
-  the chains, everything else replicated. Sampling draws from the whole buffer; XLA moves the drawn rows."""
+  """The data-parallel layout of a state (or its eval_shape): the buffer as `buffer_shardings`, everything else
+  replicated."""
   tree = jax.tree.map(lambda _: parallel.replicated(mesh), state)
-  return tree.replace(buffer=tree.buffer.replace(data=parallel.sharded(mesh)))
+  return tree.replace(buffer=buffer_shardings(state.buffer, mesh))
 
 
 def init(key, model, image_shape, tx, *, buffer_size: int = 10000, buffer_dtype=jnp.uint8,

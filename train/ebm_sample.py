@@ -84,8 +84,7 @@ def run(config: Config) -> np.ndarray:
     buffer = replay.create(buffer.data.shape[0], buffer.data.shape[1:], dtype=buffer.data.dtype,
                            data_range=buffer.data_range)
   if buffer.data.shape[0] % mesh.size == 0:   # the buffer split along 'data' like the chains
-    buffer = jax.device_put(buffer, buffer.replace(data=parallel.sharded(mesh), count=parallel.replicated(mesh),
-                                                   pointer=parallel.replicated(mesh)))
+    buffer = jax.device_put(buffer, ebm.buffer_shardings(buffer, mesh))
   params_M, stats_M = jax.device_put((ebm.stack([s.params for s in states]), ebm.stack([s.stats for s in states])),
                                      parallel.replicated(mesh))
   chains = NamedSharding(mesh, P(None, parallel.DATA))
