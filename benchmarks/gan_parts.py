@@ -1,5 +1,6 @@
 """Where a DCGAN step's time goes on this machine: forward and backward of G and D alone, with the generator's
-transposed convolutions as nn.ConvTranspose ('flax') and in the sub-pixel form ('subpixel', the default).
+transposed convolutions as nn.ConvTranspose ('flax') and in the sub-pixel form ('subpixel', the default), and
+the generator's 7->14 transposed convolution alone in both forms.
 
     python -m benchmarks.gan_parts [--batch 64]
 
@@ -9,10 +10,12 @@ Each part jitted alone, calls interleaved, median after warm-up; FLOPs: XLA's co
 import argparse
 import sys
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from benchmarks.common import machine, table, time_interleaved, xla_flops
-from jaxtricks.models.dcgan import Discriminator, Generator
+from jaxtricks.models.dcgan import ConvTranspose, Discriminator, Generator
 
 
 def main(argv=None):
@@ -41,6 +44,14 @@ def main(argv=None):
     parts[f"G forward ({kind})"] = jax.jit(lambda p, gf=gf: gf(p, z))
     parts[f"G forward + backward to params ({kind})"] = jax.jit(lambda p, gf=gf: jax.grad(lambda p: gf(p, z).sum())(p))
     args_of[f"G forward ({kind})"] = args_of[f"G forward + backward to params ({kind})"] = gv["params"]
+  # the generator's 7->14 layer alone (2*width -> width channels, 5x5, stride 2): forward + backward to kernel and input
+  h = jax.random.normal(key, (args.batch, 7, 7, 2 * args.width))
+  for kind, layer in (("flax", nn.ConvTranspose(args.width, (5, 5), (2, 2), padding="SAME", use_bias=False)),
+                      ("subpixel", ConvTranspose(args.width, (5, 5), (2, 2), use_bias=False))):
+    name = f"7->14 transposed conv forward + backward ({kind})"
+    parts[name] = jax.jit(lambda p, layer=layer: jax.grad(
+        lambda p, h: jnp.sum(jnp.sin(layer.apply(p, h))), argnums=(0, 1))(p, h))
+    args_of[name] = layer.init(key, h)
   df = run(d, dv, fake)
   parts["D forward"] = jax.jit(lambda p: df(p, fake))
   parts["D forward + backward to params"] = jax.jit(lambda p: jax.grad(lambda p: df(p, fake).sum())(p))

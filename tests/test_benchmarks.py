@@ -30,3 +30,25 @@ def test_readme_results_section_is_what_the_result_files_give():
   """README's Results section is generated (python -m benchmarks.report), never hand-edited."""
   from benchmarks import report
   assert report.main(["--check"]) == 0
+
+
+def test_results_md_tables_are_the_result_files():
+  """Every row of every table in benchmarks/results/*.json stands in benchmarks/RESULTS.md as the benchmark printed
+  it (common.table's formatting; a missing value, nan, shown as '–'): no hand-copied number drifts from its file."""
+  import json
+  import math
+  from pathlib import Path
+
+  root = Path(__file__).resolve().parents[1] / "benchmarks"
+  text = (root / "RESULTS.md").read_text()
+  cell = lambda v: "–" if isinstance(v, float) and math.isnan(v) else (f"{v:.4g}" if isinstance(v, float) else str(v))
+  checked = 0
+  for path in sorted((root / "results").glob("*.json")):
+    data = json.loads(path.read_text())
+    tables = [data] + ([data["compare"]] if data.get("compare") else [])
+    for t in (t for t in tables if "rows" in t):
+      for row in t["rows"]:
+        line = "| " + " | ".join(cell(v) for v in row) + " |"
+        assert line in text, f"{path.name}: {line} is not in RESULTS.md"
+        checked += 1
+  assert checked >= 50, checked
