@@ -1,6 +1,6 @@
 """Timing helpers: warm-up excluded, block_until_ready, median of repeats."""
 
-import json
+import importlib
 import os
 import platform
 import statistics
@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import jax
+
+from jaxtricks import loop
 
 
 def machine() -> str:
@@ -70,9 +72,22 @@ def table(header: list[str], rows: list[list]) -> str:
 
 def loop_minutes(workdir) -> float:
   """A run's training-loop wall time (evaluations included) from its metrics.jsonl steps/s; holds across resumes."""
-  lines = [json.loads(l) for l in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
-  rows = [(l["step"], l["steps_per_sec"]) for l in lines if "steps_per_sec" in l]
+  rows = loop.metric(loop.read_metrics(workdir), "steps_per_sec")
   return sum((s - s0) / v for (s0, _), (s, v) in zip([(0, 1.0)] + rows, rows)) / 60
+
+
+def train(program: str, **flags) -> list[str]:
+  """Runs `python -m train.<program>` in this process through its public main, with --flag value for each
+  keyword (True/False: --flag / --no-flag); raises SystemExit on failure. Returns the argv it ran with.
+  A finished run returns at once (runs resume)."""
+  argv = []
+  for name, value in flags.items():
+    flag = "--" + name.replace("_", "-")
+    argv += [flag] if value is True else [f"--no-{flag[2:]}"] if value is False else [flag, str(value)]
+  rc = importlib.import_module(f"train.{program}").main(argv)
+  if rc:
+    raise SystemExit(f"python -m train.{program} {' '.join(argv)} exited with {rc}")
+  return argv
 
 
 def write_results(path, module: str, argv, header: list[str], rows: list[list], **extra) -> None:
@@ -83,3 +98,19 @@ def write_results(path, module: str, argv, header: list[str], rows: list[list], 
   path.write_text(json.dumps({
       "command": " ".join(["python -m", module, *argv]), "machine": machine(), "jax": jax.__version__,
       "date": time.strftime("%Y-%m-%d"), "argv": argv, "header": header, "rows": rows, **extra}, indent=1))
+
+
+def classifier_step(model, input_shape: tuple[int, ...], lr: float = 1e-3):
+  """(state, jitted step) of a classifier trained with cross-entropy and Adam, as train.classify's default
+  (`--loss ce`) trains it: the compiled core the timing benchmarks measure."""
+  import functools
+
+  import optax
+
+  from jaxtricks import classifier
+
+  tx = optax.adam(lr)
+  ce = lambda outputs, batch: optax.softmax_cross_entropy_with_integer_labels(outputs, batch["label"]).mean()
+  state = classifier.init(jax.random.PRNGKey(0), model, (1, *input_shape), tx)
+  step = jax.jit(functools.partial(classifier.train_step, model=model, tx=tx, objective=ce), donate_argnums=0)
+  return state, step

@@ -21,15 +21,24 @@ import jax
 import numpy as np
 
 from benchmarks.common import machine, table
-from jaxtricks import ebm, metrics, replay
+from jaxtricks import ebm, loop, metrics, replay
 from jaxtricks.data import load
-from train import ebm as train_ebm
-from train import ebm_sample
+
+# train.ebm's default sampler (its flags --langevin-steps, --step-size, --noise-scale, --grad-clip, --reinit-prob)
+SAMPLER = ebm.SamplerConfig(num_steps=20, step_size=20.0, noise_scale=0.005, grad_clip=0.01, reinit_prob=0.05,
+                            unroll=ebm.default_unroll())
 
 
-def energies(state, images, batch_size: int = 1000) -> np.ndarray:
+def load_run(workdir: Path):
+  """(settings of a train.ebm workdir (config.json), its energy net, its latest state as plain arrays)."""
+  config = json.loads((workdir / "config.json").read_text())
+  state, _, _ = loop.restore(workdir)
+  return config, ebm.energy_net(config["channels"]), state
+
+
+def energies(model, state, images, batch_size: int = 1000) -> np.ndarray:
   """U(x) of uint8 or [0, 1] float images [N, 28, 28, 1]."""
-  u = jax.jit(ebm.energy_fn(state))
+  u = jax.jit(ebm.energy_fn(model, state["params"], state["stats"]))
   x = np.asarray(images)
   x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
   return np.concatenate([np.asarray(u(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
@@ -44,32 +53,33 @@ def main(argv=None):
   p.add_argument("--json", default="")
   args = p.parse_args(argv)
   t0 = time.perf_counter()
-  config, state = ebm_sample.load_model(Path(args.workdir))
+  config, model, state = load_run(Path(args.workdir))
+  buffer = ebm.buffer_from_checkpoint(state)
   net = metrics.load_feature_net()
   fm_test, _ = load("fashion_mnist", "test", data_dir=args.data_dir)
   mnist_test, _ = load("mnist", "test", data_dir=args.data_dir)
   _, real_probs = metrics.feature_net_outputs(fm_test, net=net)
   fid = metrics.fid_against(fm_test, net=net)
 
-  n = min(args.samples, int(state.buffer.count))
-  buffer_x = np.asarray(replay.latest(state.buffer, n))
-  sampler = train_ebm.sampler(config)   # the trainer's default sampler settings
-  fresh_x = train_ebm.fresh_samples(state, jax.random.PRNGKey(123), args.samples, args.fresh_steps, sampler)
+  n = min(args.samples, int(buffer.count))
+  buffer_x = np.asarray(replay.latest(buffer, n))
+  fresh_x = ebm.fresh_samples(model, state["params"], state["stats"], jax.random.PRNGKey(123), fm_test.shape[1:],
+                              args.samples, args.fresh_steps, SAMPLER)
   fids = {"buffer": fid(buffer_x), "fresh": fid(fresh_x),
           "train images (reference)": fid(load("fashion_mnist", "train", data_dir=args.data_dir)[0][:args.samples])}
 
   rng = np.random.default_rng(0)
   outs = {"MNIST test": mnist_test, "uniform noise": rng.integers(0, 256, fm_test.shape, dtype=np.uint8),
           "Fashion-MNIST test, flipped vertically": fm_test[:, ::-1]}
-  e_in = energies(state, fm_test)
+  e_in = energies(model, state, fm_test)
   msp_in = real_probs.max(-1)
   ood = {}
   for name, x in outs.items():
     _, probs = metrics.feature_net_outputs(x, net=net)
-    ood[name] = {"ebm": metrics.auroc(-e_in, -energies(state, x)),
+    ood[name] = {"ebm": metrics.auroc(-e_in, -energies(model, state, x)),
                  "max_softmax": metrics.auroc(msp_in, probs.max(-1))}
   wall = time.perf_counter() - t0
-  print(f"EBM {args.workdir} (channels {config.channels}, step {int(state.step)}) — {machine()}, "
+  print(f"EBM {args.workdir} (channels {config["channels"]}, step {int(state["step"])}) — {machine()}, "
         f"jax {jax.__version__}, {wall / 60:.1f} min")
   print(table(["samples", "n", "FID-FMNIST"],
               [["buffer (most recent)", n, fids["buffer"]], [f"fresh, {args.fresh_steps} steps from noise",
@@ -80,7 +90,7 @@ def main(argv=None):
               [[k, v["ebm"], v["max_softmax"]] for k, v in ood.items()]))
   if args.json:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"workdir": args.workdir, "step": int(state.step), "channels": config.channels,
+    Path(args.json).write_text(json.dumps({"workdir": args.workdir, "step": int(state["step"]), "channels": config["channels"],
                                            "fid": fids, "auroc": ood, "samples": args.samples,
                                            "fresh_steps": args.fresh_steps, "wall_s": wall}, indent=1))
 

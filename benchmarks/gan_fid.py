@@ -11,20 +11,17 @@ updates D then G once per step (1:1), both with Adam(2e-4, beta1 0.5) per networ
 """
 
 import argparse
-import dataclasses
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import loop_minutes, machine, table, write_results
-from train import gan as train_gan
+from benchmarks.common import loop_minutes, machine, table, train, write_results
+from jaxtricks import loop
 
 
 def fid_curve(workdir: Path) -> list[tuple[int, float, float]]:
-  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return [(l["step"], l["fid_fmnist"], l["inception_score"]) for l in lines if "fid_fmnist" in l]
+  return [(l["step"], l["fid_fmnist"], l["inception_score"]) for l in loop.read_metrics(workdir) if "fid_fmnist" in l]
 
 
 def main(argv=None):
@@ -43,13 +40,11 @@ def main(argv=None):
     fids, scores, minutes = [], [], []
     for seed in seeds:
       workdir = Path(args.root) / f"{mode}-w{args.width}-n{args.steps}-s{seed}"
-      config = train_gan.Config(mode=mode, steps=args.steps, width=args.width, seed=seed, workdir=str(workdir),
-                                fid_every=args.fid_every, sample_every=args.steps, checkpoint_every=args.steps,
-                                progress=False)
-      train_gan.run(config)   # returns at once for a finished run
+      argv = train("gan", mode=mode, steps=args.steps, width=args.width, seed=seed, workdir=workdir,
+                   fid_every=args.fid_every, sample_every=args.steps, checkpoint_every=args.steps, progress=False)
       curve = fid_curve(workdir)
       minutes.append(loop_minutes(workdir))
-      results[f"{mode}/{seed}"] = {"curve": curve, "loop_minutes": minutes[-1], "config": dataclasses.asdict(config)}
+      results[f"{mode}/{seed}"] = {"curve": curve, "loop_minutes": minutes[-1], "argv": argv}
       fids.append(curve[-1][1])
       scores.append(curve[-1][2])
       print(f"{mode} seed {seed}: FID {fids[-1]:.2f}, IS {scores[-1]:.2f}, {minutes[-1]:.1f} min", flush=True)

@@ -10,6 +10,7 @@ every machine (common.xla_flops); peak memory: the default backend's compile.
 """
 
 import argparse
+import functools
 import sys
 
 import jax
@@ -43,16 +44,18 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
   mesh = parallel.make_mesh(devices, batch_size=batch) if devices != 1 else None
   if mesh is not None:   # data parallel as train.gan runs it: batch split along 'data', states replicated
     x, z = jax.device_put((x, z), parallel.sharded(mesh))
-  alt = gan.init(key, g, d, (1, Z_DIM), (1, 28, 28, 1), {"G": optax.adam(2e-4), "D": optax.adam(2e-4)})
-  one = gan.init(key, g, d, (1, Z_DIM), (1, 28, 28, 1), gan.two_timescale(optax.adam(2e-4), optax.adam(2e-4)))
-  d_step = jax.jit(gan.discriminator_step, donate_argnums=0)
-  g_step = jax.jit(gan.generator_step, donate_argnums=0)
+  tx = gan.two_timescale(optax.adam(2e-4), optax.adam(2e-4))
+  kw = dict(generator=g, discriminator=d, tx=tx)
+  alt = one = gan.init(key, g, d, (1, Z_DIM), (1, 28, 28, 1), tx)
+  d_half = functools.partial(gan.discriminator_step, **kw)
+  g_half = functools.partial(gan.generator_step, **kw)
+  d_step, g_step = jax.jit(d_half, donate_argnums=0), jax.jit(g_half, donate_argnums=0)
   variants = {
       "(a) alternating, 2 jits": (None, alt),
-      "(b) alternating, 1 jit": (lambda s, x, z: gan.alternating_step(s, x, z), alt),
-      "(c) single, subtract": (lambda s, x, z: gan.single_step(s, x, z, form="subtract"), one),
-      "(d) single, freeze": (lambda s, x, z: gan.single_step(s, x, z, form="freeze"), one),
-      "(e) single, freeze fused": (lambda s, x, z: gan.single_step(s, x, z, form="fused"), one),
+      "(b) alternating, 1 jit": (lambda s, x, z: gan.alternating_step(s, x, z, **kw), alt),
+      "(c) single, subtract": (lambda s, x, z: gan.single_step(s, x, z, form="subtract", **kw), one),
+      "(d) single, freeze": (lambda s, x, z: gan.single_step(s, x, z, form="freeze", **kw), one),
+      "(e) single, freeze fused": (lambda s, x, z: gan.single_step(s, x, z, form="fused", **kw), one),
   }
   holders, fns, stats = {}, {}, {}
   for name, (fn, state) in variants.items():
@@ -64,8 +67,8 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
         holders[name], _ = d_step(holders[name], x, z)
         holders[name], m = g_step(holders[name], z)
         return m
-      f1, p1 = _compiled_stats(gan.discriminator_step, state, x, z)
-      f2, p2 = _compiled_stats(gan.generator_step, state, z)
+      f1, p1 = _compiled_stats(d_half, state, x, z)
+      f2, p2 = _compiled_stats(g_half, state, z)
       stats[name] = (f1 + f2, max(p1 or 0, p2 or 0))
     else:
       jitted = jax.jit(fn, donate_argnums=0)

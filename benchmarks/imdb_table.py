@@ -11,20 +11,19 @@ training loop's wall time (evaluations included, start-up and compilation not) r
 """
 
 import argparse
-import dataclasses
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import loop_minutes, machine, table, write_results
-from train import sentiment
+from benchmarks.common import loop_minutes, machine, table, train, write_results
+from jaxtricks import loop
+
+EVAL_SPLIT = {"imdb": "test", "sst2": "validation"}   # what train.sentiment evaluates on
 
 
 def curve(workdir: Path, split: str) -> list[tuple[int, float]]:
-  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return [(l["step"], l[f"{split}/accuracy"]) for l in lines if f"{split}/accuracy" in l]
+  return loop.metric(loop.read_metrics(workdir), f"{split}/accuracy")
 
 
 def main(argv=None):
@@ -36,7 +35,7 @@ def main(argv=None):
   p.add_argument("--root", default="runs/imdb_table")
   p.add_argument("--out", default="benchmarks/results")
   args = p.parse_args(argv)
-  split = sentiment.EVAL_SPLIT[args.dataset]
+  split = EVAL_SPLIT[args.dataset]
   seeds = [int(s) for s in args.seeds.split(",")]
   results, rows = {}, []
   for model in args.models.split(","):
@@ -44,15 +43,14 @@ def main(argv=None):
       finals, wobble, minutes = [], [], []
       for seed in seeds:
         workdir = Path(args.root) / f"{args.dataset}-{model}-{loss}-s{seed}"
-        config = sentiment.Config(model=model, loss=loss, dataset=args.dataset, seed=seed, workdir=str(workdir),
-                                  progress=False)
-        sentiment.run(config)   # returns at once for a finished run
+        argv = train("sentiment", model=model, loss=loss, dataset=args.dataset, seed=seed, workdir=workdir,
+                     progress=False)
         minutes.append(loop_minutes(workdir))
         accs = [a for _, a in curve(workdir, split)]
         finals.append(accs[-1])
         wobble.append(float(np.std(accs[len(accs) // 2:], ddof=1)) if len(accs) > 2 else float("nan"))
         results[f"{model}/{loss}/{seed}"] = {"curve": curve(workdir, split), "loop_minutes": minutes[-1],
-                                             "config": dataclasses.asdict(config)}
+                                             "argv": argv}
         print(f"{model} {loss} seed {seed}: {100 * accs[-1]:.2f}%", flush=True)
       std = np.std(finals, ddof=1) if len(finals) > 1 else 0.0
       rows.append([model, loss, f"{100 * np.mean(finals):.2f} ± {100 * std:.2f}",

@@ -28,7 +28,6 @@ import numpy as np
 from benchmarks.common import machine, table, time_call, write_results, xla_flops
 from jaxtricks import ebm, langevin, parallel
 from jaxtricks.models.energy import EnergyNet
-from train.ebm import default_unroll
 
 SAMPLER = dict(step_size=20.0, noise_scale=0.005, grad_clip=0.01, data_range=(0.0, 1.0))
 
@@ -36,7 +35,7 @@ SAMPLER = dict(step_size=20.0, noise_scale=0.005, grad_clip=0.01, data_range=(0.
 def energy_and_variables(channels: int):
   model = EnergyNet(stem=channels, stages=(channels, 2 * channels, 4 * channels))
   variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), update_stats=True)
-  return model, variables, ebm.energy_fn(variables["params"], variables["batch_stats"], model.apply)
+  return model, variables, ebm.energy_fn(model, variables["params"], variables["batch_stats"])
 
 
 def compile_timed(jitted, *args):
@@ -51,7 +50,7 @@ def chain_flops(model, variables, x, key, num_steps: int) -> float:
   analysis of a lax.scan counts its body once, whatever the trip count, so the chain's own count is only right
   unrolled.)"""
   def step(variables, x, k):   # the weights as an argument, so that nothing on another device is closed over
-    energy = ebm.energy_fn(variables["params"], variables["batch_stats"], model.apply)
+    energy = ebm.energy_fn(model, variables["params"], variables["batch_stats"])
     return langevin.langevin_step(energy, x, k, **SAMPLER)
   return xla_flops(step, variables, x, key) * num_steps
 
@@ -75,7 +74,7 @@ def sharded_chain_fn(energy, num_steps: int, unroll):
 
 
 def sweep(model, variables, energy, chains_list, steps_list, repeats, peak) -> list:
-  unroll = default_unroll()
+  unroll = ebm.default_unroll()
   rows = []
   for k in steps_list:
     for n in chains_list:

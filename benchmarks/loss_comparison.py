@@ -8,7 +8,6 @@ benchmarks/results/loss_comparison_<model>.json.
 """
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -16,15 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine, table
-from train import classify
+from benchmarks.common import machine, table, train
+from jaxtricks import loop
 
 LOSSES = ("ce", "margin", "soft_acc", "exact", "exact_log_mean", "exact_log")
 
 
 def evals(workdir: Path) -> list[tuple[int, float]]:
-  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return [(l["step"], l["test/accuracy"]) for l in lines if "test/accuracy" in l]
+  return loop.metric(loop.read_metrics(workdir), "test/accuracy")
 
 
 def main(argv=None):
@@ -43,13 +41,11 @@ def main(argv=None):
     finals = []
     for seed in seeds:
       workdir = Path(args.root) / f"{args.model}-{loss}-e{args.epochs:g}-s{seed}"
-      config = classify.Config(model=args.model, loss=loss, epochs=args.epochs, seed=seed, lr=args.lr,
-                               workdir=str(workdir), progress=False)
       t0 = time.perf_counter()
-      classify.run(config)
+      argv = train("classify", model=args.model, loss=loss, epochs=args.epochs, seed=seed, lr=args.lr,
+                   workdir=workdir, progress=False)
       curve = evals(workdir)
-      results[f"{loss}/{seed}"] = {"curve": curve, "seconds": time.perf_counter() - t0,
-                                   "config": dataclasses.asdict(config)}
+      results[f"{loss}/{seed}"] = {"curve": curve, "seconds": time.perf_counter() - t0, "argv": argv}
       finals.append(curve[-1][1])
       print(f"{loss} seed {seed}: {100 * curve[-1][1]:.2f}%", flush=True)
     rows.append([loss, f"{100 * np.mean(finals):.2f} ± {100 * np.std(finals, ddof=1) if len(finals) > 1 else 0:.2f}",

@@ -2,10 +2,11 @@
 
 Each field of the dataclass becomes a flag (`batch_size` -> `--batch-size`); `Literal[...]` fields get
 choices, `bool` fields `--flag/--no-flag`; the field's `metadata["help"]` is its help text. A config checks its
-own values in `__post_init__` and raises `UsageError`.
+own values in `__post_init__` with `jaxtricks.errors.require`, naming the setting, not the flag.
 
-Exit codes: 0 done; 2 a user mistake (bad flag, missing data, unusable workdir), one line on stderr;
-3 training diverged (the last good checkpoint is kept).
+`main` turns the library's errors (jaxtricks.errors), which name settings, into one line that names this
+program's flags. Exit codes: 0 done; 2 a user mistake (bad flag, missing data, unusable workdir), one line on
+stderr; 3 training diverged (the last good checkpoint is kept).
 """
 
 import argparse
@@ -15,30 +16,27 @@ import types
 import typing
 from typing import Any, Callable, Sequence
 
-from jaxtricks.data.idx import DataError
-from jaxtricks.loop import DivergenceError, WorkdirError
+from jaxtricks import parallel
+from jaxtricks.errors import ConfigError, DataError, DivergenceError, JaxtricksError, WorkdirError
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 
 
-class UsageError(ValueError):
-  """A flag value that cannot work; the message names the flag and what to do."""
-
-
 def flag(name: str) -> str:
+  """The flag of a setting: `batch_size` -> `--batch-size`."""
   return "--" + name.replace("_", "-")
 
 
-def require(ok: bool, message: str) -> None:
-  """Raises UsageError(message) unless ok (for configs' __post_init__)."""
-  if not ok:
-    raise UsageError(message)
+def message(error: JaxtricksError, flags: dict[str, str] | None = None) -> str:
+  """The error's message with each setting written as its flag (`flags` maps settings whose flag differs)."""
+  flags = flags or {}
+  return error.render(lambda s: flags.get(s, flag(s)))
 
 
 class _Parser(argparse.ArgumentParser):
   def error(self, message):   # one line, exit 2, no usage dump
-    raise UsageError(message)
+    raise ConfigError(None, message)
 
 
 def _unwrap_optional(tp):
@@ -69,24 +67,24 @@ def parser(config_cls: type, prog: str | None = None) -> argparse.ArgumentParser
 
 
 def parse(config_cls: type, argv: Sequence[str] | None = None, prog: str | None = None):
-  """Parses argv into a config_cls instance; UsageError on any bad value."""
+  """Parses argv into a config_cls instance; ConfigError on any bad value."""
   args = parser(config_cls, prog).parse_args(argv)
   return config_cls(**vars(args))
 
 
 def main(config_cls: type, run: Callable[[Any], Any], argv: Sequence[str] | None = None,
-         prog: str | None = None) -> int:
-  """Parses flags and runs; user mistakes print one line and return 2, divergence returns 3."""
+         prog: str | None = None, flags: dict[str, str] | None = None) -> int:
+  """Parses flags and runs; user mistakes print one line and return 2, divergence returns 3.
+  `flags`: {setting: flag} where a library setting goes by another flag here (e.g. {"batch_size": "--num"})."""
   prog = prog or sys.argv[0]
   try:
     config = parse(config_cls, argv, prog)
-    from jaxtricks import parallel   # parallel imports this module
     parallel.initialize_from_env()
     run(config)
-  except (UsageError, DataError, WorkdirError) as e:
-    print(f"{prog}: error: {e}", file=sys.stderr)
+  except (ConfigError, DataError, WorkdirError) as e:
+    print(f"{prog}: error: {message(e, flags)}", file=sys.stderr)
     return EXIT_USAGE
   except DivergenceError as e:
-    print(f"{prog}: {e}", file=sys.stderr)
+    print(f"{prog}: {message(e, flags)}", file=sys.stderr)
     return EXIT_DIVERGED
   return 0

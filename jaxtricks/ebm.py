@@ -7,14 +7,18 @@ energies bounded; this is the PLUS.
 """
 
 import dataclasses
+import functools
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
 from jaxtricks import langevin, parallel, replay
+from jaxtricks.models.energy import EnergyNet
 
 
 def contrastive_loss(e_real_B: jax.Array, e_fake_B: jax.Array, *, reg: float = 1.0) -> jax.Array:
@@ -33,24 +37,30 @@ class SamplerConfig:
   unroll: int | bool = 1
 
 
+def default_unroll() -> int | bool:
+  """XLA:CPU runs a chain's steps 3-6x faster unrolled than inside a scan/while loop (benchmarks/RESULTS.md);
+  elsewhere the scan is the norm (same speed on a GPU, 9x faster to compile)."""
+  return True if jax.default_backend() == "cpu" else 1
+
+
+def energy_net(channels: int) -> EnergyNet:
+  """The energy net at width c: stem c, stages c, 2c, 4c (Du & Mordatch's design; their 28x28 net is c = 64)."""
+  return EnergyNet(stem=channels, stages=(channels, 2 * channels, 4 * channels))
+
+
 @struct.dataclass
 class EbmState:
+  """Arrays only; the model and the optimizer are passed to the functions that need them."""
   step: jax.Array
   params: Any
   stats: Any                       # spectral-norm power-iteration vectors
   opt_state: Any
   buffer: replay.ReplayBuffer
-  apply_fn: Any = struct.field(pytree_node=False)
-  tx: Any = struct.field(pytree_node=False)
 
 
-def energy_fn(state_or_params, stats=None, apply_fn=None):
+def energy_fn(model: nn.Module, params, stats):
   """x -> U(x) with frozen spectral-norm statistics (what Langevin differentiates)."""
-  if isinstance(state_or_params, EbmState):
-    params, stats, apply_fn = state_or_params.params, state_or_params.stats, state_or_params.apply_fn
-  else:
-    params = state_or_params
-  return lambda x: apply_fn({"params": params, "batch_stats": stats}, x, update_stats=False)
+  return lambda x: model.apply({"params": params, "batch_stats": stats}, x, update_stats=False)
 
 
 def run_chains(energy, x0: jax.Array, key: jax.Array, sampler: SamplerConfig) -> jax.Array:
@@ -61,7 +71,7 @@ def run_chains(energy, x0: jax.Array, key: jax.Array, sampler: SamplerConfig) ->
   return jax.lax.stop_gradient(x)
 
 
-def sample_chains(state: EbmState, key: jax.Array, batch_size: int, sampler: SamplerConfig,
+def sample_chains(model: nn.Module, state: EbmState, key: jax.Array, batch_size: int, sampler: SamplerConfig,
                   buffer: replay.ReplayBuffer | None = None, chain_sharding=None):
   """(samples, new buffer): chains started from the buffer (or noise), run, and pushed back.
   `chain_sharding` (e.g. jaxtricks.parallel.sharded(mesh)) splits the chains over devices."""
@@ -70,7 +80,7 @@ def sample_chains(state: EbmState, key: jax.Array, batch_size: int, sampler: Sam
   x0 = replay.sample(buffer, k_init, batch_size, reinit_prob=sampler.reinit_prob)
   if chain_sharding is not None:
     x0 = jax.lax.with_sharding_constraint(x0, chain_sharding)
-  x = run_chains(energy_fn(state), x0, k_chain, sampler)
+  x = run_chains(energy_fn(model, state.params, state.stats), x0, k_chain, sampler)
   return x, replay.push(buffer, x)
 
 
@@ -79,7 +89,7 @@ def stack(trees):
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
-def sample_ensemble(apply_fn, params_M, stats_M, buffer: replay.ReplayBuffer, key: jax.Array,
+def sample_ensemble(model: nn.Module, params_M, stats_M, buffer: replay.ReplayBuffer, key: jax.Array,
                     chains_per_model: int, sampler: SamplerConfig, chain_sharding=None):
   """Several models sampling with ONE shared buffer (Du & Mordatch 2019's ensemble), vmapped over models.
 
@@ -97,26 +107,26 @@ def sample_ensemble(apply_fn, params_M, stats_M, buffer: replay.ReplayBuffer, ke
     x0_M = jax.lax.with_sharding_constraint(x0_M, chain_sharding)
 
   def one_model(params, stats, x, k):
-    return run_chains(energy_fn(params, stats, apply_fn), x, k, sampler)
+    return run_chains(energy_fn(model, params, stats), x, k, sampler)
 
   x_M = jax.vmap(one_model)(params_M, stats_M, x0_M, jax.random.split(k_chain, num_models))
   return x_M, replay.push(buffer, x_M.reshape(x0.shape))
 
 
-def train_step(state: EbmState, batch: dict, key: jax.Array, *, sampler: SamplerConfig, reg: float = 1.0,
-               chain_sharding=None):
+def train_step(state: EbmState, batch: dict, key: jax.Array, *, model: nn.Module, tx: optax.GradientTransformation,
+               sampler: SamplerConfig, reg: float = 1.0, chain_sharding=None):
   """Sample as many fakes as reals with the buffer, then one optimizer step on the contrastive loss."""
   x_real = batch["image"]
-  x_fake, buffer = sample_chains(state, key, x_real.shape[0], sampler, chain_sharding=chain_sharding)
+  x_fake, buffer = sample_chains(model, state, key, x_real.shape[0], sampler, chain_sharding=chain_sharding)
 
   def loss_fn(params):
-    energies, updates = state.apply_fn({"params": params, "batch_stats": state.stats},
-                                       jnp.concatenate([x_real, x_fake]), update_stats=True, mutable=["batch_stats"])
+    energies, updates = model.apply({"params": params, "batch_stats": state.stats},
+                                    jnp.concatenate([x_real, x_fake]), update_stats=True, mutable=["batch_stats"])
     e_real, e_fake = jnp.split(energies, 2)
     return contrastive_loss(e_real, e_fake, reg=reg), (updates["batch_stats"], e_real.mean(), e_fake.mean())
 
   (loss, (stats, e_real, e_fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": loss, "energy_real": e_real, "energy_fake": e_fake, "grad_norm": optax.global_norm(grads)}
   return state.replace(step=state.step + 1, params=params, stats=stats, opt_state=opt_state, buffer=buffer), metrics
@@ -141,5 +151,31 @@ def init(key, model, image_shape, tx, *, buffer_size: int = 10000, buffer_dtype=
   variables = model.init(key, jnp.zeros((1, *image_shape)), update_stats=True)
   params = variables["params"]
   return EbmState(step=jnp.zeros((), jnp.int32), params=params, stats=variables.get("batch_stats", {}),
-                  opt_state=tx.init(params), apply_fn=model.apply, tx=tx,
+                  opt_state=tx.init(params),
                   buffer=replay.create(buffer_size, image_shape, dtype=buffer_dtype, data_range=data_range))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _continue_chains(model, params, stats, x, key, sampler: SamplerConfig):
+  return run_chains(energy_fn(model, params, stats), x, key, sampler)
+
+
+def fresh_samples(model: nn.Module, params, stats, key: jax.Array, image_shape: tuple[int, ...], n: int,
+                  num_steps: int, sampler: SamplerConfig, chunk: int = 500) -> np.ndarray:
+  """n chains from uniform noise (no buffer), run for num_steps rounded up to a multiple of the sampler's
+  steps (one compiled chain called repeatedly), in chunks of at most `chunk` chains."""
+  rounds = -(-num_steps // sampler.num_steps)
+  parts = []
+  for start in range(0, n, chunk):
+    k = jax.random.fold_in(key, start)
+    x = replay.uniform_noise(k, (min(chunk, n - start), *image_shape), sampler.data_range)
+    for r in range(rounds):
+      x = _continue_chains(model, params, stats, x, jax.random.fold_in(k, r + 1), sampler)
+    parts.append(np.asarray(x))
+  return np.concatenate(parts)
+
+
+def buffer_from_checkpoint(tree: dict, data_range=(0.0, 1.0)) -> replay.ReplayBuffer:
+  """The replay buffer of a state restored as plain dicts (loop.restore without a target)."""
+  b = tree["buffer"]
+  return replay.ReplayBuffer(data=b["data"], count=b["count"], pointer=b["pointer"], data_range=tuple(data_range))

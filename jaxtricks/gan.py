@@ -12,8 +12,10 @@ single forward of D on the fakes (one VJP, two cotangents); on XLA:CPU the plain
 FLOPs, because XLA merges the two identical forwards itself (benchmarks/RESULTS.md).
 
 lam scales G's gradient. With SGD that is a learning-rate ratio D:G = 1:lam, but Adam and RMSprop divide by
-the gradient's own scale and undo it: for two time scales use `two_timescale` (optax.multi_transform with a
-learning rate per subtree).
+the gradient's own scale and undo it: for two time scales give each player its own learning rate. Every step
+takes `tx = {'G': tx_G, 'D': tx_D}`, one optax transformation per player (`two_timescale` builds it); the single
+loss updates both with one gradient, alternating training updates them in turn. The state holds arrays only:
+the nets and the optimizers are arguments of every step.
 
 Gradient reversal (differentiate D's loss once and negate G's part) is valid only when G minimizes exactly
 -1 x D's objective (a zero-sum game): `gradient_reversal_loss` offers it for the minimax loss and refuses the
@@ -51,32 +53,36 @@ def _run(module: nn.Module, params, stats, x, train: bool = True):
   return out, updates.get("batch_stats", stats)
 
 
+Optimizers = dict[str, optax.GradientTransformation]   # {'G': tx_G, 'D': tx_D}
+
+
 @struct.dataclass
 class GanState:
   step: jax.Array
   params: Params             # {'G': ..., 'D': ...}
   batch_stats: Params        # {'G': ..., 'D': ...} ({} for nets without BatchNorm)
-  opt_state: Any
-  generator: nn.Module = struct.field(pytree_node=False)
-  discriminator: nn.Module = struct.field(pytree_node=False)
-  tx: Any = struct.field(pytree_node=False)   # one GradientTransformation, or {'G': tx_G, 'D': tx_D}
+  opt_state: Params          # {'G': ..., 'D': ...}
 
 
-def two_timescale(tx_g: optax.GradientTransformation, tx_d: optax.GradientTransformation):
-  """One optimizer over {'G', 'D'} with its own transformation per subtree (optax.multi_transform)."""
-  return optax.multi_transform({"G": tx_g, "D": tx_d}, {"G": "G", "D": "D"})
+def two_timescale(tx_g: optax.GradientTransformation, tx_d: optax.GradientTransformation) -> Optimizers:
+  """{'G': tx_g, 'D': tx_d}: each player's own optimizer (e.g. D with a larger learning rate than G)."""
+  return {"G": tx_g, "D": tx_d}
 
 
-def init(key, generator, discriminator, z_shape, x_shape, tx) -> GanState:
-  """Initial state; `tx` a single optimizer (single-loss forms) or {'G': tx_G, 'D': tx_D} (alternating)."""
+def init(key, generator, discriminator, z_shape, x_shape, tx: Optimizers) -> GanState:
+  """Initial state; `tx` = {'G': tx_G, 'D': tx_D}."""
   kg, kd = jax.random.split(key)
   vg = generator.init(kg, jnp.zeros(z_shape), train=False)
   vd = discriminator.init(kd, jnp.zeros(x_shape), train=False)
   params = {"G": vg["params"], "D": vd["params"]}
   stats = {"G": vg.get("batch_stats", {}), "D": vd.get("batch_stats", {})}
-  opt_state = ({k: t.init(params[k]) for k, t in tx.items()} if isinstance(tx, dict) else tx.init(params))
-  return GanState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats, opt_state=opt_state,
-                  generator=generator, discriminator=discriminator, tx=tx)
+  return GanState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
+                  opt_state={k: tx[k].init(params[k]) for k in ("G", "D")})
+
+
+def _apply(tx: Optimizers, player: str, grads, opt_state, params):
+  updates, opt_state = tx[player].update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
 
 
 def single_loss(params: Params, batch_stats: Params, x_real, z, *, generator, discriminator, lam: float = 1.0,
@@ -128,23 +134,24 @@ def fused_grads(params: Params, batch_stats: Params, x_real, z, *, generator, di
   return grads, ({"G": g_stats, "D": d_stats}, metrics)
 
 
-def single_step(state: GanState, x_real, z, *, lam: float = 1.0,
+def single_step(state: GanState, x_real, z, *, generator, discriminator, tx: Optimizers, lam: float = 1.0,
                 form: Literal["freeze", "subtract", "fused"] = "fused"):
-  """One optimizer step on the single loss; 'fused' is 'freeze' with one D forward on the fakes."""
-  kw = dict(generator=state.generator, discriminator=state.discriminator, lam=lam)
+  """One step of both optimizers on the single loss's gradient; 'fused' is 'freeze' with one D forward on the
+  fakes."""
+  kw = dict(generator=generator, discriminator=discriminator, lam=lam)
   if form == "fused":
     grads, (stats, metrics) = fused_grads(state.params, state.batch_stats, x_real, z, **kw)
   else:
     grads, (stats, metrics) = jax.grad(single_loss, has_aux=True)(state.params, state.batch_stats, x_real, z,
                                                                   form=form, **kw)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  return state.replace(step=state.step + 1, params=params, batch_stats=stats, opt_state=opt_state), metrics
+  new = {k: _apply(tx, k, grads[k], state.opt_state[k], state.params[k]) for k in ("G", "D")}
+  return state.replace(step=state.step + 1, params={k: v[0] for k, v in new.items()}, batch_stats=stats,
+                       opt_state={k: v[1] for k, v in new.items()}), metrics
 
 
-def discriminator_step(state: GanState, x_real, z):
+def discriminator_step(state: GanState, x_real, z, *, generator, discriminator, tx: Optimizers):
   """The D half of alternating training: one step of tx['D'] on the hinge loss against sg(G(z))."""
-  g, d = state.generator, state.discriminator
+  g, d = generator, discriminator
 
   def d_loss_fn(p_d):
     x_fake, g_stats = _run(g, state.params["G"], state.batch_stats["G"], z)
@@ -153,15 +160,14 @@ def discriminator_step(state: GanState, x_real, z):
     return d_hinge_loss(d_real, d_fake), ({"G": g_stats, "D": d_stats}, d_real.mean(), d_fake.mean())
 
   (d_loss, (stats, d_real, d_fake)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.params["D"])
-  updates, opt_d = state.tx["D"].update(grads, state.opt_state["D"], state.params["D"])
-  state = state.replace(params={**state.params, "D": optax.apply_updates(state.params["D"], updates)},
-                        batch_stats=stats, opt_state={**state.opt_state, "D": opt_d})
+  p_d, opt_d = _apply(tx, "D", grads, state.opt_state["D"], state.params["D"])
+  state = state.replace(params={**state.params, "D": p_d}, batch_stats=stats, opt_state={**state.opt_state, "D": opt_d})
   return state, {"d_loss": d_loss, "d_real": d_real, "d_fake": d_fake}
 
 
-def generator_step(state: GanState, z):
+def generator_step(state: GanState, z, *, generator, discriminator, tx: Optimizers):
   """The G half: one step of tx['G'] on E[D(G(z))] against the current D."""
-  g, d = state.generator, state.discriminator
+  g, d = generator, discriminator
 
   def g_loss_fn(p_g):
     x_fake, g_stats = _run(g, p_g, state.batch_stats["G"], z)
@@ -169,16 +175,17 @@ def generator_step(state: GanState, z):
     return g_hinge_loss(d_fake), g_stats
 
   (g_loss, g_stats), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.params["G"])
-  updates, opt_g = state.tx["G"].update(grads, state.opt_state["G"], state.params["G"])
-  state = state.replace(params={**state.params, "G": optax.apply_updates(state.params["G"], updates)},
-                        batch_stats={**state.batch_stats, "G": g_stats}, opt_state={**state.opt_state, "G": opt_g})
+  p_g, opt_g = _apply(tx, "G", grads, state.opt_state["G"], state.params["G"])
+  state = state.replace(params={**state.params, "G": p_g}, batch_stats={**state.batch_stats, "G": g_stats},
+                        opt_state={**state.opt_state, "G": opt_g})
   return state, {"g_loss": g_loss}
 
 
-def alternating_step(state: GanState, x_real, z_d, z_g=None):
-  """1:1 alternating training: a D step on the hinge loss, then a G step against the NEW D (two optimizers)."""
-  state, m_d = discriminator_step(state, x_real, z_d)
-  state, m_g = generator_step(state, z_d if z_g is None else z_g)
+def alternating_step(state: GanState, x_real, z_d, z_g=None, *, generator, discriminator, tx: Optimizers):
+  """1:1 alternating training: a D step on the hinge loss, then a G step against the NEW D."""
+  kw = dict(generator=generator, discriminator=discriminator, tx=tx)
+  state, m_d = discriminator_step(state, x_real, z_d, **kw)
+  state, m_g = generator_step(state, z_d if z_g is None else z_g, **kw)
   return state.replace(step=state.step + 1), {**m_d, **m_g}
 
 
@@ -212,8 +219,7 @@ def gradient_reversal_loss(params: Params, batch_stats: Params, x_real, z, *, ge
   return value, ({"G": g_stats, "D": d_stats}, {"v": value})
 
 
-
-def sample(state: GanState, z_BZ: jax.Array) -> jax.Array:
+def sample(generator: nn.Module, state: GanState, z_BZ: jax.Array) -> jax.Array:
   """Generator samples with BatchNorm's running statistics (inference mode)."""
-  return state.generator.apply({"params": state.params["G"], "batch_stats": state.batch_stats["G"]}, z_BZ,
+  return generator.apply({"params": state.params["G"], "batch_stats": state.batch_stats["G"]}, z_BZ,
                                train=False)

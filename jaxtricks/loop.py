@@ -1,19 +1,26 @@
-"""The one training loop every `train.*` program uses.
+"""The one training loop every `train.*` program uses, in parts that can be read and tested one by one.
 
-    state = loop.run(config, init_fn=init, train_step=step, batches=batches, key=key, eval_fn=evaluate)
+    state = loop.run(config, init_fn=init, train_step=step, batches=batches, key=key,
+                     actions=[loop.Periodic(every=1000, fn=evaluate)])
 
-* `train_step(state, batch, key) -> (state, metrics)` is pure and already jitted; the loop passes
-  `fold_in(key, step)` and never synchronizes on the step just dispatched: metrics are read one step late.
-* Metrics go to `<workdir>/metrics.jsonl`, one JSON object per line with "step" (steps completed).
-* Orbax checkpoints every `checkpoint_every` steps and at the end hold {state, key}; `state` is any pytree
-  (params, optimizer state, step, batch stats, a replay buffer...). When the workdir already holds a
-  checkpoint the run resumes from the latest one; the batch of step s depends only on (key, s), so a resumed
-  run equals an uninterrupted one.
+* `prepare_workdir` creates the workdir and refuses one that holds a run of another configuration.
+* `restore_or_init` returns the state to start from: the workdir's latest checkpoint, or `init_fn()`.
+* `open_log` writes metrics.jsonl (the source of truth), TensorBoard event files and PNG grids (jaxtricks.writers);
+  `read_metrics` reads metrics.jsonl back.
+* `Periodic` actions run every N steps and after the last one (evaluation, sample grids, any callback); what
+  they return is logged: floats as metrics, image batches as grids.
+* `check_finite` is the divergence guard: a non-finite metric or |loss| > `max_abs_loss` stops the run with
+  DivergenceError before anything is saved, and so does a state with a non-finite value at a checkpoint, so the
+  last checkpoint on disk is the last good one.
+* `run` puts them together. `train_step(state, batch, key) -> (state, metrics)` is pure and already jitted; the
+  loop passes `fold_in(key, step)` and never synchronizes on the step just dispatched: metrics are read one step
+  late. Orbax checkpoints every `checkpoint_every` steps and at the end hold {state, key}; `state` is any pytree.
+  The batch of step s depends only on (key, s), so a resumed run equals an uninterrupted one.
 * Data parallel: with `state_sharding` (jaxtricks.parallel) the state is placed, and restored, with those
-  shardings; in a multi-process run only process 0 writes metrics.jsonl and config.json, and every process
-  takes part in orbax's saves.
-* Divergence guard: a non-finite metric or |loss| > `max_abs_loss` stops the run with `DivergenceError`
-  before anything is saved, so the last checkpoint on disk is the last good one.
+  shardings; in a multi-process run only process 0 writes metrics, events, PNGs and config.json, and every
+  process takes part in orbax's saves.
+
+Errors are jaxtricks.errors types naming the settings `workdir` and `steps`; the program words them as flags.
 """
 
 import dataclasses
@@ -25,20 +32,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
+from jaxtricks import writers
+from jaxtricks.errors import ConfigError, DivergenceError, WorkdirError
+
 State = Any
 Metrics = dict[str, jax.Array]
-
-
-class DivergenceError(RuntimeError):
-  """Training produced a non-finite or exploding metric; the last good checkpoint is kept."""
-
-
-class WorkdirError(ValueError):
-  """The workdir cannot be used: not writable, or it holds a run of a different configuration."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,16 +49,26 @@ class LoopConfig:
   steps: int
   workdir: str
   checkpoint_every: int = 1000
-  eval_every: int = 0            # 0: only at the end
   max_abs_loss: float = 1e8      # JEM's bound
   keep_checkpoints: int = 2
   progress: bool = True
   progress_keys: tuple[str, ...] = ("loss", "accuracy")   # metrics shown on the progress bar
-  divergence_advice: str = "Resume from it with a lower --lr"
+  divergence_advice: str = "Resume from it with a lower {lr}"   # {name}: a setting (jaxtricks.errors)
+  tensorboard: bool = True
 
 
-def _to_host(metrics: Metrics) -> dict[str, float]:
-  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+@dataclasses.dataclass(frozen=True)
+class Periodic:
+  """`fn(step, state) -> dict | None`, called after every `every`-th step (0: never before the end) and after the
+  last step when `at_end`. Returned floats are logged as metrics (and printed when `announce`); arrays of
+  images [N, H, W, C] in [0, 1] are written as grids (`<name>_<step>.png` and TensorBoard)."""
+  every: int
+  fn: Callable[[int, State], dict | None]
+  at_end: bool = True
+  announce: bool = False
+
+  def due(self, step: int, last_step: int) -> bool:
+    return bool(self.every and step % self.every == 0) or (self.at_end and step == last_step)
 
 
 def check_finite(step: int, metrics: dict[str, float], max_abs_loss: float) -> None:
@@ -66,33 +79,23 @@ def check_finite(step: int, metrics: dict[str, float], max_abs_loss: float) -> N
     bad = {"loss": loss}
   if bad:
     what = ", ".join(f"{k}={v:.4g}" for k, v in bad.items())
-    raise DivergenceError(f"training diverged at step {step}: {what}")
+    raise DivergenceError(None, f"training diverged at step {step}: {what}")
 
 
-class _Log:
-  """Appends JSON lines to metrics.jsonl."""
-
-  def __init__(self, path: Path, resume_step: int, write: bool = True):
-    self.path, self.write_lines = path, write
-    if not write:
-      return
-    if path.exists():   # drop lines of steps that are redone after a resume
-      keep = [l for l in path.read_text().splitlines() if l and json.loads(l).get("step", 0) <= resume_step]
-      path.write_text("".join(l + "\n" for l in keep))
-    self.file = path.open("a")
-
-  def write(self, step: int, values: dict[str, float]) -> None:
-    if not self.write_lines:
-      return
-    self.file.write(json.dumps({"step": step, **values}) + "\n")
-    self.file.flush()
-
-  def close(self):
-    if self.write_lines:
-      self.file.close()
+@jax.jit
+def _all_finite(state: State) -> jax.Array:
+  leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(state)
+            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def _prepare_workdir(workdir: Path, fingerprint: dict[str, Any], write: bool = True) -> None:
+def check_state_finite(step: int, state: State) -> None:
+  """Raises DivergenceError when any floating-point leaf of the state (params, optimizer state...) is not finite."""
+  if not bool(_all_finite(state)):
+    raise DivergenceError(None, f"training diverged at step {step}: the state holds non-finite values")
+
+
+def prepare_workdir(workdir: Path, fingerprint: dict[str, Any], write: bool = True) -> None:
   """Creates the workdir; refuses one that holds a run with a different fingerprint."""
   try:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +103,7 @@ def _prepare_workdir(workdir: Path, fingerprint: dict[str, Any], write: bool = T
     probe.write_text("")
     probe.unlink()
   except OSError as e:
-    raise WorkdirError(f"--workdir {workdir}: not writable ({e.strerror}); choose another directory") from None
+    raise WorkdirError("workdir", f"{workdir}: not writable ({e.strerror}); choose another directory") from None
   path = workdir / "config.json"
   fingerprint = json.loads(json.dumps(fingerprint))
   if path.exists():
@@ -108,15 +111,15 @@ def _prepare_workdir(workdir: Path, fingerprint: dict[str, Any], write: bool = T
     diff = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
     if diff:
       what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-      raise WorkdirError(f"--workdir {workdir} holds a run of another configuration ({what}); "
-                         "use a new --workdir or the same settings")
+      raise WorkdirError("workdir", f"{workdir} holds a run of another configuration ({what}); "
+                         "use a new {workdir} or the same settings")
   elif write:
     path.write_text(json.dumps(fingerprint, indent=1))
 
 
 def checkpoint_manager(workdir: str | Path, keep: int = 2) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
-      Path(workdir).absolute() / "checkpoints",
+      Path(workdir).absolute() / "checkpoints", item_handlers=ocp.StandardCheckpointHandler(),
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
 
@@ -128,70 +131,126 @@ def with_shardings(abstract_state: State, shardings) -> State:
                       shardings, abstract_state, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
 
 
-def _restore_from(mngr: ocp.CheckpointManager, workdir, abstract_state: State, step: int, key_sharding=None):
+def _on_default_device(abstract: State) -> State:
   # leaves without a sharding go to the default device, whatever devices the checkpoint was saved from
   default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract_state = jax.tree.map(
+  return jax.tree.map(
       lambda s: s if getattr(s, "sharding", None) is not None else jax.ShapeDtypeStruct(s.shape, s.dtype,
                                                                                         sharding=default),
-      abstract_state)
-  key_sharding = key_sharding or default
-  abstract = {"state": abstract_state, "key": jax.ShapeDtypeStruct((2,), np.uint32, sharding=key_sharding)}
+      abstract)
+
+
+def _restore_from(mngr: ocp.CheckpointManager, workdir, abstract_state: State | None, step: int, key_sharding=None):
+  if abstract_state is None:   # as saved: plain arrays on the default device, laid out by the checkpoint's metadata
+    tree = mngr.item_metadata(step).tree
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree)
+  else:
+    key = jax.ShapeDtypeStruct((2,), np.uint32, sharding=key_sharding)
+    abstract = {"state": abstract_state, "key": key}
+  abstract = _on_default_device(abstract)
   try:
     tree = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
   except (ValueError, KeyError, TypeError) as e:
-    raise WorkdirError(f"{workdir}: checkpoint {step} does not fit this model "
-                       f"({str(e).splitlines()[0][:200]}); use a new --workdir") from None
+    raise WorkdirError("workdir", f"{workdir}: checkpoint {step} does not fit this model "
+                       f"({str(e).splitlines()[0][:200]}); use a new {{workdir}}") from None
   return tree["state"], tree["key"]
 
 
-def restore(workdir: str | Path, abstract_state: State, step: int | None = None) -> tuple[State, jax.Array, int]:
-  """Returns (state, key, step) of a checkpoint in `workdir` (the latest if step is None)."""
+def restore(workdir: str | Path, abstract_state: State | None = None,
+            step: int | None = None) -> tuple[State, jax.Array, int]:
+  """Returns (state, key, step) of a checkpoint in `workdir` (the latest if step is None). Without
+  `abstract_state` the state comes back as saved: nested dicts of arrays on the default device."""
   mngr = checkpoint_manager(workdir)
   try:
     step = mngr.latest_step() if step is None else step
     if step is None:
-      raise WorkdirError(f"{workdir}: no checkpoint")
+      raise WorkdirError("workdir", f"{workdir}: no checkpoint")
     state, key = _restore_from(mngr, workdir, abstract_state, step)
   finally:
     mngr.close()
   return state, key, step
 
 
-def run(config: LoopConfig, *, init_fn: Callable[[], State],
-        train_step: Callable[[State, Any, jax.Array], tuple[State, Metrics]],
-        batches: Callable[[int], Any], key: jax.Array,
-        eval_fn: Callable[[State], dict[str, Any]] | None = None,
-        hooks: Iterable[Callable[[int, State], None]] = (),
-        fingerprint: dict[str, Any] | None = None, state_sharding: Any = None) -> State:
-  """Runs `config.steps` steps (resuming from the workdir's latest checkpoint) and returns the final state.
-
-  `state_sharding`: None (leave the state where init_fn puts it) or a sharding / pytree prefix of shardings of
-  the state (jaxtricks.parallel); the key is then replicated on the same mesh.
-  """
-  if config.steps <= 0:
-    raise ValueError(f"steps must be positive, got {config.steps}")
-  workdir = Path(config.workdir)
-  _prepare_workdir(workdir, fingerprint or {}, write=jax.process_index() == 0)
-  key = jax.numpy.asarray(key, dtype=np.uint32)
+def restore_or_init(mngr: ocp.CheckpointManager, workdir: Path, init_fn: Callable[[], State], key: jax.Array,
+                    state_sharding: Any = None) -> tuple[State, jax.Array, int]:
+  """(state, key, step to start from): the latest checkpoint's, or init_fn()'s and the given key at step 0.
+  With `state_sharding` (a sharding or pytree prefix of shardings) the state is placed, or restored, that way
+  and the key replicated on the same mesh."""
+  key = jnp.asarray(key, dtype=np.uint32)
   key_sharding = None
   if state_sharding is not None:
     mesh = jax.tree.leaves(state_sharding, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))[0].mesh
     key_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  mngr = checkpoint_manager(workdir, config.keep_checkpoints)
   start = mngr.latest_step() or 0
   if start:
-    try:
-      state, key = _restore_from(mngr, workdir, with_shardings(jax.eval_shape(init_fn), state_sharding), start,
-                                 key_sharding)
-    except WorkdirError:
-      mngr.close()
-      raise
-  else:
-    state = init_fn()
-    if state_sharding is not None:
-      state, key = jax.device_put(state, state_sharding), jax.device_put(key, key_sharding)
-  log = _Log(workdir / "metrics.jsonl", start, write=jax.process_index() == 0)
+    abstract = with_shardings(jax.eval_shape(init_fn), state_sharding)
+    state, key = _restore_from(mngr, workdir, abstract, start, key_sharding)
+    return state, key, start
+  state = init_fn()
+  if state_sharding is not None:
+    state, key = jax.device_put(state, state_sharding), jax.device_put(key, key_sharding)
+  return state, key, 0
+
+
+class _NoWriter:
+  def write_scalars(self, step, scalars): pass
+  def write_images(self, step, images): pass
+  def close(self): pass
+
+
+def open_log(workdir: Path, start: int, *, tensorboard: bool = True) -> writers.Writer:
+  """The run's writer: metrics.jsonl (trimmed to `start` on a resume), TensorBoard events and PNG grids in the
+  workdir. In a multi-process run only process 0 writes; the others get a writer that drops everything."""
+  if jax.process_index() != 0:
+    return _NoWriter()
+  parts = [writers.JsonlWriter(workdir / "metrics.jsonl", resume_step=start), writers.ImageFileWriter(workdir)]
+  if tensorboard:
+    parts.append(writers.TensorBoardWriter(workdir, purge_step=start + 1 if start else None))   # steps > start are redone
+  return writers.MultiWriter(parts)
+
+
+def read_metrics(workdir: str | Path) -> list[dict]:
+  """The rows of a run's metrics.jsonl, as `run` wrote them."""
+  return writers.read_jsonl(Path(workdir) / "metrics.jsonl")
+
+
+def metric(rows: list[dict], name: str) -> list[tuple[int, float]]:
+  """[(step, value)] of one metric in read_metrics' rows."""
+  return [(r["step"], r[name]) for r in rows if name in r]
+
+
+def _is_images(v) -> bool:
+  return getattr(v, "ndim", 0) == 4
+
+
+def log_values(log: writers.Writer, step: int, values: dict) -> dict[str, float]:
+  """Writes an action's result: image batches as grids, the rest as scalar metrics; returns the scalars."""
+  images = {k: np.asarray(v) for k, v in values.items() if _is_images(v)}
+  scalars = {k: float(v) for k, v in values.items() if not _is_images(v)}
+  if images:
+    log.write_images(step, images)
+  if scalars:
+    log.write_scalars(step, scalars)
+  return scalars
+
+
+def run(config: LoopConfig, *, init_fn: Callable[[], State],
+        train_step: Callable[[State, Any, jax.Array], tuple[State, Metrics]],
+        batches: Callable[[int], Any], key: jax.Array, actions: Iterable[Periodic] = (),
+        fingerprint: dict[str, Any] | None = None, state_sharding: Any = None) -> State:
+  """Runs `config.steps` steps (resuming from the workdir's latest checkpoint) and returns the final state."""
+  if config.steps <= 0:
+    raise ConfigError("steps", f"must be positive, got {config.steps}")
+  actions = list(actions)
+  workdir = Path(config.workdir)
+  prepare_workdir(workdir, fingerprint or {}, write=jax.process_index() == 0)
+  mngr = checkpoint_manager(workdir, config.keep_checkpoints)
+  try:
+    state, key, start = restore_or_init(mngr, workdir, init_fn, key, state_sharding)
+  except WorkdirError:
+    mngr.close()
+    raise
+  log = open_log(workdir, start, tensorboard=config.tensorboard)
   bar = tqdm(total=config.steps, initial=start, disable=not config.progress, dynamic_ncols=True,
              desc=workdir.name, mininterval=0.5)
   pending: tuple[int, Metrics] | None = None
@@ -199,46 +258,46 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
 
   def emit(step: int, metrics: Metrics) -> None:
     nonlocal t_last, step_last
-    values = _to_host(metrics)
+    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
     check_finite(step, values, config.max_abs_loss)
     now = time.perf_counter()
     values["steps_per_sec"] = (step - step_last) / max(now - t_last, 1e-9)
     t_last, step_last = now, step
-    log.write(step, values)
+    log.write_scalars(step, values)
     bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k in config.progress_keys}, refresh=False)
 
   step = start
   try:
     if start >= config.steps:
-      bar.write(f"{workdir}: already at step {start} >= --steps {config.steps}; nothing to train")
+      bar.write(f"{workdir}: already at step {start} >= the {config.steps} steps asked for; nothing to train")
     while step < config.steps:
       t0 = time.perf_counter()
       state, metrics = train_step(state, batches(step), jax.random.fold_in(key, step))
       if step == start:
         jax.block_until_ready(metrics)
-        log.write(step + 1, {"first_step_s": time.perf_counter() - t0})
+        log.write_scalars(step + 1, {"first_step_s": time.perf_counter() - t0})
       if pending is not None:
         emit(*pending)
       pending = (step + 1, metrics)
       step += 1
       bar.update(1)
-      for hook in hooks:
-        hook(step, state)
       if step % config.checkpoint_every == 0 or step == config.steps:
-        emit(*pending)   # a checkpoint is saved only after its step's metrics passed the guard
+        emit(*pending)   # a checkpoint is saved only after its step's metrics and its state passed the guard
         pending = None
+        check_state_finite(step, state)
         mngr.save(step, args=ocp.args.StandardSave({"state": state, "key": key}))
-      if eval_fn is not None and ((config.eval_every and step % config.eval_every == 0) or step == config.steps):
-        values = {k: float(v) for k, v in eval_fn(state).items()}
-        log.write(step, values)
-        bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+      for action in actions:
+        if action.due(step, config.steps):
+          scalars = log_values(log, step, action.fn(step, state) or {})
+          if action.announce and scalars:
+            bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
     if pending is not None:
       emit(*pending)
   except DivergenceError as e:
     mngr.wait_until_finished()
     last = mngr.latest_step()
     raise DivergenceError(
-        f"{e}; last good checkpoint: {f'step {last}' if last is not None else 'none'} in {workdir}. "
+        None, f"{e.problem}; last good checkpoint: {f'step {last}' if last is not None else 'none'} in {workdir}. "
         f"{config.divergence_advice}") from None
   except OSError as e:   # disk full, directory removed or made read-only while running
     try:
@@ -247,7 +306,7 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
       pass
     last = _complete_steps(workdir)
     raise WorkdirError(
-        f"--workdir {workdir}: writing failed at step {step} ({e.strerror or e}); last complete checkpoint: "
+        "workdir", f"{workdir}: writing failed at step {step} ({e.strerror or e}); last complete checkpoint: "
         f"{f'step {last[-1]}' if last else 'none'}. Free space (or fix the directory) and run again to resume "
         "from it") from None
   finally:

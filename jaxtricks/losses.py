@@ -10,6 +10,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.scipy.special import log_ndtr
 
 
@@ -129,3 +130,25 @@ def exact_log_mean_loss(mu, sigma, labels, *, num_points: int = 32) -> jax.Array
 def exact_log_loss(mu, sigma, labels, *, num_points: int = 32) -> jax.Array:
   """-log p(y|x) per example: the seed's principle (kexue.fm/archives/9098) applied to EXACT."""
   return -exact_log_probability(mu, sigma, labels, num_points=num_points)
+
+
+def split_sigma_head(outputs_BK: chex.Array, *, num_classes: int) -> tuple[jax.Array, jax.Array | None]:
+  """A classifier's outputs as (logits or EXACT's mu [B, C], EXACT's sigma [B] or None).
+
+  With C + 1 outputs the last is EXACT's learned sigma head: sigma = softplus(output) + 1e-3 (the unscheduled,
+  learned-sigma form; the paper's tables schedule sigma instead). With C outputs there is no sigma."""
+  k = jnp.shape(outputs_BK)[-1]
+  if k == num_classes:
+    return outputs_BK, None
+  if k != num_classes + 1:
+    raise ValueError(f"split_sigma_head: {k} outputs, expected {num_classes} or {num_classes + 1}")
+  return outputs_BK[..., :num_classes], jax.nn.softplus(outputs_BK[..., num_classes]) + 1e-3
+
+
+def model_nll(outputs_BK: chex.Array, labels: chex.Array, *, num_classes: int) -> jax.Array:
+  """-log p(y|x) per example under the model's own reading of its outputs: the softmax of the logits, or
+  EXACT's p when the outputs carry a sigma head (split_sigma_head)."""
+  logits, sigma = split_sigma_head(outputs_BK, num_classes=num_classes)
+  if sigma is None:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return exact_log_loss(logits, sigma, labels)

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxtricks.cli import UsageError
+from jaxtricks.errors import ConfigError
 
 DATA = "data"
 
@@ -40,17 +40,18 @@ def initialize_from_env() -> bool:
   return False
 
 
-def make_mesh(num_devices: int = 0, *, batch_size: int | None = None, flag: str = "--batch-size") -> Mesh:
-  """A 1-D mesh ('data',) over the first `num_devices` devices (0: all); the batch must divide evenly."""
+def make_mesh(num_devices: int = 0, *, batch_size: int | None = None) -> Mesh:
+  """A 1-D mesh ('data',) over the first `num_devices` devices (0: all); the batch must divide evenly.
+  Errors name the settings `devices` and `batch_size` (jaxtricks.errors)."""
   devices = jax.devices()
   if num_devices < 0 or num_devices > len(devices):
-    raise UsageError(f"--devices {num_devices}: {len(devices)} device(s) visible; use 0 (all) to {len(devices)}")
+    raise ConfigError("devices", f"{num_devices}: {len(devices)} device(s) visible; use 0 (all) to {len(devices)}")
   if num_devices and jax.process_count() > 1 and num_devices != len(devices):
-    raise UsageError(f"--devices {num_devices}: a multi-process run uses all {len(devices)} devices; use 0")
+    raise ConfigError("devices", f"{num_devices}: a multi-process run uses all {len(devices)} devices; use 0")
   devices = devices[:num_devices or len(devices)]
   if batch_size is not None and batch_size % len(devices):
-    raise UsageError(f"{flag} {batch_size} does not divide by the {len(devices)} devices; "
-                     f"use a multiple of {len(devices)} (or --devices)")
+    raise ConfigError("batch_size", f"{batch_size} does not divide by the {len(devices)} devices; "
+                      f"use a multiple of {len(devices)} (or {{devices}})")
   return Mesh(np.asarray(devices), (DATA,))
 
 

@@ -53,6 +53,54 @@ def make_raw_folder(root: Path, name: str = "fashion_mnist", n_train: int = 256,
   return arrays
 
 
+def make_cifar_folder(root: Path, fmt: str = "binary", n_train: int = 50, n_test: int = 20,
+                      seed: int = 0) -> dict[str, np.ndarray]:
+  """Writes a tiny CIFAR-10 archive into root/cifar10/ and returns its arrays: `fmt` "binary" is the official
+  cifar-10-binary.tar.gz layout (5 train batches + test batch of 3,073-byte records), "jpeg" the JPEG copy's
+  {train,test}/<class>/<n>.jpg. Images are smooth (JPEG keeps them close) and class-dependent."""
+  import io
+  import tarfile
+
+  from PIL import Image
+
+  rng = np.random.default_rng(seed)
+  folder = root / "cifar10"
+  folder.mkdir(parents=True, exist_ok=True)
+  arrays = {}
+  for split, n in (("train", n_train), ("test", n_test)):
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    rng.shuffle(labels)
+    yy, xx = np.mgrid[0:32, 0:32]
+    base = np.stack([yy * 4, xx * 4, (yy + xx) * 2], -1)
+    images = ((base[None] + labels[:, None, None, None] * 20 + rng.integers(0, 8, (n, 1, 1, 3))) % 256).astype(np.uint8)
+    arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+
+  def add(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+  if fmt == "binary":
+    with tarfile.open(folder / "cifar-10-binary.tar.gz", "w:gz") as tar:
+      records = lambda x, y: np.concatenate([y[:, None], x.transpose(0, 3, 1, 2).reshape(len(y), -1)], 1).tobytes()
+      chunks = np.array_split(np.arange(n_train), 5)
+      for i, idx in enumerate(chunks, 1):
+        add(tar, f"cifar-10-batches-bin/data_batch_{i}.bin", records(arrays["train_images"][idx],
+                                                                     arrays["train_labels"][idx]))
+      add(tar, "cifar-10-batches-bin/test_batch.bin", records(arrays["test_images"], arrays["test_labels"]))
+  else:
+    from jaxtricks.data import CIFAR10_CLASSES
+    with tarfile.open(folder / "cifar10_yoongikim_jpg.tar.gz", "w:gz") as tar:
+      for split in ("train", "test"):
+        order = np.argsort(arrays[f"{split}_labels"], kind="stable")   # the JPEG copy's order: class by class
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = arrays[f"{split}_images"][order], arrays[f"{split}_labels"][order]
+        for n, (image, label) in enumerate(zip(arrays[f"{split}_images"], arrays[f"{split}_labels"])):
+          buf = io.BytesIO()
+          Image.fromarray(image).save(buf, format="JPEG", quality=95)
+          add(tar, f"{split}/{CIFAR10_CLASSES[label]}/{n:04d}.jpg", buf.getvalue())
+  return arrays
+
+
 @pytest.fixture
 def fake_data(tmp_path):
   """(raw data dir, TFDS cache dir, arrays) of a tiny fake Fashion-MNIST."""
@@ -65,7 +113,7 @@ def local_source_missing(name: str) -> str | None:
   source = {**builders.BUILDERS, **text.TEXT_BUILDERS}[name].SOURCE
   roots = [Path(os.environ["JAXTRICKS_DATA"]) / s for s in source.subdirs] if os.environ.get("JAXTRICKS_DATA") else []
   for folder in roots + [Path(d) for d in source.system_dirs]:
-    if all((folder / f).is_file() for f in source.files.values()):
+    if any(all((folder / f).is_file() for f in files.values()) for files in (source.files, *source.alternatives)):
       return None
   return (f"no local copy of {name} (set JAXTRICKS_DATA=../shared/data"
           + (", apt-get install -y dataset-fashion-mnist" if name == "fashion_mnist" else "") + ")")

@@ -1,6 +1,7 @@
 """`python tests/killed_run.py MODULE K ARGS...`: the trainer `train.MODULE` with ARGS, SIGKILLing itself right
-after step K (before that step's checkpoint, if any, is saved). With K written `save:K`, the kill comes right
-after the checkpoint save of step K has been started: orbax is writing it in the background."""
+after step K (a loop action, run after the step and after its checkpoint save, if any, has been started). With K
+written `save:K`, the kill comes right after the checkpoint save of step K has been started, from inside the save
+call: orbax is writing it in the background."""
 
 import importlib
 import os
@@ -9,14 +10,14 @@ import sys
 
 import orbax.checkpoint as ocp
 
-from jaxtricks import cli
+from jaxtricks import cli, loop
 
 
 def kill_at(k):
-  def hook(step, state):
+  def action(step, state):
     if step == k:
       os.kill(os.getpid(), signal.SIGKILL)
-  return hook
+  return loop.Periodic(1, action, at_end=False)
 
 
 def kill_during_save(k):
@@ -32,9 +33,9 @@ def kill_during_save(k):
 
 if __name__ == "__main__":
   trainer = importlib.import_module(f"train.{sys.argv[1]}")
-  hooks = []
+  actions = []
   if sys.argv[2].startswith("save:"):
     kill_during_save(int(sys.argv[2][5:]))
   else:
-    hooks.append(kill_at(int(sys.argv[2])))
-  sys.exit(cli.main(trainer.Config, lambda c: trainer.run(c, hooks=hooks), argv=sys.argv[3:]))
+    actions.append(kill_at(int(sys.argv[2])))
+  sys.exit(cli.main(trainer.Config, lambda c: trainer.run(c, actions=actions), argv=sys.argv[3:]))

@@ -1,7 +1,6 @@
 """train.classify end to end: kill and resume, divergence, bad input, models, and the real 1-epoch run."""
 
 import functools
-import json
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import REPO, child_env, error_lines, make_raw_folder, require_real_data
-from jaxtricks import cli
+from jaxtricks import classifier, cli, loop, losses
 from jaxtricks.models.mobilenet import MobileNetV1
 from train import classify
 
@@ -103,12 +102,12 @@ def test_every_loss_trains(loss):
 
 def _check_training(config, x):
   y = jnp.arange(8) % 10
-  model = classify.make_model(config)
-  state = classify.init_state(config, model, jax.random.PRNGKey(0))
-  outputs = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x)
+  model, tx = classify.make_model(config), classify.optimizer(config, 8)
+  state = classifier.init(jax.random.PRNGKey(0), model, x.shape, tx)
+  outputs = classifier.predict(model, state, x)
   chex.assert_shape(outputs, (8, classify.num_outputs(config)))
   chex.assert_tree_all_finite(outputs)
-  step = jax.jit(functools.partial(classify.train_step, config=config))
+  step = jax.jit(functools.partial(classify.train_step, config=config, model=model, tx=tx))
   losses = []
   for i in range(8):
     state, metrics = step(state, {"image": x, "label": y}, jax.random.PRNGKey(i))
@@ -118,10 +117,12 @@ def _check_training(config, x):
 
 
 def test_exact_head_gives_positive_sigma():
-  mu, sigma = classify.split_outputs(jnp.array([[0.0] * 10 + [-50.0], [1.0] * 10 + [3.0]]))
+  mu, sigma = losses.split_sigma_head(jnp.array([[0.0] * 10 + [-50.0], [1.0] * 10 + [3.0]]), num_classes=10)
   chex.assert_shape(mu, (2, 10))
   assert float(sigma.min()) > 0 and abs(float(sigma[1]) - (float(jax.nn.softplus(3.0)) + 1e-3)) < 1e-6
-  assert classify.split_outputs(jnp.zeros((2, 10)))[1] is None
+  assert losses.split_sigma_head(jnp.zeros((2, 10)), num_classes=10)[1] is None
+  with pytest.raises(ValueError, match="expected 10 or 11"):
+    losses.split_sigma_head(jnp.zeros((2, 12)), num_classes=10)
 
 
 def test_mobilenet_width_multiplier_scales_params():
@@ -141,5 +142,5 @@ def test_cnn_one_epoch_reaches_85_percent(tmp_path):
                       str(tmp_path / "run"), "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True,
                      timeout=900)
   assert p.returncode == 0, p.stderr[-2000:]
-  evals = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "test/accuracy" in l]
-  assert evals[-1]["step"] == 937 and evals[-1]["test/accuracy"] >= 0.85, evals
+  evals = loop.metric(loop.read_metrics(tmp_path / "run"), "test/accuracy")
+  assert evals[-1][0] == 937 and evals[-1][1] >= 0.85, evals

@@ -3,7 +3,8 @@ import socket
 import numpy as np
 import pytest
 
-from conftest import make_raw_folder, require_real_data
+from conftest import make_cifar_folder, make_raw_folder, require_real_data
+from jaxtricks import cli
 from jaxtricks.data import DataError, load, read_idx_gz, sources, write_idx_gz
 from jaxtricks.data.builders import FashionMnist
 
@@ -110,8 +111,12 @@ def test_data_dir_that_does_not_exist_is_named_not_skipped(tmp_path):
   for f in source.files.values():
     (tmp_path / "system" / f).write_bytes(b"x")
   assert sources.locate(source, None, None)   # the system copy is there
-  with pytest.raises(DataError, match=r"--data-dir .*/mistyped: no such folder"):
+  with pytest.raises(DataError, match=r"^data_dir .*/mistyped: no such folder") as e:
     sources.locate(source, str(tmp_path / "mistyped"), None)
+  # the library names the setting; a program names its flag (jaxtricks.cli)
+  assert e.value.setting == "data_dir"
+  assert cli.message(e.value).startswith(f"--data-dir {tmp_path / 'mistyped'}: no such folder")
+  assert "leave --data-dir unset" in cli.message(e.value)
 
 
 def test_download_is_the_last_resort(tmp_path, monkeypatch):
@@ -156,3 +161,46 @@ def test_real_data_sets(name, counts):
   _, labels = load(name, "train")
   first = {"fashion_mnist": [9, 0, 0, 3, 0, 2, 7, 2, 5, 5], "mnist": [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]}[name]
   assert labels[:10].tolist() == first
+
+
+def test_cifar10_from_the_official_binary_archive_is_pixel_exact(tmp_path):
+  arrays = make_cifar_folder(tmp_path / "raw", "binary", n_train=53, n_test=21)
+  for split in ("train", "test"):
+    images, labels = load("cifar10", split, data_dir=str(tmp_path / "raw"), tfds_dir=str(tmp_path / "tfds"))
+    assert images.shape == (len(arrays[f"{split}_labels"]), 32, 32, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images, arrays[f"{split}_images"])    # the archive's order, pixel for pixel
+    np.testing.assert_array_equal(labels, arrays[f"{split}_labels"])
+
+
+def test_cifar10_from_the_jpeg_copy(tmp_path):
+  arrays = make_cifar_folder(tmp_path / "raw", "jpeg", n_train=40, n_test=20)
+  images, labels = load("cifar10", "train", data_dir=str(tmp_path / "raw"), tfds_dir=str(tmp_path / "tfds"))
+  np.testing.assert_array_equal(labels, arrays["train_labels"])          # class by class, classes in official order
+  assert np.abs(images.astype(int) - arrays["train_images"]).mean() < 3   # JPEG: close, not exact
+
+
+def test_cifar10_damaged_archive_is_named(tmp_path):
+  make_cifar_folder(tmp_path / "raw", "binary")
+  path = tmp_path / "raw" / "cifar10" / "cifar-10-binary.tar.gz"
+  path.write_bytes(path.read_bytes()[:200])
+  with pytest.raises(DataError, match=r"cifar-10-binary.tar.gz: truncated or corrupted archive") as e:
+    load("cifar10", "train", data_dir=str(tmp_path / "raw"), tfds_dir=str(tmp_path / "tfds"))
+  assert "\n" not in str(e.value)
+
+
+def test_cifar10_missing_names_both_archives(tmp_path):
+  (tmp_path / "raw" / "cifar10").mkdir(parents=True)
+  with pytest.raises(DataError, match="cifar-10-binary.tar.gz or cifar10_yoongikim_jpg.tar.gz"):
+    load("cifar10", "train", data_dir=str(tmp_path / "raw"), tfds_dir=str(tmp_path / "tfds"))
+
+
+@pytest.mark.realdata
+def test_real_cifar10_jpeg_copy():
+  require_real_data("cifar10")
+  from jaxtricks.data import CIFAR10_CLASSES
+  assert CIFAR10_CLASSES[0] == "airplane" and CIFAR10_CLASSES[9] == "truck"
+  for split, n in (("train", 50000), ("test", 10000)):
+    images, labels = load("cifar10", split)
+    assert images.shape == (n, 32, 32, 3) and images.dtype == np.uint8
+    assert np.bincount(labels, minlength=10).tolist() == [n // 10] * 10
+    assert 60 < images.mean() < 200

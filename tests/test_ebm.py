@@ -35,19 +35,20 @@ def test_train_step_widens_the_gap_between_fakes_and_reals():
   tx = optax.sgd(1e-3)
   state = ebm.init(jax.random.PRNGKey(0), NET, (28, 28, 1), tx, buffer_size=64)
   x_real = jnp.zeros((8, 28, 28, 1)).at[:, 10:18, 10:18].set(1.0)
-  new, m = jax.jit(functools.partial(ebm.train_step, sampler=SAMPLER, reg=0.0))(state, {"image": x_real},
-                                                                               jax.random.PRNGKey(3))
+  new, m = jax.jit(functools.partial(ebm.train_step, model=NET, tx=tx, sampler=SAMPLER, reg=0.0))(
+      state, {"image": x_real}, jax.random.PRNGKey(3))
   x_fake = replay._decode(new.buffer, new.buffer.data[:8])        # the fakes this step used
   # compare at the spectral-norm statistics the step's gradient was taken with (its own power iteration)
-  u_old, u_new = ebm.energy_fn(state.replace(stats=new.stats)), ebm.energy_fn(new)
+  u_old, u_new = ebm.energy_fn(NET, state.params, new.stats), ebm.energy_fn(NET, new.params, new.stats)
   gap = lambda u: float(u(x_fake).mean() - u(x_real).mean())   # -(the loss at reg = 0)
   assert gap(u_new) > gap(u_old) + 1e-4, (gap(u_old), gap(u_new))
 
 
 def test_training_fills_the_buffer_and_stays_finite():
-  state = ebm.init(jax.random.PRNGKey(0), NET, (28, 28, 1), optax.adam(1e-3), buffer_size=64)
+  tx = optax.adam(1e-3)
+  state = ebm.init(jax.random.PRNGKey(0), NET, (28, 28, 1), tx, buffer_size=64)
   x_real = jnp.zeros((8, 28, 28, 1)).at[:, 10:18, 10:18].set(1.0)
-  step = jax.jit(functools.partial(ebm.train_step, sampler=SAMPLER))
+  step = jax.jit(functools.partial(ebm.train_step, model=NET, tx=tx, sampler=SAMPLER))
   for i in range(10):
     state, m = step(state, {"image": x_real}, jax.random.PRNGKey(i))
   assert int(state.buffer.count) == 64 and int(state.step) == 10
@@ -56,8 +57,8 @@ def test_training_fills_the_buffer_and_stays_finite():
 
 def test_fakes_carry_no_gradient():
   state = ebm.init(jax.random.PRNGKey(0), NET, (28, 28, 1), optax.sgd(0.0), buffer_size=16)
-  x_fake, _ = ebm.sample_chains(state, jax.random.PRNGKey(1), 4, SAMPLER)
-  g = jax.grad(lambda p: ebm.sample_chains(state.replace(params=p), jax.random.PRNGKey(1), 4, SAMPLER)[0].sum())(
+  x_fake, _ = ebm.sample_chains(NET, state, jax.random.PRNGKey(1), 4, SAMPLER)
+  g = jax.grad(lambda p: ebm.sample_chains(NET, state.replace(params=p), jax.random.PRNGKey(1), 4, SAMPLER)[0].sum())(
       state.params)
   assert all(float(jnp.abs(l).max()) == 0 for l in jax.tree.leaves(g))
   assert float(x_fake.min()) >= 0 and float(x_fake.max()) <= 1
@@ -103,7 +104,7 @@ def test_contrastive_loss_gradient_matches_finite_differences():
     x_r, x_f = jnp.asarray(x_real, jnp.float64), jnp.asarray(x_fake, jnp.float64)
 
     def loss(p):
-      u = ebm.energy_fn(p, stats, NET.apply)
+      u = ebm.energy_fn(NET, p, stats)
       return ebm.contrastive_loss(u(x_r), u(x_f), reg=0.7)
     jax.test_util.check_grads(loss, (params,), order=1, modes=["rev"], eps=1e-6, atol=1e-6, rtol=1e-5)
 
@@ -114,13 +115,13 @@ def test_ensemble_of_two_models_shares_one_buffer():
   buf = replay.push(replay.create(32, (28, 28, 1), dtype=jnp.float32),
                     jax.random.uniform(jax.random.PRNGKey(4), (32, 28, 28, 1)))
   key = jax.random.PRNGKey(5)
-  x_M, new_buf = jax.jit(lambda b, k: ebm.sample_ensemble(NET.apply, params_M, stats_M, b, k, 4, SAMPLER))(buf, key)
+  x_M, new_buf = jax.jit(lambda b, k: ebm.sample_ensemble(NET, params_M, stats_M, b, k, 4, SAMPLER))(buf, key)
   chex.assert_shape(x_M, (2, 4, 28, 28, 1))
   # each model ran its own chains: the same as running that model alone from its starting points
   k_init, k_chain = jax.random.split(key)
   x0 = replay.sample(buf, k_init, 8, reinit_prob=SAMPLER.reinit_prob).reshape(2, 4, 28, 28, 1)
   for m, v in enumerate((v0, v1)):
-    alone = ebm.run_chains(ebm.energy_fn(v["params"], v["batch_stats"], NET.apply), x0[m],
+    alone = ebm.run_chains(ebm.energy_fn(NET, v["params"], v["batch_stats"]), x0[m],
                            jax.random.split(k_chain, 2)[m], SAMPLER)
     np.testing.assert_allclose(x_M[m], alone, atol=1e-5)
   assert not np.allclose(x_M[0], x_M[1])

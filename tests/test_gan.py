@@ -16,8 +16,16 @@ G, D = Generator(width=4), Discriminator(width=4)
 Z = 8
 
 
+NETS = dict(generator=G, discriminator=D)
+
+
+def _tx(tx):
+  """One transformation for both players, or a {'G', 'D'} pair as given."""
+  return tx if isinstance(tx, dict) else gan.two_timescale(tx, tx)
+
+
 def _state(tx, key=0):
-  state = gan.init(jax.random.PRNGKey(key), G, D, (2, Z), (2, 28, 28, 1), tx)
+  state = gan.init(jax.random.PRNGKey(key), G, D, (2, Z), (2, 28, 28, 1), _tx(tx))
   # perturb BatchNorm's running statistics so that a pass that wrongly used them would show
   stats = jax.tree.map(lambda a: a + 0.1, state.batch_stats)
   return state.replace(batch_stats=stats)
@@ -95,7 +103,7 @@ def test_alternating_step_equals_two_updates_by_hand():
   tx = {"G": optax.adam(2e-4), "D": optax.adam(1e-3)}
   state = _state(tx)
   x, z = _batch()
-  new, _ = jax.jit(gan.alternating_step)(state, x, z)
+  new, _ = jax.jit(functools.partial(gan.alternating_step, tx=tx, **NETS))(state, x, z)
   # by hand: D step on the hinge loss
   grad_d, _ = _reference_grads(state, x, z)
   upd, _ = tx["D"].update(grad_d, state.opt_state["D"], state.params["D"])
@@ -116,7 +124,7 @@ def test_two_timescale_is_adam_per_subtree():
   tx_g, tx_d = optax.adam(1e-4), optax.adam(4e-4)
   state = _state(gan.two_timescale(tx_g, tx_d))
   x, z = _batch()
-  new, _ = gan.single_step(state, x, z, lam=1.0, form="freeze")
+  new, _ = gan.single_step(state, x, z, lam=1.0, form="freeze", tx=gan.two_timescale(tx_g, tx_d), **NETS)
   grads = jax.grad(gan.single_loss, has_aux=True)(state.params, state.batch_stats, x, z, generator=G,
                                                    discriminator=D)[0]
   for k, tx in (("G", tx_g), ("D", tx_d)):
@@ -128,7 +136,7 @@ def test_lam_does_not_change_adam_steps_but_does_change_sgd_steps():
   x, z = _batch()
   def g_update(tx, lam):
     state = _state(tx)
-    new, _ = gan.single_step(state, x, z, lam=lam)
+    new, _ = gan.single_step(state, x, z, lam=lam, tx=_tx(tx), **NETS)
     return jax.tree.map(lambda a, b: a - b, new.params["G"], state.params["G"])
   adam = optax.adam(1e-3, eps=1e-30)     # Adam's eps is the only thing that sees the gradient's scale
   a1, a4 = g_update(adam, 1.0), g_update(adam, 4.0)
@@ -157,7 +165,7 @@ def test_gradient_reversal_refuses_hinge_and_works_for_minimax():
 
 def test_models_shapes():
   state = _state(optax.adam(1e-3))
-  samples = gan.sample(state, jnp.zeros((3, Z)))
+  samples = gan.sample(G, state, jnp.zeros((3, Z)))
   chex.assert_shape(samples, (3, 28, 28, 1))
   assert float(jnp.abs(samples).max()) <= 1.0
   g3 = Generator(image_shape=(32, 32, 3), width=4)

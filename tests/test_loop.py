@@ -1,13 +1,13 @@
 """The shared training loop on a toy problem (in process) — resume, divergence guard, workdir checks."""
 
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtricks import loop
+from jaxtricks import loop, writers
+from jaxtricks.errors import ConfigError, DivergenceError, WorkdirError
 
 
 def _toy(nan_at=None, huge_at=None):
@@ -37,13 +37,14 @@ def _toy(nan_at=None, huge_at=None):
   return dict(init_fn=init, train_step=train_step, batches=batches, key=jax.random.PRNGKey(0))
 
 
-def _run(workdir, steps, every=5, hooks=(), fingerprint=None, **toy):
-  config = loop.LoopConfig(steps=steps, workdir=str(workdir), checkpoint_every=every, progress=False)
-  return loop.run(config, hooks=hooks, fingerprint=fingerprint, **_toy(**toy))
+def _run(workdir, steps, every=5, actions=(), fingerprint=None, tensorboard=False, **toy):
+  config = loop.LoopConfig(steps=steps, workdir=str(workdir), checkpoint_every=every, progress=False,
+                           tensorboard=tensorboard)
+  return loop.run(config, actions=actions, fingerprint=fingerprint, **_toy(**toy))
 
 
 def _lines(workdir):
-  return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return loop.read_metrics(workdir)
 
 
 def test_resume_equals_uninterrupted(tmp_path):
@@ -61,7 +62,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 @pytest.mark.parametrize("bad", [{"nan_at": 7}, {"huge_at": 7}])
 def test_divergence_guard_keeps_last_good_checkpoint(tmp_path, bad):
-  with pytest.raises(loop.DivergenceError, match=r"diverged at step 8.*last good checkpoint: step 5") as e:
+  with pytest.raises(DivergenceError, match=r"diverged at step 8.*last good checkpoint: step 5") as e:
     _run(tmp_path, 20, **bad)
   assert "\n" not in str(e.value)
   state, _, step = loop.restore(tmp_path, jax.eval_shape(_toy()["init_fn"]))
@@ -72,19 +73,103 @@ def test_divergence_guard_keeps_last_good_checkpoint(tmp_path, bad):
 
 
 def test_divergence_before_first_checkpoint_says_none(tmp_path):
-  with pytest.raises(loop.DivergenceError, match="last good checkpoint: none"):
+  with pytest.raises(DivergenceError, match="last good checkpoint: none"):
     _run(tmp_path, 20, nan_at=1)
 
 
-def test_hooks_see_every_step(tmp_path):
+def test_actions_see_every_step(tmp_path):
   seen = []
-  _run(tmp_path, 7, hooks=[lambda step, state: seen.append((step, int(state["step"])))])
+  _run(tmp_path, 7, actions=[loop.Periodic(1, lambda step, state: seen.append((step, int(state["step"]))))])
   assert seen == [(s, s) for s in range(1, 8)]
+
+
+def test_periodic_due_every_n_and_at_the_end():
+  due = lambda p: [s for s in range(1, 11) if p.due(s, 10)]
+  assert due(loop.Periodic(4, None)) == [4, 8, 10]
+  assert due(loop.Periodic(4, None, at_end=False)) == [4, 8]
+  assert due(loop.Periodic(0, None)) == [10]          # 0: only at the end
+  assert due(loop.Periodic(5, None)) == [5, 10]       # the end is not run twice
+
+
+def test_action_results_are_logged_as_metrics_and_grids(tmp_path):
+  images = np.zeros((4, 3, 3, 1), np.float32)
+  _run(tmp_path, 6, actions=[loop.Periodic(3, lambda step, state: {"w0": state["w"][0], "grid": images})])
+  evals = loop.metric(_lines(tmp_path), "w0")
+  assert [s for s, _ in evals] == [3, 6] and all(np.isfinite(v) for _, v in evals)
+  assert sorted(p.name for p in tmp_path.glob("grid_*.png")) == ["grid_000003.png", "grid_000006.png"]
+
+
+def test_restore_or_init_inits_then_restores(tmp_path):
+  toy = _toy()
+  mngr = loop.checkpoint_manager(tmp_path)
+  state, key, start = loop.restore_or_init(mngr, tmp_path, toy["init_fn"], toy["key"])
+  assert start == 0 and int(state["step"]) == 0
+  mngr.close()
+  _run(tmp_path, 5)
+  mngr = loop.checkpoint_manager(tmp_path)
+  state, key, start = loop.restore_or_init(mngr, tmp_path, toy["init_fn"], jax.random.PRNGKey(99))
+  mngr.close()
+  assert start == 5 and int(state["step"]) == 5
+  np.testing.assert_array_equal(key, jax.random.PRNGKey(0))   # the run's own key, not the one passed
+
+
+def test_restore_without_target_gives_the_saved_arrays(tmp_path):
+  final = _run(tmp_path, 5)
+  tree, key, step = loop.restore(tmp_path)
+  assert step == 5 and set(tree) == {"w", "step"}
+  np.testing.assert_array_equal(tree["w"], final["w"])
+
+
+def test_non_finite_state_is_never_saved(tmp_path):
+  """The loss stays finite, but a state leaf the loss does not read (an optimizer moment, say) turns NaN at
+  step 7: the checkpoint of step 10 is refused and step 5 stays the last one."""
+  toy = _toy()
+  init, step = toy["init_fn"], toy["train_step"]
+
+  def poisoned(state, batch, key):
+    new, m = step({"w": state["w"], "step": state["step"]}, batch, key)
+    return {**new, "moment": jnp.where(new["step"] >= 7, jnp.nan, state["moment"])}, m
+  config = loop.LoopConfig(steps=20, workdir=str(tmp_path), checkpoint_every=5, progress=False, tensorboard=False)
+  with pytest.raises(DivergenceError, match=r"step 10: the state holds non-finite values.*last good checkpoint: step 5"):
+    loop.run(config, **{**toy, "init_fn": lambda: {**init(), "moment": jnp.zeros(2)}, "train_step": poisoned})
+  assert loop.checkpoint_manager(tmp_path).latest_step() == 5
+
+
+def test_resume_trims_redone_steps_and_a_half_written_line(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n{"step": 3, "loss": 0.2}\n{"step": 4, "lo')
+  w = writers.JsonlWriter(path, resume_step=2)
+  w.write_scalars(3, {"loss": 0.25})
+  w.close()
+  assert writers.read_jsonl(path) == [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}, {"step": 3, "loss": 0.25}]
+  assert w.trimmed == 2
+
+
+def test_tensorboard_events_hold_the_logged_scalars(tmp_path):
+  """A 3-step run with TensorBoard on: every scalar of metrics.jsonl is in the event file, read back with
+  writers.read_tensorboard (steps and values alike)."""
+  _run(tmp_path, 3, actions=[loop.Periodic(0, lambda step, state: {"eval/w0": state["w"][0]})], tensorboard=True)
+  events = writers.read_tensorboard(tmp_path)
+  rows = _lines(tmp_path)
+  for name in ("loss", "steps_per_sec", "first_step_s", "eval/w0"):
+    want = loop.metric(rows, name)
+    assert want and [s for s, _ in events[name]] == [s for s, _ in want], name
+    np.testing.assert_allclose([v for _, v in events[name]], [v for _, v in want], rtol=1e-6)
+
+
+def test_tensorboard_after_resume_shows_each_step_once(tmp_path):
+  _run(tmp_path, 12, tensorboard=True)   # checkpoints at 5, 10, 12
+  (tmp_path / "checkpoints" / "12").rename(tmp_path / "checkpoints" / "gone")   # as if killed after step 12's log
+  import shutil
+  shutil.rmtree(tmp_path / "checkpoints" / "gone")
+  _run(tmp_path, 14, tensorboard=True)   # resumes from 10
+  steps = [s for s, _ in writers.read_tensorboard(tmp_path)["loss"]]
+  assert steps == list(range(1, 15))
 
 
 def test_other_configuration_refused(tmp_path):
   _run(tmp_path, 5, fingerprint={"model": "cnn"})
-  with pytest.raises(loop.WorkdirError, match="another configuration .*model: 'cnn' there, 'mobilenet' now"):
+  with pytest.raises(WorkdirError, match="another configuration .*model: 'cnn' there, 'mobilenet' now"):
     _run(tmp_path, 10, fingerprint={"model": "mobilenet"})
   assert loop.checkpoint_manager(tmp_path).latest_step() == 5   # nothing lost
 
@@ -92,16 +177,17 @@ def test_other_configuration_refused(tmp_path):
 def test_checkpoint_of_another_shape_refused(tmp_path):
   _run(tmp_path, 5)
   abstract = {"w": jax.ShapeDtypeStruct((4,), jnp.float32), "step": jax.ShapeDtypeStruct((), jnp.int32)}
-  with pytest.raises(loop.WorkdirError, match="does not fit this model"):
+  with pytest.raises(WorkdirError, match="does not fit this model"):
     loop.restore(tmp_path, abstract)
 
 
 def test_unwritable_workdir(tmp_path):
   (tmp_path / "file").write_text("")
-  with pytest.raises(loop.WorkdirError, match="not writable"):
+  with pytest.raises(WorkdirError, match="not writable"):
     _run(tmp_path / "file" / "run", 5)
 
 
 def test_nonpositive_steps(tmp_path):
-  with pytest.raises(ValueError, match="steps must be positive"):
+  with pytest.raises(ConfigError, match="steps must be positive") as e:
     _run(tmp_path, 0)
+  assert e.value.render(lambda s: "--" + s) == "--steps must be positive, got 0"

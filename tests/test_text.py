@@ -11,10 +11,11 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from conftest import require_real_data
-from jaxtricks import cli
+from jaxtricks import classifier, cli
 from jaxtricks.data import text
 from jaxtricks.models.text import CNNClassifier, KerasLSTM, LSTMClassifier, hard_sigmoid
 from train import sentiment
@@ -153,8 +154,9 @@ def test_training_steps_lower_the_loss_on_a_tiny_batch(model, loss):
   config = sentiment.Config(model=model, loss=loss, num_words=50, maxlen=12)
   ids = jax.random.randint(jax.random.PRNGKey(0), (16, 12), 0, 50)
   labels = (ids[:, -1] > 25).astype(jnp.int32)                  # learnable from the last word
-  state = sentiment.init_state(config, jax.random.PRNGKey(1))
-  step = jax.jit(functools.partial(sentiment.train_step, config=config))
+  model, tx = sentiment.make_model(config), optax.adam(config.lr)
+  state = classifier.init(jax.random.PRNGKey(1), model, (1, 12), tx, x_dtype=jnp.int32)
+  step = jax.jit(functools.partial(sentiment.train_step, config=config, model=model, tx=tx))
   first = None
   for i in range(30):
     state, m = step(state, {"ids": ids, "label": labels}, jax.random.PRNGKey(i))

@@ -1,7 +1,6 @@
 """train.ebm and train.ebm_sample end to end: tiny fake data, kill and resume, PNGs, FID lines, bad input,
 and 3 steps on the real data."""
 
-import json
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import REPO, child_env, make_raw_folder, require_real_data
-from jaxtricks import cli
+from jaxtricks import cli, loop
 from train import ebm as train_ebm
 from train import ebm_sample
 
@@ -57,7 +56,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
   for run in ("a", "b"):
     files = set(os.listdir(tmp_path / run))
     assert {"buffer_000006.png", "fresh_000006.png", "buffer_000012.png", "fresh_000012.png"} <= files
-  lines = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+  lines = loop.read_metrics(tmp_path / "b")
   fids = [l for l in lines if "fid_fmnist_fresh" in l]
   assert [l["step"] for l in fids] == [6, 12] and all(l["fid_fmnist_buffer"] > 0 for l in fids)
   assert [l["step"] for l in lines if "energy_real" in l] == list(range(1, 13))
@@ -115,6 +114,6 @@ def test_three_steps_on_real_fashion_mnist_write_pngs(tmp_path):
                      capture_output=True, text=True, timeout=600)
   assert p.returncode == 0, p.stderr[-2000:]
   assert (tmp_path / "run" / "buffer_000003.png").exists() and (tmp_path / "run" / "fresh_000003.png").exists()
-  lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  lines = loop.read_metrics(tmp_path / "run")
   assert [l["step"] for l in lines if "energy_fake" in l] == [1, 2, 3]
   assert all(np.isfinite(l["fid_fmnist_fresh"]) for l in lines if "fid_fmnist_fresh" in l)

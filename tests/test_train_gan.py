@@ -1,11 +1,9 @@
 """train.gan end to end on a tiny fake data set: samples, FID in metrics.jsonl, resume, bad input."""
 
-import json
-
 import pytest
 
 from conftest import make_raw_folder
-from jaxtricks import cli
+from jaxtricks import cli, loop
 from train import gan as train_gan
 
 
@@ -19,7 +17,7 @@ def test_tiny_run_writes_samples_fid_and_resumes(tmp_path, monkeypatch, mode):
   assert cli.main(train_gan.Config, train_gan.run, argv=args + ["--steps", "3"]) == 0
   assert cli.main(train_gan.Config, train_gan.run, argv=args + ["--steps", "6"]) == 0
   assert (tmp_path / "run" / "samples_000003.png").exists() and (tmp_path / "run" / "samples_000006.png").exists()
-  lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  lines = loop.read_metrics(tmp_path / "run")
   fids = [l for l in lines if "fid_fmnist" in l]
   assert [l["step"] for l in fids] == [3, 6] and all(l["fid_fmnist"] > 0 for l in fids)
   assert [l["step"] for l in lines if "d_loss" in l] == list(range(1, 7))

@@ -20,10 +20,12 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxtricks import cli, ebm, loop, parallel, replay
-from jaxtricks.cli import require
+from jaxtricks import cli, ebm, harness, loop, parallel, replay
+from jaxtricks.errors import WorkdirError, require
 from jaxtricks.images import save_grid
-from train import ebm as train_ebm
+
+# the keys of a train.ebm workdir's config.json (its fingerprint)
+TRAIN_EBM_SETTINGS = {"dataset", "batch_size", "channels", "buffer_size", "buffer_dtype", "seed"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Config:
   noise_scale: float = 0.005
   grad_clip: float = 0.01
   reinit_prob: float = 0.05
+  unroll: int = dataclasses.field(
+      default=-1, metadata={"help": "lax.scan unroll of the chain; 0: fully; -1: fully on CPU, else 1"})
   start: Literal["buffer", "noise"] = dataclasses.field(
       default="buffer", metadata={"help": "shared buffer: the first workdir's training buffer, or empty (noise)"})
   seed: int = 0
@@ -45,50 +49,49 @@ class Config:
   devices: int = dataclasses.field(default=0, metadata={"help": "devices to split the chains over; 0: all visible"})
 
   def __post_init__(self):
-    require(bool(self.paths()), "--workdirs must name at least one workdir of train.ebm")
-    for name in ("num", "rounds", "langevin_steps"):
-      require(getattr(self, name) > 0, f"{cli.flag(name)} must be positive, got {getattr(self, name)}")
-    require(self.step_size > 0, f"--step-size must be positive, got {self.step_size}")
-    require(0 <= self.reinit_prob <= 1, f"--reinit-prob must be in [0, 1], got {self.reinit_prob}")
+    require(bool(self.paths()), "workdirs", "must name at least one workdir of train.ebm")
+    harness.require_positive(self, "num", "rounds", "langevin_steps", "step_size")
+    require(0 <= self.reinit_prob <= 1, "reinit_prob", f"must be in [0, 1], got {self.reinit_prob}")
 
   def paths(self) -> list[Path]:
     return [Path(p) for p in self.workdirs.split(",") if p.strip()]
 
 
-def load_model(workdir: Path) -> tuple[train_ebm.Config, ebm.EbmState]:
-  """(the run's train.ebm config, its latest state) of a workdir; WorkdirError if it holds none."""
+def load_model(workdir: Path) -> tuple[dict, dict]:
+  """(the run's settings from config.json, its latest state as plain arrays: params, stats, buffer, ...) of a
+  workdir of train.ebm; WorkdirError if it holds none."""
   path = workdir / "config.json"
   if not path.is_file():
-    raise loop.WorkdirError(f"--workdirs {workdir}: no config.json there; is it a workdir of train.ebm?")
+    raise WorkdirError("workdir", f"{workdir}: no config.json there; is it a workdir of train.ebm?")
   saved = json.loads(path.read_text())
-  if set(saved) != set(train_ebm.FINGERPRINT):
-    raise loop.WorkdirError(f"--workdirs {workdir}: config.json is not from train.ebm (keys {sorted(saved)})")
-  config = train_ebm.Config(**saved)
-  abstract = jax.eval_shape(lambda: train_ebm.make_state(config, jax.random.PRNGKey(0)))
-  state, _, _ = loop.restore(workdir, abstract)
-  return config, state
+  if set(saved) != TRAIN_EBM_SETTINGS:
+    raise WorkdirError("workdir", f"{workdir}: config.json is not from train.ebm (keys {sorted(saved)})")
+  state, _, _ = loop.restore(workdir)
+  return saved, state
 
 
 def run(config: Config) -> np.ndarray:
-  mesh = parallel.make_mesh(config.devices, batch_size=config.num, flag="--num")
+  mesh = harness.mesh(config, config.num)
   loaded = [load_model(p) for p in config.paths()]
-  channels = {c.channels for c, _ in loaded}
-  require(len(channels) == 1, f"--workdirs: the models differ in --channels ({sorted(channels)}); "
+  channels = {c["channels"] for c, _ in loaded}
+  require(len(channels) == 1, "workdirs", f"the models differ in channels ({sorted(channels)}); "
                               "an ensemble needs one architecture")
+  model = ebm.energy_net(channels.pop())
   states = [s for _, s in loaded]
-  sampler = train_ebm.sampler(dataclasses.replace(
-      loaded[0][0], langevin_steps=config.langevin_steps, step_size=config.step_size,
-      noise_scale=config.noise_scale, grad_clip=config.grad_clip, reinit_prob=config.reinit_prob))
-  buffer = states[0].buffer
+  sampler = ebm.SamplerConfig(num_steps=config.langevin_steps, step_size=config.step_size,
+                              noise_scale=config.noise_scale or None, grad_clip=config.grad_clip or None,
+                              reinit_prob=config.reinit_prob,
+                              unroll=ebm.default_unroll() if config.unroll == -1 else (config.unroll or True))
+  buffer = ebm.buffer_from_checkpoint(states[0])
   if config.start == "noise":
     buffer = replay.create(buffer.data.shape[0], buffer.data.shape[1:], dtype=buffer.data.dtype,
                            data_range=buffer.data_range)
   if buffer.data.shape[0] % mesh.size == 0:   # the buffer split along 'data' like the chains
     buffer = jax.device_put(buffer, ebm.buffer_shardings(buffer, mesh))
-  params_M, stats_M = jax.device_put((ebm.stack([s.params for s in states]), ebm.stack([s.stats for s in states])),
+  params_M, stats_M = jax.device_put((ebm.stack([s["params"] for s in states]), ebm.stack([s["stats"] for s in states])),
                                      parallel.replicated(mesh))
   chains = NamedSharding(mesh, P(None, parallel.DATA))
-  step = jax.jit(lambda b, k: ebm.sample_ensemble(states[0].apply_fn, params_M, stats_M, b, k, config.num, sampler,
+  step = jax.jit(lambda b, k: ebm.sample_ensemble(model, params_M, stats_M, b, k, config.num, sampler,
                                                   chain_sharding=chains))
   key = jax.random.PRNGKey(config.seed)
   for r in range(config.rounds):
@@ -101,5 +104,10 @@ def run(config: Config) -> np.ndarray:
   return x
 
 
+def main(argv=None) -> int:
+  return cli.main(Config, run, argv=argv, prog="python -m train.ebm_sample",
+                  flags={"batch_size": "--num", "workdir": "--workdirs"})
+
+
 if __name__ == "__main__":
-  sys.exit(cli.main(Config, run, prog="python -m train.ebm_sample"))
+  sys.exit(main())

@@ -1,18 +1,25 @@
 """TFDS builders for the image data sets (array_record, no TensorFlow), and `load`.
 
 Prepared data is cached in the TFDS data dir (`$TFDS_DATA_DIR`, default ~/tensorflow_datasets), so only the
-first load parses the raw files. Each example keeps its index in the official file, and `load` returns the
-official order.
+first load parses the raw files. Each example keeps its index in the source file, and `load` returns that order.
+Nothing is unpickled: MNIST-style data comes from IDX files, CIFAR-10 from the official *binary* archive (fixed
+3,073-byte records) or a JPEG copy.
 """
 
+import fcntl
+import io
 import os
+import tarfile
+from pathlib import Path
 
 import chex
 import numpy as np
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from jaxtricks.data import sources
-from jaxtricks.data.idx import DataError, read_idx_gz
+from jaxtricks.data.idx import read_idx_gz
+from jaxtricks.errors import DataError
 
 _IDX_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -31,6 +38,7 @@ class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   VERSION = tfds.core.Version("1.0.0")
   SOURCE: sources.RawSource
   CLASS_NAMES: tuple[str, ...] = tuple(str(i) for i in range(10))
+  IMAGE_SHAPE: tuple[int, int, int] = (28, 28, 1)
 
   def __init__(self, *, raw_data_dir: str | None = None, **kwargs):
     self._raw_data_dir = raw_data_dir
@@ -42,7 +50,7 @@ class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         description=f"{self.SOURCE.name}, read from the raw IDX files by jaxtricks.",
         features=tfds.features.FeaturesDict({
             "index": tfds.features.Scalar(dtype=np.int64),
-            "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+            "image": tfds.features.Tensor(shape=self.IMAGE_SHAPE, dtype=np.uint8),
             "label": tfds.features.ClassLabel(names=self.CLASS_NAMES),
         }),
         supervised_keys=("image", "label"),
@@ -57,9 +65,9 @@ class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     images = read_idx_gz(images_path, item_shape=(28, 28))
     labels = read_idx_gz(labels_path, item_shape=())
     if len(images) != len(labels):
-      raise DataError(f"{images_path} holds {len(images)} images but {labels_path} {len(labels)} labels")
+      raise DataError(None, f"{images_path} holds {len(images)} images but {labels_path} {len(labels)} labels")
     if labels.size and labels.max() >= len(self.CLASS_NAMES):
-      raise DataError(f"{labels_path}: label {labels.max()} is not one of {len(self.CLASS_NAMES)} classes")
+      raise DataError(None, f"{labels_path}: label {labels.max()} is not one of {len(self.CLASS_NAMES)} classes")
     for i, (image, label) in enumerate(zip(images, labels)):
       yield i, {"index": i, "image": image[..., None], "label": int(label)}
 
@@ -74,7 +82,7 @@ class FashionMnist(_IdxImageBuilder):
       subdirs=("fashion_mnist", "fashion-mnist"),
       system_dirs=("/usr/share/datasets/fashion-mnist",),
       url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-      fix="apt-get install -y dataset-fashion-mnist, or set JAXTRICKS_DATA=DIR (or --data-dir DIR) "
+      fix="apt-get install -y dataset-fashion-mnist, or set JAXTRICKS_DATA=DIR (or {data_dir} DIR) "
           "with DIR/fashion_mnist/ holding the four IDX .gz files",
   )
 
@@ -87,37 +95,135 @@ class Mnist(_IdxImageBuilder):
       files=_IDX_FILES,
       subdirs=("mnist",),
       url="https://storage.googleapis.com/cvdf-datasets/mnist/",
-      fix="set JAXTRICKS_DATA=DIR (or --data-dir DIR) with DIR/mnist/ holding the four IDX .gz files, "
+      fix="set JAXTRICKS_DATA=DIR (or {data_dir} DIR) with DIR/mnist/ holding the four IDX .gz files, "
           "e.g. JAXTRICKS_DATA=../shared/data",
   )
 
 
-BUILDERS = {"fashion_mnist": FashionMnist, "mnist": Mnist}
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_CIFAR_RECORD = 1 + 32 * 32 * 3   # label byte, then the red, green and blue planes, 32 x 32 each, row-major
+
+
+class Cifar10(_IdxImageBuilder):
+  """CIFAR-10 (Krizhevsky 2009), 50,000 train / 10,000 test, 32x32x3, labels in the official class order.
+
+  Sources, first found wins: `cifar-10-binary.tar.gz` (the official binary version: pixel-exact, official order;
+  local or downloaded, sha256 in checksums.tsv), or `cifar10_yoongikim_jpg.tar.gz` ({train,test}/<class>/N.jpg,
+  JPEG quality 75: not pixel-exact; order class by class, files by name). The official *python* version is a
+  pickle; it is not read, because unpickling a downloaded file can run code."""
+  name = "jaxtricks_cifar10"
+  CLASS_NAMES = CIFAR10_CLASSES
+  IMAGE_SHAPE = (32, 32, 3)
+  SOURCE = sources.RawSource(
+      name="cifar10",
+      files={"binary": "cifar-10-binary.tar.gz"},
+      alternatives=({"jpeg": "cifar10_yoongikim_jpg.tar.gz"},),
+      subdirs=("cifar10", "cifar-10"),
+      url="https://www.cs.toronto.edu/~kriz/",
+      fix="set JAXTRICKS_DATA=DIR (or {data_dir} DIR) with DIR/cifar10/ holding cifar-10-binary.tar.gz "
+          "(or the JPEG copy cifar10_yoongikim_jpg.tar.gz), e.g. JAXTRICKS_DATA=../shared/data",
+  )
+
+  def _split_generators(self, dl_manager):
+    paths = sources.locate(self.SOURCE, self._raw_data_dir, dl_manager)
+    read = cifar10_from_binary if "binary" in paths else cifar10_from_jpeg
+    path = paths.get("binary", paths.get("jpeg"))
+    return {split: self._examples(*read(path, split)) for split in ("train", "test")}
+
+  def _examples(self, images, labels):
+    for i, (image, label) in enumerate(zip(images, labels)):
+      yield i, {"index": i, "image": image, "label": int(label)}
+
+
+def _open_tar(path):
+  try:
+    return tarfile.open(path, "r:gz")
+  except (tarfile.TarError, OSError, EOFError) as e:
+    raise DataError(None, f"{path}: truncated or corrupted archive ({e}); delete it and fetch it again") from None
+
+
+def cifar10_from_binary(path, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """(images [N, 32, 32, 3] uint8, labels [N]) of one split of the official binary archive, in its order."""
+  names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+  found = {}
+  try:
+    with _open_tar(path) as tar:
+      for member in tar:
+        base = member.name.rsplit("/", 1)[-1]
+        if member.isfile() and base in names:
+          found[base] = tar.extractfile(member).read()
+  except (tarfile.TarError, OSError, EOFError) as e:
+    raise DataError(None, f"{path}: truncated or corrupted archive ({e}); delete it and fetch it again") from None
+  missing = [n for n in names if n not in found]
+  if missing:
+    raise DataError(None, f"{path}: lacks {', '.join(missing)}; is it cifar-10-binary.tar.gz?")
+  raw = b"".join(found[n] for n in names)
+  if len(raw) % _CIFAR_RECORD:
+    raise DataError(None, f"{path}: {split} batches hold {len(raw)} bytes, not a whole number of "
+                          f"{_CIFAR_RECORD}-byte records")
+  records = np.frombuffer(raw, np.uint8).reshape(-1, _CIFAR_RECORD)
+  images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return images, records[:, 0].astype(np.int64)
+
+
+def cifar10_from_jpeg(path, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """(images, labels) of one split of the JPEG copy: <split>/<class>/<n>.jpg, class by class, n ascending."""
+  found = []
+  try:
+    with _open_tar(path) as tar:
+      for member in tar:
+        parts = member.name.split("/")
+        if member.isfile() and len(parts) == 3 and parts[0] == split and parts[2].endswith(".jpg"):
+          if parts[1] not in CIFAR10_CLASSES:
+            raise DataError(None, f"{path}: {member.name}: {parts[1]!r} is not a CIFAR-10 class")
+          image = np.asarray(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"))
+          if image.shape != (32, 32, 3):
+            raise DataError(None, f"{path}: {member.name} has shape {image.shape}, expected (32, 32, 3)")
+          found.append((CIFAR10_CLASSES.index(parts[1]), int(parts[2][:-4]), image))
+  except (tarfile.TarError, OSError, EOFError) as e:
+    raise DataError(None, f"{path}: truncated or corrupted archive ({e}); delete it and fetch it again") from None
+  if not found:
+    raise DataError(None, f"{path}: no {split}/<class>/<n>.jpg files")
+  found.sort(key=lambda t: t[:2])
+  return np.stack([t[2] for t in found]), np.array([t[0] for t in found], np.int64)
+
+
+BUILDERS = {"fashion_mnist": FashionMnist, "mnist": Mnist, "cifar10": Cifar10}
+IMAGE_SHAPES = {name: b.IMAGE_SHAPE for name, b in BUILDERS.items()}
 
 
 def builder(name: str, *, data_dir: str | None = None, tfds_dir: str | None = None, **kwargs):
   """The prepared builder of data set `name`; raw files from `data_dir` (see sources.py), cache in `tfds_dir`."""
   if name not in BUILDERS:
-    raise DataError(f"unknown data set {name!r}; known: {', '.join(BUILDERS)}")
+    raise DataError(None, f"unknown data set {name!r}; known: {', '.join(BUILDERS)}")
   tfds_dir = tfds_dir or os.environ.get("TFDS_DATA_DIR")   # read now, not at import
   b = BUILDERS[name](raw_data_dir=data_dir, data_dir=tfds_dir, file_format="array_record", **kwargs)
-  b.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(force_checksums_validation=True))
+  prepare(b)
   return b
+
+
+def prepare(b: tfds.core.DatasetBuilder) -> None:
+  """b.download_and_prepare(), one process at a time per data set: two processes preparing the same cache at once
+  (parallel test workers, several jobs on a fresh machine) would race on its final rename."""
+  folder = Path(b.data_dir).parent
+  folder.mkdir(parents=True, exist_ok=True)
+  with open(folder / ".prepare.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    b.download_and_prepare(download_config=tfds.download.DownloadConfig(force_checksums_validation=True))
 
 
 def load(name: str, split: str, *, data_dir: str | None = None,
          tfds_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-  """Returns (images_NHWC uint8, labels_N int32) of one split, in the official order."""
+  """Returns (images_NHWC uint8, labels_N int32) of one split, in the source's order."""
   b = builder(name, data_dir=data_dir, tfds_dir=tfds_dir)
   if split not in b.info.splits:
-    raise DataError(f"{name} has no split {split!r}; it has {', '.join(b.info.splits)}")
+    raise DataError(None, f"{name} has no split {split!r}; it has {', '.join(b.info.splits)}")
   source = b.as_data_source(split=split)
   examples = source.__getitems__(range(len(source)))
   order = np.argsort([ex["index"] for ex in examples])
   images = np.stack([examples[i]["image"] for i in order])
   labels = np.array([examples[i]["label"] for i in order], dtype=np.int32)
-  chex.assert_shape(images, (len(source), 28, 28, 1))
+  chex.assert_shape(images, (len(source), *b.IMAGE_SHAPE))
   chex.assert_type(images, np.uint8)
   chex.assert_shape(labels, (len(source),))
   return images, labels

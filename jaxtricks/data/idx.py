@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class DataError(ValueError):
-  """A data file or data source is missing, truncated or malformed; the message says which and what to do."""
+from jaxtricks.errors import DataError
 
 
 def read_idx_gz(path: str | Path, *, item_shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -24,22 +22,22 @@ def read_idx_gz(path: str | Path, *, item_shape: tuple[int, ...] | None = None) 
     with gzip.open(path, "rb") as f:
       raw = f.read()
   except FileNotFoundError:
-    raise DataError(f"{path}: file not found") from None
+    raise DataError(None, f"{path}: file not found") from None
   except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-    raise DataError(f"{path}: truncated or corrupted gzip file ({e}); delete it and fetch it again") from None
+    raise DataError(None, f"{path}: truncated or corrupted gzip file ({e}); delete it and fetch it again") from None
   if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08 or raw[3] == 0:
-    raise DataError(f"{path}: not an IDX file of uint8 values (header {raw[:4].hex()})")
+    raise DataError(None, f"{path}: not an IDX file of uint8 values (header {raw[:4].hex()})")
   ndim = raw[3]
   header = 4 + 4 * ndim
   if len(raw) < header:
-    raise DataError(f"{path}: truncated IDX header")
+    raise DataError(None, f"{path}: truncated IDX header")
   dims = struct.unpack(f">{ndim}I", raw[4:header])
   values = np.frombuffer(raw, dtype=np.uint8, offset=header)
   if values.size != math.prod(dims):
-    raise DataError(f"{path}: header promises {dims} = {math.prod(dims)} values, the file holds {values.size}")
+    raise DataError(None, f"{path}: header promises {dims} = {math.prod(dims)} values, the file holds {values.size}")
   array = values.reshape(dims)
   if item_shape is not None and array.shape[1:] != tuple(item_shape):
-    raise DataError(f"{path}: items have shape {array.shape[1:]}, expected {tuple(item_shape)}")
+    raise DataError(None, f"{path}: items have shape {array.shape[1:]}, expected {tuple(item_shape)}")
   return array
 
 

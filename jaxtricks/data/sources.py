@@ -1,13 +1,14 @@
 """Where raw data files come from: a local data dir, a system package, or the official URL.
 
 Order, first that holds every file wins:
-  1. the directory given as `--data-dir` (or, if that is not given, `$JAXTRICKS_DATA`), laid out like
-     ../shared/data: one sub-folder per data set (`mnist/`, `fashion_mnist/` or `fashion-mnist/`);
+  1. the directory given as the `data_dir` setting (or, if that is not given, `$JAXTRICKS_DATA`): one
+     sub-folder per data set (`mnist/`, `fashion_mnist/` or `fashion-mnist/`, `cifar10/`);
   2. system folders, e.g. Debian's `/usr/share/datasets/fashion-mnist/` (apt-get install dataset-fashion-mnist);
   3. the official URLs through TFDS's download manager, sha256 checked against `checksums.tsv`,
      tried only when the host answers (an offline machine fails in milliseconds, not minutes of retries)
      and $JAXTRICKS_OFFLINE is not set.
-When none works the error names every place tried and how to fix it.
+When none works the error names every place tried and how to fix it. Errors mention the setting as
+`{data_dir}` (jaxtricks.errors), which a program renders as its flag.
 """
 
 import dataclasses
@@ -16,7 +17,7 @@ import socket
 import urllib.parse
 from pathlib import Path
 
-from jaxtricks.data.idx import DataError
+from jaxtricks.errors import DataError
 
 ENV_VAR = "JAXTRICKS_DATA"
 OFFLINE_VAR = "JAXTRICKS_OFFLINE"   # set to 1 to never download (tests, clusters without egress)
@@ -32,6 +33,7 @@ class RawSource:
   url: str | None = None           # base URL of the official copy
   fix: str = ""                    # what to tell the user when nothing is found
   download_files: dict[str, str] | None = None   # files at `url` when they differ from the local ones (an archive)
+  alternatives: tuple[dict[str, str], ...] = ()   # other file sets a local folder may hold instead of `files`
 
 
 def _missing(folder: Path, files: dict[str, str]) -> list[str]:
@@ -54,20 +56,21 @@ def locate(source: RawSource, data_dir: str | None, dl_manager=None) -> dict[str
   tried = []
   folders = []
   if data_dir and not Path(data_dir).is_dir():   # a typo must not silently fall back to another copy
-    raise DataError(f"--data-dir {data_dir}: no such folder; give the folder that holds {source.subdirs[0]}/, or "
-                    f"leave the flag out to use ${ENV_VAR}, the system copy or the download")
+    raise DataError("data_dir", f"{data_dir}: no such folder; give the folder that holds {source.subdirs[0]}/, or "
+                    f"leave {{data_dir}} unset to use ${ENV_VAR}, the system copy or the download")
   if data_dir:
-    folders += [(Path(data_dir) / s, "--data-dir") for s in source.subdirs]
+    folders += [(Path(data_dir) / s, "{data_dir}") for s in source.subdirs]
   elif os.environ.get(ENV_VAR):
     folders += [(Path(os.environ[ENV_VAR]) / s, f"${ENV_VAR}") for s in source.subdirs]
   else:
-    tried.append(f"--data-dir and ${ENV_VAR} (not set)")
+    tried.append(f"{{data_dir}} and ${ENV_VAR} (not set)")
   folders += [(Path(d), "system") for d in source.system_dirs]
   for folder, origin in folders:
-    missing = _missing(folder, source.files)
-    if not missing:
-      return {k: folder / f for k, f in source.files.items()}
-    what = "no such folder" if not folder.is_dir() else "missing " + ", ".join(missing)
+    for files in (source.files, *source.alternatives):
+      if not _missing(folder, files):
+        return {k: folder / f for k, f in files.items()}
+    missing = " or ".join(", ".join(_missing(folder, files)) for files in (source.files, *source.alternatives))
+    what = "no such folder" if not folder.is_dir() else "missing " + missing
     tried.append(f"{folder} ({origin}: {what})")
   if source.url is not None and dl_manager is not None:
     urls = {k: urllib.parse.urljoin(source.url, f) for k, f in (source.download_files or source.files).items()}
@@ -78,4 +81,4 @@ def locate(source: RawSource, data_dir: str | None, dl_manager=None) -> dict[str
       except Exception as e:  # pylint: disable=broad-except  (network and checksum errors alike)
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     tried.append(f"{source.url} ({reason})")
-  raise DataError(f"{source.name}: raw files not found. Tried: {'; '.join(tried)}. Fix: {source.fix}")
+  raise DataError(None, f"{source.name}: raw files not found. Tried: {'; '.join(tried)}. Fix: {source.fix}")

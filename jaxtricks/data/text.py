@@ -10,7 +10,7 @@ the vocabulary is ranked by frequency on the TRAINING split only (ties by the wo
 (the most frequent word is 3); each review is [1, ids...], then padded and truncated at the front ('pre') to
 `maxlen`, as Keras does. Encoded arrays are cached as .npz (no pickle) next to the TFDS cache.
 
-Raw sources, first found wins (sources.py): --data-dir / $JAXTRICKS_DATA laid out like ../shared/data
+Raw sources, first found wins (sources.py): the data_dir setting / $JAXTRICKS_DATA laid out like ../shared/data
 (imdb/imdb_{train,test}.jsonl.gz; sst2/sst2_{train,dev,test}.tsv), else the official archives (aclImdb_v1.tar.gz
 from Stanford; GLUE's SST-2.zip), sha256-checked. Both give the same examples in the same order: IMDB negatives
 then positives, each by the number in the file name (aclImdb/<split>/<neg|pos>/<n>_<rating>.txt).
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxtricks.data import sources
-from jaxtricks.data.idx import DataError
+from jaxtricks.data import builders, sources
+from jaxtricks.errors import DataError
 
 PAD, START, OOV, FIRST_WORD = 0, 1, 2, 3
 _TOKEN = re.compile(r"[\w']+|[^\w\s]")
@@ -103,7 +103,7 @@ class ImdbReviews(_TextBuilder):
   SOURCE = sources.RawSource(
       name="imdb", files={"train": "imdb_train.jsonl.gz", "test": "imdb_test.jsonl.gz"}, subdirs=("imdb",),
       url="http://ai.stanford.edu/~amaas/data/sentiment/", download_files={"archive": "aclImdb_v1.tar.gz"},
-      fix="set JAXTRICKS_DATA=DIR (or --data-dir DIR) with DIR/imdb/imdb_{train,test}.jsonl.gz, "
+      fix="set JAXTRICKS_DATA=DIR (or {data_dir} DIR) with DIR/imdb/imdb_{train,test}.jsonl.gz, "
           "e.g. JAXTRICKS_DATA=../shared/data, or go online for the official aclImdb_v1.tar.gz")
 
   def _examples(self, paths, split):
@@ -115,7 +115,7 @@ class ImdbReviews(_TextBuilder):
       with gzip.open(path, "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise DataError(f"{path}: not a readable gzipped JSON-lines file ({e}); restore it or remove it") from None
+      raise DataError(None, f"{path}: not a readable gzipped JSON-lines file ({e}); restore it or remove it") from None
     for row in sorted(rows, key=lambda r: r["id"]):
       yield row["text"], int(row["label"])
 
@@ -141,7 +141,7 @@ class Sst2(_TextBuilder):
   SOURCE = sources.RawSource(
       name="sst2", files={"train": "sst2_train.tsv", "validation": "sst2_dev.tsv", "test": "sst2_test.tsv"},
       subdirs=("sst2",), url="https://dl.fbaipublicfiles.com/glue/data/", download_files={"archive": "SST-2.zip"},
-      fix="set JAXTRICKS_DATA=DIR (or --data-dir DIR) with DIR/sst2/sst2_{train,dev,test}.tsv, "
+      fix="set JAXTRICKS_DATA=DIR (or {data_dir} DIR) with DIR/sst2/sst2_{train,dev,test}.tsv, "
           "e.g. JAXTRICKS_DATA=../shared/data, or go online for GLUE's SST-2.zip")
 
   def _examples(self, paths, split):
@@ -161,7 +161,7 @@ def _tsv_examples(lines, where):
   header = lines[0].split("\t") if lines else []
   text_col = next((header.index(c) for c in ("sentence", "content") if c in header), None)
   if text_col is None:
-    raise DataError(f"{where}: header {header} has no 'sentence' or 'content' column")
+    raise DataError(None, f"{where}: header {header} has no 'sentence' or 'content' column")
   label_col = header.index("label") if "label" in header else None
   for row in lines[1:]:
     cells = row.split("\t")
@@ -175,12 +175,12 @@ def load_text(name: str, split: str, *, data_dir: str | None = None,
               tfds_dir: str | None = None) -> tuple[list[str], np.ndarray]:
   """(texts, labels int32) of one split in the official order."""
   if name not in TEXT_BUILDERS:
-    raise DataError(f"unknown text data set {name!r}; known: {', '.join(TEXT_BUILDERS)}")
+    raise DataError(None, f"unknown text data set {name!r}; known: {', '.join(TEXT_BUILDERS)}")
   b = TEXT_BUILDERS[name](raw_data_dir=data_dir, data_dir=tfds_dir or os.environ.get("TFDS_DATA_DIR"),
                           file_format="array_record")
-  b.download_and_prepare(download_config=tfds.download.DownloadConfig(force_checksums_validation=True))
+  builders.prepare(b)
   if split not in b.info.splits:
-    raise DataError(f"{name} has no split {split!r}; it has {', '.join(b.info.splits)}")
+    raise DataError(None, f"{name} has no split {split!r}; it has {', '.join(b.info.splits)}")
   source = b.as_data_source(split=split)
   examples = sorted(source.__getitems__(range(len(source))), key=lambda ex: ex["index"])
   texts = [ex["text"].decode("utf-8") if isinstance(ex["text"], bytes) else str(ex["text"]) for ex in examples]

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import make_raw_folder  # noqa: E402
-from jaxtricks import cli, loop  # noqa: E402
+from jaxtricks import classifier, cli  # noqa: E402
 from train import classify, ebm as train_ebm, gan as train_gan  # noqa: E402
 
 
@@ -50,8 +50,9 @@ def test_classifier_4_devices_equal_1(raw, tmp_path, monkeypatch):
   chex.assert_trees_all_close(out[1][0].params, out[4][0].params, rtol=1e-4, atol=1e-5)
   chex.assert_trees_all_close(out[1][0].batch_stats, out[4][0].batch_stats, rtol=1e-4, atol=1e-5)
   # the run moved the params: the comparison is not of two initializations
-  init = classify.init_state(classify.Config(), classify.make_model(classify.Config()), jax.random.split(
-      jax.random.PRNGKey(0), 3)[0]).params
+  config = classify.Config()
+  init = classifier.init(jax.random.split(jax.random.PRNGKey(0), 3)[0], classify.make_model(config), (1, 28, 28, 1),
+                         classify.optimizer(config, 6)).params
   assert not np.allclose(jax.tree.leaves(init)[0], jax.tree.leaves(out[4][0].params)[0])
 
 

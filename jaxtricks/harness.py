@@ -1,0 +1,117 @@
+"""What every trainer shares, declared once: the common settings and their checks, the run prelude (mesh, keys,
+data, device batches), the masked evaluator, and the call into the loop. A `train.*` program adds its config
+fields, its state, its step and its evaluation:
+
+    @dataclasses.dataclass(frozen=True)
+    class Config(harness.BaseConfig):
+      lr: float = 1e-3
+      workdir: str = "runs/mine"               # a common field with this program's default
+
+    def run(config, actions=()):
+      mesh = harness.mesh(config, config.batch_size)          # before any data is read
+      train, test = harness.load_images(config.dataset, config)
+      keys = harness.keys(config.seed, "init", "data", "step")
+      batches = harness.batches(train, config.batch_size, keys["data"], mesh, transform=...)
+      return harness.train(config, steps=..., init_fn=..., train_step=step, batches=batches, key=keys["step"],
+                           mesh=mesh, actions=[...], fingerprint=("seed", ...))
+"""
+
+import dataclasses
+from typing import Any, Callable, Iterable, Sequence
+
+import jax
+
+from jaxtricks import loop, parallel
+from jaxtricks.data import load, pipeline
+from jaxtricks.errors import require
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConfig:
+  """The settings every trainer has. Subclasses redeclare a field to change its default."""
+  seed: int = 0
+  workdir: str = "runs/run"
+  data_dir: str = dataclasses.field(default="", metadata={"help": "raw data folder (else $JAXTRICKS_DATA)"})
+  checkpoint_every: int = 500
+  devices: int = dataclasses.field(default=0, metadata={"help": "devices to split each batch over; 0: all visible"})
+  progress: bool = True
+  tensorboard: bool = dataclasses.field(default=True, metadata={"help": "also write TensorBoard event files"})
+
+  def __post_init__(self):
+    require(bool(self.workdir), "workdir", "must name a directory")
+    require(self.checkpoint_every > 0, "checkpoint_every", f"must be positive, got {self.checkpoint_every}")
+    require(self.devices >= 0, "devices", f"must be >= 0 (0: all visible), got {self.devices}")
+
+
+def require_positive(config, *names: str) -> None:
+  """Each named field of `config` must be > 0."""
+  for name in names:
+    require(getattr(config, name) > 0, name, f"must be positive, got {getattr(config, name)}")
+
+
+def fingerprint(config, names: Sequence[str]) -> dict[str, Any]:
+  """The settings that define a run's state; resuming with other values is refused (loop.prepare_workdir)."""
+  values = dataclasses.asdict(config)
+  return {k: values[k] for k in names}
+
+
+def mesh(config: BaseConfig, batch_size: int | None = None):
+  """The 'data' mesh over `config.devices` devices; checks the (global) batch size divides by them."""
+  return parallel.make_mesh(config.devices, batch_size=batch_size)
+
+
+def keys(seed: int, *names: str) -> dict[str, jax.Array]:
+  """{name: key}: jax.random.split(PRNGKey(seed), len(names)) in the order named."""
+  return dict(zip(names, jax.random.split(jax.random.PRNGKey(seed), len(names))))
+
+
+def load_images(dataset: str, config: BaseConfig) -> tuple[dict, dict]:
+  """({"image", "label"} of the train split, the same of the test split), numpy arrays on the host."""
+  data_dir = config.data_dir or None
+  train_x, train_y = load(dataset, "train", data_dir=data_dir)
+  test_x, test_y = load(dataset, "test", data_dir=data_dir)
+  return {"image": train_x, "label": train_y}, {"image": test_x, "label": test_y}
+
+
+def batches(data: dict, batch_size: int, key: jax.Array, mesh, transform=None) -> pipeline.DeviceBatches:
+  """The train split on the device(s), batch of step s gathered (and transformed) from (key, s)."""
+  n = len(jax.tree.leaves(data)[0])
+  require(batch_size <= n, "batch_size", f"{batch_size} exceeds the {n} training examples")
+  return pipeline.DeviceBatches(data, batch_size=batch_size, key=key, transform=transform, mesh=mesh)
+
+
+def evaluator(per_example: Callable[[Any, dict], dict], data: dict, *, batch_size: int,
+              prefix: str = "test") -> Callable[[Any], dict[str, float]]:
+  """state -> {f"{prefix}/{name}": mean over the split} of `per_example(state, batch) -> {name: [B] values}`.
+
+  The split goes through in batches of `batch_size`; the last batch is padded and its padding masked out, so
+  every example counts once whatever the split's size. `per_example` is jitted once."""
+  per_example = jax.jit(per_example)
+  data = jax.device_put(data)
+  n = len(jax.tree.leaves(data)[0])
+
+  @jax.jit
+  def masked_sums(state, batch, mask_B):
+    return jax.tree.map(lambda v: (v * mask_B).sum(), per_example(state, batch))
+
+  def evaluate(state) -> dict[str, float]:
+    sums = [masked_sums(state, b, m) for b, m in pipeline.eval_batches(data, batch_size=batch_size)]
+    total = jax.device_get(jax.tree.map(lambda *v: sum(v), *sums))
+    return {f"{prefix}/{k}": float(v) / n for k, v in total.items()}
+  return evaluate
+
+
+def train(config: BaseConfig, *, steps: int, init_fn: Callable[[], Any], train_step, batches, key: jax.Array,
+          mesh, state_sharding=None, actions: Iterable[loop.Periodic] = (), fingerprint: dict | None = None,
+          progress_keys: tuple[str, ...] = ("loss", "accuracy"),
+          divergence_advice: str = "Resume from it with a lower {lr}") -> Any:
+  """jits `train_step(state, batch, key)` once for the mesh (state as `state_sharding`, default replicated; batch
+  split along 'data'; state donated) and runs the loop with the common settings of `config`."""
+  state_sharding = parallel.replicated(mesh) if state_sharding is None else state_sharding
+  return loop.run(
+      loop.LoopConfig(steps=steps, workdir=config.workdir, checkpoint_every=config.checkpoint_every,
+                      progress=config.progress, progress_keys=progress_keys, divergence_advice=divergence_advice,
+                      tensorboard=config.tensorboard),
+      init_fn=init_fn, train_step=parallel.jit_step(train_step, mesh, state_sharding), batches=batches, key=key,
+      actions=actions, fingerprint=fingerprint, state_sharding=state_sharding)
+

@@ -1,0 +1,46 @@
+"""`--dataset cifar10` (32x32x3) in every image trainer: a tiny fixture archive, a few steps, the model sized for
+it (the state's first layer sees 3 channels) and its outputs written (grids for the GAN and the EBM)."""
+
+import numpy as np
+import pytest
+
+from conftest import make_cifar_folder
+from jaxtricks import cli, loop
+from train import classify, ebm as train_ebm, gan as train_gan
+
+ARGS = {
+    "classify": (classify, ["--batch-size", "8", "--eval-batch-size", "16"]),
+    "gan": (train_gan, ["--batch-size", "8", "--width", "4", "--z-dim", "8", "--sample-every", "2"]),
+    "ebm": (train_ebm, ["--batch-size", "8", "--channels", "4", "--langevin-steps", "2", "--fresh-steps", "2",
+                        "--buffer-size", "16", "--unroll", "1", "--sample-every", "2", "--fid-every", "2"]),
+}
+
+
+@pytest.mark.parametrize("program", list(ARGS))
+def test_trainer_runs_on_cifar10(program, tmp_path, monkeypatch):
+  make_cifar_folder(tmp_path / "raw", "binary", n_train=40, n_test=20)
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  module, extra = ARGS[program]
+  argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "raw"), "--workdir", str(tmp_path / "w"),
+          "--steps", "2", "--checkpoint-every", "2", "--no-progress", "--no-tensorboard", *extra]
+  assert cli.main(module.Config, module.run, argv=argv) == 0
+  state, _, step = loop.restore(tmp_path / "w")
+  assert step == 2
+  kernels = [np.shape(v) for path, v in _leaves(state["params"]) if path.endswith("kernel")]
+  assert any(len(s) == 4 and s[2] == 3 for s in kernels), kernels   # a conv that reads the 3 colour channels
+  rows = loop.read_metrics(tmp_path / "w")
+  assert [r["step"] for r in rows if "loss" in r] == [1, 2]
+  if program == "classify":
+    assert any("test/accuracy" in r for r in rows)
+  else:   # no FID-FMNIST on CIFAR-10: its feature net is Fashion-MNIST's
+    assert not any(k.startswith("fid") for r in rows for k in r)
+    grids = sorted(p.name for p in (tmp_path / "w").glob("*_000002.png"))
+    assert grids == (["samples_000002.png"] if program == "gan" else ["buffer_000002.png", "fresh_000002.png"])
+
+
+def _leaves(tree, prefix=""):
+  if isinstance(tree, dict):
+    for k, v in tree.items():
+      yield from _leaves(v, f"{prefix}/{k}")
+  else:
+    yield prefix, tree

@@ -1,0 +1,144 @@
+"""The layers of the code and which way their imports point (README, Layout):
+
+    programs (train/)  ->  harness (cli, harness, loop, writers)  ->  techniques  ->  models, data, parallel  ->  errors
+
+Read from the source with `ast`, so a new import that breaks the rule fails here, not in review."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+# the rank of each module of jaxtricks/ (a package's modules share its rank); imports go to a rank <= one's own
+RANKS = {
+    "errors": 0,
+    "data": 1, "models": 1, "images": 1, "parallel": 1, "assets": 1,
+    "losses": 2, "langevin": 2, "replay": 2, "metrics": 2, "gan": 2, "ebm": 2, "classifier": 2, "optim": 2,
+    "writers": 3, "loop": 3, "harness": 3, "cli": 3,
+}
+
+
+def _modules(folder: Path, package: str) -> dict[str, Path]:
+  out = {}
+  for path in folder.rglob("*.py"):
+    parts = path.relative_to(folder.parent).with_suffix("").parts
+    name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    out[name] = path
+  return out
+
+
+def _imports(path: Path, known: set[str]) -> set[str]:
+  """The modules of `known` that the file imports (`from pkg import mod` counts as pkg.mod when that is a module)."""
+  found = set()
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.Import):
+      found |= {a.name for a in node.names}
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      submodules = {f"{node.module}.{a.name}" for a in node.names} & known
+      found |= submodules
+      if len(submodules) < len(node.names):   # names defined by the module (package) itself
+        found.add(node.module)
+  return {m for m in found if m in known}
+
+
+def _graph(root: str) -> dict[str, set[str]]:
+  modules = _modules(REPO / root, root)
+  return {m: _imports(p, set(modules)) - {m} for m, p in modules.items()}
+
+
+def _rank(module: str) -> int:
+  return RANKS[module.split(".")[1]] if "." in module else 0
+
+
+def test_every_library_module_has_a_layer():
+  missing = [m for m in _graph("jaxtricks") if "." in m and m.split(".")[1] not in RANKS]
+  assert not missing, f"add these to RANKS (and README's Layout): {missing}"
+
+
+def test_library_imports_point_down_the_layers():
+  bad = [(m, d) for m, deps in _graph("jaxtricks").items() for d in deps
+         if "." in m and "." in d and _rank(d) > _rank(m)]
+  assert not bad, bad
+
+
+def test_library_import_graph_has_no_cycle():
+  graph = _graph("jaxtricks")
+  state: dict[str, int] = {}
+
+  def visit(m, path):
+    state[m] = 1
+    for d in graph[m]:
+      if state.get(d) == 1:
+        raise AssertionError("import cycle: " + " -> ".join(path + [m, d]))
+      if d not in state:
+        visit(d, path + [m])
+    state[m] = 2
+
+  for m in graph:
+    if m not in state:
+      visit(m, [])
+
+
+def test_the_graph_reader_sees_a_cycle(tmp_path, monkeypatch):
+  """The cycle check can fail: a package whose two modules import each other is reported."""
+  pkg = tmp_path / "pkg"
+  pkg.mkdir()
+  (pkg / "__init__.py").write_text("")
+  (pkg / "a.py").write_text("from pkg import b\n")
+  (pkg / "b.py").write_text("import pkg.a\n")
+  monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+  assert _graph("pkg") == {"pkg": set(), "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}}
+
+
+def test_library_never_imports_programs_or_benchmarks():
+  for m, path in _modules(REPO / "jaxtricks", "jaxtricks").items():
+    text = path.read_text()
+    assert "from train" not in text and "import train" not in text and "benchmarks" not in _imports(
+        path, {"benchmarks"}), m
+
+
+def test_no_program_imports_another_program():
+  programs = _modules(REPO / "train", "train")
+  for m, path in programs.items():
+    assert not _imports(path, set(programs) - {m, "train"}), m
+
+
+def test_benchmarks_import_no_program():
+  """Benchmarks use the library; one that trains calls a program's main through benchmarks.common.train."""
+  programs = set(_modules(REPO / "train", "train"))
+  for m, path in _modules(REPO / "benchmarks", "benchmarks").items():
+    assert not _imports(path, programs | {"train"}), m
+
+
+def _strings_outside_docstrings(path: Path):
+  tree = ast.parse(path.read_text())
+  docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+      yield node.value
+
+
+def test_library_messages_name_no_flags():
+  """Flags are the programs' words: library errors name settings (`{data_dir}`), cli renders them as flags."""
+  import re
+  flag = re.compile(r"(^|[\s(`'\"])--[a-z][a-z-]+")
+  for m, path in _modules(REPO / "jaxtricks", "jaxtricks").items():
+    if m != "jaxtricks.cli":
+      bad = [v for v in _strings_outside_docstrings(path) if flag.search(v) and "--xla" not in v]
+      assert not bad, (m, bad)
+  assert list(_strings_outside_docstrings(REPO / "train" / "classify.py"))   # the reader finds strings at all
+
+
+@pytest.mark.parametrize("modules", ["jaxtricks.ebm, jaxtricks.gan, jaxtricks.losses, jaxtricks.langevin"])
+def test_techniques_import_without_the_harness(modules):
+  """A fresh interpreter that imports the techniques has not loaded orbax, tqdm, tensorboardX or jaxtricks.cli."""
+  code = (f"import sys; import {modules}; "
+          "print(sorted(m for m in sys.modules if m.split('.')[0] in ('orbax', 'tqdm', 'tensorboardX') "
+          "or m in ('jaxtricks.cli', 'jaxtricks.loop', 'jaxtricks.harness')))")
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == "[]", out.stdout
