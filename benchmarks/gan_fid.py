@@ -1,4 +1,4 @@
-"""The quality side of issue 4 / SPEC.md §2: FID-FMNIST after the same number of steps, one loss vs alternating.
+"""The quality side of issue 4 / docs/techniques.md#gan: FID-FMNIST after the same number of steps, one loss vs alternating.
 
     python -m benchmarks.gan_fid --steps 1500 --width 32 --seeds 0,1,2
 

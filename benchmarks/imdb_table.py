@@ -1,4 +1,4 @@
-"""The seed's IMDB table re-measured (issue 6 / SPEC.md §1): LSTM and CNN x BCE and margin loss, several seeds.
+"""The seed's IMDB table re-measured (issue 6 / docs/techniques.md#margin): LSTM and CNN x BCE and margin loss, several seeds.
 
     python -m benchmarks.imdb_table --seeds 0,1,2,3,4                 # both models, both losses
     python -m benchmarks.imdb_table --models cnn --dataset sst2       # SST-2 dev with the CNN

@@ -1,4 +1,4 @@
-"""The loss comparison of issue 3 / SPEC.md §5: Fashion-MNIST, one model, every loss, several seeds, one budget.
+"""The loss comparison of issue 3 / docs/techniques.md#exact: Fashion-MNIST, one model, every loss, several seeds, one budget.
 
     python -m benchmarks.loss_comparison --model cnn --epochs 3 --seeds 0,1,2
 

@@ -82,7 +82,7 @@ def loss_comparison(plot: bool) -> str:
 
 def langevin_gpu() -> str:
   data = _load("langevin_gpu.json")
-  title = "### Langevin chains on a GPU: JAX vs PyTorch eager (SPEC.md §3)"
+  title = "### Langevin chains on a GPU: JAX vs PyTorch eager (docs/techniques.md#ebm)"
   if data is None:
     return f"{title}\n\nNot measured yet: `bash benchmarks/device_check.sh OUT` on a GPU machine.\n"
   cmp = data["compare"]
@@ -97,11 +97,11 @@ def section(plot: bool = True) -> str:
   parts = [
       "### Samples\n\n" + grids,
       loss_comparison(plot),
-      _table_section("IMDB: BCE vs the margin loss (SPEC.md §1)", "imdb_table_imdb.json",
+      _table_section("IMDB: BCE vs the margin loss (docs/techniques.md#margin)", "imdb_table_imdb.json",
                      "python -m benchmarks.imdb_table --seeds 0,1,2,3,4"),
       _table_section("SST-2 dev, CNN", "imdb_table_sst2.json",
                      "python -m benchmarks.imdb_table --models cnn --dataset sst2"),
-      _table_section("GAN step: one loss vs alternating updates (SPEC.md §2)", "gan_step.json",
+      _table_section("GAN step: one loss vs alternating updates (docs/techniques.md#gan)", "gan_step.json",
                      "python -m benchmarks.gan_step"),
       _table_section("GAN step on a GPU", "gan_step_gpu.json", "bash benchmarks/device_check.sh OUT",
                      note_key="flops_note"),

@@ -1,4 +1,4 @@
-"""Energy-based model training with Langevin samples from a replay buffer (SPEC.md §3).
+"""Energy-based model training with Langevin samples from a replay buffer (docs/techniques.md#ebm).
 
 Loss per batch of reals x_r and fakes x_f (constants: no gradient flows through the chain):
     mean U(x_r) - mean U(x_f) + reg * (mean U(x_r)^2 + mean U(x_f)^2)

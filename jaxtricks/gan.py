@@ -1,4 +1,4 @@
-"""A GAN trained with one loss through stop_gradient, and 1:1 alternating training (SPEC.md §2;
+"""A GAN trained with one loss through stop_gradient, and 1:1 alternating training (docs/techniques.md#gan;
 Su, kexue.fm/archives/6387; reference code bojone/gan).
 
 Hinge GAN, discriminator D scores real data LOW:

@@ -1,4 +1,4 @@
-"""Langevin dynamics for energy-based models (SPEC.md §3; Su, kexue.fm/archives/6612; Du & Mordatch 2019).
+"""Langevin dynamics for energy-based models (docs/techniques.md#ebm; Su, kexue.fm/archives/6612; Du & Mordatch 2019).
 
     x_{t+1} = clip( x_t - (step_size / 2) * clip(grad_x U(x_t), +-grad_clip) + noise_scale * alpha,  data_range ),
     alpha ~ N(0, I)
@@ -38,7 +38,7 @@ def langevin_chain(energy_fn: EnergyFn, x0: jax.Array, key: jax.Array, *, num_st
                    unroll: int | bool = 1):
   """`num_steps` Langevin steps from x0 in one lax.scan; returns x_K (and the trace [K, ...] if asked).
 
-  `unroll=True` unrolls the scan: on XLA:CPU a scan body loses intra-op parallelism (STYLE.md lesson 10).
+  `unroll=True` unrolls the scan: on XLA:CPU a scan body loses intra-op parallelism (docs/techniques.md#xla-cpu-loops).
   """
   def body(carry, _):
     x, k = carry

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -205,7 +206,11 @@ def open_log(workdir: Path, start: int, *, tensorboard: bool = True) -> writers.
     return _NoWriter()
   parts = [writers.JsonlWriter(workdir / "metrics.jsonl", resume_step=start), writers.ImageFileWriter(workdir)]
   if tensorboard:
-    parts.append(writers.TensorBoardWriter(workdir, purge_step=start + 1 if start else None))   # steps > start are redone
+    try:   # steps > start are redone: TensorBoard hides the first run's events from start + 1 on
+      parts.append(writers.TensorBoardWriter(workdir, purge_step=start + 1 if start else None))
+    except ImportError:   # a side channel: metrics.jsonl has everything
+      print("warning: tensorboardX is not installed, so no TensorBoard events are written (pip install tensorboardX)",
+            file=sys.stderr)
   return writers.MultiWriter(parts)
 
 

@@ -1,4 +1,4 @@
-"""Losses that train for accuracy (SPEC.md §1 and §5). Per-example values; the caller reduces.
+"""Losses that train for accuracy (docs/techniques.md#margin, #exact). Per-example values; the caller reduces.
 
 All take logits (or EXACT's mu and sigma), keep hyperparameters keyword-only, check shapes (ValueError on
 a mismatch) and work under jit and vmap.
@@ -26,7 +26,7 @@ def _check_labels(name: str, logits, labels) -> None:
 
 
 def _theta(x):
-  """Heaviside step with theta(0) = 1/2 (SPEC.md §1)."""
+  """Heaviside step with theta(0) = 1/2 (docs/techniques.md#margin)."""
   return jnp.where(x > 0, 1.0, jnp.where(x < 0, 0.0, 0.5)).astype(jnp.result_type(float))
 
 
@@ -86,7 +86,7 @@ def _gauss_hermite(num_points: int):
 
 def exact_log_probability(mu: chex.Array, sigma: chex.Array, labels: chex.Array, *,
                           num_points: int = 32) -> jax.Array:
-  """log p(y|x) of EXACT (Karpukhin et al. 2022, arXiv 2205.09615; SPEC.md §5).
+  """log p(y|x) of EXACT (Karpukhin et al. 2022, arXiv 2205.09615; docs/techniques.md#exact).
 
       p(y|x) = P(y = argmax_i mu_i / sigma + eps_i) = E_{t~N(0,1)} prod_{i != y} Phi(d_i + t),
       d_i = (mu_y - mu_i) / sigma,

@@ -1,4 +1,4 @@
-"""A fixed-capacity replay buffer for Langevin chains as a pytree of arrays (SPEC.md §3).
+"""A fixed-capacity replay buffer for Langevin chains as a pytree of arrays (docs/techniques.md#ebm).
 
 `push` and `sample` are pure and run inside jit. A chain starts from a buffer sample with probability
 1 - reinit_prob and from uniform noise otherwise (always noise while the buffer is empty). Items are stored as

@@ -13,6 +13,28 @@ import pytest  # noqa: E402
 from jaxtricks.data import builders, text, write_idx_gz  # noqa: E402
 
 os.environ.setdefault("JAXTRICKS_OFFLINE", "1")   # tests never wait on the network
+_JAX_CACHE = "JAX_COMPILATION_CACHE_DIR"
+
+
+def pytest_configure(config):
+  """One persistent XLA compilation cache per test session, shared by the xdist workers and every trainer the
+  tests start as a child process (they inherit the environment): the straight, killed and resumed runs of one
+  trainer compile the same programs, so only the first one pays for it. It changes nothing a test asserts (a
+  cache hit loads the very executable a compile would make); it starts empty in each session, so the suite's
+  time is a clean machine's. Eviction on (a max size) makes jax take a file lock around each read and write,
+  so concurrent processes never see half-written entries."""
+  import shutil
+  import tempfile
+  if not hasattr(config, "workerinput") and _JAX_CACHE not in os.environ:
+    os.environ[_JAX_CACHE] = tempfile.mkdtemp(prefix="jaxtricks-tests-xla-cache-")
+    config._jaxtricks_cache = os.environ[_JAX_CACHE]
+    config.add_cleanup(lambda: shutil.rmtree(config._jaxtricks_cache, ignore_errors=True))
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
+  jax.config.update("jax_compilation_cache_dir", os.environ[_JAX_CACHE])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+  jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
 jax.config.update("jax_numpy_rank_promotion", "raise")   # implicit broadcasting of different ranks is a bug here
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,7 +137,7 @@ def local_source_missing(name: str) -> str | None:
   for folder in roots + [Path(d) for d in source.system_dirs]:
     if any(all((folder / f).is_file() for f in files.values()) for files in (source.files, *source.alternatives)):
       return None
-  return (f"no local copy of {name} (set JAXTRICKS_DATA=../shared/data"
+  return (f"no local copy of {name} (set JAXTRICKS_DATA to a folder holding it"
           + (", apt-get install -y dataset-fashion-mnist" if name == "fashion_mnist" else "") + ")")
 
 

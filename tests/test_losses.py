@@ -1,4 +1,4 @@
-"""Losses against independent float64 references, Monte Carlo, closed forms and SPEC.md §5's toy example."""
+"""Losses against independent float64 references, Monte Carlo, closed forms and docs/techniques.md#exact's toy example."""
 
 import chex
 import jax
@@ -162,7 +162,7 @@ class TestExact:
 
 
 class TestToyExample:
-  """SPEC.md §5: points (-0.25, -1), (0, -1), (0.25, +1), f(x) = k (x - b); accuracy 100% iff b in (0, 0.25)."""
+  """docs/techniques.md#exact: points (-0.25, -1), (0, -1), (0.25, +1), f(x) = k (x - b); accuracy 100% iff b in (0, 0.25)."""
   x = jnp.array([-0.25, 0.0, 0.25])
   y = jnp.array([-1.0, -1.0, 1.0])
   bs = jnp.linspace(-0.5, 2.0, 250001)

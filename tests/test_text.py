@@ -42,7 +42,7 @@ def test_pad_sequences_pre_padding_and_pre_truncation():
 
 
 def _fake_imdb(root):
-  """The same 3+2 train reviews as ../shared/data's JSON lines and as the official aclImdb archive."""
+  """The same 3+2 train reviews as the JSON-lines copy and as the official aclImdb archive."""
   reviews = [(0, 0, 3, "Bad.<br />Very bad"), (1, 0, 1, "awful"), (2, 0, 2, "no!"), (3, 1, 9, "Good"),
              (4, 1, 10, "great, great")]
   (root / "imdb").mkdir(parents=True)

@@ -1,5 +1,5 @@
-"""Image classification on Fashion-MNIST / MNIST / CIFAR-10: a small CNN or MobileNet v1 (SPEC.md §4), trained with
-cross-entropy or one of the losses that train for accuracy (SPEC.md §1, §5).
+"""Image classification on Fashion-MNIST / MNIST / CIFAR-10: a small CNN or MobileNet v1 (docs/techniques.md#mobilenet), trained with
+cross-entropy or one of the losses that train for accuracy (docs/techniques.md#margin, #exact).
 
     python -m train.classify --model cnn --epochs 1                        # 87% test accuracy in < 1 min on CPU
     python -m train.classify --model mobilenet --augment flip --epochs 50  # the seed's recipe: 56x56x3, batch 64, Adam

@@ -1,5 +1,5 @@
 """An energy-based model of Fashion-MNIST (or MNIST, CIFAR-10) trained with Langevin samples from a replay buffer
-(SPEC.md §3; Du & Mordatch 2019).
+(docs/techniques.md#ebm; Du & Mordatch 2019).
 
     python -m train.ebm --steps 400                  # ~5 minutes on 2 CPU cores: first garments in the buffer
     python -m train.ebm --steps 20000 --channels 64  # the issue's full-size energy net, for a GPU

@@ -1,5 +1,5 @@
 """Draw samples from trained EBMs: one workdir of `python -m train.ebm`, or an ensemble of several sharing one
-replay buffer (SPEC.md §3; `jaxtricks.ebm.sample_ensemble`).
+replay buffer (docs/techniques.md#ebm; `jaxtricks.ebm.sample_ensemble`).
 
     python -m train.ebm_sample --workdirs runs/ebm --out samples.png
     python -m train.ebm_sample --workdirs runs/ebm-s0,runs/ebm-s1,runs/ebm-s2 --rounds 20 --out ensemble.png

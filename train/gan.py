@@ -1,5 +1,5 @@
 """A DCGAN on Fashion-MNIST (or MNIST, CIFAR-10) trained with one loss through stop_gradient, or with 1:1 alternating updates
-(SPEC.md §2).
+(docs/techniques.md#gan).
 
     python -m train.gan --mode single --steps 2000          # fused freeze form: one step updates G and D
     python -m train.gan --mode single-subtract               # the seed's subtraction form

@@ -1,4 +1,4 @@
-"""Sentiment classification (IMDB or SST-2) with plain or margin-truncated binary cross-entropy (SPEC.md §1).
+"""Sentiment classification (IMDB or SST-2) with plain or margin-truncated binary cross-entropy (docs/techniques.md#margin).
 
     python -m train.sentiment --model lstm --loss margin            # the seed: 20k words, maxlen 80, 15 epochs
     python -m train.sentiment --model cnn --loss bce                # 5k words, maxlen 400, 10 epochs

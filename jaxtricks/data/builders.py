@@ -95,8 +95,7 @@ class Mnist(_IdxImageBuilder):
       files=_IDX_FILES,
       subdirs=("mnist",),
       url="https://storage.googleapis.com/cvdf-datasets/mnist/",
-      fix="set JAXTRICKS_DATA=DIR (or {data_dir} DIR) with DIR/mnist/ holding the four IDX .gz files, "
-          "e.g. JAXTRICKS_DATA=../shared/data",
+      fix="set JAXTRICKS_DATA=DIR (or {data_dir} DIR) with DIR/mnist/ holding the four IDX .gz files",
   )
 
 
@@ -121,7 +120,7 @@ class Cifar10(_IdxImageBuilder):
       subdirs=("cifar10", "cifar-10"),
       url="https://www.cs.toronto.edu/~kriz/",
       fix="set JAXTRICKS_DATA=DIR (or {data_dir} DIR) with DIR/cifar10/ holding cifar-10-binary.tar.gz "
-          "(or the JPEG copy cifar10_yoongikim_jpg.tar.gz), e.g. JAXTRICKS_DATA=../shared/data",
+          "(or the JPEG copy cifar10_yoongikim_jpg.tar.gz)",
   )
 
   def _split_generators(self, dl_manager):

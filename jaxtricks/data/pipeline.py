@@ -38,7 +38,7 @@ def to_float(x_BHWC: jax.Array) -> jax.Array:
 
 
 def resize_rgb(x_BHWC: jax.Array, size: int) -> jax.Array:
-  """Bilinear resize to size x size and grey -> 3 channels (SPEC.md §4: MobileNet sees 56x56x3)."""
+  """Bilinear resize to size x size and grey -> 3 channels (docs/techniques.md#mobilenet: MobileNet sees 56x56x3)."""
   b, _, _, c = x_BHWC.shape
   x = jax.image.resize(x_BHWC, (b, size, size, c), method="bilinear")
   return jnp.broadcast_to(x, (b, size, size, 3)) if c == 1 else x

@@ -3,14 +3,14 @@
     data = load_sequences("imdb", num_words=20000, maxlen=80)   # {"train": (x, y), "test": (x, y)}
     x, y = data["train"]                                         # int32 [25000, 80], int32 [25000]
 
-Preprocessing, equivalent to Keras' `imdb.load_data(num_words=...)` + `pad_sequences(maxlen=...)` (SPEC.md §1):
+Preprocessing, equivalent to Keras' `imdb.load_data(num_words=...)` + `pad_sequences(maxlen=...)` (docs/techniques.md#margin):
 lowercase, `<br />` removed, punctuation split off as tokens of its own (`re.findall(r"[\\w']+|[^\\w\\s]")`);
 the vocabulary is ranked by frequency on the TRAINING split only (ties by the word); id 0 = padding,
 1 = start of the review, 2 = out of vocabulary (and every word ranked past the `num_words` cap), words from 3
 (the most frequent word is 3); each review is [1, ids...], then padded and truncated at the front ('pre') to
 `maxlen`, as Keras does. Encoded arrays are cached as .npz (no pickle) next to the TFDS cache.
 
-Raw sources, first found wins (sources.py): the data_dir setting / $JAXTRICKS_DATA laid out like ../shared/data
+Raw sources, first found wins (sources.py): the data_dir setting / $JAXTRICKS_DATA (one sub-folder per data set)
 (imdb/imdb_{train,test}.jsonl.gz; sst2/sst2_{train,dev,test}.tsv), else the official archives (aclImdb_v1.tar.gz
 from Stanford; GLUE's SST-2.zip), sha256-checked. Both give the same examples in the same order: IMDB negatives
 then positives, each by the number in the file name (aclImdb/<split>/<neg|pos>/<n>_<rating>.txt).
@@ -104,7 +104,7 @@ class ImdbReviews(_TextBuilder):
       name="imdb", files={"train": "imdb_train.jsonl.gz", "test": "imdb_test.jsonl.gz"}, subdirs=("imdb",),
       url="http://ai.stanford.edu/~amaas/data/sentiment/", download_files={"archive": "aclImdb_v1.tar.gz"},
       fix="set JAXTRICKS_DATA=DIR (or {data_dir} DIR) with DIR/imdb/imdb_{train,test}.jsonl.gz, "
-          "e.g. JAXTRICKS_DATA=../shared/data, or go online for the official aclImdb_v1.tar.gz")
+          "or go online for the official aclImdb_v1.tar.gz")
 
   def _examples(self, paths, split):
     if "archive" in paths:
@@ -142,7 +142,7 @@ class Sst2(_TextBuilder):
       name="sst2", files={"train": "sst2_train.tsv", "validation": "sst2_dev.tsv", "test": "sst2_test.tsv"},
       subdirs=("sst2",), url="https://dl.fbaipublicfiles.com/glue/data/", download_files={"archive": "SST-2.zip"},
       fix="set JAXTRICKS_DATA=DIR (or {data_dir} DIR) with DIR/sst2/sst2_{train,dev,test}.tsv, "
-          "e.g. JAXTRICKS_DATA=../shared/data, or go online for GLUE's SST-2.zip")
+          "or go online for GLUE's SST-2.zip")
 
   def _examples(self, paths, split):
     if "archive" in paths:

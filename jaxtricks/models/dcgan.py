@@ -94,7 +94,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-  """images [B, H, W, C] -> scores [B]; hinge convention: LOW for real data (SPEC.md §2)."""
+  """images [B, H, W, C] -> scores [B]; hinge convention: LOW for real data (docs/techniques.md#gan)."""
   width: int = 64
 
   @nn.compact

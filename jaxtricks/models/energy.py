@@ -1,4 +1,4 @@
-"""The energy network U(x) of the EBM (SPEC.md §3; Du & Mordatch 2019's design at 28x28).
+"""The energy network U(x) of the EBM (docs/techniques.md#ebm; Du & Mordatch 2019's design at 28x28).
 
 Conv3x3(c0) -> Swish -> per stage: a residual block (two Conv3x3 with Swish) then 2x2 average pooling ->
 global sum pool -> Dense 1. Spectral normalization on every convolution (flax's nn.SpectralNorm, power

@@ -1,6 +1,6 @@
 """MobileNet v1 (Howard et al. 2017, arXiv 1704.04861): depthwise-separable convolutions with BatchNorm.
 
-SPEC.md §4: no top, global average pooling, Dropout 0.5, Dense 10; the seed feeds 56x56x3 (28x28 resized,
+docs/techniques.md#mobilenet: no top, global average pooling, Dropout 0.5, Dense 10; the seed feeds 56x56x3 (28x28 resized,
 grey repeated to 3 channels).
 """
 

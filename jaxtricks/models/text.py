@@ -1,4 +1,4 @@
-"""The seed's two IMDB classifiers in Flax (SPEC.md §1; Keras 2.0 layers), each returning one logit per review.
+"""The seed's two IMDB classifiers in Flax (docs/techniques.md#margin; Keras 2.0 layers), each returning one logit per review.
 
 LSTM: Embedding(20000, 128) -> LSTM(128, dropout 0.2, recurrent_dropout 0.2) -> Dense 1.
 CNN:  Embedding(5000, 50) -> Dropout 0.2 -> Conv1D(250, 3, valid, relu) -> global max pool -> Dense 250

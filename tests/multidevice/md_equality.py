@@ -67,7 +67,7 @@ def test_gan_4_devices_equal_1(raw, tmp_path, monkeypatch):
 def test_ebm_4_devices_equal_1_buffer_split(raw, tmp_path, monkeypatch):
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
   out = _run_both(train_ebm, raw, tmp_path, steps=3, batch_size=16, channels=4, langevin_steps=3,
-                  buffer_size=64, fresh_steps=3, fid_samples=32, sample_every=3, fid_every=3)
+                  buffer_size=64, fresh_steps=3, unroll=1, fid_samples=32, sample_every=3, fid_every=3)
   one, four = out[1][0], out[4][0]
   assert four.buffer.data.sharding.spec == jax.sharding.PartitionSpec("data")
   assert len(four.buffer.data.addressable_shards) == 4
@@ -81,7 +81,7 @@ def test_ebm_4_devices_equal_1_buffer_split(raw, tmp_path, monkeypatch):
 
 def test_resume_on_4_devices_restores_the_sharded_buffer(raw, tmp_path, monkeypatch):
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-  kw = dict(data_dir=str(raw / "raw"), batch_size=16, channels=4, langevin_steps=3, buffer_size=64, fresh_steps=3,
+  kw = dict(data_dir=str(raw / "raw"), batch_size=16, channels=4, langevin_steps=3, buffer_size=64, fresh_steps=3, unroll=1,
             fid_samples=32, sample_every=100, fid_every=100, checkpoint_every=2, progress=False, devices=4)
   straight = train_ebm.run(train_ebm.Config(steps=4, workdir=str(tmp_path / "a"), **kw))
   train_ebm.run(train_ebm.Config(steps=2, workdir=str(tmp_path / "b"), **kw))
@@ -102,7 +102,7 @@ def test_ensemble_sampling_on_4_devices_equals_1(raw, tmp_path, monkeypatch):
   """train.ebm_sample with the chains split over 4 devices draws what it draws on 1."""
   from train import ebm_sample
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-  kw = dict(data_dir=str(raw / "raw"), batch_size=16, channels=4, langevin_steps=3, buffer_size=64, fresh_steps=3,
+  kw = dict(data_dir=str(raw / "raw"), batch_size=16, channels=4, langevin_steps=3, buffer_size=64, fresh_steps=3, unroll=1,
             fid_samples=32, sample_every=100, fid_every=100, checkpoint_every=2, progress=False, steps=2)
   for name, seed in (("a", 0), ("b", 1)):
     train_ebm.run(train_ebm.Config(workdir=str(tmp_path / name), seed=seed, **kw))
