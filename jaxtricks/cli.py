@@ -6,7 +6,8 @@ own values in `__post_init__` with `jaxtricks.errors.require`, naming the settin
 
 `main` turns the library's errors (jaxtricks.errors), which name settings, into one line that names this
 program's flags. Exit codes: 0 done; 2 a user mistake (bad flag, missing data, unusable workdir), one line on
-stderr; 3 training diverged (the last good checkpoint is kept).
+stderr; 3 training diverged (the last good checkpoint is kept); 130 interrupted (SIGINT: the loop saves a
+checkpoint first; a second SIGINT, or one outside the loop, stops at once).
 """
 
 import argparse
@@ -17,10 +18,11 @@ import typing
 from typing import Any, Callable, Sequence
 
 from jaxtricks import parallel
-from jaxtricks.errors import ConfigError, DataError, DivergenceError, JaxtricksError, WorkdirError
+from jaxtricks.errors import ConfigError, DataError, DivergenceError, Interrupted, JaxtricksError, WorkdirError
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130   # 128 + SIGINT, as a shell reports a Ctrl-C
 
 
 def flag(name: str) -> str:
@@ -87,4 +89,10 @@ def main(config_cls: type, run: Callable[[Any], Any], argv: Sequence[str] | None
   except DivergenceError as e:
     print(f"{prog}: {message(e, flags)}", file=sys.stderr)
     return EXIT_DIVERGED
+  except Interrupted as e:
+    print(f"{prog}: {message(e, flags)}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+  except KeyboardInterrupt:
+    print(f"{prog}: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
   return 0

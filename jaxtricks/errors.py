@@ -46,6 +46,10 @@ class DivergenceError(JaxtricksError, RuntimeError):
   """Training produced a non-finite or exploding metric; the last good checkpoint is kept."""
 
 
+class Interrupted(JaxtricksError):
+  """The run was stopped by SIGINT (Ctrl-C) after saving a checkpoint of the step it had reached."""
+
+
 def require(ok: bool, setting: str | None, problem: str) -> None:
   """Raises ConfigError(setting, problem) unless ok (for configs' __post_init__)."""
   if not ok:

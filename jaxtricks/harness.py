@@ -17,6 +17,7 @@ fields, its state, its step and its evaluation:
 """
 
 import dataclasses
+import math
 from typing import Any, Callable, Iterable, Sequence
 
 import jax
@@ -38,9 +39,18 @@ class BaseConfig:
   tensorboard: bool = dataclasses.field(default=True, metadata={"help": "also write TensorBoard event files"})
 
   def __post_init__(self):
+    require_finite(self)
     require(bool(self.workdir), "workdir", "must name a directory")
     require(self.checkpoint_every > 0, "checkpoint_every", f"must be positive, got {self.checkpoint_every}")
     require(self.devices >= 0, "devices", f"must be >= 0 (0: all visible), got {self.devices}")
+
+
+def require_finite(config) -> None:
+  """Every float field of `config` must be a finite number (inf and nan are refused whatever the field)."""
+  for f in dataclasses.fields(config):
+    value = getattr(config, f.name)
+    if isinstance(value, float):
+      require(math.isfinite(value), f.name, f"must be a finite number, got {value}")
 
 
 def require_positive(config, *names: str) -> None:

@@ -23,11 +23,17 @@
 Errors are jaxtricks.errors types naming the settings `workdir` and `steps`; the program words them as flags.
 """
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import json
 import math
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -39,7 +45,7 @@ import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from jaxtricks import writers
-from jaxtricks.errors import ConfigError, DivergenceError, WorkdirError
+from jaxtricks.errors import ConfigError, DivergenceError, Interrupted, WorkdirError
 
 State = Any
 Metrics = dict[str, jax.Array]
@@ -96,8 +102,19 @@ def check_state_finite(step: int, state: State) -> None:
     raise DivergenceError(None, f"training diverged at step {step}: the state holds non-finite values")
 
 
+_OURS = ("config.json", "checkpoints", "metrics.jsonl", ".lock")   # what makes a folder a workdir of ours
+
+
 def prepare_workdir(workdir: Path, fingerprint: dict[str, Any], write: bool = True) -> None:
-  """Creates the workdir; refuses one that holds a run with a different fingerprint."""
+  """Creates the workdir; refuses a file, a non-empty folder that is not a workdir of ours, an unreadable
+  config.json and one that holds a run with a different fingerprint."""
+  if workdir.exists() and not workdir.is_dir():
+    raise WorkdirError("workdir", f"{workdir}: is a file, not a directory; choose a directory")
+  if workdir.is_dir() and not any((workdir / name).exists() for name in _OURS):
+    others = [p.name for p in workdir.iterdir() if not p.name.startswith(".write_test.")]
+    if others:
+      raise WorkdirError("workdir", f"{workdir}: not empty ({len(others)} entries, e.g. {sorted(others)[0]!r}) and not "
+                         "a workdir of a jaxtricks run; choose a new or empty directory")
   try:
     workdir.mkdir(parents=True, exist_ok=True)
     probe = workdir / f".write_test.{jax.process_index()}.{os.getpid()}"   # one per process: they run at once
@@ -108,14 +125,68 @@ def prepare_workdir(workdir: Path, fingerprint: dict[str, Any], write: bool = Tr
   path = workdir / "config.json"
   fingerprint = json.loads(json.dumps(fingerprint))
   if path.exists():
-    saved = json.loads(path.read_text())
-    diff = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
-    if diff:
-      what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-      raise WorkdirError("workdir", f"{workdir} holds a run of another configuration ({what}); "
-                         "use a new {workdir} or the same settings")
+    saved = read_config(path)
+    compare_fingerprints(workdir, saved, fingerprint)
   elif write:
-    path.write_text(json.dumps(fingerprint, indent=1))
+    write_config(path, fingerprint)
+
+
+def read_config(path: Path) -> dict:
+  """A workdir's config.json; WorkdirError naming it when it cannot be read as a JSON object."""
+  try:
+    saved = json.loads(path.read_text())
+    if not isinstance(saved, dict):
+      raise ValueError(f"a JSON {type(saved).__name__}, not an object")
+  except (OSError, ValueError) as e:
+    what = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:120]
+    raise WorkdirError(None, f"{path}: not a readable config ({what}); restore it, or delete it to take the settings "
+                       "from the latest checkpoint") from None
+  return saved
+
+
+def write_config(path: Path, fingerprint: dict) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(fingerprint, indent=1))
+  tmp.replace(path)   # whole or absent
+
+
+def compare_fingerprints(workdir: Path, saved: dict, fingerprint: dict) -> None:
+  diff = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
+  if diff:
+    what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+    raise WorkdirError("workdir", f"{workdir} holds a run of another configuration ({what}); "
+                       "use a new {workdir} or the same settings")
+
+
+class WorkdirLock:
+  """One run per workdir: an exclusive lock on `<workdir>/.lock` (fcntl.flock) holding the owner's pid. The
+  kernel drops the lock when its process dies, however it dies, so a killed run's lock is simply taken over."""
+
+  def __init__(self, workdir: Path):
+    self.path = workdir / ".lock"
+    self.file = None
+
+  def __enter__(self):
+    self.file = open(self.path, "a+")
+    try:
+      fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno not in (errno.EAGAIN, errno.EACCES):
+        raise
+      self.file.seek(0)
+      owner = self.file.read().strip() or "?"
+      self.file.close()
+      raise WorkdirError("workdir", f"{self.path.parent}: another run (pid {owner}) is using it; wait for it to end "
+                         "or choose another {workdir}") from None
+    self.file.seek(0)
+    self.file.truncate()
+    self.file.write(f"{os.getpid()}\n")
+    self.file.flush()
+    return self
+
+  def __exit__(self, *exc):
+    fcntl.flock(self.file, fcntl.LOCK_UN)
+    self.file.close()
 
 
 def checkpoint_manager(workdir: str | Path, keep: int = 2) -> ocp.CheckpointManager:
@@ -148,49 +219,132 @@ def _restore_from(mngr: ocp.CheckpointManager, workdir, abstract_state: State | 
   else:
     key = jax.ShapeDtypeStruct((2,), np.uint32, sharding=key_sharding)
     abstract = {"state": abstract_state, "key": key}
-  abstract = _on_default_device(abstract)
-  try:
-    tree = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-  except (ValueError, KeyError, TypeError) as e:
-    raise WorkdirError("workdir", f"{workdir}: checkpoint {step} does not fit this model "
-                       f"({str(e).splitlines()[0][:200]}); use a new {{workdir}}") from None
+  tree = mngr.restore(step, args=ocp.args.StandardRestore(_on_default_device(abstract)))
   return tree["state"], tree["key"]
+
+
+def _leaf_table(tree) -> dict[str, tuple]:
+  """{path: (shape, dtype)} of a pytree of arrays, ShapeDtypeStructs or orbax ArrayMetadata, with dict keys,
+  attribute names and sequence indices all written alike (a dataclass state saves as a dict of its fields)."""
+  name = lambda k: str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(name(k) for k in path): (tuple(leaf.shape), np.dtype(leaf.dtype).name) for path, leaf in leaves}
+
+
+def _misfit(mngr: ocp.CheckpointManager, step: int, abstract_state: State) -> str | None:
+  """Why an intact checkpoint does not fit `abstract_state` (None if it fits); OSError/ValueError if its metadata
+  cannot be read (the checkpoint is damaged)."""
+  saved = _leaf_table(mngr.item_metadata(step).tree["state"])
+  want = _leaf_table(abstract_state)
+  if saved == want:
+    return None
+  for k in sorted(set(saved) | set(want)):
+    if saved.get(k) != want.get(k):
+      return f"{k}: {saved.get(k, 'absent')} there, {want.get(k, 'absent')} here"
+  return "different structure"
+
+
+def _restore_newest_intact(mngr: ocp.CheckpointManager, workdir: Path, abstract_state: State | None,
+                           key_sharding=None, move_damaged: bool = False):
+  """(state, key, step) of the newest checkpoint that restores. A damaged one (unreadable metadata or data) is
+  reported on stderr and skipped; with `move_damaged` it is moved to <workdir>/damaged_checkpoints/ (kept, not
+  deleted) so that the run can save that step again. An intact checkpoint of another model is refused
+  (WorkdirError) rather than skipped, and so is a workdir whose every checkpoint is damaged."""
+  steps = sorted(mngr.all_steps(), reverse=True)
+  damaged = []
+  for step in steps:
+    try:
+      if abstract_state is not None:
+        misfit = _misfit(mngr, step, abstract_state)
+        if misfit:
+          raise WorkdirError("workdir", f"{workdir}: checkpoint {step} does not fit this model ({misfit[:200]}); "
+                             "use a new {workdir}")
+      state, key = _restore_from(mngr, workdir, abstract_state, step, key_sharding)
+    except WorkdirError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds on damage)
+      damaged.append((step, f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"))
+      continue
+    for bad, why in damaged:
+      where = ""
+      if move_damaged and jax.process_index() == 0:
+        target = workdir / "damaged_checkpoints" / f"{bad}"
+        target.parent.mkdir(exist_ok=True)
+        while target.exists():
+          target = target.with_name(target.name + "+")
+        shutil.move(str(workdir / "checkpoints" / str(bad)), str(target))
+        where = f"; moved to {target}"
+      print(f"{workdir}: checkpoint {bad} is damaged ({why}){where}; resuming from step {step}, the newest intact "
+            "one", file=sys.stderr)
+    return state, key, step
+  bad, why = damaged[0]
+  raise WorkdirError("workdir", f"{workdir}: checkpoint {bad} is damaged ({why}) and no older one is intact "
+                     f"(steps {', '.join(map(str, steps))}); move {workdir / 'checkpoints'} away to start over")
 
 
 def restore(workdir: str | Path, abstract_state: State | None = None,
             step: int | None = None) -> tuple[State, jax.Array, int]:
-  """Returns (state, key, step) of a checkpoint in `workdir` (the latest if step is None). Without
+  """Returns (state, key, step) of a checkpoint in `workdir`: `step`, or the newest intact one. Without
   `abstract_state` the state comes back as saved: nested dicts of arrays on the default device."""
+  workdir = Path(workdir)
   mngr = checkpoint_manager(workdir)
   try:
-    step = mngr.latest_step() if step is None else step
-    if step is None:
+    if step is not None:
+      return (*_restore_from(mngr, workdir, abstract_state, step), step)
+    if mngr.latest_step() is None:
       raise WorkdirError("workdir", f"{workdir}: no checkpoint")
-    state, key = _restore_from(mngr, workdir, abstract_state, step)
+    return _restore_newest_intact(mngr, workdir, abstract_state)
   finally:
     mngr.close()
-  return state, key, step
+
+
+def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict | None:
+  """The settings that defined the run, as saved with checkpoint `step` (None for a checkpoint without them)."""
+  try:
+    return (mngr.metadata(step).custom_metadata or {}).get("config")
+  except Exception:  # pylint: disable=broad-except  (a damaged checkpoint: restoring it will say so)
+    return None
 
 
 def restore_or_init(mngr: ocp.CheckpointManager, workdir: Path, init_fn: Callable[[], State], key: jax.Array,
                     state_sharding: Any = None) -> tuple[State, jax.Array, int]:
-  """(state, key, step to start from): the latest checkpoint's, or init_fn()'s and the given key at step 0.
-  With `state_sharding` (a sharding or pytree prefix of shardings) the state is placed, or restored, that way
-  and the key replicated on the same mesh."""
+  """(state, key, step to start from): the newest intact checkpoint's, or init_fn()'s and the given key at step
+  0. With `state_sharding` (a sharding or pytree prefix of shardings) the state is placed, or restored, that way
+  and the key replicated on the same mesh. Damaged checkpoints are moved aside (see _restore_newest_intact)."""
   key = jnp.asarray(key, dtype=np.uint32)
   key_sharding = None
   if state_sharding is not None:
     mesh = jax.tree.leaves(state_sharding, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))[0].mesh
     key_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  start = mngr.latest_step() or 0
-  if start:
+  if mngr.latest_step() is not None:
     abstract = with_shardings(jax.eval_shape(init_fn), state_sharding)
-    state, key = _restore_from(mngr, workdir, abstract, start, key_sharding)
-    return state, key, start
+    return _restore_newest_intact(mngr, workdir, abstract, key_sharding, move_damaged=True)
   state = init_fn()
   if state_sharding is not None:
     state, key = jax.device_put(state, state_sharding), jax.device_put(key, key_sharding)
   return state, key, 0
+
+
+class _SigintFlag:
+  """While active (main thread only): the first SIGINT asks the loop to stop after the step in flight, with a
+  checkpoint; a second one stops at once (KeyboardInterrupt)."""
+
+  def __init__(self):
+    self.requested, self.previous = False, None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self.previous = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self.previous is not None:
+      signal.signal(signal.SIGINT, self.previous)
 
 
 class _NoWriter:
@@ -204,7 +358,15 @@ def open_log(workdir: Path, start: int, *, tensorboard: bool = True) -> writers.
   workdir. In a multi-process run only process 0 writes; the others get a writer that drops everything."""
   if jax.process_index() != 0:
     return _NoWriter()
-  parts = [writers.JsonlWriter(workdir / "metrics.jsonl", resume_step=start), writers.ImageFileWriter(workdir)]
+  path = workdir / "metrics.jsonl"
+  try:
+    jsonl = writers.JsonlWriter(path, resume_step=start)
+  except OSError as e:
+    raise WorkdirError(None, f"{path}: cannot be written ({e.strerror or e}); make it a writable file (or remove "
+                       "it) and run again") from None
+  if jsonl.partial:
+    print(f"{path}: dropped a half-written last line (a run killed while writing it)", file=sys.stderr)
+  parts = [jsonl, writers.ImageFileWriter(workdir)]
   if tensorboard:
     try:   # steps > start are redone: TensorBoard hides the first run's events from start + 1 on
       parts.append(writers.TensorBoardWriter(workdir, purge_step=start + 1 if start else None))
@@ -243,19 +405,39 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
         train_step: Callable[[State, Any, jax.Array], tuple[State, Metrics]],
         batches: Callable[[int], Any], key: jax.Array, actions: Iterable[Periodic] = (),
         fingerprint: dict[str, Any] | None = None, state_sharding: Any = None) -> State:
-  """Runs `config.steps` steps (resuming from the workdir's latest checkpoint) and returns the final state."""
+  """Runs `config.steps` steps (resuming from the workdir's newest intact checkpoint) and returns the final state.
+  One run per workdir at a time (WorkdirLock, process 0); SIGINT stops after the step in flight with a checkpoint
+  (Interrupted)."""
   if config.steps <= 0:
     raise ConfigError("steps", f"must be positive, got {config.steps}")
-  actions = list(actions)
   workdir = Path(config.workdir)
-  prepare_workdir(workdir, fingerprint or {}, write=jax.process_index() == 0)
+  fingerprint = json.loads(json.dumps(fingerprint or {}))
+  prepare_workdir(workdir, fingerprint, write=False)
+  lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock, _SigintFlag() as sigint:
+    return _run_locked(config, workdir, fingerprint, sigint, init_fn=init_fn, train_step=train_step,
+                       batches=batches, key=key, actions=list(actions), state_sharding=state_sharding)
+
+
+def _run_locked(config: LoopConfig, workdir: Path, fingerprint: dict, sigint: _SigintFlag, *, init_fn, train_step,
+                batches, key, actions, state_sharding) -> State:
   mngr = checkpoint_manager(workdir, config.keep_checkpoints)
   try:
+    latest = mngr.latest_step()
+    if latest is not None:   # the settings travel with each checkpoint: a missing config.json hides nothing
+      saved = saved_config(mngr, latest)
+      if saved is not None:
+        compare_fingerprints(workdir, saved, fingerprint)
+    if jax.process_index() == 0 and not (workdir / "config.json").exists():
+      write_config(workdir / "config.json", fingerprint)
     state, key, start = restore_or_init(mngr, workdir, init_fn, key, state_sharding)
-  except WorkdirError:
+    if start != latest and latest is not None:   # damaged checkpoints were moved aside
+      mngr.close()
+      mngr = checkpoint_manager(workdir, config.keep_checkpoints)
+    log = open_log(workdir, start, tensorboard=config.tensorboard)
+  except BaseException:
     mngr.close()
     raise
-  log = open_log(workdir, start, tensorboard=config.tensorboard)
   bar = tqdm(total=config.steps, initial=start, disable=not config.progress, dynamic_ncols=True,
              desc=workdir.name, mininterval=0.5)
   pending: tuple[int, Metrics] | None = None
@@ -271,10 +453,15 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
     log.write_scalars(step, values)
     bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k in config.progress_keys}, refresh=False)
 
+  def save(step: int) -> None:   # a checkpoint only of a state whose step's metrics and values passed the guard
+    check_state_finite(step, state)
+    mngr.save(step, args=ocp.args.StandardSave({"state": state, "key": key}), custom_metadata={"config": fingerprint})
+
   step = start
   try:
     if start >= config.steps:
-      bar.write(f"{workdir}: already at step {start} >= the {config.steps} steps asked for; nothing to train")
+      print(f"{workdir}: already at step {start} >= the {config.steps} steps asked for; nothing to train",
+            file=sys.stderr)
     while step < config.steps:
       t0 = time.perf_counter()
       state, metrics = train_step(state, batches(step), jax.random.fold_in(key, step))
@@ -286,11 +473,15 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
       pending = (step + 1, metrics)
       step += 1
       bar.update(1)
-      if step % config.checkpoint_every == 0 or step == config.steps:
-        emit(*pending)   # a checkpoint is saved only after its step's metrics and its state passed the guard
+      due = step % config.checkpoint_every == 0 or step == config.steps
+      if due or sigint.requested:
+        emit(*pending)
         pending = None
-        check_state_finite(step, state)
-        mngr.save(step, args=ocp.args.StandardSave({"state": state, "key": key}))
+        save(step)
+      if sigint.requested:
+        mngr.wait_until_finished()
+        raise Interrupted(None, f"interrupted at step {step}; checkpoint saved: step {step} in {workdir}. Run the same "
+                          "command again to resume")
       for action in actions:
         if action.due(step, config.steps):
           scalars = log_values(log, step, action.fn(step, state) or {})

@@ -32,17 +32,18 @@ class JsonlWriter:
   """metrics.jsonl: one JSON object per call, {"step": s, **scalars}, flushed at once.
 
   `resume_step`: on a resumed run, lines of steps after it (they are redone) and a half-written last line (what a
-  kill mid-write leaves) are dropped first; `trimmed` says how many lines went."""
+  kill mid-write leaves) are dropped first; `trimmed` says how many lines went, `partial` whether one was cut."""
 
   def __init__(self, path: str | Path, resume_step: int = 0):
     self.path = Path(path)
-    self.trimmed = 0
-    if self.path.exists():
+    self.trimmed, self.partial = 0, False
+    if self.path.exists() or self.path.is_symlink():
       keep = []
       for line in self.path.read_text().splitlines():
         try:
           row = json.loads(line)
         except json.JSONDecodeError:
+          self.partial = True
           continue
         if row.get("step", 0) <= resume_step:
           keep.append(line)

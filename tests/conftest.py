@@ -48,6 +48,12 @@ def error_lines(stderr: str) -> list[str]:
   return [l for l in stderr.strip().splitlines() if not _XLA_LOG_LINE.match(l)]
 
 
+def without_progress_bars(err: str) -> list[str]:
+  """stderr's lines without TFDS's data-preparation progress bars (drawn above a program's own lines)."""
+  return [l for l in err.replace("\r", "\n").splitlines() if l.strip() and "\x1b[A" not in l and "it/s]" not in l
+          and "s/ splits]" not in l and "examples/s]" not in l and "splits/s]" not in l]
+
+
 def child_env(**overrides) -> dict:
   """The environment for a child Python: the repo first on PYTHONPATH (what was there kept), plus overrides."""
   path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)

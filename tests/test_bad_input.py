@@ -10,7 +10,7 @@ import sys
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO, child_env, error_lines, make_raw_folder
+from conftest import REPO, child_env, error_lines, make_raw_folder, without_progress_bars
 from jaxtricks import cli, loop
 from train import classify, ebm as train_ebm, gan as train_gan, sentiment
 
@@ -57,8 +57,7 @@ def tmp(tmp_path, monkeypatch):
 
 def _error_line(err: str) -> str:
   """The one error line; TFDS may draw its preparation progress bars above it, but nothing else may print."""
-  lines = [l for l in err.replace("\r", "\n").splitlines() if l.strip() and "\x1b[A" not in l and "it/s]" not in l
-           and "s/ splits]" not in l and "examples/s]" not in l and "splits/s]" not in l]
+  lines = without_progress_bars(err)
   assert len(lines) == 1 and "Traceback" not in err, err
   return lines[0]
 

@@ -24,11 +24,34 @@ def test_builder_reads_fake_folder_in_official_order(fake_data):
     assert images.shape == (len(arrays[f"{split}_labels"]), 28, 28, 1) and images.dtype == np.uint8
     np.testing.assert_array_equal(images[..., 0], arrays[f"{split}_images"])
     np.testing.assert_array_equal(labels, arrays[f"{split}_labels"])
-  # prepared data is cached: the raw files are no longer needed
-  for f in (raw / "fashion_mnist").iterdir():
-    f.unlink()
-  images, _ = load("fashion_mnist", "train", data_dir=str(raw), tfds_dir=str(cache))
+  # prepared data is cached: a second load reads the cache and parses no raw file
+  from jaxtricks.data import builders
+  def no_parsing(*a, **k):
+    raise AssertionError("parsed the raw files again")
+  monkey = pytest.MonkeyPatch()
+  monkey.setattr(builders, "read_idx_gz", no_parsing)
+  try:
+    images, _ = load("fashion_mnist", "train", data_dir=str(raw), tfds_dir=str(cache))
+  finally:
+    monkey.undo()
   np.testing.assert_array_equal(images[..., 0], arrays["train_images"])
+
+
+def test_cache_is_keyed_by_the_raw_files(tmp_path):
+  """Other raw files (another folder, or the same folder's files changed) are prepared anew, never served from a
+  cache built from different files; a named folder that does not exist is an error even with a warm cache."""
+  a = make_raw_folder(tmp_path / "a", seed=0)
+  b = make_raw_folder(tmp_path / "b", seed=1)
+  cache = str(tmp_path / "tfds")
+  first, _ = load("fashion_mnist", "train", data_dir=str(tmp_path / "a"), tfds_dir=cache)
+  second, _ = load("fashion_mnist", "train", data_dir=str(tmp_path / "b"), tfds_dir=cache)
+  np.testing.assert_array_equal(first[..., 0], a["train_images"])
+  np.testing.assert_array_equal(second[..., 0], b["train_images"])
+  make_raw_folder(tmp_path / "a", seed=2)   # the same folder, new contents
+  third, _ = load("fashion_mnist", "train", data_dir=str(tmp_path / "a"), tfds_dir=cache)
+  assert not np.array_equal(third, first)
+  with pytest.raises(DataError, match="no such folder"):
+    load("fashion_mnist", "train", data_dir=str(tmp_path / "nowhere"), tfds_dir=cache)
 
 
 def test_data_dir_from_environment(fake_data, monkeypatch):

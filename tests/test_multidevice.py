@@ -18,9 +18,11 @@ def test_four_device_runs_equal_one_device_runs():
   assert re.search(r"\b6 passed\b", r.stdout) and "failed" not in r.stdout, r.stdout[-2000:]
 
 
-# the EBM's chains as a lax.scan (--unroll 1): the same sharded program, 9x quicker to compile than unrolled
+# the EBM's chains as a lax.scan (--unroll 1): the same sharded program, 9x quicker to compile than unrolled. The
+# EBM alone: its state holds everything the others' do (replicated params and optimizer state, as the classifier's
+# and the GAN's) plus a buffer split over the devices; the small CNN has no BatchNorm whose statistics would add a
+# cross-process reduction of their own.
 MULTIHOST_ARGS = {
-    "classify": ["--batch-size", "32"],
     "ebm": ["--batch-size", "16", "--channels", "4", "--langevin-steps", "3", "--fresh-steps", "3", "--unroll", "1",
             "--buffer-size", "64", "--fid-samples", "32", "--sample-every", "4", "--fid-every", "4"],
 }
@@ -28,8 +30,8 @@ MULTIHOST_ARGS = {
 
 def test_two_processes_of_two_devices_equal_one_device(tmp_path):
   """Multi-host as README describes it, on this machine: 2 processes x 2 CPU devices (gloo collectives) through
-  jax.distributed, against 1 process on 1 device: same final state, files written once. The classifier and the
-  EBM (sharded buffer, grids and FID from it); the GAN's state is laid out like the classifier's."""
+  jax.distributed, against 1 process on 1 device: same final state, files written once, for the EBM (replicated
+  params and optimizer, the buffer sharded; grids and FID from it)."""
   import socket
 
   import chex

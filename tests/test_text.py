@@ -80,8 +80,14 @@ def test_imdb_builder_end_to_end_on_fake_files(tmp_path, monkeypatch):
   chex.assert_shape(x, (5, 4))
   # vocabulary (train): bad 3, great 4, then the count-1 tokens by spelling: ! 5, "," 6, . 7; all else OOV 2
   np.testing.assert_array_equal(x, [[3, 7, 2, 3], [0, 0, 1, 2], [0, 1, 2, 5], [0, 0, 1, 2], [1, 4, 6, 4]])
-  again = text.load_sequences("imdb", num_words=8, maxlen=4, data_dir="/nonexistent", tfds_dir=str(tmp_path / "tfds"))
-  np.testing.assert_array_equal(again["train"][0], x)     # from the cache: the raw files are not read again
+  # from the cache: nothing is tokenized again
+  monkeypatch.setattr(text, "tokenize", lambda t: (_ for _ in ()).throw(AssertionError("tokenized again")))
+  again = text.load_sequences("imdb", num_words=8, maxlen=4, data_dir=str(tmp_path / "raw"),
+                              tfds_dir=str(tmp_path / "tfds"))
+  np.testing.assert_array_equal(again["train"][0], x)
+  # a named folder that does not exist is an error, warm cache or not
+  with pytest.raises(text.DataError, match="/nonexistent: no such folder"):
+    text.load_sequences("imdb", num_words=8, maxlen=4, data_dir="/nonexistent", tfds_dir=str(tmp_path / "tfds"))
 
 
 def test_sst2_tsv_and_glue_zip_parse_alike(tmp_path):

@@ -11,7 +11,7 @@ float32 in [0, 1], shape [models * num, 28, 28, 1]).
 """
 
 import dataclasses
-import json
+import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -49,7 +49,13 @@ class Config:
   devices: int = dataclasses.field(default=0, metadata={"help": "devices to split the chains over; 0: all visible"})
 
   def __post_init__(self):
+    harness.require_finite(self)
     require(bool(self.paths()), "workdirs", "must name at least one workdir of train.ebm")
+    out = Path(self.out)
+    require(not out.is_dir(), "out", f"{self.out}: is a directory; give a file name for the PNG")
+    require(out.parent.is_dir() and os.access(out.parent, os.W_OK), "out",
+            f"{self.out}: {out.parent} is not a writable folder")
+    require(not self.out_npy or not Path(self.out_npy).is_dir(), "out_npy", f"{self.out_npy}: is a directory")
     harness.require_positive(self, "num", "rounds", "langevin_steps", "step_size")
     require(0 <= self.reinit_prob <= 1, "reinit_prob", f"must be in [0, 1], got {self.reinit_prob}")
 
@@ -63,7 +69,7 @@ def load_model(workdir: Path) -> tuple[dict, dict]:
   path = workdir / "config.json"
   if not path.is_file():
     raise WorkdirError("workdir", f"{workdir}: no config.json there; is it a workdir of train.ebm?")
-  saved = json.loads(path.read_text())
+  saved = loop.read_config(path)
   if set(saved) != TRAIN_EBM_SETTINGS:
     raise WorkdirError("workdir", f"{workdir}: config.json is not from train.ebm (keys {sorted(saved)})")
   state, _, _ = loop.restore(workdir)

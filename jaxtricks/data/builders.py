@@ -195,10 +195,17 @@ def builder(name: str, *, data_dir: str | None = None, tfds_dir: str | None = No
   """The prepared builder of data set `name`; raw files from `data_dir` (see sources.py), cache in `tfds_dir`."""
   if name not in BUILDERS:
     raise DataError(None, f"unknown data set {name!r}; known: {', '.join(BUILDERS)}")
-  tfds_dir = tfds_dir or os.environ.get("TFDS_DATA_DIR")   # read now, not at import
-  b = BUILDERS[name](raw_data_dir=data_dir, data_dir=tfds_dir, file_format="array_record", **kwargs)
+  b = BUILDERS[name](raw_data_dir=data_dir, data_dir=cache_dir(BUILDERS[name].SOURCE, data_dir, tfds_dir),
+                     file_format="array_record", **kwargs)
   prepare(b)
   return b
+
+
+def cache_dir(source: sources.RawSource, data_dir: str | None, tfds_dir: str | None) -> str:
+  """Where the prepared data of `source` lives: `<TFDS data dir>/jaxtricks/<key>/`, keyed by the raw files it is
+  built from (sources.local_key), so that other raw files rebuild it instead of reusing it."""
+  root = Path(tfds_dir or os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets")   # read now
+  return str(root / "jaxtricks" / sources.local_key(source, data_dir))
 
 
 def prepare(b: tfds.core.DatasetBuilder) -> None:

@@ -12,6 +12,7 @@ When none works the error names every place tried and how to fix it. Errors ment
 """
 
 import dataclasses
+import hashlib
 import os
 import socket
 import urllib.parse
@@ -82,3 +83,24 @@ def locate(source: RawSource, data_dir: str | None, dl_manager=None) -> dict[str
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     tried.append(f"{source.url} ({reason})")
   raise DataError(None, f"{source.name}: raw files not found. Tried: {'; '.join(tried)}. Fix: {source.fix}")
+
+
+def local_key(source: RawSource, data_dir: str | None) -> str:
+  """What the prepared cache of `source` is keyed by: the sha256 of the raw files found locally (the first 16 hex
+  digits over all of them, in key order), or "official" when none is local (the download, whose sha256 is fixed
+  by checksums.tsv). Raises DataError for a named data_dir that does not exist. Another copy of the raw files,
+  or a changed one, so gets a cache of its own instead of silently reusing one built from other files."""
+  try:
+    paths = locate(source, data_dir, None)
+  except DataError:
+    if data_dir and not Path(data_dir).is_dir():
+      raise
+    return "official"
+  digest = hashlib.sha256()
+  for key in sorted(paths):
+    h = hashlib.sha256()
+    with open(paths[key], "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+    digest.update(f"{key}={h.hexdigest()};".encode())
+  return digest.hexdigest()[:16]

@@ -176,7 +176,8 @@ def load_text(name: str, split: str, *, data_dir: str | None = None,
   """(texts, labels int32) of one split in the official order."""
   if name not in TEXT_BUILDERS:
     raise DataError(None, f"unknown text data set {name!r}; known: {', '.join(TEXT_BUILDERS)}")
-  b = TEXT_BUILDERS[name](raw_data_dir=data_dir, data_dir=tfds_dir or os.environ.get("TFDS_DATA_DIR"),
+  b = TEXT_BUILDERS[name](raw_data_dir=data_dir, data_dir=builders.cache_dir(TEXT_BUILDERS[name].SOURCE, data_dir,
+                                                                              tfds_dir),
                           file_format="array_record")
   builders.prepare(b)
   if split not in b.info.splits:
@@ -190,7 +191,9 @@ def load_text(name: str, split: str, *, data_dir: str | None = None,
 def load_sequences(name: str, splits=("train", "test"), *, num_words: int, maxlen: int,
                    data_dir: str | None = None, tfds_dir: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """{split: (ids int32 [N, maxlen], labels int32 [N])}, the vocabulary from the train split; cached."""
-  root = Path(tfds_dir or os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets")
+  if name not in TEXT_BUILDERS:
+    raise DataError(None, f"unknown text data set {name!r}; known: {', '.join(TEXT_BUILDERS)}")
+  root = Path(builders.cache_dir(TEXT_BUILDERS[name].SOURCE, data_dir, tfds_dir))   # keyed by the raw files
   cache = root / "jaxtricks_text_cache" / f"{name}-w{num_words}-l{maxlen}-v1.npz"
   if cache.is_file():
     with np.load(cache, allow_pickle=False) as z:

@@ -1,0 +1,262 @@
+"""What is on disk can be trusted (README, "Reliability"): each row is one damaged file, one unusable flag or one
+signal, on the smallest classifier run that shows it; README's reliability table lists every row (last test).
+Runs go through cli.main in this process, except the signal rows, which run the program as a child process that
+signals its own pid (tests/killed_run.py)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import REPO, child_env, error_lines, make_raw_folder, without_progress_bars
+from jaxtricks import cli, loop
+from train import classify, ebm as train_ebm, ebm_sample, sentiment
+
+RUN = ["--model", "cnn", "--batch-size", "16", "--checkpoint-every", "2", "--no-progress", "--no-tensorboard"]
+
+
+@pytest.fixture
+def tmp(tmp_path, monkeypatch):
+  monkeypatch.delenv("JAXTRICKS_DATA", raising=False)
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  make_raw_folder(tmp_path / "raw")
+  return tmp_path
+
+
+def _classify(tmp, *args, workdir=None):
+  argv = ["--data-dir", str(tmp / "raw"), "--workdir", str(workdir or tmp / "w"), *RUN, *args]
+  return cli.main(classify.Config, classify.run, argv=argv, prog="classify")
+
+
+def _one_line(capsys) -> str:
+  err = capsys.readouterr().err
+  lines = without_progress_bars(err)
+  assert len(lines) == 1 and "Traceback" not in err, err
+  return lines[0]
+
+
+def _params(workdir, step):
+  return ocp.StandardCheckpointer().restore((workdir / "checkpoints" / str(step) / "default").absolute())["state"]
+
+
+def _steps(workdir):
+  return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+# ---- 1: non-finite values are refused as flags and never saved (the loop refuses a non-finite state at any
+# checkpoint: tests/test_loop.py::test_non_finite_state_is_never_saved)
+
+@pytest.mark.parametrize("program, flag", [("ebm", "--lr"), ("ebm", "--step-size"), ("classify", "--lr")])
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_row_non_finite_flag(program, flag, value, tmp, capsys):
+  module = {"ebm": train_ebm, "classify": classify}[program]
+  rc = cli.main(module.Config, module.run, argv=[flag, value, "--workdir", str(tmp / "w")], prog=program)
+  assert rc == cli.EXIT_USAGE
+  assert _one_line(capsys) == f"{program}: error: {flag} must be a finite number, got {value}"
+  assert not (tmp / "w").exists()
+
+
+def test_row_lr_inf_through_the_optimizer_saves_nothing_bad(tmp, capsys):
+  """--lr 1e38 (finite, but the params overflow): exit 3, and the checkpoint on disk is the last finite one."""
+  assert _classify(tmp, "--steps", "2") == 0
+  rc = _classify(tmp, "--steps", "6", "--lr", "1e38")
+  assert rc == cli.EXIT_DIVERGED and "last good checkpoint: step 2" in _one_line(capsys)
+  assert _steps(tmp / "w") == [2]
+  chex.assert_tree_all_finite(_params(tmp / "w", 2))
+
+
+# ---- 2: a named data folder is always checked; the cache is keyed by the raw files
+
+def test_row_missing_data_dir_with_a_warm_cache(tmp, capsys):
+  assert _classify(tmp, "--steps", "2") == 0   # the cache is warm now
+  capsys.readouterr()
+  rc = cli.main(classify.Config, classify.run, argv=["--data-dir", "/nonexistent", "--workdir", str(tmp / "w2"), *RUN],
+                prog="classify")
+  assert rc == cli.EXIT_USAGE and "--data-dir /nonexistent: no such folder" in _one_line(capsys)
+
+
+def test_row_sentiment_data_dir_without_its_data(tmp, capsys):
+  (tmp / "empty").mkdir()
+  rc = cli.main(sentiment.Config, sentiment.run, argv=["--data-dir", str(tmp / "empty"), "--workdir", str(tmp / "w"),
+                                                       "--no-progress"], prog="sentiment")
+  line = _one_line(capsys)
+  assert rc == cli.EXIT_USAGE and "imdb: raw files not found" in line and str(tmp / "empty" / "imdb") in line
+
+
+# ---- 3, 4: damaged checkpoints are named, and the run resumes from the newest intact one
+
+def _truncate_a_data_file(checkpoint):
+  """Cuts the largest array-data file of an orbax checkpoint (ocdbt.process_0/d/...) to a third."""
+  target = max((p for p in checkpoint.rglob("*") if p.is_file() and p.parent.name == "d"), key=lambda p: p.stat().st_size)
+  target.write_bytes(target.read_bytes()[: target.stat().st_size // 3])
+
+
+@pytest.mark.parametrize("damage", ["truncated data file", "no _METADATA"])
+def test_row_damaged_latest_checkpoint(damage, tmp, capsys):
+  assert _classify(tmp, "--steps", "6", workdir=tmp / "straight") == 0
+  assert _classify(tmp, "--steps", "4") == 0
+  latest = tmp / "w" / "checkpoints" / "4"
+  if damage == "no _METADATA":
+    (latest / "default" / "_METADATA").unlink()
+  else:
+    _truncate_a_data_file(latest / "default")
+  capsys.readouterr()
+  assert _classify(tmp, "--steps", "6") == 0
+  line = _one_line(capsys)
+  assert "checkpoint 4 is damaged" in line and "resuming from step 2" in line, line
+  assert (tmp / "w" / "damaged_checkpoints" / "4").is_dir()   # kept, not deleted
+  chex.assert_trees_all_close(_params(tmp / "w", 6), _params(tmp / "straight", 6), rtol=1e-6, atol=1e-6)
+
+
+def test_row_every_checkpoint_damaged(tmp, capsys):
+  assert _classify(tmp, "--steps", "2") == 0
+  (tmp / "w" / "checkpoints" / "2" / "default" / "_METADATA").unlink()
+  capsys.readouterr()
+  assert _classify(tmp, "--steps", "4") == cli.EXIT_USAGE
+  assert "checkpoint 2 is damaged" in _one_line(capsys)
+  assert _steps(tmp / "w") == [2]   # left as it was
+
+
+# ---- 5: a half-written metrics line
+
+def test_row_half_written_metrics_line(tmp, capsys):
+  assert _classify(tmp, "--steps", "4") == 0
+  with open(tmp / "w" / "metrics.jsonl", "a") as f:
+    f.write('{"step": 5, "loss": 0.3')
+  capsys.readouterr()
+  assert _classify(tmp, "--steps", "6") == 0
+  assert "dropped a half-written last line" in _one_line(capsys)
+  steps = [r["step"] for r in loop.read_metrics(tmp / "w") if "loss" in r]
+  assert steps == list(range(1, 7))
+
+
+# ---- 6, 7: config.json damaged or removed
+
+def test_row_config_json_not_json(tmp, capsys):
+  assert _classify(tmp, "--steps", "2") == 0
+  (tmp / "w" / "config.json").write_text("{not json")
+  capsys.readouterr()
+  assert _classify(tmp, "--steps", "4") == cli.EXIT_USAGE
+  assert "config.json: not a readable config" in _one_line(capsys)
+  rc = cli.main(ebm_sample.Config, ebm_sample.run, argv=["--workdirs", str(tmp / "w"), "--out", str(tmp / "s.png")])
+  assert rc == cli.EXIT_USAGE and "config.json: not a readable config" in _one_line(capsys)
+
+
+def test_row_config_json_removed_then_other_settings(tmp, capsys):
+  assert _classify(tmp, "--steps", "2") == 0
+  (tmp / "w" / "config.json").unlink()
+  capsys.readouterr()
+  assert _classify(tmp, "--steps", "4", "--seed", "7") == cli.EXIT_USAGE
+  assert "holds a run of another configuration (seed: 0 there, 7 now)" in _one_line(capsys)
+  assert _classify(tmp, "--steps", "4") == 0   # the same settings resume, and config.json comes back
+  assert json.loads((tmp / "w" / "config.json").read_text())["seed"] == 0
+
+
+# ---- 8: one run per workdir
+
+def test_row_two_runs_on_one_workdir(tmp, capsys):
+  (tmp / "w").mkdir()
+  holder = subprocess.Popen([sys.executable, "-c", "import pathlib, sys, time; from jaxtricks import loop; "
+                             f"lock = loop.WorkdirLock(pathlib.Path({str(tmp / 'w')!r})); lock.__enter__(); print('held'); "
+                             "sys.stdout.flush(); time.sleep(120)"], cwd=REPO, env=child_env(),
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    assert _classify(tmp, "--steps", "2") == cli.EXIT_USAGE
+    assert f"another run (pid {holder.pid}) is using it" in _one_line(capsys)
+  finally:
+    holder.kill()   # SIGKILL: its lock is now stale
+    holder.wait()
+  assert _classify(tmp, "--steps", "2") == 0   # taken over
+  assert (tmp / "w" / ".lock").read_text().strip() == str(os.getpid())
+
+
+# ---- 9, 14: workdirs that are not ours
+
+def test_row_workdir_is_a_folder_of_other_files(tmp, capsys):
+  shutil.copytree(REPO / "jaxtricks" / "models", tmp / "src")
+  assert _classify(tmp, "--steps", "2", workdir=tmp / "src") == cli.EXIT_USAGE
+  line = _one_line(capsys)
+  assert "not empty" in line and "not a workdir of a jaxtricks run" in line, line
+  assert sorted(p.name for p in (tmp / "src").iterdir()) == sorted(p.name for p in (REPO / "jaxtricks" / "models").iterdir())
+
+
+def test_row_workdir_is_a_file(tmp, capsys):
+  (tmp / "file").write_text("x")
+  assert _classify(tmp, "--steps", "2", workdir=tmp / "file") == cli.EXIT_USAGE
+  assert _one_line(capsys).endswith(f"--workdir {tmp / 'file'}: is a file, not a directory; choose a directory")
+  assert (tmp / "file").read_text() == "x"
+
+
+# ---- 10, 11: SIGINT
+
+def _signalled(tmp, mode, steps=8):
+  env = child_env(TFDS_DATA_DIR=str(tmp / "tfds"), JAXTRICKS_OFFLINE="1")
+  env.pop("JAXTRICKS_DATA", None)
+  argv = [sys.executable, "tests/killed_run.py", "classify", mode, "--data-dir", str(tmp / "raw"), "--workdir",
+          str(tmp / "w"), "--steps", str(steps), *RUN]
+  return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _lines(stderr):
+  return error_lines("\n".join(without_progress_bars(stderr)))
+
+
+def test_row_sigint_mid_run_saves_then_exits_130(tmp):
+  """SIGINT after step 2: the step in flight (3) completes, is saved, and the program exits 130."""
+  r = _signalled(tmp, "sigint:2")
+  assert r.returncode == cli.EXIT_INTERRUPTED, r.stderr[-2000:]
+  lines = _lines(r.stderr)
+  assert len(lines) == 1 and lines[0].endswith(f"interrupted at step 3; checkpoint saved: step 3 in {tmp / 'w'}. Run "
+                                               "the same command again to resume"), r.stderr
+  assert _steps(tmp / "w") == [2, 3]   # step 3 saved on the way out, though it is not a checkpoint step
+
+
+def test_row_second_sigint_exits_at_once(tmp):
+  r = _signalled(tmp, "sigint2:3")
+  assert r.returncode == cli.EXIT_INTERRUPTED and len(_lines(r.stderr)) == 1, r.stderr[-2000:]
+  assert "Traceback" not in r.stderr
+
+
+def test_row_sigint_during_compile(tmp):
+  r = _signalled(tmp, "sigint:compile")
+  assert r.returncode == cli.EXIT_INTERRUPTED, r.stderr[-2000:]
+  lines = _lines(r.stderr)
+  assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in r.stderr, r.stderr
+
+
+# ---- 12, 13, 15
+
+def test_row_metrics_jsonl_is_a_directory(tmp, capsys):
+  (tmp / "w" / "metrics.jsonl").mkdir(parents=True)
+  assert _classify(tmp, "--steps", "2") == cli.EXIT_USAGE
+  assert "metrics.jsonl: cannot be written" in _one_line(capsys)
+
+
+def test_row_sample_out_is_a_directory(tmp, capsys):
+  (tmp / "pngs").mkdir()
+  rc = cli.main(ebm_sample.Config, ebm_sample.run, argv=["--workdirs", str(tmp / "w"), "--out", str(tmp / "pngs")])
+  assert rc == cli.EXIT_USAGE and f"--out {tmp / 'pngs'}: is a directory" in _one_line(capsys)
+
+
+def test_row_fewer_steps_than_done(tmp, capsys):
+  assert _classify(tmp, "--steps", "4") == 0
+  capsys.readouterr()
+  assert _classify(tmp, "--steps", "3") == 0
+  assert _one_line(capsys) == f"{tmp / 'w'}: already at step 4 >= the 3 steps asked for; nothing to train"
+
+
+def test_readme_lists_every_row():
+  readme = (REPO / "README.md").read_text()
+  table = readme[readme.index("### Reliability"):]
+  names = [n[len("test_row_"):] for n in globals() if n.startswith("test_row_")]
+  for name in names:
+    assert f"`{name}`" in table, f"README's reliability table lacks the row {name!r}"
