@@ -110,7 +110,7 @@ def classifier_step(model, input_shape: tuple[int, ...], lr: float = 1e-3):
   from jaxtricks import classifier
 
   tx = optax.adam(lr)
-  ce = lambda outputs, batch: optax.softmax_cross_entropy_with_integer_labels(outputs, batch["label"]).mean()
+  ce = lambda outputs, batch, step: optax.softmax_cross_entropy_with_integer_labels(outputs, batch["label"]).mean()
   state = classifier.init(jax.random.PRNGKey(0), model, (1, *input_shape), tx)
   step = jax.jit(functools.partial(classifier.train_step, model=model, tx=tx, objective=ce), donate_argnums=0)
   return state, step

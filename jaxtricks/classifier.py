@@ -45,14 +45,15 @@ def predict(model: nn.Module, state: ClassifierState, x: jax.Array) -> jax.Array
 
 
 def train_step(state: ClassifierState, batch: dict, key: jax.Array, *, model: nn.Module,
-               tx: optax.GradientTransformation, objective: Callable[[jax.Array, dict], jax.Array],
+               tx: optax.GradientTransformation, objective: Callable[[jax.Array, dict, jax.Array], jax.Array],
                metrics_fn: Callable[[jax.Array, dict], dict] | None = None, input_key: str = "image"):
-  """One optimizer step on `objective(outputs, batch)` (a scalar); training-mode forward pass (dropout from key,
+  """One optimizer step on `objective(outputs, batch, step)` (a scalar; `step`, the state's step before this
+  update, is for schedules inside the loss such as EXACT's sigma); training-mode forward pass (dropout from key,
   BatchNorm statistics updated). Metrics: loss, grad_norm, param_norm and `metrics_fn(outputs, batch)`."""
   def loss_fn(params):
     outputs, updates = model.apply(variables(state, params), batch[input_key], train=True, rngs={"dropout": key},
                                    mutable=["batch_stats"])
-    return objective(outputs, batch), (outputs, updates)
+    return objective(outputs, batch, state.step), (outputs, updates)
 
   (loss, (outputs, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   param_updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -85,22 +85,30 @@ def _gauss_hermite(num_points: int):
 
 
 def exact_log_probability(mu: chex.Array, sigma: chex.Array, labels: chex.Array, *,
-                          num_points: int = 32) -> jax.Array:
+                          num_points: int = 32, margin: float | None = None) -> jax.Array:
   """log p(y|x) of EXACT (Karpukhin et al. 2022, arXiv 2205.09615; docs/techniques.md#exact).
 
       p(y|x) = P(y = argmax_i mu_i / sigma + eps_i) = E_{t~N(0,1)} prod_{i != y} Phi(d_i + t),
-      d_i = (mu_y - mu_i) / sigma,
+      d_i = min(mu_y - mu_i, margin) / sigma,
 
   by Gauss-Hermite quadrature with `num_points` nodes, summed in log space (log_ndtr, logsumexp), so it stays
-  finite and differentiable for large margins of either sign. mu: [..., C], sigma: [...] (> 0), labels: [...].
+  finite and differentiable for large margins of either sign. mu: [..., C], labels: [...], sigma: [...] per
+  example or a scalar (> 0; the paper's tables schedule a scalar sigma, `jaxtricks.optim.exact_sigma_schedule`).
+  `margin` (the paper's): gaps above it are clipped before dividing by sigma, so an example already won by more
+  than `margin` gives no gradient through that gap; None: no clip.
   """
   _check_labels("exact_probability", mu, labels)
-  if jnp.shape(sigma) != jnp.shape(labels):
-    raise ValueError(f"exact_probability: sigma must have shape {jnp.shape(labels)}, got {jnp.shape(sigma)}")
+  if jnp.shape(sigma) not in ((), jnp.shape(labels)):
+    raise ValueError(f"exact_probability: sigma must be a scalar or of shape {jnp.shape(labels)}, "
+                     f"got {jnp.shape(sigma)}")
+  if margin is not None and not margin > 0:
+    raise ValueError(f"exact_probability: margin must be positive (or None), got {margin}")
   mu = jnp.asarray(mu, jnp.result_type(float))
   labels = jnp.asarray(labels)
+  sigma = jnp.broadcast_to(jnp.asarray(sigma, mu.dtype), jnp.shape(labels))
   mu_y = jnp.take_along_axis(mu, labels[..., None], axis=-1)
-  d = (mu_y - mu) / jnp.asarray(sigma, mu.dtype)[..., None]              # [..., C]; d_y = 0
+  gaps = mu_y - mu if margin is None else jnp.minimum(mu_y - mu, margin)
+  d = gaps / sigma[..., None]                                            # [..., C]; d_y = 0
   not_y = ~jax.nn.one_hot(labels, mu.shape[-1], dtype=bool)              # [..., C]
   # Change of variable t = s + c (exact for any c): E_t[g(t)] = E_s[exp(-c s - c^2/2) g(s + c)]. Centring the
   # nodes near the integrand's peak, c = -min_i d_i / 2 when a wrong class leads, keeps the tails accurate.
@@ -111,25 +119,44 @@ def exact_log_probability(mu: chex.Array, sigma: chex.Array, labels: chex.Array,
   return jnp.minimum(jax.nn.logsumexp(log_prod + log_w - c * s - c**2 / 2, axis=-1), 0.0)
 
 
-def exact_probability(mu: chex.Array, sigma: chex.Array, labels: chex.Array, *, num_points: int = 32) -> jax.Array:
+def exact_probability(mu: chex.Array, sigma: chex.Array, labels: chex.Array, *, num_points: int = 32,
+                      margin: float | None = None) -> jax.Array:
   """p(y|x) of EXACT; see `exact_log_probability`."""
-  return jnp.exp(exact_log_probability(mu, sigma, labels, num_points=num_points))
+  return jnp.exp(exact_log_probability(mu, sigma, labels, num_points=num_points, margin=margin))
 
 
-def exact_loss(mu, sigma, labels, *, num_points: int = 32) -> jax.Array:
-  """EXACT's loss per example, -p(y|x); its batch mean is the paper's -E[p]."""
-  return -exact_probability(mu, sigma, labels, num_points=num_points)
+def exact_loss(mu, sigma, labels, *, num_points: int = 32, margin: float | None = None) -> jax.Array:
+  """EXACT's loss per example, -p(y|x); its batch mean is the paper's -E[p] (1 - E[p] up to a constant)."""
+  return -exact_probability(mu, sigma, labels, num_points=num_points, margin=margin)
 
 
-def exact_log_mean_loss(mu, sigma, labels, *, num_points: int = 32) -> jax.Array:
+def exact_log_mean_loss(mu, sigma, labels, *, num_points: int = 32, margin: float | None = None) -> jax.Array:
   """-log of the batch mean of p(y|x) (the paper's variant): a scalar, not per example."""
-  log_p = exact_log_probability(mu, sigma, labels, num_points=num_points)
+  log_p = exact_log_probability(mu, sigma, labels, num_points=num_points, margin=margin)
   return -(jax.nn.logsumexp(log_p) - math.log(log_p.size))
 
 
-def exact_log_loss(mu, sigma, labels, *, num_points: int = 32) -> jax.Array:
+def exact_log_loss(mu, sigma, labels, *, num_points: int = 32, margin: float | None = None) -> jax.Array:
   """-log p(y|x) per example: the seed's principle (kexue.fm/archives/9098) applied to EXACT."""
-  return -exact_log_probability(mu, sigma, labels, num_points=num_points)
+  return -exact_log_probability(mu, sigma, labels, num_points=num_points, margin=margin)
+
+
+def logit_batchnorm(logits_BC: chex.Array, *, eps: float = 1e-6) -> jax.Array:
+  """(logits - mean) / (eps + std) with ONE scalar mean and std over the whole [B, C] batch, no parameters: what
+  EXACT's authors apply to the logits before the loss (github ivan-chai/exact). Not per example: a batch function."""
+  x = jnp.asarray(logits_BC, jnp.result_type(float))
+  return (x - x.mean()) / (eps + x.std())
+
+
+def multiclass_hinge_loss(logits: chex.Array, labels: chex.Array, *, margin: float = 1.0) -> jax.Array:
+  """Crammer-Singer multi-class hinge, per example: max(0, margin + max_{i != y} l_i - l_y) (the baseline the
+  EXACT paper compares with; its margin 5 on MNIST, 1 on CIFAR-10)."""
+  _check_labels("multiclass_hinge_loss", logits, labels)
+  logits = jnp.asarray(logits, jnp.result_type(float))
+  labels = jnp.asarray(labels)
+  l_y = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+  others = jnp.where(jax.nn.one_hot(labels, logits.shape[-1], dtype=bool), -jnp.inf, logits)
+  return jax.nn.relu(margin + others.max(axis=-1) - l_y)
 
 
 def split_sigma_head(outputs_BK: chex.Array, *, num_classes: int) -> tuple[jax.Array, jax.Array | None]:

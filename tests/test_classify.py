@@ -7,6 +7,7 @@ import sys
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
@@ -94,9 +95,11 @@ def test_model_shapes_and_steps_lower_the_loss(model, size):
   _check_training(config, x)
 
 
-@pytest.mark.parametrize("loss", ["ce", "margin", "soft_acc", "exact", "exact_log_mean", "exact_log"])
+@pytest.mark.parametrize("loss", ["ce", "margin", "soft_acc", "hinge", "exact", "exact_log_mean", "exact_log"])
 def test_every_loss_trains(loss):
-  config = classify.Config(loss=loss, lr=1e-3)
+  # the hinge's piecewise-linear gradient overshoots at 1e-3 in 8 steps on this toy batch (measured: 1.22 -> 1.71,
+  # then down to 0.74 by step 30); at 1e-4 it goes down from the first steps
+  config = classify.Config(loss=loss, lr=1e-4 if loss == "hinge" else 1e-3)
   _check_training(config, jax.random.uniform(jax.random.PRNGKey(0), (8, 28, 28, 1)))
 
 
@@ -107,7 +110,8 @@ def _check_training(config, x):
   outputs = classifier.predict(model, state, x)
   chex.assert_shape(outputs, (8, classify.num_outputs(config)))
   chex.assert_tree_all_finite(outputs)
-  step = jax.jit(functools.partial(classify.train_step, config=config, model=model, tx=tx))
+  step = jax.jit(functools.partial(classify.train_step, config=config, model=model, tx=tx,
+                                   sigma_fn=classify.exact_sigma_fn(config, 8)))
   losses = []
   for i in range(8):
     state, metrics = step(state, {"image": x, "label": y}, jax.random.PRNGKey(i))
@@ -144,3 +148,37 @@ def test_cnn_one_epoch_reaches_85_percent(tmp_path):
   assert p.returncode == 0, p.stderr[-2000:]
   evals = loop.metric(loop.read_metrics(tmp_path / "run"), "test/accuracy")
   assert evals[-1][0] == 937 and evals[-1][1] >= 0.85, evals
+
+
+EXACT_AS_PUBLISHED = ["--loss", "exact", "--exact-sigma", "scheduled", "--exact-margin", "0.5", "--logit-batchnorm",
+                      "--grad-normalizer", "--optimizer", "sgd", "--lr", "0.5", "--schedule", "exponential",
+                      "--weight-decay", "1e-4", "--batch-size", "256"]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_exact_as_published_does_not_collapse_on_mnist(tmp_path):
+  """EXACT with the authors' recipe (scheduled sigma 10 -> 1, margin 0.5, logit batch-norm, gradient normalizer,
+  SGD 0.5 decayed): 100 steps of the small CNN on real MNIST. Measured (2026-12-01, 2-core VM): 96.65% at step
+  100 (97.72% at 300), where the learned-sigma head with the same SGD recipe sat at 12.28% (collapsed); the bar,
+  90%, is far above chance and below the measured run."""
+  require_real_data("mnist")
+  argv = ["--dataset", "mnist", *EXACT_AS_PUBLISHED, "--steps", "100", "--workdir", str(tmp_path / "run"),
+          "--no-progress", "--no-tensorboard"]
+  assert cli.main(classify.Config, classify.run, argv=argv) == 0
+  (step, accuracy), = loop.metric(loop.read_metrics(tmp_path / "run"), "test/accuracy")
+  assert step == 100 and accuracy >= 0.90, accuracy
+
+
+def test_exact_scheduled_sigma_model_has_ten_outputs_and_trains():
+  config = classify.Config(loss="exact", exact_sigma="scheduled", exact_margin=0.5, logit_batchnorm=True,
+                           grad_normalizer=True, optimizer="sgd", lr=0.5, schedule="exponential", weight_decay=1e-4)
+  assert classify.num_outputs(config) == 10
+  _check_training(config, jax.random.uniform(jax.random.PRNGKey(0), (8, 28, 28, 1)))
+
+
+def test_exponential_schedule_ends_at_lr_final():
+  config = classify.Config(lr=0.5, schedule="exponential", lr_final=1e-4)
+  lr = classify.learning_rate(config, 1000)
+  np.testing.assert_allclose([float(lr(0)), float(lr(500)), float(lr(1000)), float(lr(5000))],
+                             [0.5, np.sqrt(0.5 * 1e-4), 1e-4, 1e-4], rtol=1e-4)

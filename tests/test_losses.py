@@ -155,7 +155,7 @@ class TestExact:
     np.testing.assert_allclose(vm, -p, rtol=1e-6)
 
   def test_shape_errors(self):
-    with pytest.raises(ValueError, match="sigma must have shape"):
+    with pytest.raises(ValueError, match="sigma must be a scalar or of shape"):
       losses.exact_probability(jnp.zeros((4, 3)), jnp.ones(3), jnp.zeros(4, int))
     with pytest.raises(ValueError, match="need labels of shape"):
       losses.exact_probability(jnp.zeros((4, 3)), jnp.ones(4), jnp.zeros(3, int))
@@ -205,3 +205,38 @@ class TestToyExample:
       params, state = step(params, state)
     predictions = jnp.sign(self.x - params["b"])
     assert bool(jnp.all(predictions == self.y)), params
+
+
+class TestExactPublishedForm:
+  """The options of EXACT as its authors train it: a scalar (scheduled) sigma, the margin clip, logit BN."""
+
+  def test_scalar_sigma_equals_per_example_sigma(self):
+    mu = jax.random.normal(jax.random.PRNGKey(0), (5, 4))
+    y = jnp.array([0, 1, 2, 3, 0])
+    np.testing.assert_allclose(losses.exact_log_probability(mu, 2.5, y),
+                               losses.exact_log_probability(mu, jnp.full(5, 2.5), y), rtol=1e-6)
+
+  def test_margin_clip_has_no_gradient_beyond_the_margin(self):
+    mu = jnp.array([[3.0, 0.2, 2.9, -4.0]])                        # gaps to class 0: -, 2.8, 0.1, 7.0
+    y = jnp.array([0])
+    grad = jax.grad(lambda m: losses.exact_log_probability(m, 1.0, y, margin=0.5).sum())(mu)[0]
+    assert float(grad[1]) == 0.0 and float(grad[3]) == 0.0          # gaps 2.8 and 7.0 > 0.5: clipped
+    assert float(grad[2]) < 0.0                                     # gap 0.1: raising the rival lowers p
+    # the clipped value: every gap above the margin counts as the margin itself
+    clipped = jnp.array([[0.5, 0.0, 0.4, 0.0]])                     # gaps 0.5, 0.1, 0.5 to class 0
+    np.testing.assert_allclose(losses.exact_log_probability(mu, 1.0, y, margin=0.5),
+                               losses.exact_log_probability(clipped, 1.0, y), rtol=1e-6)
+
+  def test_logit_batchnorm_uses_one_scalar_mean_and_std(self):
+    x = jnp.array([[1.0, 2.0, 3.0], [4.0, 5.0, 9.0]])
+    z = losses.logit_batchnorm(x)
+    np.testing.assert_allclose(float(z.mean()), 0.0, atol=1e-6)
+    np.testing.assert_allclose(float(z.std()), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(z), (np.asarray(x) - 4.0) / (1e-6 + np.asarray(x).std()), rtol=1e-6)
+
+  def test_multiclass_hinge_known_values(self):
+    logits = jnp.array([[2.0, 0.5, 1.8], [0.0, 3.0, 1.0]])
+    y = jnp.array([0, 1])
+    # example 0: 1 + 1.8 - 2.0 = 0.8; example 1: 1 + 1.0 - 3.0 < 0 -> 0
+    np.testing.assert_allclose(losses.multiclass_hinge_loss(logits, y), [0.8, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(losses.multiclass_hinge_loss(logits, y, margin=5.0), [4.8, 3.0], rtol=1e-6)

@@ -5,6 +5,9 @@ cross-entropy or one of the losses that train for accuracy (docs/techniques.md#m
     python -m train.classify --model mobilenet --augment flip --epochs 50  # the seed's recipe: 56x56x3, batch 64, Adam
     python -m train.classify --loss exact_log                              # EXACT with a sigma head, -log p per example
     python -m train.classify --dataset cifar10 --epochs 5                  # 32x32x3
+    python -m train.classify --dataset mnist --loss exact --exact-sigma scheduled --exact-margin 0.5 \
+        --logit-batchnorm --grad-normalizer --optimizer sgd --lr 0.5 --schedule exponential --weight-decay 1e-4 \
+        --batch-size 256 --epochs 20                                        # EXACT as its authors train it
 
 Writes <workdir>/metrics.jsonl, TensorBoard events, <workdir>/config.json and orbax checkpoints in
 <workdir>/checkpoints/; running again with the same --workdir resumes.
@@ -19,7 +22,7 @@ from typing import Literal
 import jax
 import optax
 
-from jaxtricks import classifier, cli, harness, loop, losses
+from jaxtricks import classifier, cli, harness, loop, losses, optim
 from jaxtricks.data import IMAGE_SHAPES, pipeline
 from jaxtricks.errors import require
 from jaxtricks.metrics import correct
@@ -34,17 +37,36 @@ NUM_CLASSES = 10
 class Config(harness.BaseConfig):
   """Train an image classifier with cross-entropy."""
   model: Literal["cnn", "mobilenet", "featnet"] = "cnn"
-  loss: Literal["ce", "margin", "soft_acc", "exact", "exact_log_mean", "exact_log"] = "ce"
+  loss: Literal["ce", "margin", "soft_acc", "hinge", "exact", "exact_log_mean", "exact_log"] = "ce"
   margin: float = dataclasses.field(default=0.6, metadata={"help": "--loss margin: no loss once p_y > margin"})
+  hinge_margin: float = dataclasses.field(
+      default=1.0, metadata={"help": "--loss hinge (Crammer-Singer): max(0, m + max_other - l_y)"})
+  exact_sigma: Literal["learned", "scheduled"] = dataclasses.field(
+      default="learned", metadata={"help": "EXACT's sigma: an 11th output (learned), or the paper's schedule"})
+  exact_sigma_init: float = dataclasses.field(default=10.0, metadata={"help": "scheduled sigma at step 0"})
+  exact_sigma_final: float = dataclasses.field(default=1.0, metadata={"help": "scheduled sigma at the last step"})
+  exact_margin: float = dataclasses.field(
+      default=0.0, metadata={"help": "EXACT: clip the gaps l_y - l_i at this before dividing by sigma; 0: no clip"})
+  logit_batchnorm: bool = dataclasses.field(
+      default=False, metadata={"help": "normalize the logits by one scalar mean and std over the batch (EXACT)"})
   dataset: Literal["fashion_mnist", "mnist", "cifar10"] = "fashion_mnist"
   epochs: float = 1.0
   steps: int = dataclasses.field(default=0, metadata={"help": "train steps; 0: from --epochs"})
   batch_size: int = 64
   lr: float = 1e-3
-  schedule: Literal["constant", "cosine"] = dataclasses.field(
-      default="constant", metadata={"help": "learning rate: constant, or cosine decay to 0 over the run"})
+  optimizer: Literal["adam", "adamw", "sgd"] = dataclasses.field(
+      default="adam", metadata={"help": "adam (adamw when --weight-decay > 0), adamw, or sgd with --momentum"})
+  momentum: float = dataclasses.field(default=0.9, metadata={"help": "--optimizer sgd: heavy-ball momentum"})
+  schedule: Literal["constant", "cosine", "exponential"] = dataclasses.field(
+      default="constant", metadata={"help": "learning rate: constant, cosine decay to 0, or exponential decay to "
+                                            "--lr-final over the run"})
+  lr_final: float = dataclasses.field(default=1e-4, metadata={"help": "--schedule exponential: the last step's lr"})
   warmup_steps: int = 0
-  weight_decay: float = dataclasses.field(default=0.0, metadata={"help": "decoupled (AdamW) weight decay"})
+  weight_decay: float = dataclasses.field(
+      default=0.0, metadata={"help": "adam/adamw: decoupled weight decay; sgd: L2 added to the gradient"})
+  grad_clip: float = dataclasses.field(default=0.0, metadata={"help": "clip the gradient's global norm; 0: no clip"})
+  grad_normalizer: bool = dataclasses.field(
+      default=False, metadata={"help": "divide the gradient by its moving-average norm (EXACT's normalizer)"})
   width: float = dataclasses.field(default=1.0, metadata={"help": "MobileNet width multiplier"})
   input_size: int = dataclasses.field(default=56, metadata={"help": "MobileNet input side (28 -> resized)"})
   stem_stride: int = dataclasses.field(default=2, metadata={"help": "MobileNet first conv stride"})
@@ -64,15 +86,24 @@ class Config(harness.BaseConfig):
     require(self.stem_stride in (1, 2), "stem_stride", f"must be 1 or 2, got {self.stem_stride}")
     require(self.input_size >= 28, "input_size", f"must be >= 28, got {self.input_size}")
     require(self.eval_every >= 0, "eval_every", f"must be >= 0, got {self.eval_every}")
+    harness.require_positive(self, "hinge_margin", "exact_sigma_init", "exact_sigma_final", "lr_final")
+    require(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
+    for name in ("exact_margin", "grad_clip"):
+      require(getattr(self, name) >= 0, name, f"must be >= 0 (0: off), got {getattr(self, name)}")
 
 
 # What defines a run's state (resuming with other values is refused).
-FINGERPRINT = ("model", "loss", "dataset", "width", "input_size", "stem_stride", "seed", "batch_size", "augment")
+FINGERPRINT = ("model", "loss", "dataset", "width", "input_size", "stem_stride", "seed", "batch_size", "augment",
+               "optimizer", "exact_sigma", "grad_normalizer")
+
+
+def is_exact(config: Config) -> bool:
+  return config.loss.startswith("exact")
 
 
 def num_outputs(config: Config) -> int:
-  """10 logits; EXACT models add one output for sigma (losses.split_sigma_head)."""
-  return NUM_CLASSES + 1 if config.loss.startswith("exact") else NUM_CLASSES
+  """10 logits; EXACT models with a learned sigma add one output for it (losses.split_sigma_head)."""
+  return NUM_CLASSES + 1 if is_exact(config) and config.exact_sigma == "learned" else NUM_CLASSES
 
 
 def make_model(config: Config):
@@ -90,10 +121,23 @@ def input_shape(config: Config) -> tuple[int, int, int]:
   return IMAGE_SHAPES[config.dataset]
 
 
-def objective(config: Config, outputs_BK: jax.Array, batch: dict) -> jax.Array:
-  """The training loss of --loss, reduced over the batch."""
+def exact_sigma_fn(config: Config, steps: int):
+  """step -> EXACT's scheduled sigma (None for the learned form: sigma comes from the model's 11th output)."""
+  if config.exact_sigma != "scheduled":
+    return None
+  return optim.exact_sigma_schedule(init_sigma=config.exact_sigma_init, final_sigma=config.exact_sigma_final,
+                                    transition_steps=max(steps, 1))
+
+
+def objective(config: Config, sigma_fn, outputs_BK: jax.Array, batch: dict, step: jax.Array) -> jax.Array:
+  """The training loss of --loss, reduced over the batch (`sigma_fn`: exact_sigma_fn's schedule or None)."""
   labels_B = batch["label"]
   logits, sigma = losses.split_sigma_head(outputs_BK, num_classes=NUM_CLASSES)
+  if config.logit_batchnorm:
+    logits = losses.logit_batchnorm(logits)
+  if sigma_fn is not None:
+    sigma = sigma_fn(step)
+  exact = dict(margin=config.exact_margin or None)
   match config.loss:
     case "ce":
       per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels_B)
@@ -101,12 +145,14 @@ def objective(config: Config, outputs_BK: jax.Array, batch: dict) -> jax.Array:
       per_example = losses.margin_softmax_cross_entropy(logits, labels_B, margin=config.margin)
     case "soft_acc":
       per_example = losses.soft_accuracy_loss(logits, labels_B)
+    case "hinge":
+      per_example = losses.multiclass_hinge_loss(logits, labels_B, margin=config.hinge_margin)
     case "exact":
-      per_example = losses.exact_loss(logits, sigma, labels_B)
+      per_example = losses.exact_loss(logits, sigma, labels_B, **exact)
     case "exact_log_mean":
-      return losses.exact_log_mean_loss(logits, sigma, labels_B)
+      return losses.exact_log_mean_loss(logits, sigma, labels_B, **exact)
     case "exact_log":
-      per_example = losses.exact_log_loss(logits, sigma, labels_B)
+      per_example = losses.exact_log_loss(logits, sigma, labels_B, **exact)
   return per_example.mean()
 
 
@@ -115,14 +161,32 @@ def accuracy(outputs_BK: jax.Array, batch: dict) -> dict:
   return {"accuracy": correct(logits, batch["label"]).mean()}
 
 
-def optimizer(config: Config, steps: int) -> optax.GradientTransformation:
+def learning_rate(config: Config, steps: int) -> optax.Schedule | float:
   if config.schedule == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(0.0, config.lr, config.warmup_steps, max(steps, config.warmup_steps + 1))
+    return optax.warmup_cosine_decay_schedule(0.0, config.lr, config.warmup_steps, max(steps, config.warmup_steps + 1))
+  if config.schedule == "exponential":   # lr -> lr_final over the steps after warm-up, geometrically
+    decay = optax.exponential_decay(config.lr, max(steps - config.warmup_steps, 1), config.lr_final / config.lr,
+                                    end_value=config.lr_final)
+    if not config.warmup_steps:
+      return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, config.lr, config.warmup_steps), decay],
+                                [config.warmup_steps])
+  return optax.linear_schedule(0.0, config.lr, config.warmup_steps) if config.warmup_steps else config.lr
+
+
+def optimizer(config: Config, steps: int) -> optax.GradientTransformation:
+  """--optimizer with the --schedule's learning rate, after the gradient normalizer and the global-norm clip."""
+  lr = learning_rate(config, steps)
+  if config.optimizer == "sgd":
+    decay = [optax.add_decayed_weights(config.weight_decay)] if config.weight_decay else []
+    main = optax.chain(*decay, optax.sgd(lr, momentum=config.momentum or None))
+  elif config.optimizer == "adamw" or config.weight_decay:
+    main = optax.adamw(lr, weight_decay=config.weight_decay)
   else:
-    lr = optax.linear_schedule(0.0, config.lr, config.warmup_steps) if config.warmup_steps else config.lr
-  if config.weight_decay:
-    return optax.adamw(lr, weight_decay=config.weight_decay)
-  return optax.adam(lr)
+    main = optax.adam(lr)
+  before = ([optim.gradient_normalizer()] if config.grad_normalizer else []) + (
+      [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else [])
+  return optax.chain(*before, main) if before else main
 
 
 def preprocess(config: Config, key: jax.Array, batch: dict, *, train: bool) -> dict:
@@ -135,19 +199,24 @@ def preprocess(config: Config, key: jax.Array, batch: dict, *, train: bool) -> d
   return {"image": x, "label": batch["label"]}
 
 
-def train_step(state, batch, key, *, config: Config, model, tx):
+def train_step(state, batch, key, *, config: Config, model, tx, sigma_fn=None):
   """One optimizer step on the batch mean of --loss."""
-  return classifier.train_step(state, batch, key, model=model, tx=tx, objective=functools.partial(objective, config),
-                               metrics_fn=accuracy)
+  return classifier.train_step(state, batch, key, model=model, tx=tx,
+                               objective=functools.partial(objective, config, sigma_fn), metrics_fn=accuracy)
 
 
 def per_example(config: Config, model, state, batch) -> dict:
-  """Test metrics of each example: accuracy and nll (-log p(y|x): softmax, or EXACT's p)."""
+  """Test metrics of each example: accuracy and nll (-log p(y|x): softmax, or EXACT's p; a scheduled sigma is
+  read at its final value)."""
   x = preprocess(config, jax.random.PRNGKey(0), batch, train=False)["image"]   # the key is unused without training
   outputs = classifier.predict(model, state, x)
   logits, _ = losses.split_sigma_head(outputs, num_classes=NUM_CLASSES)
-  return {"accuracy": correct(logits, batch["label"]),
-          "nll": losses.model_nll(outputs, batch["label"], num_classes=NUM_CLASSES)}
+  if is_exact(config) and config.exact_sigma == "scheduled":
+    mu = losses.logit_batchnorm(logits) if config.logit_batchnorm else logits
+    nll = losses.exact_log_loss(mu, config.exact_sigma_final, batch["label"], margin=config.exact_margin or None)
+  else:
+    nll = losses.model_nll(outputs, batch["label"], num_classes=NUM_CLASSES)
+  return {"accuracy": correct(logits, batch["label"]), "nll": nll}
 
 
 def run(config: Config, actions=()) -> classifier.ClassifierState:
@@ -162,7 +231,8 @@ def run(config: Config, actions=()) -> classifier.ClassifierState:
                                batch_size=config.eval_batch_size)
   return harness.train(
       config, steps=steps, init_fn=lambda: classifier.init(keys["init"], model, (1, *input_shape(config)), tx),
-      train_step=functools.partial(train_step, config=config, model=model, tx=tx), batches=batches,
+      train_step=functools.partial(train_step, config=config, model=model, tx=tx,
+                                   sigma_fn=exact_sigma_fn(config, steps)), batches=batches,
       key=keys["step"], mesh=mesh, fingerprint=harness.fingerprint(config, FINGERPRINT),
       actions=[loop.Periodic(config.eval_every or batches.steps_per_epoch, lambda step, s: evaluate(s),
                              announce=True), *actions])

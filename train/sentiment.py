@@ -68,7 +68,7 @@ def make_model(config: Config):
   return CNNClassifier(vocab_size=config.setting("num_words"))
 
 
-def objective(config: Config, logits_B: jax.Array, batch: dict) -> jax.Array:
+def objective(config: Config, logits_B: jax.Array, batch: dict, step=None) -> jax.Array:
   labels_B = batch["label"]
   if config.loss == "margin":
     return losses.margin_binary_cross_entropy(logits_B, labels_B, margin=config.margin).mean()
