@@ -1,6 +1,7 @@
 """Timing helpers: warm-up excluded, block_until_ready, median of repeats."""
 
 import importlib
+import json
 import os
 import platform
 import statistics

@@ -42,10 +42,10 @@ def main(argv=None):
     for seed in seeds:
       workdir = Path(args.root) / f"{args.model}-{loss}-e{args.epochs:g}-s{seed}"
       t0 = time.perf_counter()
-      argv = train("classify", model=args.model, loss=loss, epochs=args.epochs, seed=seed, lr=args.lr,
-                   workdir=workdir, progress=False)
+      run_argv = train("classify", model=args.model, loss=loss, epochs=args.epochs, seed=seed, lr=args.lr,
+                       workdir=workdir, progress=False)
       curve = evals(workdir)
-      results[f"{loss}/{seed}"] = {"curve": curve, "seconds": time.perf_counter() - t0, "argv": argv}
+      results[f"{loss}/{seed}"] = {"curve": curve, "seconds": time.perf_counter() - t0, "argv": run_argv}
       finals.append(curve[-1][1])
       print(f"{loss} seed {seed}: {100 * curve[-1][1]:.2f}%", flush=True)
     rows.append([loss, f"{100 * np.mean(finals):.2f} ± {100 * np.std(finals, ddof=1) if len(finals) > 1 else 0:.2f}",

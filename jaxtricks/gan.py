@@ -62,6 +62,20 @@ class GanState:
   params: Params             # {'G': ..., 'D': ...}
   batch_stats: Params        # {'G': ..., 'D': ...} ({} for nets without BatchNorm)
   opt_state: Params          # {'G': ..., 'D': ...}
+  ema_g: Params | None = None   # an exponential moving average of G's params (with_ema), or None
+
+
+def with_ema(state: GanState) -> GanState:
+  """The state with an EMA of G's params, started at G's current params."""
+  return state.replace(ema_g=jax.tree.map(jnp.copy, state.params["G"]))
+
+
+def ema_update(state: GanState, decay: float) -> GanState:
+  """ema_g <- decay * ema_g + (1 - decay) * params['G'] (a no-op for a state without an EMA)."""
+  if state.ema_g is None:
+    return state
+  ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_g, state.params["G"])
+  return state.replace(ema_g=ema)
 
 
 def two_timescale(tx_g: optax.GradientTransformation, tx_d: optax.GradientTransformation) -> Optimizers:
@@ -219,7 +233,8 @@ def gradient_reversal_loss(params: Params, batch_stats: Params, x_real, z, *, ge
   return value, ({"G": g_stats, "D": d_stats}, {"v": value})
 
 
-def sample(generator: nn.Module, state: GanState, z_BZ: jax.Array) -> jax.Array:
-  """Generator samples with BatchNorm's running statistics (inference mode)."""
-  return generator.apply({"params": state.params["G"], "batch_stats": state.batch_stats["G"]}, z_BZ,
-                               train=False)
+def sample(generator: nn.Module, state: GanState, z_BZ: jax.Array, ema: bool = False) -> jax.Array:
+  """Generator samples with BatchNorm's running statistics (inference mode); with `ema`, from the EMA of G's
+  params (and G's running statistics)."""
+  params = state.ema_g if ema else state.params["G"]
+  return generator.apply({"params": params, "batch_stats": state.batch_stats["G"]}, z_BZ, train=False)

@@ -52,3 +52,20 @@ def test_results_md_tables_are_the_result_files():
         assert line in text, f"{path.name}: {line} is not in RESULTS.md"
         checked += 1
   assert checked >= 50, checked
+
+
+def test_exact_table_runs_every_recipe_end_to_end(tmp_path, monkeypatch, capsys):
+  """benchmarks.exact_table trains each recipe through train.classify's main (tiny fake MNIST: one step per
+  epoch) and writes its result file with one row per recipe."""
+  import json
+
+  from benchmarks import exact_table
+  from conftest import make_raw_folder
+  make_raw_folder(tmp_path / "raw", name="mnist")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  exact_table.main(["--dataset", "mnist", "--epochs", "2", "--seeds", "0", "--data-dir", str(tmp_path / "raw"),
+                    "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+  data = json.loads((tmp_path / "out" / "exact_table_mnist.json").read_text())
+  assert [r[0] for r in data["rows"]] == exact_table.DEFAULTS["mnist"]
+  assert all(len(run["curve"]) == 2 for run in data["runs"].values())   # an evaluation per epoch
+  assert "| exact (published) |" in capsys.readouterr().out

@@ -1,5 +1,9 @@
-"""train.gan end to end on a tiny fake data set: samples, FID in metrics.jsonl, resume, bad input."""
+"""train.gan end to end on a tiny fake data set: samples, FID in metrics.jsonl, a resumed run equal to an
+uninterrupted one, the EMA of G, bad input."""
 
+import chex
+import jax
+import numpy as np
 import pytest
 
 from conftest import make_raw_folder
@@ -15,7 +19,14 @@ def test_tiny_run_writes_samples_fid_and_resumes(tmp_path, monkeypatch, mode):
           "--z-dim", "8", "--batch-size", "16", "--sample-every", "3", "--fid-every", "3", "--fid-samples", "64",
           "--checkpoint-every", "3", "--no-progress"]
   assert cli.main(train_gan.Config, train_gan.run, argv=args + ["--steps", "3"]) == 0
-  assert cli.main(train_gan.Config, train_gan.run, argv=args + ["--steps", "6"]) == 0
+  assert cli.main(train_gan.Config, train_gan.run, argv=args + ["--steps", "6"]) == 0   # resumes at 3
+  straight = [a if a != str(tmp_path / "run") else str(tmp_path / "straight") for a in args]
+  assert cli.main(train_gan.Config, train_gan.run, argv=straight + ["--steps", "6"]) == 0
+  resumed, _, _ = loop.restore(tmp_path / "run")
+  uninterrupted, _, _ = loop.restore(tmp_path / "straight")
+  chex.assert_trees_all_close(resumed, uninterrupted, rtol=1e-6, atol=1e-6)   # params, BN stats, optimizers
+  before, _, _ = loop.restore(tmp_path / "run", step=3)
+  assert not np.allclose(jax.tree.leaves(before["params"])[0], jax.tree.leaves(resumed["params"])[0])
   assert (tmp_path / "run" / "samples_000003.png").exists() and (tmp_path / "run" / "samples_000006.png").exists()
   lines = loop.read_metrics(tmp_path / "run")
   fids = [l for l in lines if "fid_fmnist" in l]
@@ -27,3 +38,21 @@ def test_bad_flags(capsys):
   assert cli.main(train_gan.Config, train_gan.run, argv=["--lam", "0"]) == cli.EXIT_USAGE
   assert "--lam must be positive" in capsys.readouterr().err
   assert cli.main(train_gan.Config, train_gan.run, argv=["--mode", "both"]) == cli.EXIT_USAGE
+
+
+def test_ema_of_the_generator(tmp_path, monkeypatch):
+  """--ema-decay keeps an EMA of G's params in the (checkpointed) state and logs FID of G and of its EMA; the EMA
+  follows ema <- d * ema + (1 - d) * G after every step."""
+  make_raw_folder(tmp_path / "raw")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  args = ["--data-dir", str(tmp_path / "raw"), "--width", "4", "--z-dim", "8", "--batch-size", "16", "--fid-every",
+          "1", "--fid-samples", "64", "--sample-every", "10", "--checkpoint-every", "1", "--no-progress",
+          "--no-tensorboard", "--ema-decay", "0.5", "--workdir", str(tmp_path / "w")]
+  assert cli.main(train_gan.Config, train_gan.run, argv=args + ["--steps", "2"]) == 0
+  s1, s2 = (loop.restore(tmp_path / "w", step=s)[0] for s in (1, 2))
+  want = jax.tree.map(lambda e, g: 0.5 * e + 0.5 * g, s1["ema_g"], s2["params"]["G"])
+  chex.assert_trees_all_close(s2["ema_g"], want, rtol=1e-5, atol=1e-7)
+  assert not np.allclose(jax.tree.leaves(s2["ema_g"])[0], jax.tree.leaves(s2["params"]["G"])[0])
+  rows = loop.read_metrics(tmp_path / "w")
+  assert [r["step"] for r in rows if "fid_fmnist_ema" in r] == [1, 2]
+  assert all("fid_fmnist" in r for r in rows if "fid_fmnist_ema" in r)

@@ -41,6 +41,9 @@ class Config(harness.BaseConfig):
   lam: float = dataclasses.field(default=1.0, metadata={"help": "weight of G's term in the single loss"})
   z_dim: int = 100
   width: int = 64
+  ema_decay: float = dataclasses.field(
+      default=0.0, metadata={"help": "keep an EMA of G's weights with this decay (e.g. 0.999) and sample from it; "
+                                     "0: off"})
   workdir: str = "runs/gan"
   sample_every: int = 500
   fid_every: int = 1000
@@ -51,9 +54,10 @@ class Config(harness.BaseConfig):
     harness.require_positive(self, "steps", "batch_size", "z_dim", "width", "sample_every", "fid_samples",
                              "lr_g", "lr_d", "lam")
     require(self.fid_every >= 0, "fid_every", f"must be >= 0 (0: only at the end), got {self.fid_every}")
+    require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1) (0: off), got {self.ema_decay}")
 
 
-FINGERPRINT = ("mode", "dataset", "batch_size", "z_dim", "width", "seed")
+FINGERPRINT = ("mode", "dataset", "batch_size", "z_dim", "width", "seed", "ema_decay")
 
 
 def to_tanh_range(key, batch):
@@ -78,13 +82,18 @@ def train_step(state: gan.GanState, batch: dict, key, *, config: Config, generat
     state, m = gan.alternating_step(state, x, z, z_g, **kw)
   else:
     state, m = gan.single_step(state, x, z, lam=config.lam, form=FORMS[config.mode], **kw)
-  return state, {"loss": m["d_loss"], **m}
+  return gan.ema_update(state, config.ema_decay), {"loss": m["d_loss"], **m}
 
 
-def generate(generator, state: gan.GanState, key, n: int, z_dim: int) -> np.ndarray:
-  """n samples in [0, 1]."""
+def generate(generator, state: gan.GanState, key, n: int, z_dim: int, ema: bool = False) -> np.ndarray:
+  """n samples in [0, 1] (from the EMA of G with `ema`)."""
   z = jax.random.normal(key, (n, z_dim))
-  return np.asarray((jax.jit(gan.sample, static_argnums=0)(generator, state, z) + 1.0) / 2.0)
+  return np.asarray((jax.jit(gan.sample, static_argnums=(0, 3))(generator, state, z, ema) + 1.0) / 2.0)
+
+
+def init(config: Config, key, generator, discriminator, tx) -> gan.GanState:
+  state = gan.init(key, generator, discriminator, (1, config.z_dim), (1, *IMAGE_SHAPES[config.dataset]), tx)
+  return gan.with_ema(state) if config.ema_decay > 0 else state
 
 
 def run(config: Config, actions=()):
@@ -94,21 +103,25 @@ def run(config: Config, actions=()):
   batches = harness.batches({"image": train["image"]}, config.batch_size, keys["data"], mesh, transform=to_tanh_range)
   generator, discriminator = nets(config)
   tx = optimizers(config)
-  samples = lambda state, n: generate(generator, state, keys["sample"], n, config.z_dim)
+  ema = config.ema_decay > 0
+  samples = lambda state, n, ema=ema: generate(generator, state, keys["sample"], n, config.z_dim, ema)
   periodic = [loop.Periodic(config.sample_every, lambda step, state: {"samples": samples(state, 64)})]
   if config.dataset in FID_DATASETS:
     net = metrics.load_feature_net()
     real_stats = metrics.gaussian_statistics(metrics.feature_net_outputs(test["image"], net=net)[0])
 
-    def evaluate(step, state):
-      fake_feats, probs = metrics.feature_net_outputs(samples(state, config.fid_samples), net=net)
-      return {"fid_fmnist": metrics.frechet_distance(*metrics.gaussian_statistics(fake_feats), *real_stats),
-              "inception_score": metrics.inception_score(probs)}
+    def scores(images, suffix=""):
+      fake_feats, probs = metrics.feature_net_outputs(images, net=net)
+      return {f"fid_fmnist{suffix}": metrics.frechet_distance(*metrics.gaussian_statistics(fake_feats), *real_stats),
+              f"inception_score{suffix}": metrics.inception_score(probs)}
+
+    def evaluate(step, state):   # G itself, and with --ema-decay its EMA too
+      out = scores(samples(state, config.fid_samples, ema=False))
+      return {**out, **scores(samples(state, config.fid_samples, ema=True), "_ema")} if ema else out
     periodic.append(loop.Periodic(config.fid_every, evaluate, announce=True))
   return harness.train(
       config, steps=config.steps,
-      init_fn=lambda: gan.init(keys["init"], generator, discriminator, (1, config.z_dim),
-                               (1, *IMAGE_SHAPES[config.dataset]), tx),
+      init_fn=lambda: init(config, keys["init"], generator, discriminator, tx),
       train_step=functools.partial(train_step, config=config, generator=generator, discriminator=discriminator,
                                    tx=tx),
       batches=batches, key=keys["step"], mesh=mesh, fingerprint=harness.fingerprint(config, FINGERPRINT),
