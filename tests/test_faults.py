@@ -19,7 +19,9 @@ ARGS = {
     "classify": ["--model", "cnn", "--batch-size", "16"],
     "gan": ["--batch-size", "16", "--width", "8", "--z-dim", "8", "--fid-samples", "64", "--sample-every", "100",
             "--fid-every", "100"],
-    "ebm": ["--batch-size", "16", "--channels", "4", "--langevin-steps", "3", "--fresh-steps", "3",
+    # the chain as a lax.scan (--unroll 1), quicker to compile; the unrolled CPU default is killed and resumed in
+    # tests/test_train_ebm.py
+    "ebm": ["--batch-size", "16", "--channels", "4", "--langevin-steps", "3", "--fresh-steps", "3", "--unroll", "1",
             "--buffer-size", "64", "--fid-samples", "32", "--sample-every", "100", "--fid-every", "100"],
 }
 
