@@ -79,10 +79,13 @@ def test_ebm_4_devices_equal_1_buffer_split(raw, tmp_path, monkeypatch):
   assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
-def test_resume_on_4_devices_restores_the_sharded_buffer(raw, tmp_path, monkeypatch):
+def test_resume_on_4_devices_restores_the_sharded_buffer_then_ensemble_sampling(raw, tmp_path, monkeypatch):
+  """A run resumed on 4 devices equals the uninterrupted one (the buffer restored split); then train.ebm_sample
+  with the chains split over 4 devices draws what it draws on 1, from an ensemble of those two workdirs."""
+  from train import ebm_sample
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-  kw = dict(data_dir=str(raw / "raw"), batch_size=16, channels=4, langevin_steps=3, buffer_size=64, fresh_steps=3, unroll=1,
-            fid_samples=32, sample_every=100, fid_every=100, checkpoint_every=2, progress=False, devices=4)
+  kw = dict(data_dir=str(raw / "raw"), batch_size=16, channels=4, langevin_steps=3, buffer_size=64, fresh_steps=3,
+            unroll=1, fid_samples=32, sample_every=100, fid_every=100, checkpoint_every=2, progress=False, devices=4)
   straight = train_ebm.run(train_ebm.Config(steps=4, workdir=str(tmp_path / "a"), **kw))
   train_ebm.run(train_ebm.Config(steps=2, workdir=str(tmp_path / "b"), **kw))
   resumed = train_ebm.run(train_ebm.Config(steps=4, workdir=str(tmp_path / "b"), **kw))
@@ -90,24 +93,15 @@ def test_resume_on_4_devices_restores_the_sharded_buffer(raw, tmp_path, monkeypa
   chex.assert_trees_all_close(straight.params, resumed.params, rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(np.asarray(straight.buffer.data), np.asarray(resumed.buffer.data))
 
+  common = dict(workdirs=f"{tmp_path / 'a'},{tmp_path / 'b'}", num=8, rounds=2, langevin_steps=3)
+  x1 = ebm_sample.run(ebm_sample.Config(devices=1, out=str(tmp_path / "1.png"), **common))
+  x4 = ebm_sample.run(ebm_sample.Config(devices=4, out=str(tmp_path / "4.png"), **common))
+  np.testing.assert_allclose(x1, x4, rtol=1e-4, atol=1e-4)
+  assert not np.allclose(x1[:8], x1[8:])   # each model's chains start elsewhere and draw their own noise
+
 
 def test_batch_not_divisible_by_devices_is_a_usage_error(raw, tmp_path):
   rc = cli.main(classify.Config, classify.run, ["--data-dir", str(raw / "raw"), "--batch-size", "30",
                                                 "--workdir", str(tmp_path / "w"), "--steps", "1"])
   assert rc == cli.EXIT_USAGE
   assert not (tmp_path / "w").exists()     # refused before anything was written
-
-
-def test_ensemble_sampling_on_4_devices_equals_1(raw, tmp_path, monkeypatch):
-  """train.ebm_sample with the chains split over 4 devices draws what it draws on 1."""
-  from train import ebm_sample
-  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-  kw = dict(data_dir=str(raw / "raw"), batch_size=16, channels=4, langevin_steps=3, buffer_size=64, fresh_steps=3, unroll=1,
-            fid_samples=32, sample_every=100, fid_every=100, checkpoint_every=2, progress=False, steps=2)
-  for name, seed in (("a", 0), ("b", 1)):
-    train_ebm.run(train_ebm.Config(workdir=str(tmp_path / name), seed=seed, **kw))
-  common = dict(workdirs=f"{tmp_path / 'a'},{tmp_path / 'b'}", num=8, rounds=2, langevin_steps=3)
-  x1 = ebm_sample.run(ebm_sample.Config(devices=1, out=str(tmp_path / "1.png"), **common))
-  x4 = ebm_sample.run(ebm_sample.Config(devices=4, out=str(tmp_path / "4.png"), **common))
-  np.testing.assert_allclose(x1, x4, rtol=1e-4, atol=1e-4)
-  assert not np.allclose(x1[:8], x1[8:])   # the two models' chains differ
