@@ -19,8 +19,8 @@ ARGS = {
     "classify": ["--model", "cnn", "--batch-size", "16"],
     "gan": ["--batch-size", "16", "--width", "8", "--z-dim", "8", "--fid-samples", "64", "--sample-every", "100",
             "--fid-every", "100"],
-    # the chain as a lax.scan (--unroll 1), quicker to compile; the unrolled CPU default trains end to end in
-    # tests/test_train_ebm.py (the loop's checkpoints do not depend on how the chain is compiled)
+    # the chain as a lax.scan (--unroll 1), quicker to compile; the unrolled CPU default computes the same chain
+    # (tests/test_langevin.py::test_trace_and_unroll), and the loop's checkpoints do not depend on how it compiles
     "ebm": ["--batch-size", "16", "--channels", "4", "--langevin-steps", "3", "--fresh-steps", "3", "--unroll", "1",
             "--buffer-size", "64", "--fid-samples", "32", "--sample-every", "100", "--fid-every", "100"],
 }
