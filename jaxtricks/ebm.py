@@ -48,6 +48,15 @@ def energy_net(channels: int) -> EnergyNet:
   return EnergyNet(stem=channels, stages=(channels, 2 * channels, 4 * channels))
 
 
+def sampler_from_flags(*, num_steps: int, step_size: float, noise_scale: float, grad_clip: float,
+                       reinit_prob: float, unroll: int) -> SamplerConfig:
+  """A SamplerConfig from the programs' flag conventions: noise_scale 0 = sqrt(step size), grad_clip 0 = no clip,
+  unroll -1 = default_unroll(), 0 = fully unrolled."""
+  return SamplerConfig(num_steps=num_steps, step_size=step_size, noise_scale=noise_scale or None,
+                       grad_clip=grad_clip or None, reinit_prob=reinit_prob,
+                       unroll=default_unroll() if unroll == -1 else (unroll or True))
+
+
 @struct.dataclass
 class EbmState:
   """Arrays only; the model and the optimizer are passed to the functions that need them."""

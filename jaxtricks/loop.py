@@ -105,9 +105,10 @@ def check_state_finite(step: int, state: State) -> None:
 _OURS = ("config.json", "checkpoints", "metrics.jsonl", ".lock")   # what makes a folder a workdir of ours
 
 
-def prepare_workdir(workdir: Path, fingerprint: dict[str, Any], write: bool = True) -> None:
+def prepare_workdir(workdir: Path, fingerprint: dict[str, Any]) -> None:
   """Creates the workdir; refuses a file, a non-empty folder that is not a workdir of ours, an unreadable
-  config.json and one that holds a run with a different fingerprint."""
+  config.json and one that holds a run with a different fingerprint. (config.json is written by run, once the
+  checkpoints' own settings have been checked too.)"""
   if workdir.exists() and not workdir.is_dir():
     raise WorkdirError("workdir", f"{workdir}: is a file, not a directory; choose a directory")
   if workdir.is_dir() and not any((workdir / name).exists() for name in _OURS):
@@ -125,10 +126,7 @@ def prepare_workdir(workdir: Path, fingerprint: dict[str, Any], write: bool = Tr
   path = workdir / "config.json"
   fingerprint = json.loads(json.dumps(fingerprint))
   if path.exists():
-    saved = read_config(path)
-    compare_fingerprints(workdir, saved, fingerprint)
-  elif write:
-    write_config(path, fingerprint)
+    compare_fingerprints(workdir, read_config(path), fingerprint)
 
 
 def read_config(path: Path) -> dict:
@@ -347,17 +345,11 @@ class _SigintFlag:
       signal.signal(signal.SIGINT, self.previous)
 
 
-class _NoWriter:
-  def write_scalars(self, step, scalars): pass
-  def write_images(self, step, images): pass
-  def close(self): pass
-
-
 def open_log(workdir: Path, start: int, *, tensorboard: bool = True) -> writers.Writer:
   """The run's writer: metrics.jsonl (trimmed to `start` on a resume), TensorBoard events and PNG grids in the
   workdir. In a multi-process run only process 0 writes; the others get a writer that drops everything."""
   if jax.process_index() != 0:
-    return _NoWriter()
+    return writers.MultiWriter([])
   path = workdir / "metrics.jsonl"
   try:
     jsonl = writers.JsonlWriter(path, resume_step=start)
@@ -412,7 +404,7 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
     raise ConfigError("steps", f"must be positive, got {config.steps}")
   workdir = Path(config.workdir)
   fingerprint = json.loads(json.dumps(fingerprint or {}))
-  prepare_workdir(workdir, fingerprint, write=False)
+  prepare_workdir(workdir, fingerprint)
   lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock, _SigintFlag() as sigint:
     return _run_locked(config, workdir, fingerprint, sigint, init_fn=init_fn, train_step=train_step,

@@ -82,10 +82,9 @@ FINGERPRINT = ("dataset", "batch_size", "channels", "buffer_size", "buffer_dtype
 
 
 def sampler(config: Config) -> ebm.SamplerConfig:
-  unroll = ebm.default_unroll() if config.unroll == -1 else (config.unroll or True)
-  return ebm.SamplerConfig(num_steps=config.langevin_steps, step_size=config.step_size,
-                           noise_scale=config.noise_scale or None, grad_clip=config.grad_clip or None,
-                           reinit_prob=config.reinit_prob, unroll=unroll)
+  return ebm.sampler_from_flags(num_steps=config.langevin_steps, step_size=config.step_size,
+                                noise_scale=config.noise_scale, grad_clip=config.grad_clip,
+                                reinit_prob=config.reinit_prob, unroll=config.unroll)
 
 
 def optimizer(config: Config) -> optax.GradientTransformation:

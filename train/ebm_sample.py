@@ -84,10 +84,9 @@ def run(config: Config) -> np.ndarray:
                               "an ensemble needs one architecture")
   model = ebm.energy_net(channels.pop())
   states = [s for _, s in loaded]
-  sampler = ebm.SamplerConfig(num_steps=config.langevin_steps, step_size=config.step_size,
-                              noise_scale=config.noise_scale or None, grad_clip=config.grad_clip or None,
-                              reinit_prob=config.reinit_prob,
-                              unroll=ebm.default_unroll() if config.unroll == -1 else (config.unroll or True))
+  sampler = ebm.sampler_from_flags(num_steps=config.langevin_steps, step_size=config.step_size,
+                                   noise_scale=config.noise_scale, grad_clip=config.grad_clip,
+                                   reinit_prob=config.reinit_prob, unroll=config.unroll)
   buffer = ebm.buffer_from_checkpoint(states[0])
   if config.start == "noise":
     buffer = replay.create(buffer.data.shape[0], buffer.data.shape[1:], dtype=buffer.data.dtype,
