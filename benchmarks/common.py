@@ -77,14 +77,20 @@ def loop_minutes(workdir) -> float:
   return sum((s - s0) / v for (s0, _), (s, v) in zip([(0, 1.0)] + rows, rows)) / 60
 
 
-def train(program: str, **flags) -> list[str]:
-  """Runs `python -m train.<program>` in this process through its public main, with --flag value for each
-  keyword (True/False: --flag / --no-flag); raises SystemExit on failure. Returns the argv it ran with.
-  A finished run returns at once (runs resume)."""
+def flag_argv(flags: dict) -> list[str]:
+  """--flag value for each keyword (True/False: --flag / --no-flag), as the programs' parsers read them."""
   argv = []
   for name, value in flags.items():
     flag = "--" + name.replace("_", "-")
     argv += [flag] if value is True else [f"--no-{flag[2:]}"] if value is False else [flag, str(value)]
+  return argv
+
+
+def train(program: str, **flags) -> list[str]:
+  """Runs `python -m train.<program>` in this process through its public main, with --flag value for each
+  keyword (True/False: --flag / --no-flag); raises SystemExit on failure. Returns the argv it ran with.
+  A finished run returns at once (runs resume)."""
+  argv = flag_argv(flags)
   rc = importlib.import_module(f"train.{program}").main(argv)
   if rc:
     raise SystemExit(f"python -m train.{program} {' '.join(argv)} exited with {rc}")

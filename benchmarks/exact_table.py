@@ -12,13 +12,14 @@ benchmarks/results/exact_table_<dataset>.json (per-epoch test accuracy of every 
 """
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine, table, train, write_results
+from benchmarks.common import flag_argv, machine, table, train, write_results
 from jaxtricks import loop
 
 PAPER_SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4, "schedule": "exponential", "lr_final": 1e-4,
@@ -53,6 +54,55 @@ def slug(name: str) -> str:
   return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")
 
 
+def summarize(names: list[str], seeds: list[int], runs: dict) -> tuple[list[str], list[list]]:
+  """The table: one row per recipe whose seeds have all finished (final test accuracy mean ± std over seeds,
+  the per-seed values, and the range of the last 3 evaluations as the flatness check)."""
+  header = ["recipe", "test accuracy % (mean ± std)", "per seed", "range of the last 3 epochs (pts)", "minutes/run"]
+  rows = []
+  for name in names:
+    done = [runs[f"{name}/{seed}"] for seed in seeds if f"{name}/{seed}" in runs]
+    if len(done) < len(seeds):
+      rows.append([name, f"{len(done)} of {len(seeds)} seeds done", "", "", ""])
+      continue
+    finals = [100 * r["curve"][-1][1] for r in done]
+    flat = [np.ptp([100 * a for _, a in r["curve"][-3:]]) for r in done]
+    std = np.std(finals, ddof=1) if len(finals) > 1 else 0.0
+    rows.append([name, f"{np.mean(finals):.2f} ± {std:.2f}", " ".join(f"{f:.2f}" for f in finals),
+                 f"{np.mean(flat):.2f}", f"{np.mean([r['seconds'] for r in done]) / 60:.1f}"])
+  return header, rows
+
+
+def plot(path: Path, title: str, names: list[str], seeds: list[int], runs: dict, steps_per_epoch: int) -> None:
+  """Per-epoch test accuracy of every recipe: mean over seeds as a line, min..max over seeds as a band."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+  for i, name in enumerate(names):
+    curves = [runs[f"{name}/{s}"]["curve"] for s in seeds if f"{name}/{s}" in runs]
+    if not curves:
+      continue
+    n = min(len(c) for c in curves)
+    epochs = np.array([step for step, _ in curves[0][:n]]) / steps_per_epoch
+    acc = 100 * np.array([[a for _, a in c[:n]] for c in curves])
+    for a in (ax, zoom):
+      a.plot(epochs, acc.mean(0), color=f"C{i}", label=f"{name} ({len(curves)} seeds)")
+      a.fill_between(epochs, acc.min(0), acc.max(0), color=f"C{i}", alpha=0.2)
+  best = max((100 * runs[k]["curve"][-1][1] for k in runs if k.split("/")[0] in names), default=100)
+  zoom.set_ylim(best - 3, best + 0.5)
+  zoom.set_title("zoom: the top 3 points", fontsize=9)
+  ax.set_title(title, fontsize=9)
+  for a in (ax, zoom):
+    a.set_xlabel("epoch")
+    a.set_ylabel("test accuracy %")
+    a.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="lower right")
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path)
+  plt.close(fig)
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--dataset", default="mnist", choices=list(DEFAULTS))
@@ -63,34 +113,51 @@ def main(argv=None):
   p.add_argument("--data-dir", default="", help="raw data folder (else $JAXTRICKS_DATA)")
   p.add_argument("--root", default="runs/exact_table")
   p.add_argument("--out", default="benchmarks/results")
+  p.add_argument("--png", default="docs", help="folder of the per-epoch curve picture")
+  p.add_argument("--max-runs", type=int, default=0,
+                 help="stop after training this many runs (0: all); the results file keeps what finished")
   args = p.parse_args(argv)
   names = [n.strip() for n in args.recipes.split(",") if n.strip()] or DEFAULTS[args.dataset]
   unknown = [n for n in names if n not in RECIPES]
   if unknown:
     p.error(f"--recipes: unknown {unknown}; known: {list(RECIPES)}")
   seeds = [int(s) for s in args.seeds.split(",")]
-  runs, rows = {}, []
+  out = Path(args.out) / f"exact_table_{args.dataset}.json"
+  # Finished runs are kept in the committed results file, so a table started in one session continues in the
+  # next even where the run folders are gone; a run is redone only when its flags changed.
+  previous = json.loads(out.read_text()) if out.exists() else {}
+  runs = dict(previous.get("runs", {})) if previous.get("model") == args.model else {}
+  trained = 0
+  header, rows = summarize(names, seeds, runs)
   for name in names:
-    finals, last_epochs = [], []
     for seed in seeds:
+      key = f"{name}/{seed}"
       workdir = Path(args.root) / f"{args.dataset}-{args.model}-{slug(name)}-e{args.epochs:g}-s{seed}"
-      t0 = time.perf_counter()
       data = {"data_dir": args.data_dir} if args.data_dir else {}
-      run_argv = train("classify", dataset=args.dataset, model=args.model, epochs=args.epochs, seed=seed,
-                       workdir=workdir, progress=False, tensorboard=False, **data, **RECIPES[name])
+      flags = dict(dataset=args.dataset, model=args.model, epochs=args.epochs, seed=seed, workdir=workdir,
+                   progress=False, tensorboard=False, **data, **RECIPES[name])
+      expected = flag_argv(flags)
+      if key in runs and runs[key]["argv"] == expected:
+        continue
+      if args.max_runs and trained >= args.max_runs:
+        break
+      t0 = time.perf_counter()
+      run_argv = train("classify", **flags)
       curve = loop.metric(loop.read_metrics(workdir), "test/accuracy")
-      runs[f"{name}/{seed}"] = {"curve": curve, "seconds": time.perf_counter() - t0, "argv": run_argv}
-      finals.append(100 * curve[-1][1])
-      last_epochs.append(np.ptp([100 * a for _, a in curve[-3:]]))
-      print(f"{name} seed {seed}: {finals[-1]:.2f}%", flush=True)
-    std = np.std(finals, ddof=1) if len(finals) > 1 else 0.0
-    rows.append([name, f"{np.mean(finals):.2f} ± {std:.2f}", " ".join(f"{f:.2f}" for f in finals),
-                 f"{np.mean(last_epochs):.2f}"])
-  header = ["recipe", "test accuracy % (mean ± std)", "per seed", "range of the last 3 epochs (pts)"]
-  write_results(Path(args.out) / f"exact_table_{args.dataset}.json", "benchmarks.exact_table", argv, header, rows,
-                runs=runs, epochs=args.epochs)
+      runs[key] = {"curve": curve, "seconds": time.perf_counter() - t0, "argv": run_argv,
+                   "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
+      trained += 1
+      print(f"{name} seed {seed}: {100 * curve[-1][1]:.2f}% ({runs[key]['seconds'] / 60:.1f} min)", flush=True)
+      header, rows = summarize(names, seeds, runs)
+      write_results(out, "benchmarks.exact_table", argv, header, rows, runs=runs, epochs=args.epochs,
+                    model=args.model, steps_per_epoch=curve[0][0])
+  if runs:
+    plot(Path(args.png) / f"exact_table_{args.dataset}.png",
+         f"{args.dataset}, {args.model}, {args.epochs:g} epochs, seeds {args.seeds}: test accuracy per epoch",
+         names, seeds, runs, steps_per_epoch=runs[next(iter(runs))]["curve"][0][0])
   print(f"{args.dataset} test accuracy after {args.epochs:g} epochs, {args.model}, seeds {args.seeds} — {machine()}")
   print(table(header, rows))
+  return 0
 
 
 if __name__ == "__main__":
