@@ -1,14 +1,19 @@
 """Evaluate a trained EBM (a workdir of `python -m train.ebm`): FID-FMNIST of its samples and out-of-distribution
-detection by energy.
+detection scores computed from the EBM alone.
 
     python -m benchmarks.ebm_eval --workdir runs/ebm-long [--samples 10000] [--json benchmarks/results/ebm_eval.json]
 
 FID-FMNIST (the committed feature net's features, against the 10,000 Fashion-MNIST test images) of --samples
 buffer samples (the most recent ones of the training buffer) and of --samples fresh chains from uniform noise
 (--fresh-steps Langevin steps, the training sampler's settings otherwise).
-OOD: AUROC of the score -U(x) for telling Fashion-MNIST test (in, positive) from MNIST test, uniform noise, and
-vertically flipped Fashion-MNIST test (out); next to it the baseline score, the feature net's max softmax
-probability (Hendrycks & Gimpel 2017). MNIST comes from $JAXTRICKS_DATA (or --data-dir), like the trainers'.
+OOD: AUROC of telling Fashion-MNIST test (in, positive) from MNIST test, uniform noise, Fashion-MNIST test flipped
+vertically, and CIFAR-10 test in greyscale at 28x28 (out), for each score of jaxtricks.ebm: -U(x), -||dU/dx||,
+typicality (reference: 5,000 Fashion-MNIST *train* images), and the complexity-corrected energy (PNG bits), whose
+temperature is chosen on Fashion-MNIST train images vs uniform noise and vertical flips only — MNIST and CIFAR-10
+are never used to choose anything (their columns are held out; the noise and flip columns of that score are not).
+Next to them the baseline, the feature net's max softmax probability (Hendrycks & Gimpel 2017; the feature net was
+trained on Fashion-MNIST labels, which the EBM never sees). MNIST and CIFAR-10 come from $JAXTRICKS_DATA (or
+--data-dir), like the trainers'; a set that is not there is left out with a line saying so.
 """
 
 import argparse
@@ -22,7 +27,8 @@ import numpy as np
 
 from benchmarks.common import machine, table
 from jaxtricks import ebm, loop, metrics, replay
-from jaxtricks.data import load
+from jaxtricks import images as images_lib
+from jaxtricks.data import DataError, load
 
 # train.ebm's default sampler (its flags --langevin-steps, --step-size, --noise-scale, --grad-clip, --reinit-prob)
 SAMPLER = ebm.SamplerConfig(num_steps=20, step_size=20.0, noise_scale=0.005, grad_clip=0.01, reinit_prob=0.05,
@@ -44,6 +50,78 @@ def energies(model, state, images, batch_size: int = 1000) -> np.ndarray:
   return np.concatenate([np.asarray(u(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
+def greyscale_28(images_NHWC) -> np.ndarray:
+  """uint8 RGB images -> uint8 [N, 28, 28, 1] (ITU-R 601 luma, bilinear resize): CIFAR-10 as the EBM's input."""
+  from PIL import Image
+  x = np.asarray(images_NHWC)
+  return np.stack([np.asarray(Image.fromarray(img).convert("L").resize((28, 28), Image.BILINEAR))
+                   for img in x])[..., None]
+
+
+def out_sets(fm_test, data_dir) -> dict[str, np.ndarray]:
+  """The out-of-distribution sets, uint8 [N, 28, 28, 1]; those whose raw files are missing are left out."""
+  rng = np.random.default_rng(0)
+  sets = {}
+  for name, make in [("MNIST test", lambda: load("mnist", "test", data_dir=data_dir)[0]),
+                     ("CIFAR-10 test, grey 28x28", lambda: greyscale_28(load("cifar10", "test", data_dir=data_dir)[0]))]:
+    try:
+      sets[name] = make()
+    except DataError as e:
+      print(f"{name}: left out ({e})")
+  sets["uniform noise"] = rng.integers(0, 256, fm_test.shape, dtype=np.uint8)
+  sets["Fashion-MNIST test, flipped vertically"] = fm_test[:, ::-1]
+  return sets
+
+
+def scores(model, state, images, e_reference, temperature=None, batch_size: int = 1000) -> dict[str, np.ndarray]:
+  """Every candidate score of ebm.py for uint8 images (higher = more in-distribution)."""
+  energy = ebm.energy_fn(model, state["params"], state["stats"])
+  grad_norm = jax.jit(lambda x: ebm.input_gradient_norm(energy, x))
+  x = np.asarray(images, np.float32) / 255.0
+  e = energies(model, state, images, batch_size)
+  g = np.concatenate([np.asarray(grad_norm(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
+  out = {"-energy": np.asarray(ebm.energy_score(e)), "-grad norm": -g,
+         "typicality": np.asarray(ebm.typicality_score(e, e_reference_N=e_reference))}
+  bits = images_lib.png_bits(images)
+  out["_energy"], out["_bits"] = e, bits
+  if temperature is not None:
+    out["complexity-corrected"] = np.asarray(ebm.complexity_corrected_score(e, bits, temperature=temperature))
+  return out
+
+
+def choose_temperature(tune_in: dict, tune_out: list[dict]) -> float:
+  """The temperature whose complexity-corrected score best separates the tuning in-set from the tuning out-sets
+  (mean AUROC); only Fashion-MNIST train images, uniform noise and vertical flips are seen here. The grid is
+  relative to the scales of the two terms: T = 10^k std(U) / std(ln2 L) for k in -3 ... 3 by 1/4."""
+  unit = np.std(tune_in["_energy"]) / (np.log(2) * np.std(tune_in["_bits"]) + 1e-12)
+
+  def mean_auroc(t):
+    s_in = ebm.complexity_corrected_score(tune_in["_energy"], tune_in["_bits"], temperature=t)
+    return np.mean([metrics.auroc(s_in, ebm.complexity_corrected_score(o["_energy"], o["_bits"], temperature=t))
+                    for o in tune_out])
+  return float(max((unit * 10.0 ** k for k in np.arange(-3, 3.01, 0.25)), key=mean_auroc))
+
+
+def ood_table(model, state, fm_test, real_probs, net, data_dir) -> tuple[dict, float]:
+  """{out set: {score: AUROC}} and the chosen temperature."""
+  fm_train = load("fashion_mnist", "train", data_dir=data_dir)[0]
+  reference, tune = fm_train[:5000], fm_train[5000:7000]
+  e_reference = energies(model, state, reference)
+  rng = np.random.default_rng(1)
+  tune_in = scores(model, state, tune, e_reference)
+  tune_out = [scores(model, state, rng.integers(0, 256, tune.shape, dtype=np.uint8), e_reference),
+              scores(model, state, tune[:, ::-1], e_reference)]
+  temperature = choose_temperature(tune_in, tune_out)
+  s_in = scores(model, state, fm_test, e_reference, temperature)
+  ood = {}
+  for name, x in out_sets(fm_test, data_dir).items():
+    s_out = scores(model, state, x, e_reference, temperature)
+    _, probs = metrics.feature_net_outputs(x, net=net)
+    ood[name] = {k: metrics.auroc(s_in[k], s_out[k]) for k in s_in if not k.startswith("_")}
+    ood[name]["max softmax (feature net)"] = metrics.auroc(real_probs.max(-1), probs.max(-1))
+  return ood, temperature
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--workdir", default="runs/ebm")
@@ -53,11 +131,13 @@ def main(argv=None):
   p.add_argument("--json", default="")
   args = p.parse_args(argv)
   t0 = time.perf_counter()
+  if not (Path(args.workdir) / "config.json").exists():
+    p.error(f"--workdir {args.workdir}: no train.ebm run there (no config.json); train one with "
+            f"python -m train.ebm --workdir {args.workdir}")
   config, model, state = load_run(Path(args.workdir))
   buffer = ebm.buffer_from_checkpoint(state)
   net = metrics.load_feature_net()
   fm_test, _ = load("fashion_mnist", "test", data_dir=args.data_dir)
-  mnist_test, _ = load("mnist", "test", data_dir=args.data_dir)
   _, real_probs = metrics.feature_net_outputs(fm_test, net=net)
   fid = metrics.fid_against(fm_test, net=net)
 
@@ -68,16 +148,7 @@ def main(argv=None):
   fids = {"buffer": fid(buffer_x), "fresh": fid(fresh_x),
           "train images (reference)": fid(load("fashion_mnist", "train", data_dir=args.data_dir)[0][:args.samples])}
 
-  rng = np.random.default_rng(0)
-  outs = {"MNIST test": mnist_test, "uniform noise": rng.integers(0, 256, fm_test.shape, dtype=np.uint8),
-          "Fashion-MNIST test, flipped vertically": fm_test[:, ::-1]}
-  e_in = energies(model, state, fm_test)
-  msp_in = real_probs.max(-1)
-  ood = {}
-  for name, x in outs.items():
-    _, probs = metrics.feature_net_outputs(x, net=net)
-    ood[name] = {"ebm": metrics.auroc(-e_in, -energies(model, state, x)),
-                 "max_softmax": metrics.auroc(msp_in, probs.max(-1))}
+  ood, temperature = ood_table(model, state, fm_test, real_probs, net, args.data_dir)
   wall = time.perf_counter() - t0
   print(f"EBM {args.workdir} (channels {config["channels"]}, step {int(state["step"])}) — {machine()}, "
         f"jax {jax.__version__}, {wall / 60:.1f} min")
@@ -86,12 +157,14 @@ def main(argv=None):
                                                              args.samples, fids["fresh"]],
                ["Fashion-MNIST train images (floor)", args.samples, fids["train images (reference)"]]]))
   print()
-  print(table(["out-of-distribution set", "AUROC -energy", "AUROC max softmax (feature net)"],
-              [[k, v["ebm"], v["max_softmax"]] for k, v in ood.items()]))
+  names = list(next(iter(ood.values())))
+  print(f"AUROC, Fashion-MNIST test (in) vs each set (out); complexity-corrected temperature {temperature:g}")
+  print(table(["out-of-distribution set", *names], [[k, *v.values()] for k, v in ood.items()]))
   if args.json:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"workdir": args.workdir, "step": int(state["step"]), "channels": config["channels"],
-                                           "fid": fids, "auroc": ood, "samples": args.samples,
+                                           "fid": fids, "auroc": ood,
+                                           "complexity_temperature": temperature, "samples": args.samples,
                                            "fresh_steps": args.fresh_steps, "wall_s": wall}, indent=1))
 
 

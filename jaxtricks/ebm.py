@@ -188,3 +188,36 @@ def buffer_from_checkpoint(tree: dict, data_range=(0.0, 1.0)) -> replay.ReplayBu
   """The replay buffer of a state restored as plain dicts (loop.restore without a target)."""
   b = tree["buffer"]
   return replay.ReplayBuffer(data=b["data"], count=b["count"], pointer=b["pointer"], data_range=tuple(data_range))
+
+
+# Out-of-distribution scores: higher = more in-distribution (the convention of metrics.auroc).
+# -U(x) alone fails on simple inputs: an EBM of Fashion-MNIST gives MNIST digits (mostly black, few strokes) lower
+# energy than its own test images, as likelihood models do (Nalisnick et al. 2019, "Do deep generative models know
+# what they don't know?"). The scores below correct for that in the three ways that literature proposes.
+
+def energy_score(e_B: jax.Array) -> jax.Array:
+  """-U(x): the unnormalized log density."""
+  return -e_B
+
+
+def input_gradient_norm(energy, x_B: jax.Array) -> jax.Array:
+  """||dU/dx||_2 per example: how far x is from a stationary point of the energy (a mode). Used as the score
+  -||dU/dx|| (Grathwohl et al. 2020, "Your classifier is secretly an energy based model", score (c))."""
+  g = jax.grad(lambda x: energy(x).sum())(x_B)
+  return jnp.sqrt(jnp.sum(jnp.reshape(g, (g.shape[0], -1)) ** 2, axis=-1))
+
+
+def typicality_score(e_B: jax.Array, *, e_reference_N: jax.Array) -> jax.Array:
+  """-|U(x) - mean U(reference)| / std U(reference): a per-example typicality test (Nalisnick et al. 2019's
+  test at batch size 1): in-distribution inputs have the energies the training data has, neither higher (noise)
+  nor lower (simpler images than the data's). `e_reference_N`: energies of held-out in-distribution images."""
+  mu, sd = jnp.mean(e_reference_N), jnp.std(e_reference_N) + 1e-12
+  return -jnp.abs(e_B - mu) / sd
+
+
+def complexity_corrected_score(e_B: jax.Array, bits_B: jax.Array, *, temperature: float) -> jax.Array:
+  """-U(x)/T + ln(2) L(x): Serra et al. 2020 ("Input complexity and out-of-distribution detection with
+  likelihood-based generative models"), S(x) = -log p(x) - L(x) with sign flipped, log p(x) = -U(x)/T - log Z
+  (the constant dropped) and L(x) the bits of a generic compressor (images.png_bits). T converts energy to nats:
+  an EBM's energy has no fixed scale, so T is chosen on held-out data that is not the out-of-distribution set."""
+  return -e_B / temperature + jnp.log(2.0) * bits_B

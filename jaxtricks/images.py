@@ -32,3 +32,18 @@ def save_grid(images_NHWC, path: str | Path, *, ncol: int | None = None, scale: 
   path.parent.mkdir(parents=True, exist_ok=True)
   img.save(path)
   return path
+
+
+def png_bits(images_NHWC) -> np.ndarray:
+  """Length in bits of each uint8 image as a PNG at maximum compression: the generic compressor's code length
+  L(x) of Serra et al. 2020 (ebm.complexity_corrected_score)."""
+  import io
+  x = np.asarray(images_NHWC)
+  if x.dtype != np.uint8:
+    x = (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+  bits = np.empty(len(x))
+  for i, img in enumerate(x):
+    buf = io.BytesIO()
+    Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(buf, format="PNG", optimize=True)
+    bits[i] = 8 * buf.tell()
+  return bits

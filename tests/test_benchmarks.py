@@ -3,6 +3,7 @@ consistency checks are: the NCHW, bfloat16 and PyTorch ports of the energy net m
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from benchmarks import langevin as bench_langevin
 
@@ -54,18 +55,29 @@ def test_results_md_tables_are_the_result_files():
   assert checked >= 50, checked
 
 
-def test_exact_table_runs_every_recipe_end_to_end(tmp_path, monkeypatch, capsys):
+def test_exact_table_runs_every_recipe_end_to_end_and_resumes_from_its_results_file(tmp_path, monkeypatch, capsys):
   """benchmarks.exact_table trains each recipe through train.classify's main (tiny fake MNIST: one step per
-  epoch) and writes its result file with one row per recipe."""
+  epoch), writes its result file with one row per recipe and the curve picture; run again with the run folders
+  gone (a new session), it trains nothing: the finished runs are in the results file."""
   import json
+  import shutil
 
   from benchmarks import exact_table
   from conftest import make_raw_folder
   make_raw_folder(tmp_path / "raw", name="mnist")
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-  exact_table.main(["--dataset", "mnist", "--epochs", "2", "--seeds", "0", "--data-dir", str(tmp_path / "raw"),
-                    "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+  argv = ["--dataset", "mnist", "--epochs", "2", "--seeds", "0", "--data-dir", str(tmp_path / "raw"),
+          "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--png", str(tmp_path / "png")]
+  exact_table.main(argv + ["--max-runs", "1"])
+  data = json.loads((tmp_path / "out" / "exact_table_mnist.json").read_text())
+  assert list(data["runs"]) == [f"{exact_table.DEFAULTS['mnist'][0]}/0"]
+  assert data["rows"][1][1] == "0 of 1 seeds done"
+  exact_table.main(argv)
   data = json.loads((tmp_path / "out" / "exact_table_mnist.json").read_text())
   assert [r[0] for r in data["rows"]] == exact_table.DEFAULTS["mnist"]
   assert all(len(run["curve"]) == 2 for run in data["runs"].values())   # an evaluation per epoch
   assert "| exact (published) |" in capsys.readouterr().out
+  assert (tmp_path / "png" / "exact_table_mnist.png").stat().st_size > 10_000
+  shutil.rmtree(tmp_path / "runs")
+  monkeypatch.setattr(exact_table, "train", lambda *a, **k: pytest.fail("a recorded run was trained again"))
+  exact_table.main(argv)

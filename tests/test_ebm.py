@@ -139,3 +139,44 @@ def test_avg_pool_2x2_equals_flax_same_avg_pool(side):
   want = nn.avg_pool(x, (2, 2), (2, 2), padding="SAME")
   chex.assert_shape(avg_pool_2x2(x), want.shape)
   np.testing.assert_allclose(avg_pool_2x2(x), want, rtol=1e-6, atol=1e-6)
+
+
+def _gaussian_energy(x):
+  """U(x) = ||x||^2 / 2: the standard normal, whose typical set is the shell ||x|| ~ sqrt(d), not the mode 0."""
+  return 0.5 * jnp.sum(jnp.reshape(x, (x.shape[0], -1)) ** 2, axis=-1)
+
+
+def test_ood_scores_on_a_gaussian_energy_rank_as_theory_says():
+  from jaxtricks import metrics
+  d = 28 * 28
+  x_in = jax.random.normal(jax.random.PRNGKey(0), (400, 28, 28, 1))
+  ref = jax.random.normal(jax.random.PRNGKey(1), (400, 28, 28, 1))
+  simple = 0.1 * jax.random.normal(jax.random.PRNGKey(2), (400, 28, 28, 1))    # near the mode: "simpler" inputs
+  noisy = 3.0 * jax.random.normal(jax.random.PRNGKey(3), (400, 28, 28, 1))     # far outside the shell
+  # the gradient of ||x||^2/2 is x: its norm is ||x||
+  np.testing.assert_allclose(ebm.input_gradient_norm(_gaussian_energy, x_in[:5]),
+                             jnp.linalg.norm(x_in[:5].reshape(5, -1), axis=-1), rtol=1e-5)
+  e_ref = _gaussian_energy(ref)
+  score = lambda x: ebm.typicality_score(_gaussian_energy(x), e_reference_N=e_ref)
+  # -U puts the simpler inputs above the data (the MNIST-under-a-Fashion-MNIST-EBM failure) ...
+  assert metrics.auroc(ebm.energy_score(_gaussian_energy(x_in)), ebm.energy_score(_gaussian_energy(simple))) < 0.01
+  # ... typicality does not, on either side of the shell
+  assert metrics.auroc(score(x_in), score(simple)) > 0.99
+  assert metrics.auroc(score(x_in), score(noisy)) > 0.99
+  # the typical energy (d/2) scores ~0, the mode's far below it
+  assert abs(float(ebm.typicality_score(jnp.array([d / 2]), e_reference_N=e_ref)[0])) < 0.1
+  assert float(ebm.typicality_score(jnp.array([0.0]), e_reference_N=e_ref)[0]) < -10
+
+
+def test_complexity_corrected_score_formula_and_png_bits():
+  from jaxtricks import images
+  e, bits = jnp.array([2.0, -1.0]), jnp.array([100.0, 50.0])
+  np.testing.assert_allclose(ebm.complexity_corrected_score(e, bits, temperature=0.5),
+                             [-4.0 + np.log(2) * 100, 2.0 + np.log(2) * 50], rtol=1e-6)
+  rng = np.random.default_rng(0)
+  flat = np.zeros((1, 28, 28, 1), np.uint8)
+  noise = rng.integers(0, 256, (1, 28, 28, 1), dtype=np.uint8)
+  b_flat, b_noise = images.png_bits(np.concatenate([flat, noise]))
+  assert b_noise > 0.9 * 28 * 28 * 8     # noise does not compress ...
+  assert b_flat < 100 * 8               # ... a blank image does (to PNG's ~70 bytes of headers)
+  np.testing.assert_array_equal(images.png_bits(noise.astype(np.float32) / 255), [b_noise])
