@@ -49,9 +49,23 @@ def _unwrap_optional(tp):
   return tp
 
 
-def parser(config_cls: type, prog: str | None = None) -> argparse.ArgumentParser:
+def _recipe_help(recipes: dict[str, dict[str, Any]]) -> str:
+  listed = "; ".join(f"{name}: " + " ".join(f"{flag(k)} {v}" for k, v in values.items())
+                     for name, values in recipes.items())
+  return f"a named set of defaults, overridden by flags given beside it ({listed})"
+
+
+def parser(config_cls: type, prog: str | None = None,
+           recipes: dict[str, dict[str, Any]] | None = None) -> argparse.ArgumentParser:
+  """The flags of config_cls; with `recipes` ({name: {setting: value}}) also --recipe NAME."""
   p = _Parser(prog=prog, description=(config_cls.__doc__ or "").strip().splitlines()[0])
   hints = typing.get_type_hints(config_cls)
+  names = {f.name for f in dataclasses.fields(config_cls)}
+  for recipe, values in (recipes or {}).items():
+    if set(values) - names:
+      raise TypeError(f"recipe {recipe!r}: {sorted(set(values) - names)} are not settings of {config_cls.__name__}")
+  if recipes:
+    p.add_argument("--recipe", choices=list(recipes), default=None, help=_recipe_help(recipes))
   for f in dataclasses.fields(config_cls):
     tp = _unwrap_optional(hints[f.name])
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -68,19 +82,31 @@ def parser(config_cls: type, prog: str | None = None) -> argparse.ArgumentParser
   return p
 
 
-def parse(config_cls: type, argv: Sequence[str] | None = None, prog: str | None = None):
-  """Parses argv into a config_cls instance; ConfigError on any bad value."""
-  args = parser(config_cls, prog).parse_args(argv)
-  return config_cls(**vars(args))
+def parse(config_cls: type, argv: Sequence[str] | None = None, prog: str | None = None,
+          recipes: dict[str, dict[str, Any]] | None = None):
+  """Parses argv into a config_cls instance; ConfigError on any bad value. `--recipe NAME` (when `recipes` is
+  given) sets that recipe's values as the defaults, so flags given beside it still win."""
+  p = parser(config_cls, prog, recipes)
+  if recipes:
+    pre = _Parser(prog=prog, add_help=False)
+    pre.add_argument("--recipe", choices=list(recipes), default=None)
+    chosen = pre.parse_known_args(argv)[0].recipe
+    if chosen:
+      p.set_defaults(**recipes[chosen])
+  args = vars(p.parse_args(argv))
+  args.pop("recipe", None)
+  return config_cls(**args)
 
 
 def main(config_cls: type, run: Callable[[Any], Any], argv: Sequence[str] | None = None,
-         prog: str | None = None, flags: dict[str, str] | None = None) -> int:
+         prog: str | None = None, flags: dict[str, str] | None = None,
+         recipes: dict[str, dict[str, Any]] | None = None) -> int:
   """Parses flags and runs; user mistakes print one line and return 2, divergence returns 3.
-  `flags`: {setting: flag} where a library setting goes by another flag here (e.g. {"batch_size": "--num"})."""
+  `flags`: {setting: flag} where a library setting goes by another flag here (e.g. {"batch_size": "--num"});
+  `recipes`: named sets of defaults, chosen by --recipe (see `parse`)."""
   prog = prog or sys.argv[0]
   try:
-    config = parse(config_cls, argv, prog)
+    config = parse(config_cls, argv, prog, recipes)
     parallel.initialize_from_env()
     run(config)
   except (ConfigError, DataError, WorkdirError) as e:

@@ -182,3 +182,37 @@ def test_exponential_schedule_ends_at_lr_final():
   lr = classify.learning_rate(config, 1000)
   np.testing.assert_allclose([float(lr(0)), float(lr(500)), float(lr(1000)), float(lr(5000))],
                              [0.5, np.sqrt(0.5 * 1e-4), 1e-4, 1e-4], rtol=1e-4)
+
+
+def test_recipe_sets_defaults_that_flags_beside_it_override():
+  config = cli.parse(classify.Config, ["--recipe", "cpu94", "--lr", "0.05"], recipes=classify.RECIPES)
+  assert config.lr == 0.05                                         # the flag wins
+  assert (config.model, config.stem_stride, config.augment) == ("mobilenet", 1, "crop_flip_erase")
+  assert cli.parse(classify.Config, ["--recipe", "seed"], recipes=classify.RECIPES).input_size == 56
+  assert cli.parse(classify.Config, [], recipes=classify.RECIPES).model == "cnn"   # no recipe: the plain defaults
+  with pytest.raises(cli.ConfigError, match="invalid choice"):
+    cli.parse(classify.Config, ["--recipe", "nope"], recipes=classify.RECIPES)
+
+
+def test_augmented_preprocess_keeps_shapes_and_the_eval_path_untouched():
+  config = classify.Config(augment="crop_flip_erase", model="mobilenet", input_size=28)
+  batch = {"image": (jnp.arange(8 * 28 * 28, dtype=jnp.int32).reshape(8, 28, 28, 1) % 256).astype(jnp.uint8),
+           "label": jnp.zeros(8, jnp.int32)}
+  pre = jax.jit(functools.partial(classify.preprocess, config, train=True))
+  out = pre(jax.random.PRNGKey(0), batch)["image"]
+  chex.assert_shape(out, (8, 28, 28, 3))
+  assert not np.allclose(out, pre(jax.random.PRNGKey(1), batch)["image"])       # a function of the key
+  test = classify.preprocess(config, jax.random.PRNGKey(0), batch, train=False)["image"]
+  np.testing.assert_allclose(test[..., :1], batch["image"] / 255.0, rtol=1e-6)    # no augmentation at test time
+
+
+def test_label_smoothing_changes_only_the_targets():
+  import optax
+  logits = jax.random.normal(jax.random.PRNGKey(0), (4, 10))
+  batch = {"label": jnp.array([0, 3, 9, 1])}
+  smoothed = classify.objective(classify.Config(label_smoothing=0.1), None, logits, batch, 0)
+  targets = 0.9 * jax.nn.one_hot(batch["label"], 10) + 0.01
+  np.testing.assert_allclose(smoothed, optax.softmax_cross_entropy(logits, targets).mean(), rtol=1e-6)
+  plain = classify.objective(classify.Config(), None, logits, batch, 0)
+  np.testing.assert_allclose(plain, optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean(),
+                             rtol=1e-6)

@@ -87,3 +87,31 @@ def test_eval_batches_cover_each_example_once():
 def test_bad_batch_size():
   with pytest.raises(ValueError, match="batch size 0"):
     _batches(batch_size=0)
+
+
+def test_random_crop_is_a_shift_of_the_zero_padded_image():
+  x = jax.random.uniform(jax.random.PRNGKey(0), (16, 8, 8, 1)) + 1.0      # no zeros inside the images
+  y = pipeline.random_crop(jax.random.PRNGKey(1), x, pad=2)
+  chex.assert_shape(y, x.shape)
+  padded = np.pad(np.asarray(x), ((0, 0), (2, 2), (2, 2), (0, 0)))
+  shifts = set()
+  for i in range(16):   # each output is one 8x8 window of its own padded image
+    hits = [(dy, dx) for dy in range(5) for dx in range(5)
+            if np.array_equal(padded[i, dy:dy + 8, dx:dx + 8], np.asarray(y[i]))]
+    assert len(hits) == 1, i
+    shifts.add(hits[0])
+  assert len(shifts) > 3     # the windows differ between images
+
+
+def test_random_erasing_fills_one_rectangle_per_erased_image():
+  x = jnp.full((64, 28, 28, 1), -1.0)           # erased pixels are in [0, 1], kept ones stay -1
+  y = np.asarray(pipeline.random_erasing(jax.random.PRNGKey(0), x, prob=0.5))
+  erased = y >= 0
+  counts = erased.reshape(64, -1).sum(-1)
+  assert 16 < (counts > 0).sum() < 48           # about half the images
+  for i in np.nonzero(counts)[0]:
+    rows, cols = np.nonzero(erased[i, :, :, 0])
+    box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    assert box == counts[i]                     # a filled rectangle
+    assert 0.02 * 784 * 0.5 <= counts[i] <= 0.4 * 784 * 1.1
+  assert (y[~erased] == -1).all()

@@ -3,6 +3,8 @@ cross-entropy or one of the losses that train for accuracy (docs/techniques.md#m
 
     python -m train.classify --model cnn --epochs 1                        # 87% test accuracy in < 1 min on CPU
     python -m train.classify --model mobilenet --augment flip --epochs 50  # the seed's recipe: 56x56x3, batch 64, Adam
+    python -m train.classify --recipe seed                                 # the same, by name (RECIPES below)
+    python -m train.classify --recipe cpu94 --workdir runs/cpu94           # MobileNet at 28x28 for the 2-core CPU
     python -m train.classify --loss exact_log                              # EXACT with a sigma head, -log p per example
     python -m train.classify --dataset cifar10 --epochs 5                  # 32x32x3
     python -m train.classify --dataset mnist --loss exact --exact-sigma scheduled --exact-margin 0.5 \
@@ -28,7 +30,7 @@ from jaxtricks.errors import require
 from jaxtricks.metrics import correct
 from jaxtricks.models.cnn import CNN
 from jaxtricks.models.feature_net import FeatureNet
-from jaxtricks.models.mobilenet import MobileNetV1
+from jaxtricks.models.mobilenet import MOBILENET_V1_BLOCKS, MobileNetV1, blocks_downsampling_at
 
 NUM_CLASSES = 10
 
@@ -70,7 +72,17 @@ class Config(harness.BaseConfig):
   width: float = dataclasses.field(default=1.0, metadata={"help": "MobileNet width multiplier"})
   input_size: int = dataclasses.field(default=56, metadata={"help": "MobileNet input side (28 -> resized)"})
   stem_stride: int = dataclasses.field(default=2, metadata={"help": "MobileNet first conv stride"})
-  augment: Literal["none", "flip"] = "none"
+  mobilenet_blocks: Literal["paper", "7x7"] = dataclasses.field(
+      default="paper", metadata={"help": "MobileNet's strides: the paper's (blocks 1, 3, 5, 11), or only blocks 1 "
+                                         "and 3 (28x28 with --stem-stride 1: the last ten blocks on 7x7 maps)"})
+  bn_momentum: float = dataclasses.field(default=0.99, metadata={"help": "MobileNet's BatchNorm momentum"})
+  depthwise: Literal["shifted", "conv"] = dataclasses.field(
+      default="shifted", metadata={"help": "MobileNet's depthwise conv: shifted sums (fast on CPU) or grouped "
+                                           "nn.Conv (the same function)"})
+  augment: Literal["none", "flip", "crop_flip", "crop_flip_erase"] = dataclasses.field(
+      default="none", metadata={"help": "training augmentation: flips; + random crops of the 4-pixel zero-padded "
+                                        "image; + random erasing"})
+  label_smoothing: float = dataclasses.field(default=0.0, metadata={"help": "--loss ce: smoothed one-hot targets"})
   workdir: str = "runs/classify"
   eval_every: int = dataclasses.field(default=0, metadata={"help": "steps between test evaluations; 0: each epoch"})
   eval_batch_size: int = 1000
@@ -86,6 +98,8 @@ class Config(harness.BaseConfig):
     require(self.stem_stride in (1, 2), "stem_stride", f"must be 1 or 2, got {self.stem_stride}")
     require(self.input_size >= 28, "input_size", f"must be >= 28, got {self.input_size}")
     require(self.eval_every >= 0, "eval_every", f"must be >= 0, got {self.eval_every}")
+    require(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+    require(0 <= self.bn_momentum < 1, "bn_momentum", f"must be in [0, 1), got {self.bn_momentum}")
     harness.require_positive(self, "hinge_margin", "exact_sigma_init", "exact_sigma_final", "lr_final")
     require(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
     for name in ("exact_margin", "grad_clip"):
@@ -93,8 +107,24 @@ class Config(harness.BaseConfig):
 
 
 # What defines a run's state (resuming with other values is refused).
-FINGERPRINT = ("model", "loss", "dataset", "width", "input_size", "stem_stride", "seed", "batch_size", "augment",
+FINGERPRINT = ("model", "loss", "dataset", "width", "input_size", "stem_stride", "mobilenet_blocks", "seed",
+               "batch_size", "augment",
                "optimizer", "exact_sigma", "grad_normalizer")
+
+
+# --recipe NAME: named sets of defaults (flags given beside --recipe still win). docs/techniques.md#mobilenet.
+RECIPES = {
+    # the seed's MobileNet: 56x56x3 (28x28 resized, grey repeated), width 1, batch 64, Adam 1e-3, flips, 50 epochs
+    "seed": dict(model="mobilenet", input_size=56, stem_stride=2, width=1.0, batch_size=64, optimizer="adam",
+                 lr=1e-3, augment="flip", epochs=50.0),
+    # issue 15's CPU candidate for >= 94% within 150 min on 2 cores: the 28x28 input itself through a stride-1 stem
+    # (maps 28, 14, 7, 4, 2 instead of 14, 7, 4, 2, 1), width 0.5, crops + flips + random erasing, label
+    # smoothing, SGD momentum 0.9 with cosine decay after a 1-epoch warm-up, BatchNorm momentum 0.9 for a short run
+    "cpu94": dict(model="mobilenet", input_size=28, stem_stride=1, width=0.5, mobilenet_blocks="paper",
+                  batch_size=128, optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=5e-4, schedule="cosine",
+                  warmup_steps=468, augment="crop_flip_erase", label_smoothing=0.1, bn_momentum=0.9,
+                  epochs=40.0),
+}
 
 
 def is_exact(config: Config) -> bool:
@@ -111,7 +141,9 @@ def make_model(config: Config):
     return CNN(num_classes=num_outputs(config))
   if config.model == "featnet":
     return FeatureNet(num_classes=num_outputs(config))
-  return MobileNetV1(num_classes=num_outputs(config), width=config.width, stem_stride=config.stem_stride)
+  blocks = MOBILENET_V1_BLOCKS if config.mobilenet_blocks == "paper" else blocks_downsampling_at(1, 3)
+  return MobileNetV1(num_classes=num_outputs(config), width=config.width, stem_stride=config.stem_stride,
+                     blocks=blocks, bn_momentum=config.bn_momentum, depthwise=config.depthwise)
 
 
 def input_shape(config: Config) -> tuple[int, int, int]:
@@ -139,6 +171,9 @@ def objective(config: Config, sigma_fn, outputs_BK: jax.Array, batch: dict, step
     sigma = sigma_fn(step)
   exact = dict(margin=config.exact_margin or None)
   match config.loss:
+    case "ce" if config.label_smoothing:
+      targets = optax.smooth_labels(jax.nn.one_hot(labels_B, NUM_CLASSES), config.label_smoothing)
+      per_example = optax.softmax_cross_entropy(logits, targets)
     case "ce":
       per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels_B)
     case "margin":
@@ -190,10 +225,16 @@ def optimizer(config: Config, steps: int) -> optax.GradientTransformation:
 
 
 def preprocess(config: Config, key: jax.Array, batch: dict, *, train: bool) -> dict:
-  """uint8 -> float in [0, 1]; flips when training with --augment flip; MobileNet: resize and 3 channels."""
+  """uint8 -> float in [0, 1]; when training, --augment's flips, crops and erasing; MobileNet: resize and
+  3 channels."""
   x = pipeline.to_float(batch["image"])
-  if train and config.augment == "flip":
-    x = pipeline.random_flip(key, x)
+  k_flip, k_crop, k_erase = jax.random.split(key, 3)
+  if train and config.augment != "none":
+    x = pipeline.random_flip(k_flip if config.augment != "flip" else key, x)
+  if train and config.augment.startswith("crop"):
+    x = pipeline.random_crop(k_crop, x, pad=4)
+  if train and config.augment == "crop_flip_erase":
+    x = pipeline.random_erasing(k_erase, x)
   if config.model == "mobilenet":
     x = pipeline.resize_rgb(x, config.input_size)
   return {"image": x, "label": batch["label"]}
@@ -239,7 +280,7 @@ def run(config: Config, actions=()) -> classifier.ClassifierState:
 
 
 def main(argv=None) -> int:
-  return cli.main(Config, run, argv=argv, prog="python -m train.classify")
+  return cli.main(Config, run, argv=argv, prog="python -m train.classify", recipes=RECIPES)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,37 @@ def random_flip(key: jax.Array, x_BHWC: jax.Array) -> jax.Array:
   return jnp.where(flip_B[:, None, None, None], x_BHWC[:, :, ::-1, :], x_BHWC)
 
 
+def random_crop(key: jax.Array, x_BHWC: jax.Array, *, pad: int = 4) -> jax.Array:
+  """Pads each image by `pad` zeros on every side and crops a random window of the original size (dm-pix's
+  pad_to_size and random_crop, one key per image): the translation augmentation of the CIFAR/Fashion-MNIST
+  ResNet recipes."""
+  import dm_pix as pix
+  b, h, w, c = x_BHWC.shape
+  padded = jax.vmap(lambda x: pix.pad_to_size(x, h + 2 * pad, w + 2 * pad))(x_BHWC)
+  return jax.vmap(lambda k, x: pix.random_crop(k, x, (h, w, c)))(jax.random.split(key, b), padded)
+
+
+def random_erasing(key: jax.Array, x_BHWC: jax.Array, *, prob: float = 0.5, area=(0.02, 0.4),
+                   aspect=(0.3, 3.3)) -> jax.Array:
+  """Random Erasing (Zhong et al. 2017, arXiv 1708.04896): with probability `prob` an image gets one rectangle of
+  area fraction U(area) and aspect ratio log-uniform in `aspect` (clipped to the image) filled with uniform noise
+  in [0, 1]. Written here as masks (dm-pix has no erasing); the paper's Fashion-MNIST setting is the default."""
+  b, h, w, c = x_BHWC.shape
+  k_apply, k_area, k_aspect, k_y, k_x, k_fill = jax.random.split(key, 6)
+  frac = jax.random.uniform(k_area, (b,), minval=area[0], maxval=area[1])
+  ratio = jnp.exp(jax.random.uniform(k_aspect, (b,), minval=jnp.log(aspect[0]), maxval=jnp.log(aspect[1])))
+  eh = jnp.clip(jnp.round(jnp.sqrt(frac * h * w * ratio)), 1, h).astype(jnp.int32)
+  ew = jnp.clip(jnp.round(jnp.sqrt(frac * h * w / ratio)), 1, w).astype(jnp.int32)
+  y0 = jnp.floor(jax.random.uniform(k_y, (b,)) * (h - eh + 1)).astype(jnp.int32)
+  x0 = jnp.floor(jax.random.uniform(k_x, (b,)) * (w - ew + 1)).astype(jnp.int32)
+  rows, cols = jnp.arange(h)[None, :], jnp.arange(w)[None, :]
+  inside_BH = (rows >= y0[:, None]) & (rows < (y0 + eh)[:, None])
+  inside_BW = (cols >= x0[:, None]) & (cols < (x0 + ew)[:, None])
+  mask = inside_BH[:, :, None, None] & inside_BW[:, None, :, None]
+  mask &= jax.random.bernoulli(k_apply, prob, (b,))[:, None, None, None]
+  return jnp.where(mask, jax.random.uniform(k_fill, x_BHWC.shape, x_BHWC.dtype), x_BHWC)
+
+
 def to_float(x_BHWC: jax.Array) -> jax.Array:
   """uint8 [0, 255] -> float32 [0, 1]."""
   return x_BHWC.astype(jnp.float32) / 255.0
