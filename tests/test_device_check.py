@@ -1,0 +1,37 @@
+"""benchmarks/device_check.sh at toy size on the CPU: an item runs under its guard and its results come back in
+the one archive; an item whose guard does not fit the budget is skipped, not started; benchmarks.device_results
+turns the archive into result files (the toy MobileNet's step rate among them)."""
+
+import json
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from conftest import REPO, child_env
+
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
+
+
+def _device_check(out, *items, **env):
+  return subprocess.run(["bash", "benchmarks/device_check.sh", str(out), "", *items], cwd=REPO,
+                        env=child_env(TOY="1", PYTHON=sys.executable, **env), capture_output=True, text=True,
+                        timeout=600)
+
+
+def test_device_check_runs_an_item_and_skips_what_the_budget_cannot_hold(tmp_path):
+  from benchmarks import device_results
+  r = _device_check(tmp_path / "out", "mobilenet_seed", "gan_step", BUDGET_S="95")
+  assert r.returncode == 0, r.stderr
+  log = (tmp_path / "out" / "device_check.log").read_text()
+  assert "mobilenet_seed: exit 0" in log, log
+  assert "gan_step: skipped" in log, log            # its 90 s guard no longer fits in what is left of 95 s
+  assert "cifar" not in log and "langevin" not in log   # items not asked for do not run
+  with tarfile.open(tmp_path / "out" / "device_check.tgz") as tar:
+    names = {m.name.removeprefix("./") for m in tar.getmembers()}
+  assert {"items.jsonl", "machine.txt", "mobilenet_seed/metrics.jsonl"} <= names, names
+  assert device_results.main([str(tmp_path / "out" / "device_check.tgz"), "--results", str(tmp_path / "res"),
+                              "--docs", str(tmp_path / "docs")]) == 0
+  row = json.loads((tmp_path / "res" / "mobilenet_gpu.json").read_text())["rows"][0]
+  assert row[0] == "seed" and row[1] == "1.0" and row[-1] > 0     # one evaluation (3 steps), a measured step rate
