@@ -39,7 +39,7 @@ def load_run(workdir: Path):
   """(settings of a train.ebm workdir (config.json), its energy net, its latest state as plain arrays)."""
   config = json.loads((workdir / "config.json").read_text())
   state, _, _ = loop.restore(workdir)
-  return config, ebm.energy_net(config["channels"]), state
+  return config, ebm.energy_net(config["channels"], config.get("net", "resnet")), state
 
 
 def energies(model, state, images, batch_size: int = 1000) -> np.ndarray:

@@ -18,7 +18,7 @@ import optax
 from flax import struct
 
 from jaxtricks import langevin, parallel, replay
-from jaxtricks.models.energy import EnergyNet
+from jaxtricks.models.energy import EnergyNet, StridedEnergyNet
 
 
 def contrastive_loss(e_real_B: jax.Array, e_fake_B: jax.Array, *, reg: float = 1.0) -> jax.Array:
@@ -43,8 +43,11 @@ def default_unroll() -> int | bool:
   return True if jax.default_backend() == "cpu" else 1
 
 
-def energy_net(channels: int) -> EnergyNet:
-  """The energy net at width c: stem c, stages c, 2c, 4c (Du & Mordatch's design; their 28x28 net is c = 64)."""
+def energy_net(channels: int, kind: str = "resnet") -> nn.Module:
+  """The energy net: "resnet" at width c: stem c, stages c, 2c, 4c (Du & Mordatch's design; their 28x28 net is
+  c = 64); "strided": the UvA tutorial's four stride-2 convolutions at c, 2c, 4c, 4c (its net is c = 16)."""
+  if kind == "strided":
+    return StridedEnergyNet(features=(channels, 2 * channels, 4 * channels, 4 * channels))
   return EnergyNet(stem=channels, stages=(channels, 2 * channels, 4 * channels))
 
 

@@ -180,3 +180,32 @@ def test_complexity_corrected_score_formula_and_png_bits():
   assert b_noise > 0.9 * 28 * 28 * 8     # noise does not compress ...
   assert b_flat < 100 * 8               # ... a blank image does (to PNG's ~70 bytes of headers)
   np.testing.assert_array_equal(images.png_bits(noise.astype(np.float32) / 255), [b_noise])
+
+
+def test_space_to_depth_puts_each_2x2_patch_in_the_channels():
+  from jaxtricks.models.energy import space_to_depth_2x2
+  x = jnp.arange(2 * 3 * 4 * 2, dtype=jnp.float32).reshape(2, 3, 4, 2)
+  y = space_to_depth_2x2(x)
+  chex.assert_shape(y, (2, 2, 2, 8))                       # odd height padded at the end
+  np.testing.assert_array_equal(y[1, 0, 1], np.asarray(x[1, 0:2, 2:4]).reshape(-1))
+  np.testing.assert_array_equal(y[0, 1, 0, 4:], 0)          # the padded row
+  np.testing.assert_array_equal(y[0, 1, 0, :2], x[0, 2, 0])
+
+
+def test_strided_energy_net_energies_and_input_gradients():
+  net = ebm.energy_net(4, "strided")
+  x = jax.random.uniform(jax.random.PRNGKey(0), (3, 28, 28, 1))
+  variables = net.init(jax.random.PRNGKey(1), x, update_stats=True)
+  assert "batch_stats" not in variables                    # no spectral norm in the tutorial's net
+  e = net.apply(variables, x)
+  chex.assert_shape(e, (3,))
+  g = jax.grad(lambda x: net.apply(variables, x).sum())(x)
+  chex.assert_tree_all_finite((e, g))
+  assert float(jnp.abs(g).sum()) > 0
+  # a training step runs on it (EbmState.stats is then empty)
+  tx = optax.adam(1e-3)
+  state = ebm.init(jax.random.PRNGKey(0), net, (28, 28, 1), tx, buffer_size=32)
+  new, m = jax.jit(functools.partial(ebm.train_step, model=net, tx=tx, sampler=SAMPLER, reg=0.1))(
+      state, {"image": x[:2].repeat(4, 0)}, jax.random.PRNGKey(3))
+  chex.assert_tree_all_finite(m)
+  assert int(new.step) == 1

@@ -45,8 +45,15 @@ class Config(harness.BaseConfig):
   beta1: float = dataclasses.field(default=0.0, metadata={"help": "Adam beta1 (0 as in Du & Mordatch's code)"})
   reg: float = dataclasses.field(
       default=0.1, metadata={"help": "lambda of the energy-magnitude penalty (Du & Mordatch's code: 1)"})
+  net: Literal["resnet", "strided"] = dataclasses.field(
+      default="resnet", metadata={"help": "energy net: Du & Mordatch's residual net, or the UvA tutorial's four "
+                                          "stride-2 convolutions (space-to-depth form)"})
   channels: int = dataclasses.field(
-      default=16, metadata={"help": "energy net width c: stem c, stages c, 2c, 4c (the issue's net: 64)"})
+      default=16, metadata={"help": "energy net width c: resnet stem c, stages c, 2c, 4c (the issue's net: 64); "
+                                    "strided c, 2c, 4c, 4c (the tutorial's: 16)"})
+  data_noise: float = dataclasses.field(
+      default=0.0, metadata={"help": "std of Gaussian noise added to the real images each step (clipped to the data "
+                                     "range; Nijkamp et al.: at least the sampler's noise on flat backgrounds)"})
   langevin_steps: int = 20
   step_size: float = dataclasses.field(default=20.0, metadata={"help": "epsilon in x - (epsilon/2) grad U"})
   noise_scale: float = dataclasses.field(default=0.005, metadata={"help": "std of the Langevin noise; 0: sqrt(step size)"})
@@ -68,7 +75,7 @@ class Config(harness.BaseConfig):
     super().__post_init__()
     harness.require_positive(self, "steps", "batch_size", "channels", "langevin_steps", "buffer_size", "fresh_steps",
                              "sample_every", "fid_every", "fid_samples", "lr", "step_size")
-    for name in ("reg", "noise_scale", "grad_clip"):
+    for name in ("reg", "noise_scale", "grad_clip", "data_noise"):
       require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
     require(0 <= self.beta1 < 1, "beta1", f"must be in [0, 1), got {self.beta1}")
     require(0 <= self.reinit_prob <= 1, "reinit_prob", f"must be in [0, 1], got {self.reinit_prob}")
@@ -78,7 +85,7 @@ class Config(harness.BaseConfig):
 
 
 # What defines a run's state (resuming with other values is refused); sampler settings may change on resume.
-FINGERPRINT = ("dataset", "batch_size", "channels", "buffer_size", "buffer_dtype", "seed")
+FINGERPRINT = ("dataset", "batch_size", "net", "channels", "buffer_size", "buffer_dtype", "seed")
 
 
 def sampler(config: Config) -> ebm.SamplerConfig:
@@ -91,9 +98,12 @@ def optimizer(config: Config) -> optax.GradientTransformation:
   return optax.adam(config.lr, b1=config.beta1, b2=0.999)
 
 
-def to_unit_range(key, batch):
-  del key
-  return {"image": pipeline.to_float(batch["image"])}
+def real_images(config: Config, key, batch):
+  """uint8 -> [0, 1], plus --data-noise."""
+  x = pipeline.to_float(batch["image"])
+  if config.data_noise:
+    x = jnp.clip(x + config.data_noise * jax.random.normal(key, x.shape, x.dtype), 0.0, 1.0)
+  return {"image": x}
 
 
 def run(config: Config, actions=()):
@@ -102,9 +112,9 @@ def run(config: Config, actions=()):
   require(config.buffer_size % mesh.size == 0, "buffer_size",
           f"{config.buffer_size} does not divide by the {mesh.size} devices it is split over")
   keys = harness.keys(config.seed, "init", "data", "step", "sample")
-  batches = harness.batches({"image": train["image"]}, config.batch_size, keys["data"], mesh, transform=to_unit_range)
+  batches = harness.batches({"image": train["image"]}, config.batch_size, keys["data"], mesh, transform=functools.partial(real_images, config))
   image_shape = IMAGE_SHAPES[config.dataset]
-  model, tx, chains = ebm.energy_net(config.channels), optimizer(config), sampler(config)
+  model, tx, chains = ebm.energy_net(config.channels, config.net), optimizer(config), sampler(config)
   init = lambda: ebm.init(keys["init"], model, image_shape, tx, buffer_size=config.buffer_size,
                           buffer_dtype=jnp.dtype(config.buffer_dtype))
   shardings = ebm.shardings(jax.eval_shape(init), mesh)
@@ -133,8 +143,22 @@ def run(config: Config, actions=()):
       divergence_advice="Resume from it with a lower {lr}, more {langevin_steps} or a larger {reg}")
 
 
+# --recipe NAME: named sets of defaults (flags beside --recipe still win)
+RECIPES = {
+    # the defaults up to 2026-12-01 (README's 400-step main job of then): Du & Mordatch's residual net at c = 16
+    "du2019": dict(net="resnet", channels=16, batch_size=64, lr=1e-3, beta1=0.0, reg=0.1, langevin_steps=20,
+                   step_size=20.0, noise_scale=0.005, grad_clip=0.01, reinit_prob=0.05, buffer_size=10000,
+                   data_noise=0.0),
+    # the UvA tutorial's net and sampler (step 10, clip 0.03, noise 0.005, 5% reinit, 0.005 noise on the data,
+    # beta1 0, lambda 0.1) with 20-step chains and a batch of 128 (issue 17's candidate for the main job)
+    "uva": dict(net="strided", channels=16, batch_size=128, lr=1e-3, beta1=0.0, reg=0.1, langevin_steps=20,
+                step_size=10.0, noise_scale=0.005, grad_clip=0.03, reinit_prob=0.05, buffer_size=8192,
+                data_noise=0.005),
+}
+
+
 def main(argv=None) -> int:
-  return cli.main(Config, run, argv=argv, prog="python -m train.ebm")
+  return cli.main(Config, run, argv=argv, prog="python -m train.ebm", recipes=RECIPES)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from jaxtricks.errors import WorkdirError, require
 from jaxtricks.images import save_grid
 
 # the keys of a train.ebm workdir's config.json (its fingerprint)
-TRAIN_EBM_SETTINGS = {"dataset", "batch_size", "channels", "buffer_size", "buffer_dtype", "seed"}
+TRAIN_EBM_SETTINGS = {"dataset", "batch_size", "net", "channels", "buffer_size", "buffer_dtype", "seed"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +70,7 @@ def load_model(workdir: Path) -> tuple[dict, dict]:
   if not path.is_file():
     raise WorkdirError("workdir", f"{workdir}: no config.json there; is it a workdir of train.ebm?")
   saved = loop.read_config(path)
+  saved.setdefault("net", "resnet")   # workdirs from before --net had only the residual net
   if set(saved) != TRAIN_EBM_SETTINGS:
     raise WorkdirError("workdir", f"{workdir}: config.json is not from train.ebm (keys {sorted(saved)})")
   state, _, _ = loop.restore(workdir)
@@ -79,10 +80,11 @@ def load_model(workdir: Path) -> tuple[dict, dict]:
 def run(config: Config) -> np.ndarray:
   mesh = harness.mesh(config, config.num)
   loaded = [load_model(p) for p in config.paths()]
-  channels = {c["channels"] for c, _ in loaded}
-  require(len(channels) == 1, "workdirs", f"the models differ in channels ({sorted(channels)}); "
-                              "an ensemble needs one architecture")
-  model = ebm.energy_net(channels.pop())
+  nets = {(c["net"], c["channels"]) for c, _ in loaded}
+  require(len(nets) == 1, "workdirs", f"the models differ in net or channels ({sorted(nets)}); "
+                          "an ensemble needs one architecture")
+  net, channels = nets.pop()
+  model = ebm.energy_net(channels, net)
   states = [s for _, s in loaded]
   sampler = ebm.sampler_from_flags(num_steps=config.langevin_steps, step_size=config.step_size,
                                    noise_scale=config.noise_scale, grad_clip=config.grad_clip,

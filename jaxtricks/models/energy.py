@@ -55,3 +55,30 @@ class EnergyNet(nn.Module):
       x = avg_pool_2x2(x)
     x = x.sum(axis=(1, 2))
     return nn.Dense(1)(x)[:, 0]
+
+
+def space_to_depth_2x2(x_BHWC: jax.Array) -> jax.Array:
+  """[B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 4C]: each 2x2 patch as channels (odd sides zero-padded at the end)."""
+  b, h, w, c = x_BHWC.shape
+  x = jnp.pad(x_BHWC, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+  x = x.reshape(b, (h + 1) // 2, 2, (w + 1) // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, (h + 1) // 2, (w + 1) // 2, 4 * c)
+
+
+class StridedEnergyNet(nn.Module):
+  """The small energy net of the UvA deep-learning tutorial 8 (Lippe 2022: four stride-2 convolutions of 16, 32,
+  64, 64 channels with Swish, Dense 64, Dense 1; no normalization), each stride-2 convolution in the form whose
+  input-gradient XLA:CPU runs fast: space-to-depth, then a stride-1 2x2 convolution (together a stride-2 4x4
+  convolution). A strided convolution's input-gradient is the lhs-dilated convolution XLA:CPU runs slowly, and a
+  Langevin step is exactly that gradient (SPEC.md, "Facts about peers"). x [B, H, W, C] -> energies [B]."""
+  features: tuple[int, ...] = (16, 32, 64, 64)
+  hidden: int = 64
+
+  @nn.compact
+  def __call__(self, x_BHWC: jax.Array, *, update_stats: bool = False) -> jax.Array:
+    del update_stats   # no spectral norm: the same call as EnergyNet's
+    x = x_BHWC
+    for f in self.features:
+      x = nn.swish(nn.Conv(f, (2, 2), padding="SAME")(space_to_depth_2x2(x)))
+    x = nn.swish(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
+    return nn.Dense(1)(x)[:, 0]
