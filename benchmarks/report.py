@@ -107,6 +107,15 @@ def section(plot: bool = True) -> str:
                      note_key="flops_note"),
       _table_section("GAN quality after equal steps", "gan_fid.json", "python -m benchmarks.gan_fid"),
       langevin_gpu(),
+      _table_section("MobileNet on a GPU: the seed's recipe and the CPU recipe scaled up (docs/techniques.md#mobilenet)",
+                     "mobilenet_gpu.json", "bash benchmarks/device_check.sh OUT DATA mobilenet on a GPU machine, "
+                     "then python -m benchmarks.device_results OUT/device_check.tgz"),
+      _table_section("The test suite on a GPU", "tests_gpu.json",
+                     "bash benchmarks/device_check.sh OUT DATA tests on a GPU machine, then "
+                     "python -m benchmarks.device_results OUT/device_check.tgz"),
+      _table_section("Short CIFAR-10 runs on a GPU", "cifar_gpu.json",
+                     "bash benchmarks/device_check.sh OUT DATA cifar on a GPU machine, then "
+                     "python -m benchmarks.device_results OUT/device_check.tgz"),
   ]
   return "\n".join(parts)
 
