@@ -94,3 +94,23 @@ def test_torch_peer_is_absent_with_a_reason_where_the_interpreter_has_no_torch(t
   peer, why = bench_langevin.TorchPeer.start(str(fake))
   assert peer is None and str(fake) in why and "no PyTorch" in why
   assert os.path.exists(os.path.join(os.path.dirname(bench_langevin.__file__), "torch_peer.py"))
+
+
+@pytest.mark.realdata
+def test_gan_convergence_records_fid_and_training_seconds_and_resumes_from_its_results_file(tmp_path, monkeypatch):
+  """benchmarks.gan_convergence runs a variant through train.gan's main (tiny DCGAN, 4 steps), records FID of G and
+  of its EMA with the loop's training seconds at each evaluation, and skips recorded runs on a rerun."""
+  import json
+
+  from benchmarks import gan_convergence
+  argv = ["--variants", "single, optimistic Adam", "--seeds", "0", "--steps", "4", "--fid-every", "2",
+          "--fid-samples", "64", "--width", "4", "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+          "--png", str(tmp_path / "png")]
+  gan_convergence.main(argv)
+  run = json.loads((tmp_path / "out" / "gan_convergence.json").read_text())["runs"]["single, optimistic Adam/0"]
+  assert run["step"] == [2, 4] and len(run["fid_ema"]) == 2 and all(f > 0 for f in run["fid"])
+  assert 0 < run["seconds"][0] < run["seconds"][1]
+  assert "--optimizer" in run["argv"] and "optimistic_adam" in run["argv"]
+  assert (tmp_path / "png" / "gan_convergence.png").exists()
+  monkeypatch.setattr(gan_convergence, "train", lambda *a, **k: pytest.fail("a recorded run was trained again"))
+  gan_convergence.main(argv)

@@ -38,6 +38,12 @@ class Config(harness.BaseConfig):
   lr_g: float = 2e-4
   lr_d: float = 2e-4
   beta1: float = 0.5
+  optimizer: Literal["adam", "optimistic_adam"] = dataclasses.field(
+      default="adam", metadata={"help": "both players' optimizer; optimistic_adam (optax; Daskalakis et al. 2018) "
+                                        "extrapolates with the previous step's update: a saved gradient, no extra "
+                                        "forward pass"})
+  adam_eps: float = dataclasses.field(
+      default=1e-8, metadata={"help": "Adam's epsilon; large enough (e.g. 1e-3) that --lam scales G's steps"})
   lam: float = dataclasses.field(default=1.0, metadata={"help": "weight of G's term in the single loss"})
   z_dim: int = 100
   width: int = 64
@@ -54,10 +60,11 @@ class Config(harness.BaseConfig):
     harness.require_positive(self, "steps", "batch_size", "z_dim", "width", "sample_every", "fid_samples",
                              "lr_g", "lr_d", "lam")
     require(self.fid_every >= 0, "fid_every", f"must be >= 0 (0: only at the end), got {self.fid_every}")
+    require(self.adam_eps > 0, "adam_eps", f"must be positive, got {self.adam_eps}")
     require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1) (0: off), got {self.ema_decay}")
 
 
-FINGERPRINT = ("mode", "dataset", "batch_size", "z_dim", "width", "seed", "ema_decay")
+FINGERPRINT = ("mode", "dataset", "batch_size", "z_dim", "width", "seed", "ema_decay", "optimizer")
 
 
 def to_tanh_range(key, batch):
@@ -70,7 +77,10 @@ def nets(config: Config) -> tuple[Generator, Discriminator]:
 
 
 def optimizers(config: Config) -> gan.Optimizers:
-  return gan.two_timescale(optax.adam(config.lr_g, b1=config.beta1), optax.adam(config.lr_d, b1=config.beta1))
+  """{'G', 'D'}: --optimizer with each player's learning rate (two time scales when --lr-d differs from --lr-g)."""
+  make = optax.optimistic_adam if config.optimizer == "optimistic_adam" else optax.adam
+  return gan.two_timescale(make(config.lr_g, b1=config.beta1, eps=config.adam_eps),
+                           make(config.lr_d, b1=config.beta1, eps=config.adam_eps))
 
 
 def train_step(state: gan.GanState, batch: dict, key, *, config: Config, generator, discriminator, tx):
