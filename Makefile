@@ -46,7 +46,7 @@ data:
 	fi
 
 train: setup data
-	$(PY) -m train.ebm --steps 400 --workdir runs/ebm
+	$(PY) -m train.ebm --workdir runs/ebm
 
 test: setup data
 	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)

@@ -11,7 +11,7 @@ import pytest
 from jaxtricks.models.mobilenet import MOBILENET_V1_BLOCKS, DepthwiseConv, MobileNetV1, blocks_downsampling_at
 
 
-@pytest.mark.parametrize("size,kernel,stride", [(8, 3, 1), (8, 3, 2), (7, 3, 2), (9, 5, 2), (6, 3, 3)])
+@pytest.mark.parametrize("size,kernel,stride", [(8, 3, 1), (7, 3, 2), (9, 5, 3)])
 def test_depthwise_conv_equals_grouped_nn_conv(size, kernel, stride):
   x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size + 1, 5))
   ours = DepthwiseConv(kernel, stride)

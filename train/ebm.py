@@ -1,13 +1,15 @@
 """An energy-based model of Fashion-MNIST (or MNIST, CIFAR-10) trained with Langevin samples from a replay buffer
 (docs/techniques.md#ebm; Du & Mordatch 2019).
 
-    python -m train.ebm --steps 400                  # ~5 minutes on 2 CPU cores: first garments in the buffer
-    python -m train.ebm --steps 20000 --channels 64  # the issue's full-size energy net, for a GPU
+    python -m train.ebm                              # the main job: 1,000 steps, recognizable garments in the buffer
+    python -m train.ebm --recipe du2019              # the defaults until 2026-12-01 (Du & Mordatch's residual net)
+    python -m train.ebm --net resnet --channels 64 --steps 20000   # the issue's full-size residual net, for a GPU
 
-Defaults chosen for a CPU: energy net width c = 16 (--channels); Adam lr 1e-3 with beta1 = 0; lambda = 0.1 (the
-code of Du & Mordatch uses 1; of two 300-step trials, lr 3e-4 with lambda 1 and lr 1e-3 with lambda 0.1 — both
-changed at once, so not an ablation — the second gave the better buffer samples);
-chains of 20 steps with the official step 20 (their "step 10"), noise 0.005, gradient clip 0.01.
+Defaults (= --recipe uva, issue 17): the UvA deep-learning tutorial 8's small net (four stride-2 convolutions of
+16, 32, 64, 64 channels, Swish; --net strided) and sampler (step 10, gradient clip 0.03, noise 0.005, 5% reinit,
+0.005 noise on the real images), Adam lr 1e-3 with beta1 = 0, lambda 0.1, batch 128, chains of 20 steps, an 8,192-image
+buffer. On the 2-core VM it reached buffer FID-FMNIST 314 (500 samples) at step 1,000 against 680 for the old
+defaults' 400 steps in about the same time (benchmarks/RESULTS.md).
 
 Each step draws as many fakes as reals: chains start from the replay buffer (or uniform noise with probability
 --reinit-prob), run --langevin-steps steps, join the batch as constants and go back into the buffer. Writes
@@ -39,27 +41,27 @@ FID_DATASETS = ("fashion_mnist", "mnist")   # the feature net of FID-FMNIST sees
 class Config(harness.BaseConfig):
   """Train an energy-based model with Langevin dynamics and a replay buffer."""
   dataset: Literal["fashion_mnist", "mnist", "cifar10"] = "fashion_mnist"
-  steps: int = 400
-  batch_size: int = dataclasses.field(default=64, metadata={"help": "reals per step (and as many fakes)"})
+  steps: int = 1000
+  batch_size: int = dataclasses.field(default=128, metadata={"help": "reals per step (and as many fakes)"})
   lr: float = 1e-3
   beta1: float = dataclasses.field(default=0.0, metadata={"help": "Adam beta1 (0 as in Du & Mordatch's code)"})
   reg: float = dataclasses.field(
       default=0.1, metadata={"help": "lambda of the energy-magnitude penalty (Du & Mordatch's code: 1)"})
   net: Literal["resnet", "strided"] = dataclasses.field(
-      default="resnet", metadata={"help": "energy net: Du & Mordatch's residual net, or the UvA tutorial's four "
+      default="strided", metadata={"help": "energy net: Du & Mordatch's residual net, or the UvA tutorial's four "
                                           "stride-2 convolutions (space-to-depth form)"})
   channels: int = dataclasses.field(
       default=16, metadata={"help": "energy net width c: resnet stem c, stages c, 2c, 4c (the issue's net: 64); "
                                     "strided c, 2c, 4c, 4c (the tutorial's: 16)"})
   data_noise: float = dataclasses.field(
-      default=0.0, metadata={"help": "std of Gaussian noise added to the real images each step (clipped to the data "
+      default=0.005, metadata={"help": "std of Gaussian noise added to the real images each step (clipped to the data "
                                      "range; Nijkamp et al.: at least the sampler's noise on flat backgrounds)"})
   langevin_steps: int = 20
-  step_size: float = dataclasses.field(default=20.0, metadata={"help": "epsilon in x - (epsilon/2) grad U"})
+  step_size: float = dataclasses.field(default=10.0, metadata={"help": "epsilon in x - (epsilon/2) grad U"})
   noise_scale: float = dataclasses.field(default=0.005, metadata={"help": "std of the Langevin noise; 0: sqrt(step size)"})
-  grad_clip: float = dataclasses.field(default=0.01, metadata={"help": "clip grad_x U to +-this; 0: no clip"})
+  grad_clip: float = dataclasses.field(default=0.03, metadata={"help": "clip grad_x U to +-this; 0: no clip"})
   reinit_prob: float = 0.05
-  buffer_size: int = 10000
+  buffer_size: int = 8192
   buffer_dtype: Literal["uint8", "float32"] = "uint8"
   unroll: int = dataclasses.field(
       default=-1, metadata={"help": "lax.scan unroll of the chain; 0: fully; -1: fully on CPU, else 1"})
@@ -67,7 +69,7 @@ class Config(harness.BaseConfig):
       default=60, metadata={"help": "Langevin steps of fresh chains from noise (rounded up to --langevin-steps)"})
   workdir: str = "runs/ebm"
   checkpoint_every: int = 200
-  sample_every: int = 100
+  sample_every: int = 250
   fid_every: int = dataclasses.field(default=1000, metadata={"help": "steps between FID evaluations (and at the end)"})
   fid_samples: int = 500
 
@@ -146,12 +148,12 @@ def run(config: Config, actions=()):
 # --recipe NAME: named sets of defaults (flags beside --recipe still win)
 RECIPES = {
     # the defaults up to 2026-12-01 (README's 400-step main job of then): Du & Mordatch's residual net at c = 16
-    "du2019": dict(net="resnet", channels=16, batch_size=64, lr=1e-3, beta1=0.0, reg=0.1, langevin_steps=20,
+    "du2019": dict(steps=400, sample_every=100, net="resnet", channels=16, batch_size=64, lr=1e-3, beta1=0.0, reg=0.1, langevin_steps=20,
                    step_size=20.0, noise_scale=0.005, grad_clip=0.01, reinit_prob=0.05, buffer_size=10000,
                    data_noise=0.0),
     # the UvA tutorial's net and sampler (step 10, clip 0.03, noise 0.005, 5% reinit, 0.005 noise on the data,
-    # beta1 0, lambda 0.1) with 20-step chains and a batch of 128 (issue 17's candidate for the main job)
-    "uva": dict(net="strided", channels=16, batch_size=128, lr=1e-3, beta1=0.0, reg=0.1, langevin_steps=20,
+    # beta1 0, lambda 0.1) with 20-step chains and a batch of 128: the defaults since 2026-12-01 (issue 17)
+    "uva": dict(steps=1000, sample_every=250, net="strided", channels=16, batch_size=128, lr=1e-3, beta1=0.0, reg=0.1, langevin_steps=20,
                 step_size=10.0, noise_scale=0.005, grad_clip=0.03, reinit_prob=0.05, buffer_size=8192,
                 data_noise=0.005),
 }
