@@ -30,8 +30,9 @@ from jaxtricks import ebm, loop, metrics, replay
 from jaxtricks import images as images_lib
 from jaxtricks.data import DataError, load
 
-# train.ebm's default sampler (its flags --langevin-steps, --step-size, --noise-scale, --grad-clip, --reinit-prob)
-SAMPLER = ebm.SamplerConfig(num_steps=20, step_size=20.0, noise_scale=0.005, grad_clip=0.01, reinit_prob=0.05,
+# train.ebm's default sampler since 2026-12-01 (its flags --langevin-steps, --step-size, --noise-scale, --grad-clip,
+# --reinit-prob); before, step 20 and clip 0.01 (--recipe du2019)
+SAMPLER = ebm.SamplerConfig(num_steps=20, step_size=10.0, noise_scale=0.005, grad_clip=0.03, reinit_prob=0.05,
                             unroll=ebm.default_unroll())
 
 
