@@ -34,10 +34,10 @@ class Config:
   workdirs: str = dataclasses.field(default="runs/ebm", metadata={"help": "comma-separated workdirs of train.ebm"})
   num: int = dataclasses.field(default=64, metadata={"help": "chains per model and round"})
   rounds: int = dataclasses.field(default=10, metadata={"help": "rounds of chains through the shared buffer"})
-  langevin_steps: int = 20
-  step_size: float = 20.0
+  langevin_steps: int = 20        # the sampler settings: train.ebm's defaults (before 2026-12-01: step 20, clip 0.01)
+  step_size: float = 10.0
   noise_scale: float = 0.005
-  grad_clip: float = 0.01
+  grad_clip: float = 0.03
   reinit_prob: float = 0.05
   unroll: int = dataclasses.field(
       default=-1, metadata={"help": "lax.scan unroll of the chain; 0: fully; -1: fully on CPU, else 1"})
