@@ -103,6 +103,23 @@ def plot(path: Path, title: str, names: list[str], seeds: list[int], runs: dict,
   plt.close(fig)
 
 
+def update_results_md(results: Path, dataset: str, md: Path = Path(__file__).parent / "RESULTS.md") -> int:
+  """Rewrites the text between RESULTS.md's markers for this data set with the results file's table."""
+  data = json.loads(results.read_text())
+  begin, end = f"<!-- exact_table_{dataset}:begin -->", f"<!-- exact_table_{dataset}:end -->"
+  text = md.read_text()
+  if begin not in text or end not in text:
+    print(f"{md} lacks the markers {begin} ... {end}", file=sys.stderr)
+    return 2
+  dates = sorted({r.get("date", data["date"])[:10] for r in data["runs"].values()})
+  block = (f"`{data['command']}` — {data['machine']}, jax {data['jax']}, runs of {', '.join(dates)}.\n\n"
+           f"{table(data['header'], data['rows'])}\n")
+  head, rest = text.split(begin, 1)
+  md.write_text(f"{head}{begin}\n{block}{end}{rest.split(end, 1)[1]}")
+  print(f"rewrote the {dataset} table in {md}")
+  return 0
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--dataset", default="mnist", choices=list(DEFAULTS))
@@ -114,6 +131,9 @@ def main(argv=None):
   p.add_argument("--root", default="runs/exact_table")
   p.add_argument("--out", default="benchmarks/results")
   p.add_argument("--png", default="docs", help="folder of the per-epoch curve picture")
+  p.add_argument("--results-md", action="store_true",
+                 help="only rewrite this data set's table in benchmarks/RESULTS.md and its curve picture from the "
+                      "results file (no training)")
   p.add_argument("--max-runs", type=int, default=0,
                  help="stop after training this many runs (0: all); the results file keeps what finished")
   args = p.parse_args(argv)
@@ -123,6 +143,12 @@ def main(argv=None):
     p.error(f"--recipes: unknown {unknown}; known: {list(RECIPES)}")
   seeds = [int(s) for s in args.seeds.split(",")]
   out = Path(args.out) / f"exact_table_{args.dataset}.json"
+  if args.results_md:
+    runs = json.loads(out.read_text())["runs"]
+    plot(Path(args.png) / f"exact_table_{args.dataset}.png",
+         f"{args.dataset}, {args.model}, {args.epochs:g} epochs, seeds {args.seeds}: test accuracy per epoch",
+         names, seeds, runs, steps_per_epoch=runs[next(iter(runs))]["curve"][0][0])
+    return update_results_md(out, args.dataset)
   # Finished runs are kept in the committed results file, so a table started in one session continues in the
   # next even where the run folders are gone; a run is redone only when its flags changed.
   previous = json.loads(out.read_text()) if out.exists() else {}

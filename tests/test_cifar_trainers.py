@@ -27,7 +27,10 @@ def test_trainer_runs_on_cifar10(program, tmp_path, monkeypatch):
   state, _, step = loop.restore(tmp_path / "w")
   assert step == 2
   kernels = [np.shape(v) for path, v in _leaves(state["params"]) if path.endswith("kernel")]
-  assert any(len(s) == 4 and s[2] == 3 for s in kernels), kernels   # a conv that reads the 3 colour channels
+  # a conv that reads the 3 colour channels (the EBM's strided net reads them as 2x2 patches: 4 x 3)
+  assert any(len(s) == 4 and s[2] in (3, 12) for s in kernels), kernels
+  if program == "ebm":
+    assert kernels[0] == (2, 2, 12, 4), kernels          # its first layer: 2x2 patches of 3 channels
   rows = loop.read_metrics(tmp_path / "w")
   assert [r["step"] for r in rows if "loss" in r] == [1, 2]
   if program == "classify":

@@ -70,7 +70,7 @@ class StridedEnergyNet(nn.Module):
   64, 64 channels with Swish, Dense 64, Dense 1; no normalization), each stride-2 convolution in the form whose
   input-gradient XLA:CPU runs fast: space-to-depth, then a stride-1 2x2 convolution (together a stride-2 4x4
   convolution). A strided convolution's input-gradient is the lhs-dilated convolution XLA:CPU runs slowly, and a
-  Langevin step is exactly that gradient (SPEC.md, "Facts about peers"). x [B, H, W, C] -> energies [B]."""
+  Langevin step is exactly that gradient (benchmarks/RESULTS.md, the new main job). x [B, H, W, C] -> energies [B]."""
   features: tuple[int, ...] = (16, 32, 64, 64)
   hidden: int = 64
 
