@@ -114,3 +114,20 @@ def test_gan_convergence_records_fid_and_training_seconds_and_resumes_from_its_r
   assert (tmp_path / "png" / "gan_convergence.png").exists()
   monkeypatch.setattr(gan_convergence, "train", lambda *a, **k: pytest.fail("a recorded run was trained again"))
   gan_convergence.main(argv)
+
+
+@pytest.mark.realdata
+def test_ebm_ensemble_compares_each_model_alone_with_all_sharing_one_buffer(tmp_path):
+  """benchmarks.ebm_ensemble trains the models (tiny), samples each alone and all together with the same chains and
+  steps in all, and writes one FID row per configuration and the grid."""
+  import json
+
+  from benchmarks import ebm_ensemble
+  ebm_ensemble.main(["--seeds", "0,1", "--steps", "2", "--num", "32", "--rounds", "2", "--langevin-steps", "2",
+                     "--train-flags", "--channels 4 --batch-size 16 --buffer-size 32 --fid-samples 32 --langevin-steps 2",
+                     "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--png", str(tmp_path / "png")])
+  data = json.loads((tmp_path / "out" / "ebm_ensemble.json").read_text())
+  assert [r[0] for r in data["rows"]] == ["model seed 0 alone", "model seed 1 alone", "2 models sharing one buffer"]
+  assert len({r[2] for r in data["rows"]}) == 1 and data["rows"][0][1] == 32     # equal chain-steps, all samples
+  assert all(r[3] > 0 for r in data["rows"])
+  assert (tmp_path / "png" / "ebm_ensemble.png").exists()
