@@ -222,5 +222,13 @@ def complexity_corrected_score(e_B: jax.Array, bits_B: jax.Array, *, temperature
   """-U(x)/T + ln(2) L(x): Serra et al. 2020 ("Input complexity and out-of-distribution detection with
   likelihood-based generative models"), S(x) = -log p(x) - L(x) with sign flipped, log p(x) = -U(x)/T - log Z
   (the constant dropped) and L(x) the bits of a generic compressor (images.png_bits). T converts energy to nats:
-  an EBM's energy has no fixed scale, so T is chosen on held-out data that is not the out-of-distribution set."""
+  an EBM's energy has no fixed scale; `standardized_temperature` gives both terms one scale on in-distribution
+  data, which needs no out-of-distribution data at all."""
   return -e_B / temperature + jnp.log(2.0) * bits_B
+
+
+def standardized_temperature(e_reference_N: jax.Array, bits_reference_N: jax.Array) -> jax.Array:
+  """T = std U / std (ln 2 L) over held-out in-distribution images: the temperature at which the two terms of
+  `complexity_corrected_score` vary equally on the data. (Large T leaves the compressor alone, which ranks simple
+  images such as MNIST as out but uniform noise as in; small T leaves -U, which does the opposite.)"""
+  return jnp.std(e_reference_N) / (jnp.log(2.0) * jnp.std(bits_reference_N))

@@ -209,3 +209,11 @@ def test_strided_energy_net_energies_and_input_gradients():
       state, {"image": x[:2].repeat(4, 0)}, jax.random.PRNGKey(3))
   chex.assert_tree_all_finite(m)
   assert int(new.step) == 1
+
+
+def test_standardized_temperature_gives_both_terms_one_scale():
+  e = jnp.array([1.0, 3.0, 5.0, 7.0])
+  bits = jnp.array([100.0, 300.0, 200.0, 400.0])
+  t = ebm.standardized_temperature(e, bits)
+  np.testing.assert_allclose(t, np.std([1, 3, 5, 7]) / (np.log(2) * np.std([100, 300, 200, 400])), rtol=1e-6)
+  np.testing.assert_allclose(np.std(e / t), np.std(np.log(2) * bits), rtol=1e-5)
