@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import flag_argv, machine, table, train, write_results
+from benchmarks.common import flag_argv, loop_minutes, machine, table, train, write_results
 from jaxtricks import loop
 
 PAPER_SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4, "schedule": "exponential", "lr_final": 1e-4,
@@ -54,10 +54,27 @@ def slug(name: str) -> str:
   return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")
 
 
+def minutes(run: dict) -> float:
+  """The run's training-loop minutes (from its metrics: pauses and evaluations left out); wall time for runs
+  recorded before that was kept."""
+  return run.get("loop_minutes") or run["seconds"] / 60
+
+
+def fill_loop_minutes(runs: dict) -> bool:
+  """Adds loop_minutes to recorded runs that lack it and whose run folder is still here; True if any changed."""
+  changed = False
+  for run in runs.values():
+    workdir = Path(run["argv"][run["argv"].index("--workdir") + 1])
+    if "loop_minutes" not in run and (workdir / "metrics.jsonl").exists():
+      run["loop_minutes"], changed = loop_minutes(workdir), True
+  return changed
+
+
 def summarize(names: list[str], seeds: list[int], runs: dict) -> tuple[list[str], list[list]]:
   """The table: one row per recipe whose seeds have all finished (final test accuracy mean ± std over seeds,
   the per-seed values, and the range of the last 3 evaluations as the flatness check)."""
-  header = ["recipe", "test accuracy % (mean ± std)", "per seed", "range of the last 3 epochs (pts)", "minutes/run"]
+  header = ["recipe", "test accuracy % (mean ± std)", "per seed", "range of the last 3 epochs (pts)",
+            "train-loop min/run"]
   rows = []
   for name in names:
     done = [runs[f"{name}/{seed}"] for seed in seeds if f"{name}/{seed}" in runs]
@@ -68,7 +85,7 @@ def summarize(names: list[str], seeds: list[int], runs: dict) -> tuple[list[str]
     flat = [np.ptp([100 * a for _, a in r["curve"][-3:]]) for r in done]
     std = np.std(finals, ddof=1) if len(finals) > 1 else 0.0
     rows.append([name, f"{np.mean(finals):.2f} ± {std:.2f}", " ".join(f"{f:.2f}" for f in finals),
-                 f"{np.mean(flat):.2f}", f"{np.mean([r['seconds'] for r in done]) / 60:.1f}"])
+                 f"{np.mean(flat):.2f}", f"{np.mean([minutes(r) for r in done]):.1f}"])
   return header, rows
 
 
@@ -144,7 +161,12 @@ def main(argv=None):
   seeds = [int(s) for s in args.seeds.split(",")]
   out = Path(args.out) / f"exact_table_{args.dataset}.json"
   if args.results_md:
-    runs = json.loads(out.read_text())["runs"]
+    data = json.loads(out.read_text())
+    runs = data["runs"]
+    if fill_loop_minutes(runs):
+      header, rows = summarize(names, seeds, runs)
+      write_results(out, "benchmarks.exact_table", data["argv"], header, rows, runs=runs, epochs=data["epochs"],
+                    model=data["model"], steps_per_epoch=data["steps_per_epoch"])
     plot(Path(args.png) / f"exact_table_{args.dataset}.png",
          f"{args.dataset}, {args.model}, {args.epochs:g} epochs, seeds {args.seeds}: test accuracy per epoch",
          names, seeds, runs, steps_per_epoch=runs[next(iter(runs))]["curve"][0][0])
@@ -171,6 +193,7 @@ def main(argv=None):
       run_argv = train("classify", **flags)
       curve = loop.metric(loop.read_metrics(workdir), "test/accuracy")
       runs[key] = {"curve": curve, "seconds": time.perf_counter() - t0, "argv": run_argv,
+                   "loop_minutes": loop_minutes(workdir),
                    "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
       trained += 1
       print(f"{name} seed {seed}: {100 * curve[-1][1]:.2f}% ({runs[key]['seconds'] / 60:.1f} min)", flush=True)
