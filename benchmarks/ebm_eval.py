@@ -74,7 +74,7 @@ def out_sets(fm_test, data_dir) -> dict[str, np.ndarray]:
   return sets
 
 
-def scores(model, state, images, e_reference, temperature=None, batch_size: int = 1000) -> dict[str, np.ndarray]:
+def scores(model, state, images, e_reference, temperature: float, batch_size: int = 1000) -> dict[str, np.ndarray]:
   """Every candidate score of ebm.py for uint8 images (higher = more in-distribution)."""
   energy = ebm.energy_fn(model, state["params"], state["stats"])
   grad_norm = jax.jit(lambda x: ebm.input_gradient_norm(energy, x))
@@ -84,9 +84,8 @@ def scores(model, state, images, e_reference, temperature=None, batch_size: int 
   out = {"-energy": np.asarray(ebm.energy_score(e)), "-grad norm": -g,
          "typicality": np.asarray(ebm.typicality_score(e, e_reference_N=e_reference))}
   bits = images_lib.png_bits(images)
-  out["_energy"], out["_bits"] = e, bits
-  if temperature is not None:
-    out["complexity-corrected"] = np.asarray(ebm.complexity_corrected_score(e, bits, temperature=temperature))
+  out["complexity-corrected"] = np.asarray(ebm.complexity_corrected_score(e, bits, temperature=temperature))
+  out["_energy"], out["_bits"] = e, bits    # underscored: inputs of the scores, not scores
   return out
 
 
@@ -106,6 +105,7 @@ def ood_table(model, state, fm_test, real_probs, net, data_dir) -> tuple[dict, f
     ood[name]["PNG bits alone (no EBM)"] = metrics.auroc(s_in["_bits"], s_out["_bits"])
     ood[name]["max softmax (feature net)"] = metrics.auroc(real_probs.max(-1), probs.max(-1))
   return ood, temperature
+
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
