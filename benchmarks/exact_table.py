@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import flag_argv, loop_minutes, machine, table, train, write_results
+from benchmarks.common import flag_argv, machine, table, train, write_results
 from jaxtricks import loop
 
 PAPER_SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4, "schedule": "exponential", "lr_final": 1e-4,
@@ -54,19 +54,28 @@ def slug(name: str) -> str:
   return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")
 
 
+def train_minutes(workdir: Path) -> float:
+  """Minutes of a run's train steps: its median step time (metrics.jsonl's steps/s) x its steps. The median keeps
+  out what is not training: evaluations, checkpoints, and any time the machine paused the process."""
+  rates = [v for _, v in loop.metric(loop.read_metrics(workdir), "steps_per_sec")]
+  return float(np.median([1.0 / v for v in rates]) * len(rates) / 60) if rates else float("nan")
+
+
 def minutes(run: dict) -> float:
-  """The run's training-loop minutes (from its metrics: pauses and evaluations left out); wall time for runs
-  recorded before that was kept."""
-  return run.get("loop_minutes") or run["seconds"] / 60
+  """The run's train-step minutes (`train_minutes`); wall time for runs recorded before that was kept."""
+  return run.get("train_minutes") or run["seconds"] / 60
 
 
-def fill_loop_minutes(runs: dict) -> bool:
-  """Adds loop_minutes to recorded runs that lack it and whose run folder is still here; True if any changed."""
+def fill_train_minutes(runs: dict) -> bool:
+  """Sets train_minutes of recorded runs whose run folder is still here; True if any changed."""
   changed = False
   for run in runs.values():
     workdir = Path(run["argv"][run["argv"].index("--workdir") + 1])
-    if "loop_minutes" not in run and (workdir / "metrics.jsonl").exists():
-      run["loop_minutes"], changed = loop_minutes(workdir), True
+    if (workdir / "metrics.jsonl").exists():
+      value = train_minutes(workdir)
+      changed |= run.get("train_minutes") != value
+      run["train_minutes"] = value
+    run.pop("loop_minutes", None)
   return changed
 
 
@@ -74,7 +83,7 @@ def summarize(names: list[str], seeds: list[int], runs: dict) -> tuple[list[str]
   """The table: one row per recipe whose seeds have all finished (final test accuracy mean ± std over seeds,
   the per-seed values, and the range of the last 3 evaluations as the flatness check)."""
   header = ["recipe", "test accuracy % (mean ± std)", "per seed", "range of the last 3 epochs (pts)",
-            "train-loop min/run"]
+            "train-step min/run"]
   rows = []
   for name in names:
     done = [runs[f"{name}/{seed}"] for seed in seeds if f"{name}/{seed}" in runs]
@@ -163,7 +172,7 @@ def main(argv=None):
   if args.results_md:
     data = json.loads(out.read_text())
     runs = data["runs"]
-    if fill_loop_minutes(runs):
+    if fill_train_minutes(runs):
       header, rows = summarize(names, seeds, runs)
       write_results(out, "benchmarks.exact_table", data["argv"], header, rows, runs=runs, epochs=data["epochs"],
                     model=data["model"], steps_per_epoch=data["steps_per_epoch"])
@@ -193,7 +202,7 @@ def main(argv=None):
       run_argv = train("classify", **flags)
       curve = loop.metric(loop.read_metrics(workdir), "test/accuracy")
       runs[key] = {"curve": curve, "seconds": time.perf_counter() - t0, "argv": run_argv,
-                   "loop_minutes": loop_minutes(workdir),
+                   "train_minutes": train_minutes(workdir),
                    "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
       trained += 1
       print(f"{name} seed {seed}: {100 * curve[-1][1]:.2f}% ({runs[key]['seconds'] / 60:.1f} min)", flush=True)
