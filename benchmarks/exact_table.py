@@ -130,6 +130,13 @@ def plot(path: Path, title: str, names: list[str], seeds: list[int], runs: dict,
   plt.close(fig)
 
 
+def plot_runs(args, names, seeds, runs) -> None:
+  """The picture of this table's results file (an evaluation per epoch: the first one's step is an epoch)."""
+  plot(Path(args.png) / f"exact_table_{args.dataset}.png",
+       f"{args.dataset}, {args.model}, {args.epochs:g} epochs, seeds {args.seeds}: test accuracy per epoch",
+       names, seeds, runs, steps_per_epoch=runs[next(iter(runs))]["curve"][0][0])
+
+
 def update_results_md(results: Path, dataset: str, md: Path = Path(__file__).parent / "RESULTS.md") -> int:
   """Rewrites the text between RESULTS.md's markers for this data set with the results file's table."""
   data = json.loads(results.read_text())
@@ -177,9 +184,7 @@ def main(argv=None):
     header, rows = summarize(names, seeds, runs)   # the table from the recorded runs, as training writes it
     write_results(out, "benchmarks.exact_table", data["argv"], header, rows, runs=runs, epochs=data["epochs"],
                   model=data["model"], steps_per_epoch=data["steps_per_epoch"])
-    plot(Path(args.png) / f"exact_table_{args.dataset}.png",
-         f"{args.dataset}, {args.model}, {args.epochs:g} epochs, seeds {args.seeds}: test accuracy per epoch",
-         names, seeds, runs, steps_per_epoch=runs[next(iter(runs))]["curve"][0][0])
+    plot_runs(args, names, seeds, runs)
     return update_results_md(out, args.dataset)
   # Finished runs are kept in the committed results file, so a table started in one session continues in the
   # next even where the run folders are gone; a run is redone only when its flags changed.
@@ -211,9 +216,7 @@ def main(argv=None):
       write_results(out, "benchmarks.exact_table", argv, header, rows, runs=runs, epochs=args.epochs,
                     model=args.model, steps_per_epoch=curve[0][0])
   if runs:
-    plot(Path(args.png) / f"exact_table_{args.dataset}.png",
-         f"{args.dataset}, {args.model}, {args.epochs:g} epochs, seeds {args.seeds}: test accuracy per epoch",
-         names, seeds, runs, steps_per_epoch=runs[next(iter(runs))]["curve"][0][0])
+    plot_runs(args, names, seeds, runs)
   print(f"{args.dataset} test accuracy after {args.epochs:g} epochs, {args.model}, seeds {args.seeds} — {machine()}")
   print(table(header, rows))
   return 0

@@ -17,6 +17,7 @@ before timing. Median of --repeats after the first call (compile + one run, repo
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -186,7 +187,6 @@ class TorchPeer:
 
   @classmethod
   def start(cls, python: str | None):
-    import json
     import subprocess
     python = python or sys.executable
     probe = subprocess.run([python, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True,
@@ -197,17 +197,15 @@ class TorchPeer:
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_peer.py")
     proc = subprocess.Popen([python, script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "TORCH_PEER_DEVICE": device})
-    peer = cls(proc)
-    peer._json = json
-    return peer, None
+    return cls(proc), None
 
   def ask(self, **msg) -> dict:
-    self.proc.stdin.write(self._json.dumps(msg) + "\n")
+    self.proc.stdin.write(json.dumps(msg) + "\n")
     self.proc.stdin.flush()
     line = self.proc.stdout.readline()
     if not line:
       raise RuntimeError(f"benchmarks/torch_peer.py exited with {self.proc.wait()}")
-    return self._json.loads(line)
+    return json.loads(line)
 
   def load(self, kernels, x, channels: int, num_steps: int, tmpdir: str) -> tuple[dict, dict, str]:
     """({variant: energies of x}, {variant: why it could not be built}, versions)."""
