@@ -14,10 +14,24 @@ import jax
 from jaxtricks import loop
 
 
+def cpu_model() -> str:
+  """The CPU's model name and its widest vector / matrix units, from /proc/cpuinfo (e.g. "AMD EPYC, AVX2" or
+  "Intel(R) Xeon(R) Platinum 8481C, AVX-512, AMX"): the same VM image runs on different hosts from day to day, and
+  which one decides what is fast (XLA:CPU uses AVX-512 where there is one; PyTorch's bfloat16 needs AMX)."""
+  try:
+    info = Path("/proc/cpuinfo").read_text()
+  except OSError:
+    return platform.processor() or platform.machine()
+  name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), platform.machine())
+  flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
+  units = [label for label, flag in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AMX", "amx_bf16")) if flag in flags]
+  return ", ".join([name, *units[-2:]])
+
+
 def machine() -> str:
   dev = jax.devices()[0]
   if dev.platform == "cpu":
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores ({jax.device_count()} JAX device)"
+    return f"{cpu_model()} CPU, {os.cpu_count()} cores ({jax.device_count()} JAX device)"
   return f"{dev.device_kind} ({jax.device_count()} device(s))"
 
 

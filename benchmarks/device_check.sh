@@ -71,16 +71,16 @@ say "versions"
 if (( toy )); then   # tiny sizes: the script's plumbing, not its numbers
   g_seed=90; g_cpu=90; g_tests=60; g_gan=90; g_lgv=60; g_cifar=300
   mn_seed=(--steps 3 --width 0.25 --eval-every 3); mn_cpu=(--steps 3 --width 0.25 --eval-every 3)
-  tests_args=(tests/test_optim.py); gan_args=(--batches 4 --repeats 1 --width 4)
+  tests_args=(tests/test_optim.py); gan_args=(--batches 4 --repeats 1 --width 4 --torch-python "$py")
   lgv_args=(--channels 2 --chains 4 --steps 2 --compare-chains 4 --compare-steps 2 --repeats 1 --max-sample-steps 0)
   cifar_gan=(--steps 2 --width 4 --fid-every 2 --sample-every 2); cifar_ebm=(--steps 2 --channels 4 --langevin-steps 2)
   cifar_cls=(--steps 2 --eval-every 2)
 else
   # MobileNet: 50 epochs of the seed's recipe are ~47k steps; the guard stops a slower run with its last epoch's
   # test accuracy saved (the log says how many epochs it reached)
-  g_seed=200; g_cpu=150; g_tests=150; g_gan=60; g_lgv=90; g_cifar=150
+  g_seed=200; g_cpu=150; g_tests=150; g_gan=120; g_lgv=90; g_cifar=150
   mn_seed=(); mn_cpu=(--width 1.0)
-  tests_args=(); gan_args=(--batches 64,256,1024 --repeats 20)
+  tests_args=(); gan_args=(--batches 64,256,1024 --repeats 20 --torch-python "$py")
   lgv_args=(--chains 16,64,256,1024 --steps 20,60 --max-sample-steps 0 --compare-chains 128 --compare-steps 20 \
             --repeats 5)
   cifar_gan=(--steps 3000 --fid-every 1000 --sample-every 1000); cifar_ebm=(--steps 1500 --fid-every 500)

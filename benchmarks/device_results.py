@@ -10,7 +10,6 @@ by its guard). The machine and date are those of the device run.
 """
 
 import argparse
-import io
 import json
 import sys
 import tarfile

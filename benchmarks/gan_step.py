@@ -7,6 +7,12 @@
 (gan.fused_grads). DCGAN at 28x28x1 (G ~ 80 M multiply-adds per sample, the TF tutorial's sizes), Adam.
 Ratios are to (a), measured in the same run with calls interleaved. FLOPs: XLA's count of the CPU compile on
 every machine (common.xla_flops); peak memory: the default backend's compile.
+
+With `--torch-python PY` (an interpreter with PyTorch; default none), the same nets with the same initial weights
+in PyTorch (benchmarks/torch_peer.py: eager float32, bf16 autocast, torch.compile default / bf16 / max-autotune,
+CUDA graphs on a GPU), each checked first to compute JAX's G(z) and D(x), train one alternating step (D, then
+G against the new D with D's params frozen) — the loop a PyTorch user writes; "speed vs PyTorch eager" is that
+peer's time over each row's.
 """
 
 import argparse
@@ -17,7 +23,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+import numpy as np
+
 from benchmarks.common import machine, table, time_interleaved, write_results, xla_flops
+from benchmarks.torch_peer import TorchPeer
 from jaxtricks import gan, parallel
 from jaxtricks.models.dcgan import Discriminator, Generator
 
@@ -35,8 +44,43 @@ def _compiled_stats(fn, *args):
   return xla_flops(fn, *args, compiled=compiled), peak
 
 
+def torch_rows(state, g, d, x, z, width: int, repeats: int, python: str, only=None) -> tuple[dict, str]:
+  """{PyTorch variant: median s of one alternating step} and a note (versions, the output checks, failures)."""
+  import tempfile
+  from flax import traverse_util
+  peer, why = TorchPeer.start(python, gpu=jax.default_backend() == "gpu")
+  if peer is None:
+    return {}, why
+  arrays = {"x": np.asarray(x), "z": np.asarray(z)}
+  for player in ("G", "D"):
+    for path, leaf in traverse_util.flatten_dict(state.params[player], sep="/").items():
+      arrays[f"{player}/{path}"] = np.asarray(leaf)
+  ref = {"g": np.asarray(gan._run(g, state.params["G"], state.batch_stats["G"], z)[0]),
+         "d": np.asarray(gan._run(d, state.params["D"], state.batch_stats["D"], x)[0])}
+  checks = []
+  try:
+    with tempfile.TemporaryDirectory() as tmp:
+      outputs, failed, versions = peer.load(arrays, tmp, kind="gan", width=width, lr=LR, only=only or None)
+    tol = 1e-3 if jax.default_backend() == "cpu" else 2e-2   # float32 convs may run in TF32 on a GPU
+    for name in peer.variants:
+      t = 5e-2 if "bf16" in name else tol
+      for part in ("g", "d"):
+        scale = np.abs(ref[part]).max()
+        np.testing.assert_allclose(outputs[f"{name}/{part}"], ref[part], rtol=t, atol=t * scale, err_msg=name)
+      checks.append(f"{name} {max(np.abs(outputs[f'{name}/{p}'] - ref[p]).max() / np.abs(ref[p]).max() for p in ref):.1e}")
+    times = peer.timings(repeats)
+  finally:
+    peer.close()
+  note = (f"{versions}; G(z) and D(x) equal JAX's (max abs diff / max |value|: {', '.join(checks)})"
+          + (f"; could not build: {failed}" if failed else ""))
+  return {name: t for name, (_, t) in times.items()}, note
+
+
+LR = 2e-4
+
+
 def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devices: int = 1,
-            conv_transpose: str = "subpixel") -> list:
+            conv_transpose: str = "subpixel", torch_python: str = "", torch_only=None) -> tuple[list, str]:
   g, d = Generator(width=width, conv_transpose=conv_transpose), Discriminator(width=width)
   key = jax.random.PRNGKey(0)
   x = jax.random.uniform(key, (batch, 28, 28, 1), minval=-1, maxval=1)
@@ -44,7 +88,7 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
   mesh = parallel.make_mesh(devices, batch_size=batch) if devices != 1 else None
   if mesh is not None:   # data parallel as train.gan runs it: batch split along 'data', states replicated
     x, z = jax.device_put((x, z), parallel.sharded(mesh))
-  tx = gan.two_timescale(optax.adam(2e-4), optax.adam(2e-4))
+  tx = gan.two_timescale(optax.adam(LR), optax.adam(LR))
   kw = dict(generator=g, discriminator=d, tx=tx)
   alt = one = gan.init(key, g, d, (1, Z_DIM), (1, 28, 28, 1), tx)
   d_half = functools.partial(gan.discriminator_step, **kw)
@@ -79,15 +123,20 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
     fns[name] = call
   if flops_only:
     base = stats["(a) alternating, 2 jits"][0]
-    return [[batch, name, flops / 1e9, f"{flops / base:.2f}"] for name, (flops, _) in stats.items()]
+    return [[batch, name, flops / 1e9, f"{flops / base:.2f}"] for name, (flops, _) in stats.items()], ""
   t = time_interleaved(fns, repeats=repeats, warmup=2)
+  peers, note = torch_rows(alt, g, d, x, z, width, repeats, torch_python, torch_only) if torch_python else ({}, "")
+  eager = peers.get("PyTorch eager")
   base_t, base_f = t["(a) alternating, 2 jits"], stats["(a) alternating, 2 jits"][0]
+  vs_eager = lambda s: f"{eager / s:.2f}x" if eager else "-"
   rows = []
   for name in variants:
     flops, peak = stats[name]
-    rows.append([batch, name, t[name] * 1e3, f"{t[name] / base_t:.2f}x", flops / 1e9, f"{flops / base_f:.2f}",
-                 (peak or 0) / 2**20])
-  return rows
+    rows.append([batch, name, t[name] * 1e3, f"{t[name] / base_t:.2f}x", vs_eager(t[name]), flops / 1e9,
+                 f"{flops / base_f:.2f}", (peak or 0) / 2**20])
+  for name, s in peers.items():
+    rows.append([batch, name, s * 1e3, f"{s / base_t:.2f}x", vs_eager(s), "-", "-", "-"])
+  return rows, note
 
 
 def main(argv=None):
@@ -99,24 +148,34 @@ def main(argv=None):
   p.add_argument("--conv-transpose", choices=("subpixel", "flax"), default="subpixel",
                  help="the generator's transposed convolutions: sub-pixel form (default) or nn.ConvTranspose")
   p.add_argument("--devices", type=int, default=1, help="split each batch over this many devices (0: all)")
+  p.add_argument("--torch-variants", default="", help="semicolon-separated PyTorch forms to time (default all)")
   p.add_argument("--flops-only", action="store_true", help="only print XLA's FLOP counts (no timing, no file)")
+  p.add_argument("--torch-python", default="",
+                 help="also time the PyTorch peers under this interpreter (one with torch; e.g. a venv's python)")
   args = p.parse_args(argv)
   if args.flops_only:
-    rows = sum((measure(int(b), 0, args.width, flops_only=True, conv_transpose=args.conv_transpose)
+    rows = sum((measure(int(b), 0, args.width, flops_only=True, conv_transpose=args.conv_transpose)[0]
                 for b in args.batches.split(",")), [])
     print(f"GAN step, DCGAN 28x28 width {args.width}: XLA FLOPs of the CPU compile")
     print(table(["batch", "variant", "XLA GFLOP", "FLOPs / (a)"], rows))
     return 0
-  rows = []
+  rows, notes = [], []
   for b in (int(v) for v in args.batches.split(",")):
-    rows += measure(b, args.repeats, args.width, devices=args.devices, conv_transpose=args.conv_transpose)
+    more, note = measure(b, args.repeats, args.width, devices=args.devices, conv_transpose=args.conv_transpose,
+                         torch_python=args.torch_python,
+                         torch_only=[v.strip() for v in args.torch_variants.split(";") if v.strip()])
+    rows += more
+    notes += [f"batch {b}: {note}"] if note else []
   print(f"GAN step, DCGAN 28x28 width {args.width} ({args.conv_transpose} transposed convs), Adam, batch over "
         f"{args.devices or jax.device_count()} device(s) — {machine()}, jax {jax.__version__}, "
         f"median of {args.repeats} after warm-up, calls interleaved")
-  header = ["batch", "variant", "step ms", "time / (a)", "XLA GFLOP", "FLOPs / (a)", "peak MiB"]
+  header = ["batch", "variant", "step ms", "time / (a)", "speed vs PyTorch eager", "XLA GFLOP", "FLOPs / (a)",
+            "peak MiB"]
   print(table(header, rows))
+  for note in notes:
+    print(note)
   if args.json:
-    write_results(args.json, "benchmarks.gan_step", argv, header, rows)
+    write_results(args.json, "benchmarks.gan_step", argv, header, rows, **({"peers": notes} if notes else {}))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ before timing. Median of --repeats after the first call (compile + one run, repo
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import machine, table, time_call, write_results, xla_flops
+from benchmarks.torch_peer import TorchPeer
 from jaxtricks import ebm, langevin, parallel
 from jaxtricks.models.energy import EnergyNet
 
@@ -178,80 +178,29 @@ def functional_energy(kernels, channels: int, *, layout: str = "NHWC", dtype=jnp
   return energy
 
 
-class TorchPeer:
-  """benchmarks/torch_peer.py in a child process under `python` (default: this interpreter), on the GPU when JAX
-  runs on one. `TorchPeer.start` returns (None, why) where that python has no torch."""
-
-  def __init__(self, proc):
-    self.proc = proc
-
-  @classmethod
-  def start(cls, python: str | None):
-    import subprocess
-    python = python or sys.executable
-    probe = subprocess.run([python, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True,
-                           text=True)
-    if probe.returncode:
-      return None, f"no PyTorch in {python} (pip install torch, or --torch-python PATH): no PyTorch rows"
-    device = "cuda" if jax.default_backend() == "gpu" and probe.stdout.strip() == "True" else "cpu"
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_peer.py")
-    proc = subprocess.Popen([python, script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "TORCH_PEER_DEVICE": device})
-    return cls(proc), None
-
-  def ask(self, **msg) -> dict:
-    self.proc.stdin.write(json.dumps(msg) + "\n")
-    self.proc.stdin.flush()
-    line = self.proc.stdout.readline()
-    if not line:
-      raise RuntimeError(f"benchmarks/torch_peer.py exited with {self.proc.wait()}")
-    return json.loads(line)
-
-  def load(self, kernels, x, channels: int, num_steps: int, tmpdir: str) -> tuple[dict, dict, str]:
-    """({variant: energies of x}, {variant: why it could not be built}, versions)."""
-    arrays = {"x": np.asarray(x)}
-    for path, (w, b) in kernels.items():
-      name = "dense" if path == "dense" else "/".join(path)
-      arrays[f"{name}:w"], arrays[f"{name}:b"] = w, b
-    np.savez(os.path.join(tmpdir, "weights.npz"), **arrays)
-    reply = self.ask(cmd="load", npz=os.path.join(tmpdir, "weights.npz"), channels=channels, num_steps=num_steps,
-                     sampler={k: v for k, v in SAMPLER.items() if k != "data_range"},
-                     out=os.path.join(tmpdir, "energies.npz"))
-    energies = dict(np.load(os.path.join(tmpdir, "energies.npz")))
-    return {v: energies[v] for v in reply["variants"]}, reply["failed"], reply["versions"]
-
-  def time(self, variant: str) -> float:
-    return self.ask(cmd="time", variant=variant)["seconds"]
-
-  def close(self):
-    try:
-      self.ask(cmd="quit")
-    except (RuntimeError, BrokenPipeError, ValueError):
-      pass
-    self.proc.wait()
-
-
-def torch_rows(kernels, x, channels: int, k: int, repeats: int, e_ref, tol: float, python: str | None):
+def torch_rows(kernels, x, channels: int, k: int, repeats: int, e_ref, tol: float, python: str | None,
+               only: list[str] | None = None):
   """{PyTorch variant: (first call s, median s)} and a note on versions, energy checks and what failed."""
   import tempfile
-  peer, why = TorchPeer.start(python)
+  peer, why = TorchPeer.start(python, gpu=jax.default_backend() == "gpu")
   if peer is None:
     return {}, why
-  results, checks = {}, []
+  checks = []
+  arrays = {"x": np.asarray(x)}
+  for path, (w, b) in kernels.items():
+    name = "dense" if path == "dense" else "/".join(path)
+    arrays[f"{name}:w"], arrays[f"{name}:b"] = w, b
   try:
     with tempfile.TemporaryDirectory() as tmp:
-      energies, failed, versions = peer.load(kernels, x, channels, k, tmp)
+      energies, failed, versions = peer.load(arrays, tmp, kind="langevin", channels=channels, num_steps=k,
+                                             sampler={k: v for k, v in SAMPLER.items() if k != "data_range"},
+                                             only=only or None)
     scale = np.abs(e_ref).max()
     for name, e in energies.items():
       t = 5e-2 if "bf16" in name else tol    # bfloat16: 8-bit mantissa, as JAX's bfloat16 net's check
       np.testing.assert_allclose(e, e_ref, rtol=t, atol=t * scale, err_msg=name)
       checks.append(f"{name} {np.abs(e - e_ref).max() / scale:.1e}")
-    first = {name: peer.time(name) for name in energies}       # compile (torch.compile) + one run
-    times = {name: [] for name in energies}
-    for _ in range(repeats):                                    # interleaved: machine noise hits all alike
-      for name in energies:
-        times[name].append(peer.time(name))
-    results = {name: (first[name], float(np.median(times[name]))) for name in energies}
+    results = peer.timings(repeats)
   finally:
     peer.close()
   note = (f"{versions}; energies equal JAX's (max abs diff / max |U|: {', '.join(checks)})"
@@ -259,7 +208,8 @@ def torch_rows(kernels, x, channels: int, k: int, repeats: int, e_ref, tol: floa
   return results, note
 
 
-def compare(model, energy, variables, channels, n, k, repeats, peak, only=None, torch_python=None) -> list:
+def compare(model, energy, variables, channels, n, k, repeats, peak, only=None, torch_python=None,
+            torch_only=None) -> list:
   x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
   key = jax.random.PRNGKey(2)
   kernels = normalized_kernels(variables)
@@ -297,7 +247,7 @@ def compare(model, energy, variables, channels, n, k, repeats, peak, only=None, 
   _, t_vmap = time_call(lambda: batched(x[:small], key), repeats=repeats, warmup=0)
   results[f"{small} chains one by one (Python loop over chains)"] = (float("nan"), t_loop * n / small)
   results[f"{small} chains batched, for comparison"] = (float("nan"), t_vmap * n / small)
-  peers, torch_note = torch_rows(kernels, x, channels, k, repeats, e_ref, tol, torch_python)
+  peers, torch_note = torch_rows(kernels, x, channels, k, repeats, e_ref, tol, torch_python, torch_only)
   results.update(peers)
   ref = results.get("PyTorch eager", (None, None))[1]
   best = min((t for name, (_, t) in results.items() if name in peers and "bf16" not in name), default=None)
@@ -341,11 +291,16 @@ def main(argv=None):
   p.add_argument("--variants", default="", help="semicolon-separated names of table 2's JAX variants to run; default all")
   p.add_argument("--torch-python", default="",
                  help="the interpreter of the PyTorch rows (default: this one), e.g. a venv where torch installs")
+  p.add_argument("--torch-variants", default="", help="semicolon-separated PyTorch forms to time (default all: "
+                 "eager, eager bf16 autocast, torch.compile, its bf16, max-autotune; names as in the table)")
   p.add_argument("--flops-only", action="store_true", help="only print XLA's FLOP count of one step per chain count")
   p.add_argument("--json", default="", help="also write both tables here (e.g. benchmarks/results/langevin.json)")
   p.add_argument("--pooling", default="", help="only compare pooling forms: compile s and ms/step of the unrolled "
                  "chain with reduce_window (nn.avg_pool) vs reshape pooling, at these chain counts (e.g. 64,256)")
   args = p.parse_args(argv)
+  # the CPU as train.ebm runs it by default: one XLA device per core (table 2c's split row), unless the user's
+  # JAX_NUM_CPU_DEVICES / XLA_FLAGS say otherwise
+  parallel.set_cpu_devices(parallel.cpu_cores())
   if args.pooling:
     return pooling(args)
   if args.flops_only:
@@ -381,7 +336,8 @@ def main(argv=None):
     compare_rows, note, flops = compare(model, energy, variables, args.channels, args.compare_chains,
                                         args.compare_steps, args.repeats, peak,
                                         only=[v.strip() for v in args.variants.split(";") if v.strip()],
-                                        torch_python=args.torch_python)
+                                        torch_python=args.torch_python,
+                                        torch_only=[v.strip() for v in args.torch_variants.split(";") if v.strip()])
     title = f"{args.compare_chains} chains x K={args.compare_steps} ({flops / 1e9:.1f} XLA GFLOP); {note}"
     print(f"\n{title}")
     print(table(compare_header, compare_rows))

@@ -92,6 +92,34 @@ def langevin_gpu() -> str:
           f"{table(['variant', 'ms per step', 'samples*steps/s', 'of matmul peak', 'speed vs PyTorch'], rows)}\n")
 
 
+def cpu_peers() -> str:
+  """Issue 18's CPU comparisons, every run kept (the VM's host and speed change from day to day): Langevin chains
+  and the GAN step against PyTorch, and each program's step on one XLA device vs one per core."""
+  title = "### Speed against PyTorch on the CPU (docs/techniques.md#ebm, #gan)"
+  runs = sorted(RESULTS.glob("langevin_cpu_peers_*.json")) + sorted(RESULTS.glob("gan_step_peers_*.json"))
+  layouts = sorted(RESULTS.glob("cpu_devices_*.json"))
+  if not runs and not layouts:
+    return (f"{title}\n\nNot measured yet: `python -m benchmarks.langevin --torch-python PY --json "
+            "benchmarks/results/langevin_cpu_peers_N.json` (and gan_step, cpu_devices likewise).\n")
+  parts = [title]
+  for path in runs:
+    data = json.loads(path.read_text())
+    if "compare" in data:
+      cmp = data["compare"]
+      rows = [[r[0], r[2], r[3], r[5], r[6]] for r in cmp["rows"]]
+      body = table(["variant", "ms per step", "samples*steps/s", "speed vs PyTorch eager", "vs best PyTorch float32"],
+                   rows)
+      note = cmp["title"]
+    else:
+      body, note = table(data["header"], data["rows"]), "; ".join(data.get("peers", []))
+    parts.append(f"`{data['command']}` — {data['machine']}, jax {data['jax']}, {data['date']}. {note}\n\n{body}")
+  for path in layouts:
+    data = json.loads(path.read_text())
+    parts.append(f"`{data['command']}` — {data['machine']}, jax {data['jax']}, {data['date']}.\n\n"
+                 f"{table(data['header'], data['rows'])}")
+  return "\n\n".join(parts) + "\n"
+
+
 def section(plot: bool = True) -> str:
   grids = "\n".join(f"![{png[:-4]}](docs/{png})\n*{caption}*\n" for png, _, caption in GRIDS if (DOCS / png).exists())
   parts = [
@@ -107,6 +135,7 @@ def section(plot: bool = True) -> str:
                      note_key="flops_note"),
       _table_section("GAN quality after equal steps", "gan_fid.json", "python -m benchmarks.gan_fid"),
       langevin_gpu(),
+      cpu_peers(),
       _table_section("MobileNet on a GPU: the seed's recipe and the CPU recipe scaled up (docs/techniques.md#mobilenet)",
                      "mobilenet_gpu.json", "bash benchmarks/device_check.sh OUT DATA mobilenet on a GPU machine, "
                      "then python -m benchmarks.device_results OUT/device_check.tgz"),

@@ -35,6 +35,10 @@ class BaseConfig:
   data_dir: str = dataclasses.field(default="", metadata={"help": "raw data folder (else $JAXTRICKS_DATA)"})
   checkpoint_every: int = 500
   devices: int = dataclasses.field(default=0, metadata={"help": "devices to split each batch over; 0: all visible"})
+  cpu_devices: int = dataclasses.field(
+      default=1, metadata={"help": "on a CPU: XLA devices to make of it, each batch split over them (0: one per core, "
+                                   "fewer where the batch does not divide); JAX_NUM_CPU_DEVICES or XLA_FLAGS' device "
+                                   "count, if set, win; unused on a GPU/TPU"})
   progress: bool = True
   tensorboard: bool = dataclasses.field(default=True, metadata={"help": "also write TensorBoard event files"})
 
@@ -43,6 +47,18 @@ class BaseConfig:
     require(bool(self.workdir), "workdir", "must name a directory")
     require(self.checkpoint_every > 0, "checkpoint_every", f"must be positive, got {self.checkpoint_every}")
     require(self.devices >= 0, "devices", f"must be >= 0 (0: all visible), got {self.devices}")
+    require(self.cpu_devices >= 0, "cpu_devices", f"must be >= 0 (0: one per core), got {self.cpu_devices}")
+
+  def split_sizes(self) -> tuple[int, ...]:
+    """The sizes split over the devices (each must divide by their count): the batch; a program adds its own."""
+    return (self.batch_size,) if hasattr(self, "batch_size") else ()
+
+  def cpu_device_count(self) -> int:
+    """`cpu_devices`, 0 read as one per core, lowered until every `split_sizes` divides by it."""
+    count = self.cpu_devices or parallel.cpu_cores()
+    while count > 1 and any(size % count for size in self.split_sizes()):
+      count -= 1
+    return count
 
 
 def require_finite(config) -> None:

@@ -40,6 +40,31 @@ def initialize_from_env() -> bool:
   return False
 
 
+def cpu_cores() -> int:
+  """The cores this process may run on."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def user_chose_cpu_devices() -> bool:
+  """True if the environment already says how many XLA devices to make of the CPU (JAX_NUM_CPU_DEVICES, or
+  XLA_FLAGS' --xla_force_host_platform_device_count): a program's own choice then stands aside."""
+  return (jax.config.jax_num_cpu_devices != -1
+          or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""))
+
+
+def set_cpu_devices(count: int) -> int:
+  """Makes the CPU `count` XLA devices (jax_num_cpu_devices) when JAX runs on it: the 'data' mesh then splits
+  each batch over them, one share per core, which on small convolution nets beats XLA's threading of each op
+  (benchmarks/RESULTS.md, "One XLA device per core"). Leaves things as they are where the user chose
+  (`user_chose_cpu_devices`) or JAX has already started its backends (a second program in one process).
+  Returns the count set, or 0 when it left things alone. On a GPU or TPU the CPU devices go unused."""
+  from jax._src import xla_bridge
+  if count < 1 or user_chose_cpu_devices() or xla_bridge.backends_are_initialized():
+    return 0
+  jax.config.update("jax_num_cpu_devices", count)
+  return count
+
+
 def make_mesh(num_devices: int = 0, *, batch_size: int | None = None) -> Mesh:
   """A 1-D mesh ('data',) over the first `num_devices` devices (0: all); the batch must divide evenly.
   Errors name the settings `devices` and `batch_size` (jaxtricks.errors)."""

@@ -36,6 +36,10 @@ def pytest_configure(config):
                     float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
   jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
 jax.config.update("jax_numpy_rank_promotion", "raise")   # implicit broadcasting of different ranks is a bug here
+# in-process trainers share this process's JAX: pin the CPU to one device, so that the first program run here does
+# not make it one device per core (its --cpu-devices default) for every test after it; child processes are not
+# pinned and get each program's own default (tests/test_cpu_devices.py)
+jax.config.update("jax_num_cpu_devices", 1)
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -9,10 +9,10 @@ import sys
 import chex
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from conftest import REPO, child_env, make_raw_folder
+from jaxtricks import loop
 
 STEPS, EVERY = 12, 4
 ARGS = {
@@ -42,8 +42,9 @@ def _run(module, raw, workdir, killer=None):
   return subprocess.run(cmd + args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
-def _state(workdir, step):
-  return ocp.StandardCheckpointer().restore((workdir / "checkpoints" / str(step) / "default").absolute())
+def _state(workdir, step):   # on this process's device, whatever devices the run was split over
+  state, key, _ = loop.restore(workdir, step=step)
+  return {"state": state, "key": key}
 
 
 _STRAIGHT = {}

@@ -6,14 +6,10 @@ signals its own pid (tests/killed_run.py)."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import chex
-import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from conftest import REPO, child_env, error_lines, make_raw_folder, without_progress_bars
@@ -43,8 +39,8 @@ def _one_line(capsys) -> str:
   return lines[0]
 
 
-def _params(workdir, step):
-  return ocp.StandardCheckpointer().restore((workdir / "checkpoints" / str(step) / "default").absolute())["state"]
+def _params(workdir, step):   # on this process's device, whatever devices the run was split over
+  return loop.restore(workdir, step=step)[0]
 
 
 def _steps(workdir):

@@ -43,6 +43,10 @@ class Config(harness.BaseConfig):
   dataset: Literal["fashion_mnist", "mnist", "cifar10"] = "fashion_mnist"
   steps: int = 1000
   batch_size: int = dataclasses.field(default=128, metadata={"help": "reals per step (and as many fakes)"})
+  cpu_devices: int = dataclasses.field(
+      default=0, metadata={"help": "on a CPU: XLA devices to make of it, the batch, chains and buffer split over them "
+                                   "(0, the default: one per core, 1.14-1.25x faster than one device here; "
+                                   "benchmarks/RESULTS.md); JAX_NUM_CPU_DEVICES or XLA_FLAGS' device count win"})
   lr: float = 1e-3
   beta1: float = dataclasses.field(default=0.0, metadata={"help": "Adam beta1 (0 as in Du & Mordatch's code)"})
   reg: float = dataclasses.field(
@@ -72,6 +76,9 @@ class Config(harness.BaseConfig):
   sample_every: int = 250
   fid_every: int = dataclasses.field(default=1000, metadata={"help": "steps between FID evaluations (and at the end)"})
   fid_samples: int = 500
+
+  def split_sizes(self) -> tuple[int, ...]:
+    return (self.batch_size, self.buffer_size)   # the buffer is split over the devices too
 
   def __post_init__(self):
     super().__post_init__()

@@ -1,0 +1,71 @@
+"""The CPU layout a program picks for itself (issue 18): --cpu-devices, 0 = one XLA device per core, lowered until
+the batch divides; the user's JAX_NUM_CPU_DEVICES / XLA_FLAGS win; nothing changes once JAX has started."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import child_env
+from jaxtricks import harness, parallel
+from jaxtricks.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config(harness.BaseConfig):
+  batch_size: int = 64
+
+
+@pytest.mark.parametrize("cpu_devices, cores, batch, expected", [
+    (0, 4, 64, 4), (0, 4, 30, 3), (0, 2, 7, 1), (1, 4, 64, 1), (3, 4, 64, 2), (2, 2, 64, 2)])
+def test_cpu_device_count_is_the_asked_count_lowered_until_the_batch_divides(monkeypatch, cpu_devices, cores, batch,
+                                                                               expected):
+  monkeypatch.setattr(parallel, "cpu_cores", lambda: cores)
+  assert _Config(cpu_devices=cpu_devices, batch_size=batch).cpu_device_count() == expected
+
+
+def test_negative_cpu_devices_is_refused():
+  with pytest.raises(ConfigError, match="cpu_devices"):
+    _Config(cpu_devices=-1)
+
+
+_CHILD = """
+import dataclasses, sys
+import jax
+from jaxtricks import cli, harness
+
+@dataclasses.dataclass(frozen=True)
+class Config(harness.BaseConfig):
+  batch_size: int = 64
+  cpu_devices: int = 0   # this program's default: one device per core
+
+sys.exit(cli.main(Config, lambda c: print("DEVICES", jax.device_count()), argv=sys.argv[1:]))
+"""
+
+
+def _devices(*argv, **env) -> int:
+  base = child_env(**env)
+  for name in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS"):
+    if name not in env:
+      base.pop(name, None)
+  out = subprocess.run([sys.executable, "-c", _CHILD, *argv], env={**base, "JAX_PLATFORMS": "cpu"},
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  return int(out.stdout.split("DEVICES")[1])
+
+
+def test_a_program_makes_the_cpu_its_default_layout_and_the_user_setting_wins():
+  cores = len(os.sched_getaffinity(0))
+  assert _devices() == cores                                     # the program's default: one per core
+  assert _devices("--cpu-devices", "1") == 1                     # its flag
+  assert _devices("--batch-size", "7") == (7 if cores >= 7 else 1)   # lowered until the batch divides
+  assert _devices(JAX_NUM_CPU_DEVICES="3") == 3                  # the user's environment wins
+  assert _devices(XLA_FLAGS="--xla_force_host_platform_device_count=3") == 3
+
+
+def test_set_cpu_devices_leaves_a_started_jax_alone():
+  import jax
+  jax.devices()   # this process's JAX has started (conftest pinned it to one device)
+  assert parallel.set_cpu_devices(4) == 0 and jax.device_count() == 1
