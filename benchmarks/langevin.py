@@ -185,7 +185,6 @@ def torch_rows(kernels, x, channels: int, k: int, repeats: int, e_ref, tol: floa
   peer, why = TorchPeer.start(python, gpu=jax.default_backend() == "gpu")
   if peer is None:
     return {}, why
-  checks = []
   arrays = {"x": np.asarray(x)}
   for path, (w, b) in kernels.items():
     name = "dense" if path == "dense" else "/".join(path)
@@ -195,11 +194,7 @@ def torch_rows(kernels, x, channels: int, k: int, repeats: int, e_ref, tol: floa
       energies, failed, versions = peer.load(arrays, tmp, kind="langevin", channels=channels, num_steps=k,
                                              sampler={k: v for k, v in SAMPLER.items() if k != "data_range"},
                                              only=only or None)
-    scale = np.abs(e_ref).max()
-    for name, e in energies.items():
-      t = 5e-2 if "bf16" in name else tol    # bfloat16: 8-bit mantissa, as JAX's bfloat16 net's check
-      np.testing.assert_allclose(e, e_ref, rtol=t, atol=t * scale, err_msg=name)
-      checks.append(f"{name} {np.abs(e - e_ref).max() / scale:.1e}")
+    checks = peer.check(energies, {"": np.asarray(e_ref)}, tol)
     results = peer.timings(repeats)
   finally:
     peer.close()

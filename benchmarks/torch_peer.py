@@ -259,6 +259,20 @@ class TorchPeer:
     self.variants = reply["variants"]
     return outputs, reply["failed"], reply["versions"]
 
+  def check(self, outputs: dict, refs: dict, tol: float) -> list[str]:
+    """Asserts each variant's outputs (`outputs["<variant><part>"]`) equal JAX's (`refs[part]`) within `tol` of
+    the largest |value| (5e-2 for bfloat16 forms: an 8-bit mantissa); returns "<variant> <max relative diff>"."""
+    checks = []
+    for name in self.variants:
+      t = 5e-2 if "bf16" in name else tol
+      worst = 0.0
+      for part, ref in refs.items():
+        scale = np.abs(ref).max()
+        np.testing.assert_allclose(outputs[name + part], ref, rtol=t, atol=t * scale, err_msg=name)
+        worst = max(worst, np.abs(outputs[name + part] - ref).max() / scale)
+      checks.append(f"{name} {worst:.1e}")
+    return checks
+
   def time(self, variant: str) -> float:
     return self.ask(cmd="time", variant=variant)["seconds"]
 
