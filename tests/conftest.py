@@ -39,7 +39,9 @@ jax.config.update("jax_numpy_rank_promotion", "raise")   # implicit broadcasting
 # in-process trainers share this process's JAX: pin the CPU to one device, so that the first program run here does
 # not make it one device per core (its --cpu-devices default) for every test after it; child processes are not
 # pinned and get each program's own default (tests/test_cpu_devices.py)
-jax.config.update("jax_num_cpu_devices", 1)
+# (a child pytest started with its own device count, tests/multidevice/, keeps that count)
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "") and jax.config.jax_num_cpu_devices == -1:
+  jax.config.update("jax_num_cpu_devices", 1)
 REPO = Path(__file__).resolve().parents[1]
 
 
