@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxtricks.parallel import cpu_cores
+
 # the programs as `make train` / README run them, shortened; evaluation and sampling pushed past the end
 PROGRAMS = {
     "ebm": ["--fid-every", "1000000", "--sample-every", "1000000"],
@@ -32,13 +34,9 @@ PROGRAMS = {
 }
 
 
-def cores() -> int:
-  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def step_ms(program: str, steps: int, devices: int, xla_flags: str, data_dir: str, skip: int) -> float:
   """Median ms per train step of one fresh run (its first `skip` steps dropped)."""
-  name, *rest = program.split(" ", 1)
+  name = program.split(" ", 1)[0]
   extra = PROGRAMS[program]
   with tempfile.TemporaryDirectory() as tmp:
     env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu")
@@ -58,7 +56,7 @@ def step_ms(program: str, steps: int, devices: int, xla_flags: str, data_dir: st
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--programs", default=",".join(PROGRAMS), help=f"comma-separated, of {list(PROGRAMS)}")
-  p.add_argument("--devices", default=f"1,{cores()}", help="CPU device counts to try")
+  p.add_argument("--devices", default=f"1,{cpu_cores()}", help="CPU device counts to try")
   p.add_argument("--flags", default="", help="comma-separated XLA_FLAGS values to try ('' = none), "
                  "e.g. ',--xla_cpu_use_onednn=true'")
   p.add_argument("--steps", type=int, default=30)
@@ -86,7 +84,7 @@ def main(argv=None):
       ms = float(np.median(t))
       rows.append([program, devices, flags or "(none)", ms, f"{base / ms:.2f}x"])
   header = ["program", "CPU devices", "XLA_FLAGS", "ms per step", "speed vs first row"]
-  print(f"Train steps per CPU layout — {cores()} cores, jax {jax.__version__}, {args.steps} steps, median")
+  print(f"Train steps per CPU layout — {cpu_cores()} cores, jax {jax.__version__}, {args.steps} steps, median")
   print(table(header, rows))
   if args.json:
     write_results(args.json, "benchmarks.cpu_devices", argv, header, rows)
