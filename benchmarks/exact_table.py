@@ -79,6 +79,20 @@ def fill_train_minutes(runs: dict) -> bool:
   return changed
 
 
+def recipe_names(text: str) -> list[str]:
+  """Names of RECIPES in a comma-separated list; a comma inside a recipe's own name ("ce (SGD, clip 10)") is
+  kept: pieces are joined until they form a known name."""
+  names, piece = [], ""
+  for part in text.split(","):
+    piece = f"{piece},{part}" if piece else part.strip()
+    if piece.strip() in RECIPES:
+      names.append(piece.strip())
+      piece = ""
+  if piece.strip():
+    raise ValueError(f"unknown recipe {piece.strip()!r}")
+  return names
+
+
 def summarize(names: list[str], seeds: list[int], runs: dict) -> tuple[list[str], list[list]]:
   """The table: one row per recipe whose seeds have all finished (final test accuracy mean ± std over seeds,
   the per-seed values, and the range of the last 3 evaluations as the flatness check)."""
@@ -157,7 +171,8 @@ def update_results_md(results: Path, dataset: str, md: Path = Path(__file__).par
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--dataset", default="mnist", choices=list(DEFAULTS))
-  p.add_argument("--recipes", default="", help="comma-separated names of RECIPES; default: the data set's")
+  p.add_argument("--recipes", default="", help="comma-separated names of RECIPES (as printed, commas in a name "
+                                                  "included); default: the data set's")
   p.add_argument("--epochs", type=float, default=20)
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--model", default="cnn")
@@ -171,10 +186,10 @@ def main(argv=None):
   p.add_argument("--max-runs", type=int, default=0,
                  help="stop after training this many runs (0: all); the results file keeps what finished")
   args = p.parse_args(argv)
-  names = [n.strip() for n in args.recipes.split(",") if n.strip()] or DEFAULTS[args.dataset]
-  unknown = [n for n in names if n not in RECIPES]
-  if unknown:
-    p.error(f"--recipes: unknown {unknown}; known: {list(RECIPES)}")
+  try:
+    names = recipe_names(args.recipes) or DEFAULTS[args.dataset]
+  except ValueError as e:
+    p.error(f"--recipes: {e}; known: {list(RECIPES)}")
   seeds = [int(s) for s in args.seeds.split(",")]
   out = Path(args.out) / f"exact_table_{args.dataset}.json"
   if args.results_md:
@@ -192,8 +207,9 @@ def main(argv=None):
   runs = dict(previous.get("runs", {})) if previous.get("model") == args.model else {}
   trained = 0
   header, rows = summarize(names, seeds, runs)
-  for name in names:
-    for seed in seeds:
+  # seed-major: every recipe's seed 0 before any seed 1, so a table cut short by the session has one run of each
+  for seed in seeds:
+    for name in names:
       key = f"{name}/{seed}"
       workdir = Path(args.root) / f"{args.dataset}-{args.model}-{slug(name)}-e{args.epochs:g}-s{seed}"
       data = {"data_dir": args.data_dir} if args.data_dir else {}

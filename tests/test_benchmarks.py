@@ -55,10 +55,11 @@ def test_results_md_tables_are_the_result_files():
   assert checked >= 50, checked
 
 
-def test_exact_table_runs_every_recipe_end_to_end_and_resumes_from_its_results_file(tmp_path, monkeypatch, capsys):
+def test_exact_table_runs_seed_major_end_to_end_and_resumes_from_its_results_file(tmp_path, monkeypatch, capsys):
   """benchmarks.exact_table trains each recipe through train.classify's main (tiny fake MNIST: one step per
-  epoch), writes its result file with one row per recipe and the curve picture; run again with the run folders
-  gone (a new session), it trains nothing: the finished runs are in the results file."""
+  epoch), every recipe's seed 0 before any seed 1 (a table cut short has one run of each), writes its result file
+  with one row per recipe and the curve picture; run again with the run folders gone (a new session), it trains
+  nothing: the finished runs are in the results file."""
   import json
   import shutil
 
@@ -66,21 +67,33 @@ def test_exact_table_runs_every_recipe_end_to_end_and_resumes_from_its_results_f
   from conftest import make_raw_folder
   make_raw_folder(tmp_path / "raw", name="mnist")
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-  argv = ["--dataset", "mnist", "--epochs", "2", "--seeds", "0", "--data-dir", str(tmp_path / "raw"),
-          "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--png", str(tmp_path / "png")]
-  exact_table.main(argv + ["--max-runs", "1"])
+  recipes = ["ce (SGD, clip 10)", "exact (published)"]
+  argv = ["--dataset", "mnist", "--epochs", "2", "--seeds", "0,1", "--recipes", ",".join(recipes),
+          "--data-dir", str(tmp_path / "raw"), "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+          "--png", str(tmp_path / "png")]
+  exact_table.main(argv + ["--max-runs", "2"])
   data = json.loads((tmp_path / "out" / "exact_table_mnist.json").read_text())
-  assert list(data["runs"]) == [f"{exact_table.DEFAULTS['mnist'][0]}/0"]
-  assert data["rows"][1][1] == "0 of 1 seeds done"
+  assert list(data["runs"]) == [f"{recipes[0]}/0", f"{recipes[1]}/0"]
+  assert data["rows"][1][1] == "1 of 2 seeds done"
   exact_table.main(argv)
   data = json.loads((tmp_path / "out" / "exact_table_mnist.json").read_text())
-  assert [r[0] for r in data["rows"]] == exact_table.DEFAULTS["mnist"]
+  assert [r[0] for r in data["rows"]] == recipes
+  assert sorted(data["runs"]) == sorted(f"{r}/{s}" for r in recipes for s in (0, 1))
   assert all(len(run["curve"]) == 2 for run in data["runs"].values())   # an evaluation per epoch
   assert "| exact (published) |" in capsys.readouterr().out
   assert (tmp_path / "png" / "exact_table_mnist.png").stat().st_size > 10_000
   shutil.rmtree(tmp_path / "runs")
   monkeypatch.setattr(exact_table, "train", lambda *a, **k: pytest.fail("a recorded run was trained again"))
   exact_table.main(argv)
+
+
+def test_exact_table_recipe_names_keep_the_commas_inside_a_name():
+  from benchmarks.exact_table import recipe_names
+  assert recipe_names("exact, learned sigma (Adam),ce (SGD, clip 10)") == ["exact, learned sigma (Adam)",
+                                                                         "ce (SGD, clip 10)"]
+  assert recipe_names("") == []
+  with pytest.raises(ValueError, match="'nope'"):
+    recipe_names("ce (Adam),nope")
 
 
 def test_torch_peer_is_absent_with_a_reason_where_the_interpreter_has_no_torch(tmp_path):
