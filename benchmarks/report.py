@@ -1,6 +1,6 @@
 """README's Results section, written from the committed result files: no hand-edited numbers.
 
-    python -m benchmarks.report           # rewrites README.md between the results markers, and docs/loss_comparison.png
+    python -m benchmarks.report           # rewrites README.md between the results markers
     python -m benchmarks.report --check   # exit 1 when README's section is not what the result files give
 
 Sources: benchmarks/results/*.json, each written by the benchmark named in it (its "command"), and the sample
@@ -14,7 +14,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from benchmarks.common import table
 
@@ -49,35 +48,29 @@ def _table_section(title: str, name: str, make: str, note: str = "", note_key: s
           f"{table(data['header'], data['rows'])}\n" + (f"\n{note}\n" if note else ""))
 
 
-def loss_comparison(plot: bool) -> str:
-  data = _load("loss_comparison_cnn.json")
-  if data is None:
-    return "### Test accuracy per loss\n\nNot measured yet: `python -m benchmarks.loss_comparison`.\n"
-  finals: dict[str, list[float]] = {}
-  for key, run in data["runs"].items():
-    finals.setdefault(key.split("/")[0], []).append(100 * run["curve"][-1][1])
-  losses = list(finals)
-  if plot:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
-    for i, loss in enumerate(losses):
-      ax.scatter([i] * len(finals[loss]), finals[loss], color="C0", s=14, zorder=3)
-      ax.hlines(np.mean(finals[loss]), i - 0.3, i + 0.3, color="C1")
-    ax.set_xticks(range(len(losses)), losses, rotation=20, fontsize=8)
-    ax.set_ylabel("test accuracy %")
-    ax.set_title(f"Fashion-MNIST, CNN, {' '.join(data['argv'])}", fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(DOCS / "loss_comparison.png")
-    plt.close(fig)
-  rows = [[loss, f"{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f}",
-           " ".join(f"{a:.2f}" for a in v)] for loss, v in finals.items()]
-  command = "python -m benchmarks.loss_comparison " + " ".join(data["argv"])
-  return (f"### Test accuracy per loss\n\n`{command}` — {data['machine']}; dots are seeds, bars their mean.\n\n"
-          f"![test accuracy per loss](docs/loss_comparison.png)\n\n"
-          f"{table(['loss', 'test accuracy % (mean ± std)', 'per seed'], rows)}\n")
+EXACT_TABLES = [
+    ("mnist", "MNIST, the EXACT paper's row: its recipes on our small CNN (docs/techniques.md#exact)"),
+    ("fashion_mnist", "Fashion-MNIST: every loss at convergence (docs/techniques.md#exact)"),
+]
+
+
+def exact_tables() -> str:
+  """Issue 14's tables (benchmarks.exact_table: each recipe several seeds until its test curve is flat) with their
+  per-epoch pictures, which exact_table draws; the 2-epoch loss comparison they replace stays in RESULTS.md."""
+  parts = []
+  for dataset, title in EXACT_TABLES:
+    data = _load(f"exact_table_{dataset}.json")
+    if data is None:
+      parts.append(f"### {title}\n\nNot measured yet: `python -m benchmarks.exact_table --dataset {dataset}`.\n")
+      continue
+    dates = sorted({r.get("date", data["date"])[:10] for r in data["runs"].values()})
+    picture = f"docs/exact_table_{dataset}.png"
+    parts.append(f"### {title}\n\n`{data['command']}` — {data['machine']}, jax {data['jax']}, runs of "
+                 f"{', '.join(dates)}; {data['epochs']:g} epochs, test accuracy after the last. Recipes, verdicts and "
+                 f"the minutes' machines: benchmarks/RESULTS.md.\n\n"
+                 + (f"![{dataset} test accuracy per epoch]({picture})\n\n" if (ROOT / picture).exists() else "")
+                 + f"{table(data['header'], data['rows'])}\n")
+  return "\n".join(parts)
 
 
 def langevin_gpu() -> str:
@@ -120,11 +113,11 @@ def cpu_peers() -> str:
   return "\n\n".join(parts) + "\n"
 
 
-def section(plot: bool = True) -> str:
+def section() -> str:
   grids = "\n".join(f"![{png[:-4]}](docs/{png})\n*{caption}*\n" for png, _, caption in GRIDS if (DOCS / png).exists())
   parts = [
       "### Samples\n\n" + grids,
-      loss_comparison(plot),
+      exact_tables(),
       _table_section("IMDB: BCE vs the margin loss (docs/techniques.md#margin)", "imdb_table_imdb.json",
                      "python -m benchmarks.imdb_table --seeds 0,1,2,3,4"),
       _table_section("SST-2 dev, CNN", "imdb_table_sst2.json",
@@ -165,7 +158,7 @@ def main(argv=None) -> int:
         shutil.copyfile(ROOT / source, DOCS / png)
   head, rest = readme.split(BEGIN, 1)
   tail = rest.split(END, 1)[1]
-  new = f"{head}{BEGIN}\n{section(plot=not args.check)}{END}{tail}"
+  new = f"{head}{BEGIN}\n{section()}{END}{tail}"
   if args.check:
     if new != readme:
       print("README's Results section differs from benchmarks/results/; run python -m benchmarks.report",
@@ -173,7 +166,7 @@ def main(argv=None) -> int:
       return 1
     return 0
   readme_path.write_text(new)
-  print(f"wrote README.md's Results section and {DOCS / 'loss_comparison.png'}")
+  print("wrote README.md's Results section")
   return 0
 
 
