@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import flag_argv, machine, table, train, write_results
+from benchmarks.common import flag_argv, machine, pending_runs, table, train, write_results
 from jaxtricks import loop
 
 VARIANTS = {
@@ -126,30 +126,25 @@ def main(argv=None):
   seeds = [int(s) for s in args.seeds.split(",")]
   out = Path(args.out) / "gan_convergence.json"
   runs = json.loads(out.read_text()).get("runs", {}) if out.exists() else {}
-  trained = 0
   header, rows = summarize(names, seeds, runs)
-  for seed in seeds:            # seed-major: every variant gets a first seed before any gets a third
-    for name in names:
-      key = f"{name}/{seed}"
-      data = {"data_dir": args.data_dir} if args.data_dir else {}
-      flags = dict(steps=args.steps, width=args.width, seed=seed, fid_every=args.fid_every,
-                   fid_samples=args.fid_samples, ema_decay=args.ema_decay, sample_every=args.steps,
-                   checkpoint_every=500, progress=False, tensorboard=False, **data, **VARIANTS[name])
-      expected = flag_argv(flags)
-      if key in runs and runs[key]["argv"] == expected:
-        continue
-      if args.max_runs and trained >= args.max_runs:
-        break
-      workdir = Path(args.root) / f"{slug(name)}-w{args.width}-n{args.steps}-s{seed}"
-      t0 = time.perf_counter()
-      train("gan", workdir=workdir, **flags)
-      runs[key] = {**curve(workdir), "argv": expected, "wall_s": time.perf_counter() - t0,
-                   "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
-      trained += 1
-      print(f"{name} seed {seed}: FID {runs[key]['fid'][-1]:.1f} (EMA {runs[key]['fid_ema'][-1]:.1f})", flush=True)
-      header, rows = summarize(names, seeds, runs)
-      write_results(out, "benchmarks.gan_convergence", argv, header, rows, runs=runs, steps=args.steps,
-                    width=args.width)
+  data = {"data_dir": args.data_dir} if args.data_dir else {}
+
+  def flags_of(name, seed):
+    return dict(steps=args.steps, width=args.width, seed=seed, fid_every=args.fid_every,
+                fid_samples=args.fid_samples, ema_decay=args.ema_decay, sample_every=args.steps,
+                checkpoint_every=500, progress=False, tensorboard=False, **data, **VARIANTS[name])
+
+  for name, seed in pending_runs(names, seeds, runs, lambda n, s: flag_argv(flags_of(n, s)), args.max_runs):
+    workdir = Path(args.root) / f"{slug(name)}-w{args.width}-n{args.steps}-s{seed}"
+    t0 = time.perf_counter()
+    train("gan", workdir=workdir, **flags_of(name, seed))
+    key = f"{name}/{seed}"
+    runs[key] = {**curve(workdir), "argv": flag_argv(flags_of(name, seed)), "wall_s": time.perf_counter() - t0,
+                 "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
+    print(f"{name} seed {seed}: FID {runs[key]['fid'][-1]:.1f} (EMA {runs[key]['fid_ema'][-1]:.1f})", flush=True)
+    header, rows = summarize(names, seeds, runs)
+    write_results(out, "benchmarks.gan_convergence", argv, header, rows, runs=runs, steps=args.steps,
+                  width=args.width)
   if runs:
     plot(Path(args.png) / "gan_convergence.png", names, runs,
          f"DCGAN width {args.width}, batch 64, FID-FMNIST of {args.fid_samples} samples — {machine()}")
