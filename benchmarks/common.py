@@ -121,6 +121,15 @@ def pending_runs(names: list[str], seeds: list[int], recorded: dict, argv_of, ma
   return todo[:max_runs] if max_runs else todo
 
 
+def run_machines(runs: dict) -> str:
+  """The machines a multi-run table's recorded runs came from, with how many runs and their dates each (the VM's
+  host changes between sessions, so one table may hold runs of several)."""
+  by = {}
+  for run in runs.values():
+    by.setdefault(run.get("machine", "machine not recorded"), []).append(run.get("date", "")[:10])
+  return "; ".join(f"{m}: {len(d)} run{'s' * (len(d) > 1)} ({', '.join(sorted(set(d)))})" for m, d in by.items())
+
+
 def write_results(path, module: str, argv, header: list[str], rows: list[list], **extra) -> None:
   """Saves a printed table with its command, machine and date as JSON (benchmarks.report renders it)."""
   argv = sys.argv[1:] if argv is None else list(argv)

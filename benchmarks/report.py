@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 
-from benchmarks.common import table
+from benchmarks.common import run_machines, table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -63,11 +63,10 @@ def exact_tables() -> str:
     if data is None:
       parts.append(f"### {title}\n\nNot measured yet: `python -m benchmarks.exact_table --dataset {dataset}`.\n")
       continue
-    dates = sorted({r.get("date", data["date"])[:10] for r in data["runs"].values()})
     picture = f"docs/exact_table_{dataset}.png"
-    parts.append(f"### {title}\n\n`{data['command']}` — {data['machine']}, jax {data['jax']}, runs of "
-                 f"{', '.join(dates)}; {data['epochs']:g} epochs, test accuracy after the last. Recipes, verdicts and "
-                 f"the minutes' machines: benchmarks/RESULTS.md.\n\n"
+    parts.append(f"### {title}\n\n`{data['command']}`, jax {data['jax']} — runs on {run_machines(data['runs'])}; "
+                 f"{data['epochs']:g} epochs, test accuracy after the last. Recipes and verdicts: "
+                 f"benchmarks/RESULTS.md.\n\n"
                  + (f"![{dataset} test accuracy per epoch]({picture})\n\n" if (ROOT / picture).exists() else "")
                  + f"{table(data['header'], data['rows'])}\n")
   return "\n".join(parts)

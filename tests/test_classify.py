@@ -194,13 +194,14 @@ def test_recipe_sets_defaults_that_flags_beside_it_override():
     cli.parse(classify.Config, ["--recipe", "nope"], recipes=classify.RECIPES)
 
 
-def test_augmented_preprocess_keeps_shapes_and_the_eval_path_untouched():
-  config = classify.Config(augment="crop_flip_erase", model="mobilenet", input_size=28)
+@pytest.mark.parametrize("augment,model,channels", [("crop_flip_erase", "mobilenet", 3), ("rotate_shift", "cnn", 1)])
+def test_augmented_preprocess_keeps_shapes_and_the_eval_path_untouched(augment, model, channels):
+  config = classify.Config(augment=augment, model=model, input_size=28)
   batch = {"image": (jnp.arange(8 * 28 * 28, dtype=jnp.int32).reshape(8, 28, 28, 1) % 256).astype(jnp.uint8),
            "label": jnp.zeros(8, jnp.int32)}
   pre = jax.jit(functools.partial(classify.preprocess, config, train=True))
   out = pre(jax.random.PRNGKey(0), batch)["image"]
-  chex.assert_shape(out, (8, 28, 28, 3))
+  chex.assert_shape(out, (8, 28, 28, channels))
   assert not np.allclose(out, pre(jax.random.PRNGKey(1), batch)["image"])       # a function of the key
   test = classify.preprocess(config, jax.random.PRNGKey(0), batch, train=False)["image"]
   np.testing.assert_allclose(test[..., :1], batch["image"] / 255.0, rtol=1e-6)    # no augmentation at test time

@@ -115,3 +115,27 @@ def test_random_erasing_fills_one_rectangle_per_erased_image():
     assert box == counts[i]                     # a filled rectangle
     assert 0.02 * 784 * 0.5 <= counts[i] <= 0.4 * 784 * 1.1
   assert (y[~erased] == -1).all()
+
+
+def test_rotate_shift_known_answers():
+  """90 degrees is np.rot90 (counter-clockwise as displayed), an integer shift moves pixels with zero fill, and
+  no rotation and no shift gives the image back."""
+  x = jax.random.uniform(jax.random.PRNGKey(0), (2, 7, 7, 3)) + 1.0
+  zero_B, zero_B2 = jnp.zeros(2), jnp.zeros((2, 2))
+  np.testing.assert_allclose(pipeline.rotate_shift(x, zero_B, zero_B2), x, atol=1e-6)
+  turned = pipeline.rotate_shift(x, jnp.full(2, jnp.pi / 2), zero_B2)   # the border may read just outside: 0
+  np.testing.assert_allclose(turned[:, 1:-1, 1:-1], np.rot90(np.asarray(x), axes=(1, 2))[:, 1:-1, 1:-1], atol=1e-5)
+  shifted = np.asarray(pipeline.rotate_shift(x, zero_B, jnp.array([[1.0, -2.0]] * 2)))   # 1 down, 2 left
+  np.testing.assert_allclose(shifted[:, 1:, :-2], np.asarray(x)[:, :-1, 2:], atol=1e-6)
+  assert (shifted[:, 0] == 0).all() and (shifted[:, :, -2:] == 0).all()
+
+
+def test_random_rotate_shift_draws_one_transform_per_image_within_its_bounds():
+  x = jnp.ones((64, 28, 28, 1))
+  y = np.asarray(pipeline.random_rotate_shift(jax.random.PRNGKey(0), x, max_degrees=20.0, max_shift=0.2))
+  chex.assert_shape(y, x.shape)
+  kept = (y > 0.5).reshape(64, -1).mean(-1)     # the share of the image still inside the frame
+  assert kept.min() > 0.45 and kept.max() < 1.0                 # shifts of <= 20% on each axis
+  assert len(np.unique(np.round(kept, 4))) > 50                 # a transform of its own per image
+  same = pipeline.random_rotate_shift(jax.random.PRNGKey(0), x[:1], max_degrees=0.0, max_shift=0.0)
+  np.testing.assert_allclose(same, x[:1], atol=1e-6)

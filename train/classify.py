@@ -80,9 +80,10 @@ class Config(harness.BaseConfig):
       default="auto", metadata={"help": "MobileNet's depthwise conv, one function in two forms: shifted sums "
                                         "(3-11x faster on XLA:CPU) or grouped nn.Conv (cuDNN's); auto: shifted on "
                                         "a CPU, else conv"})
-  augment: Literal["none", "flip", "crop_flip", "crop_flip_erase"] = dataclasses.field(
+  augment: Literal["none", "flip", "crop_flip", "crop_flip_erase", "rotate_shift"] = dataclasses.field(
       default="none", metadata={"help": "training augmentation: flips; + random crops of the 4-pixel zero-padded "
-                                        "image; + random erasing"})
+                                        "image; + random erasing; or rotations of up to 20 degrees and shifts of "
+                                        "up to 20% (the EXACT authors' MNIST augmentation, no flips)"})
   label_smoothing: float = dataclasses.field(default=0.0, metadata={"help": "--loss ce: smoothed one-hot targets"})
   workdir: str = "runs/classify"
   eval_every: int = dataclasses.field(default=0, metadata={"help": "steps between test evaluations; 0: each epoch"})
@@ -232,12 +233,14 @@ def optimizer(config: Config, steps: int) -> optax.GradientTransformation:
 
 
 def preprocess(config: Config, key: jax.Array, batch: dict, *, train: bool) -> dict:
-  """uint8 -> float in [0, 1]; when training, --augment's flips, crops and erasing; MobileNet: resize and
-  3 channels."""
+  """uint8 -> float in [0, 1]; when training, --augment's flips, crops and erasing, or rotations and shifts;
+  MobileNet: resize and 3 channels."""
   x = pipeline.to_float(batch["image"])
   k_flip, k_crop, k_erase = jax.random.split(key, 3)
-  if train and config.augment != "none":
+  if train and config.augment in ("flip", "crop_flip", "crop_flip_erase"):
     x = pipeline.random_flip(k_flip if config.augment != "flip" else key, x)
+  if train and config.augment == "rotate_shift":
+    x = pipeline.random_rotate_shift(k_crop, x, max_degrees=20.0, max_shift=0.2)
   if train and config.augment.startswith("crop"):
     x = pipeline.random_crop(k_crop, x, pad=4)
   if train and config.augment == "crop_flip_erase":

@@ -42,6 +42,35 @@ def random_crop(key: jax.Array, x_BHWC: jax.Array, *, pad: int = 4) -> jax.Array
   return jax.vmap(lambda k, x: pix.random_crop(k, x, (h, w, c)))(jax.random.split(key, b), padded)
 
 
+def rotate_shift(x_BHWC: jax.Array, angle_B: jax.Array, shift_B2: jax.Array) -> jax.Array:
+  """Rotates each image about its centre by angle_B radians (counter-clockwise as displayed: 90 degrees is
+  np.rot90) and then shifts it by shift_B2 pixels (rows down, columns right); bilinear, zero fill. dm-pix's
+  affine_transform pulls: output pixel o reads the input at R^-1 (o - c - s) + c."""
+  import dm_pix as pix
+  _, h, w, _ = x_BHWC.shape
+  centre = jnp.array([(h - 1) / 2, (w - 1) / 2, 0.0])
+
+  def one(x_HWC, angle, shift_2):
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    inverse = jnp.array([[cos, sin, 0.0], [-sin, cos, 0.0], [0.0, 0.0, 1.0]])   # R^-1 on (row, col, channel)
+    offset = centre - inverse @ (centre + jnp.append(shift_2, 0.0))
+    return pix.affine_transform(x_HWC, inverse, offset=offset, order=1, mode="constant", cval=0.0)
+
+  return jax.vmap(one)(x_BHWC, angle_B, shift_B2)
+
+
+def random_rotate_shift(key: jax.Array, x_BHWC: jax.Array, *, max_degrees: float = 20.0,
+                        max_shift: float = 0.2) -> jax.Array:
+  """`rotate_shift` by U(-max_degrees, max_degrees) and U(-max_shift, max_shift) of the height and width, one
+  draw per image: the EXACT authors' MNIST augmentation (github ivan-chai/exact, mdn-metric's dataset configs:
+  rotation_max_angle 20, translate_ratios 0.2; torchvision's RandomRotation, then RandomAffine's translation)."""
+  b, h, w, _ = x_BHWC.shape
+  k_angle, k_shift = jax.random.split(key)
+  angle_B = jnp.deg2rad(jax.random.uniform(k_angle, (b,), minval=-max_degrees, maxval=max_degrees))
+  shift_B2 = jax.random.uniform(k_shift, (b, 2), minval=-max_shift, maxval=max_shift) * jnp.array([[h, w]])
+  return rotate_shift(x_BHWC, angle_B, shift_B2)
+
+
 def random_erasing(key: jax.Array, x_BHWC: jax.Array, *, prob: float = 0.5, area=(0.02, 0.4),
                    aspect=(0.3, 3.3)) -> jax.Array:
   """Random Erasing (Zhong et al. 2017, arXiv 1708.04896): with probability `prob` an image gets one rectangle of
