@@ -1,4 +1,5 @@
-"""Evaluation metrics: accuracy, Fréchet distance (FID-FMNIST), classifier-based inception score, AUROC."""
+"""Evaluation metrics: accuracy, Fréchet distance (FID-FMNIST, FID-CIFAR10), classifier-based inception score,
+AUROC."""
 
 import functools
 from pathlib import Path
@@ -10,7 +11,20 @@ import numpy as np
 
 from jaxtricks.models.feature_net import FeatureNet
 
-FEATURE_NET_WEIGHTS = Path(__file__).resolve().parent / "assets" / "feature_net_fmnist.msgpack"
+ASSETS = Path(__file__).resolve().parent / "assets"
+FEATURE_NET_WEIGHTS = ASSETS / "feature_net_fmnist.msgpack"
+# Each FID's feature net: the committed weights and the images it reads. FID-FMNIST's also scores MNIST; neither is
+# an Inception network, so their FIDs compare only with FIDs of the same net.
+FEATURE_NETS = {"fmnist": (FEATURE_NET_WEIGHTS, (28, 28, 1)),
+                "cifar10": (ASSETS / "feature_net_cifar10.msgpack", (32, 32, 3))}
+FID_OF_DATASET = {"fashion_mnist": "fmnist", "mnist": "fmnist", "cifar10": "cifar10"}
+
+
+def fid_name(dataset: str) -> str | None:
+  """The FID that scores samples of `dataset` ("fmnist" for Fashion-MNIST and MNIST, "cifar10"), or None where
+  that FID's feature net has no committed weights."""
+  name = FID_OF_DATASET.get(dataset)
+  return name if name is not None and FEATURE_NETS[name][0].exists() else None
 
 
 def correct(logits_BC: jax.Array, labels_B: jax.Array) -> jax.Array:
@@ -65,10 +79,13 @@ def auroc(scores_in, scores_out) -> float:
   return float(u / (len(a) * len(b)))
 
 
-def load_feature_net(path: str | Path = FEATURE_NET_WEIGHTS):
-  """(FeatureNet module, params) from the committed weights."""
+def load_feature_net(path: str | Path | None = None, *, fid: str = "fmnist"):
+  """(FeatureNet module, params) of FID `fid`'s net ("fmnist", "cifar10") from its committed weights, or from
+  `path`."""
+  default_path, input_shape = FEATURE_NETS[fid]
   model = FeatureNet()
-  template = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  template = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *input_shape)))["params"]
+  path = default_path if path is None else path
   params = flax.serialization.from_bytes(template, Path(path).read_bytes())
   return model, params
 
@@ -80,7 +97,7 @@ def _features_and_probs(model, params, x_BHWC):
 
 
 def feature_net_outputs(images_NHWC, *, net=None, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-  """(128-d features, class probabilities) of images in [0, 1] (float) or uint8, 28x28x1."""
+  """(128-d features, class probabilities) of images in [0, 1] (float) or uint8, of the net's input shape."""
   model, params = net if net is not None else load_feature_net()
   x = np.asarray(images_NHWC)
   x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)

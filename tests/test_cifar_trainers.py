@@ -1,11 +1,17 @@
 """`--dataset cifar10` (32x32x3) in every image trainer: a tiny fixture archive, a few steps, the model sized for
 it (the state's first layer sees 3 channels) and its outputs written (grids for the GAN and the EBM)."""
 
+import json
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import make_cifar_folder
-from jaxtricks import cli, loop
+from jaxtricks import cli, loop, metrics
+from jaxtricks.models.feature_net import FeatureNet
 from train import classify, ebm as train_ebm, gan as train_gan
 
 ARGS = {
@@ -20,6 +26,11 @@ ARGS = {
 def test_trainer_runs_on_cifar10(program, tmp_path, monkeypatch):
   make_cifar_folder(tmp_path / "raw", "binary", n_train=40, n_test=20)
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  # FID-CIFAR10's feature net: weights of a freshly initialized net here, whatever jaxtricks/assets/ holds
+  weights = tmp_path / "feature_net_cifar10.msgpack"
+  weights.write_bytes(flax.serialization.to_bytes(
+      FeatureNet().init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]))
+  monkeypatch.setitem(metrics.FEATURE_NETS, "cifar10", (weights, (32, 32, 3)))
   module, extra = ARGS[program]
   argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "raw"), "--workdir", str(tmp_path / "w"),
           "--steps", "2", "--checkpoint-every", "2", "--no-progress", "--no-tensorboard", *extra]
@@ -35,8 +46,11 @@ def test_trainer_runs_on_cifar10(program, tmp_path, monkeypatch):
   assert [r["step"] for r in rows if "loss" in r] == [1, 2]
   if program == "classify":
     assert any("test/accuracy" in r for r in rows)
-  else:   # no FID-FMNIST on CIFAR-10: its feature net is Fashion-MNIST's
-    assert not any(k.startswith("fid") for r in rows for k in r)
+  else:
+    fids = {k for r in rows for k in r if k.startswith("fid")}
+    # the GAN scores its samples by FID-CIFAR10 (never by FID-FMNIST, whose net is Fashion-MNIST's); the EBM has
+    # no CIFAR-10 FID yet
+    assert fids == ({"fid_cifar10"} if program == "gan" else set()), fids
     grids = sorted(p.name for p in (tmp_path / "w").glob("*_000002.png"))
     assert grids == (["samples_000002.png"] if program == "gan" else ["buffer_000002.png", "fresh_000002.png"])
 
@@ -47,3 +61,24 @@ def _leaves(tree, prefix=""):
       yield from _leaves(v, f"{prefix}/{k}")
   else:
     yield prefix, tree
+
+
+def test_feature_net_for_fid_cifar10_trains_exports_and_loads(tmp_path, monkeypatch, capsys):
+  """train.feature_net --dataset cifar10 runs its recipe through train.classify (a child process), writes the
+  weights only when the test accuracy reaches --min-accuracy, and metrics.load_feature_net reads them back for
+  32x32x3 images."""
+  from train import feature_net
+  make_cifar_folder(tmp_path / "raw", "binary", n_train=260, n_test=20)     # 2 steps of the recipe's batch 128
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  out = tmp_path / "net.msgpack"
+  argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "raw"), "--workdir", str(tmp_path / "w"),
+          "--output", str(out), "--epochs", "1"]
+  assert feature_net.main(argv + ["--min-accuracy", "1.01"]) == cli.EXIT_USAGE   # no net reaches 101%
+  assert "the feature net reached" in capsys.readouterr().err and not out.exists()
+  assert feature_net.main(argv + ["--min-accuracy", "0"]) == 0                  # resumes the finished run
+  info = json.loads(out.with_suffix(".json").read_text())
+  assert 0 <= info["test_accuracy"] <= 1 and info["recipe"]["dataset"] == "cifar10"
+  net = metrics.load_feature_net(out, fid="cifar10")
+  feats, probs = metrics.feature_net_outputs(np.zeros((5, 32, 32, 3), np.uint8), net=net)
+  assert feats.shape == (5, 128) and probs.shape == (5, 10)
+  np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)

@@ -5,9 +5,10 @@
     python -m train.gan --mode single-subtract               # the seed's subtraction form
     python -m train.gan --mode alternating                   # D step, then G step against the new D
 
-Writes <workdir>/samples_<step>.png every --sample-every steps and at the end, FID-FMNIST of --fid-samples
-samples against the test set every --fid-every steps into metrics.jsonl (not on CIFAR-10: the feature net is
-Fashion-MNIST's), TensorBoard events, and orbax checkpoints (resume).
+Writes <workdir>/samples_<step>.png every --sample-every steps and at the end, FID of --fid-samples samples against
+the test set every --fid-every steps into metrics.jsonl (FID-FMNIST on Fashion-MNIST and MNIST, FID-CIFAR10 on
+CIFAR-10 once its feature net's weights are committed: jaxtricks.metrics.FEATURE_NETS), TensorBoard events, and
+orbax checkpoints (resume).
 """
 
 import dataclasses
@@ -25,7 +26,6 @@ from jaxtricks.errors import require
 from jaxtricks.models.dcgan import Discriminator, Generator
 
 FORMS = {"single": "fused", "single-freeze": "freeze", "single-subtract": "subtract"}
-FID_DATASETS = ("fashion_mnist", "mnist")   # the feature net of FID-FMNIST sees 28x28 grey images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,13 +116,14 @@ def run(config: Config, actions=()):
   ema = config.ema_decay > 0
   samples = lambda state, n, ema=ema: generate(generator, state, keys["sample"], n, config.z_dim, ema)
   periodic = [loop.Periodic(config.sample_every, lambda step, state: {"samples": samples(state, 64)})]
-  if config.dataset in FID_DATASETS:
-    net = metrics.load_feature_net()
+  fid = metrics.fid_name(config.dataset)
+  if fid is not None:
+    net = metrics.load_feature_net(fid=fid)
     real_stats = metrics.gaussian_statistics(metrics.feature_net_outputs(test["image"], net=net)[0])
 
     def scores(images, suffix=""):
       fake_feats, probs = metrics.feature_net_outputs(images, net=net)
-      return {f"fid_fmnist{suffix}": metrics.frechet_distance(*metrics.gaussian_statistics(fake_feats), *real_stats),
+      return {f"fid_{fid}{suffix}": metrics.frechet_distance(*metrics.gaussian_statistics(fake_feats), *real_stats),
               f"inception_score{suffix}": metrics.inception_score(probs)}
 
     def evaluate(step, state):   # G itself, and with --ema-decay its EMA too
