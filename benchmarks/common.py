@@ -111,13 +111,16 @@ def train(program: str, **flags) -> list[str]:
   return argv
 
 
-def pending_runs(names: list[str], seeds: list[int], recorded: dict, argv_of, max_runs: int = 0) -> list:
+def pending_runs(names: list[str], seeds: list[int], recorded: dict, argv_of, max_runs: int = 0,
+                 order: str = "seed") -> list:
   """The (name, seed) runs a resumable multi-run benchmark (a multi-seed table) still has to train: those whose
   key "name/seed" is not in `recorded` (its committed results file) with the argv `argv_of(name, seed)` they
-  would run with now. Seed-major, every name's first seed before any name's second, so a study cut short by a
-  session has one run of each; at most `max_runs` (0: all)."""
-  todo = [(name, seed) for seed in seeds for name in names
-          if recorded.get(f"{name}/{seed}", {}).get("argv") != argv_of(name, seed)]
+  would run with now. Seed-major by default, every name's first seed before any name's second, so a study cut
+  short by a session has one run of each; `order="name"`: all seeds of a name before the next name. At most
+  `max_runs` (0: all)."""
+  pairs = ([(name, seed) for seed in seeds for name in names] if order == "seed" else
+           [(name, seed) for name in names for seed in seeds])
+  todo = [(name, seed) for name, seed in pairs if recorded.get(f"{name}/{seed}", {}).get("argv") != argv_of(name, seed)]
   return todo[:max_runs] if max_runs else todo
 
 

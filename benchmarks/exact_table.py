@@ -195,6 +195,9 @@ def main(argv=None):
   p.add_argument("--results-md", action="store_true",
                  help="only rewrite this data set's table in benchmarks/RESULTS.md and its curve picture from the "
                       "results file (no training)")
+  p.add_argument("--order", choices=["seed", "recipe"], default="seed",
+                 help="seed: every recipe's seed 0 before any seed 1 (default); recipe: all seeds of the first recipe "
+                      "still missing runs, then the next")
   p.add_argument("--max-runs", type=int, default=0,
                  help="stop after training this many runs (0: all); the results file keeps what finished")
   args = p.parse_args(argv)
@@ -229,7 +232,8 @@ def main(argv=None):
     return dict(dataset=args.dataset, model=args.model, epochs=args.epochs, seed=seed, workdir=workdir,
                 progress=False, tensorboard=False, **data, **RECIPES[name])
 
-  for name, seed in pending_runs(names, seeds, runs, lambda n, s: flag_argv(flags_of(n, s)), args.max_runs):
+  for name, seed in pending_runs(names, seeds, runs, lambda n, s: flag_argv(flags_of(n, s)), args.max_runs,
+                                order="seed" if args.order == "seed" else "name"):
     flags = flags_of(name, seed)
     t0 = time.perf_counter()
     run_argv = train("classify", **flags)

@@ -87,13 +87,14 @@ def test_exact_table_runs_seed_major_end_to_end_and_resumes_from_its_results_fil
   exact_table.main(argv)
 
 
-def test_pending_runs_are_seed_major_skip_recorded_ones_and_redo_changed_flags():
+def test_pending_runs_are_seed_major_or_name_major_skip_recorded_ones_and_redo_changed_flags():
   from benchmarks.common import pending_runs
   argv_of = lambda name, seed: ["--loss", name, "--seed", str(seed)]
   recorded = {"a/0": {"argv": argv_of("a", 0)}, "b/0": {"argv": ["--loss", "b", "--seed", "0", "--lr", "1"]}}
   assert pending_runs(["a", "b"], [0, 1], recorded, argv_of) == [("b", 0), ("a", 1), ("b", 1)]
   assert pending_runs(["a", "b"], [0, 1], recorded, argv_of, max_runs=2) == [("b", 0), ("a", 1)]
   assert pending_runs(["a"], [0], recorded, argv_of) == []
+  assert pending_runs(["a", "b"], [0, 1], recorded, argv_of, order="name") == [("a", 1), ("b", 0), ("b", 1)]
 
 
 def test_exact_table_recipe_names_keep_the_commas_inside_a_name():
