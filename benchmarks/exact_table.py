@@ -126,8 +126,9 @@ def summarize(names: list[str], seeds: list[int], runs: dict) -> tuple[list[str]
   return header, rows
 
 
-def plot(path: Path, title: str, names: list[str], seeds: list[int], runs: dict, steps_per_epoch: int) -> None:
-  """Per-epoch test accuracy of every recipe: mean over seeds as a line, min..max over seeds as a band."""
+def plot(path: Path, title: str, names: list[str], seeds: list[int], runs: dict) -> None:
+  """Per-epoch test accuracy of every recipe: mean over seeds as a line, min..max over seeds as a band. A run is
+  evaluated after each epoch, so its first evaluation's step is its epoch length (recipes differ in batch size)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -137,7 +138,7 @@ def plot(path: Path, title: str, names: list[str], seeds: list[int], runs: dict,
     if not curves:
       continue
     n = min(len(c) for c in curves)
-    epochs = np.array([step for step, _ in curves[0][:n]]) / steps_per_epoch
+    epochs = np.array([step for step, _ in curves[0][:n]]) / curves[0][0][0]
     acc = 100 * np.array([[a for _, a in c[:n]] for c in curves])
     for a in (ax, zoom):
       a.plot(epochs, acc.mean(0), color=f"C{i}", label=f"{name} ({len(curves)} seeds)")
@@ -157,11 +158,11 @@ def plot(path: Path, title: str, names: list[str], seeds: list[int], runs: dict,
   plt.close(fig)
 
 
-def plot_runs(args, names, seeds, runs) -> None:
-  """The picture of this table's results file (an evaluation per epoch: the first one's step is an epoch)."""
+def plot_runs(args, names, seeds, runs, epochs: float) -> None:
+  """The picture of this table's results file."""
   plot(Path(args.png) / f"exact_table_{args.dataset}.png",
-       f"{args.dataset}, {args.model}, {args.epochs:g} epochs, seeds {args.seeds}: test accuracy per epoch",
-       names, seeds, runs, steps_per_epoch=runs[next(iter(runs))]["curve"][0][0])
+       f"{args.dataset}, {args.model}, {epochs:g} epochs, seeds {args.seeds}: test accuracy per epoch",
+       names, seeds, runs)
 
 
 def update_results_md(results: Path, dataset: str, md: Path = Path(__file__).parent / "RESULTS.md") -> int:
@@ -218,7 +219,7 @@ def main(argv=None):
     header, rows = summarize(names, seeds, runs)   # the table from the recorded runs, as training writes it
     write_results(out, "benchmarks.exact_table", data["argv"], header, rows, runs=runs, epochs=data["epochs"],
                   model=data["model"], steps_per_epoch=data["steps_per_epoch"])
-    plot_runs(args, names, seeds, runs)
+    plot_runs(args, names, seeds, runs, data["epochs"])
     return update_results_md(out, args.dataset)
   # Finished runs are kept in the committed results file, so a table started in one session continues in the
   # next even where the run folders are gone; a run is redone only when its flags changed.
@@ -247,7 +248,7 @@ def main(argv=None):
     write_results(out, "benchmarks.exact_table", argv, header, rows, runs=runs, epochs=args.epochs,
                   model=args.model, steps_per_epoch=curve[0][0])
   if runs:
-    plot_runs(args, names, seeds, runs)
+    plot_runs(args, names, seeds, runs, args.epochs)
   print(f"{args.dataset} test accuracy after {args.epochs:g} epochs, {args.model}, seeds {args.seeds} — {machine()}")
   print(table(header, rows))
   return 0
