@@ -4,6 +4,7 @@ import importlib
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -139,7 +140,7 @@ def write_results(path, module: str, argv, header: list[str], rows: list[list], 
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps({
-      "command": " ".join(["python -m", module, *argv]), "machine": machine(), "jax": jax.__version__,
+      "command": " ".join(["python -m", module, *map(shlex.quote, argv)]), "machine": machine(), "jax": jax.__version__,
       "date": time.strftime("%Y-%m-%d"), "argv": argv, "header": header, "rows": rows, **extra}, indent=1))
 
 

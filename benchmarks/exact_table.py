@@ -108,6 +108,23 @@ def recipe_names(text: str) -> list[str]:
   return names
 
 
+def per_class_accuracy(workdir: Path, dataset: str, data_dir: str = "") -> list[float]:
+  """Test accuracy of each class of a finished run of the small CNN (its final checkpoint; logits are the first
+  10 outputs, EXACT's learned-sigma head has an 11th): where a table row's seeds disagree, this shows whether whole
+  classes are missed."""
+  import jax.numpy as jnp
+
+  from jaxtricks.data import load
+  from jaxtricks.models.cnn import CNN
+  state, _, _ = loop.restore(workdir)
+  params = state["params"]
+  images, labels = load(dataset, "test", data_dir=data_dir or None)
+  model = CNN(num_classes=params["Dense_1"]["kernel"].shape[-1])
+  outputs = model.apply({"params": params}, jnp.asarray(images, jnp.float32) / 255.0)
+  predicted = np.asarray(outputs[:, :10].argmax(-1))
+  return [float((predicted[labels == k] == k).mean()) for k in range(10)]
+
+
 def summarize(names: list[str], seeds: list[int], runs: dict) -> tuple[list[str], list[list]]:
   """The table: one row per recipe whose seeds have all finished (final test accuracy mean ± std over seeds,
   the per-seed values, and the range of the last 3 evaluations as the flatness check)."""
@@ -175,7 +192,8 @@ def update_results_md(results: Path, dataset: str, md: Path = Path(__file__).par
   if begin not in text or end not in text:
     print(f"{md} lacks the markers {begin} ... {end}", file=sys.stderr)
     return 2
-  block = (f"`{data['command']}`, jax {data['jax']} — runs on {run_machines(data['runs'])}.\n\n"
+  runs = f"runs on {run_machines(data['runs'])}" if "runs" in data else data["machine"]
+  block = (f"`{data['command']}`, jax {data['jax']} — {runs}.\n\n"
            f"{table(data['header'], data['rows'])}\n")
   head, rest = text.split(begin, 1)
   md.write_text(f"{head}{begin}\n{block}{end}{rest.split(end, 1)[1]}")
@@ -198,6 +216,9 @@ def main(argv=None):
   p.add_argument("--results-md", action="store_true",
                  help="only rewrite this data set's table in benchmarks/RESULTS.md and its curve picture from the "
                       "results file (no training)")
+  p.add_argument("--per-class", action="store_true",
+                 help="only measure the per-class test accuracy of the listed recipes' runs whose run folders are "
+                      "here, into exact_table_<dataset>_per_class.json (--results-md then puts it in RESULTS.md)")
   p.add_argument("--order", choices=["seed", "recipe"], default="seed",
                  help="seed: every recipe's seed 0 before any seed 1 (default); recipe: all seeds of the first recipe "
                       "still missing runs, then the next")
@@ -222,7 +243,26 @@ def main(argv=None):
     write_results(out, "benchmarks.exact_table", data["argv"], header, rows, runs=runs, epochs=data["epochs"],
                   model=data["model"], steps_per_epoch=data["steps_per_epoch"])
     plot_runs(args, names, seeds, runs, data["epochs"])
-    return update_results_md(out, args.dataset)
+    per_class = Path(args.out) / f"exact_table_{args.dataset}_per_class.json"   # --per-class's table, if made
+    return update_results_md(out, args.dataset) or (
+        update_results_md(per_class, f"{args.dataset}_per_class") if per_class.exists() else 0)
+  if args.per_class:   # a table of its own (the training process may be rewriting the results file meanwhile)
+    if not out.exists():
+      print(f"{out}: no results yet", file=sys.stderr)
+      return 2
+    from jaxtricks.data import FASHION_MNIST_CLASSES
+    classes = FASHION_MNIST_CLASSES if args.dataset == "fashion_mnist" else [str(k) for k in range(10)]
+    rows = []
+    for key, run in json.loads(out.read_text())["runs"].items():
+      workdir = Path(run["argv"][run["argv"].index("--workdir") + 1])
+      if key.rsplit("/", 1)[0] in names and (workdir / "checkpoints").exists():
+        acc = per_class_accuracy(workdir, args.dataset, args.data_dir)
+        rows.append([key, f"{100 * run['curve'][-1][1]:.2f}", *(f"{100 * a:.1f}" for a in acc)])
+    header = ["run (recipe/seed)", "test accuracy %", *classes]
+    write_results(Path(args.out) / f"exact_table_{args.dataset}_per_class.json", "benchmarks.exact_table", argv,
+                  header, rows)
+    print(table(header, rows))
+    return 0
   # Finished runs are kept in the committed results file, so a table started in one session continues in the
   # next even where the run folders are gone; a run is redone only when its flags changed.
   previous = json.loads(out.read_text()) if out.exists() else {}

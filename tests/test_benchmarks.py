@@ -82,6 +82,14 @@ def test_exact_table_runs_seed_major_end_to_end_and_resumes_from_its_results_fil
   assert all(len(run["curve"]) == 2 for run in data["runs"].values())   # an evaluation per epoch
   assert "| exact (published) |" in capsys.readouterr().out
   assert (tmp_path / "png" / "exact_table_mnist.png").stat().st_size > 10_000
+  assert exact_table.main(argv + ["--per-class"]) == 0          # each class's accuracy from the final checkpoints
+  per_class = json.loads((tmp_path / "out" / "exact_table_mnist_per_class.json").read_text())
+  assert sorted(r[0] for r in per_class["rows"]) == sorted(data["runs"]) and len(per_class["header"]) == 12
+  from jaxtricks.data import load
+  counts = np.bincount(load("mnist", "test", data_dir=str(tmp_path / "raw"))[1], minlength=10)
+  for row in per_class["rows"]:   # weighted by the classes' sizes, they give the run's last test accuracy
+    acc = np.array([float(c) if counts[k] else 0.0 for k, c in enumerate(row[2:])])
+    assert abs((acc * counts).sum() / counts.sum() - float(row[1])) < 0.06, row
   shutil.rmtree(tmp_path / "runs")
   monkeypatch.setattr(exact_table, "train", lambda *a, **k: pytest.fail("a recorded run was trained again"))
   exact_table.main(argv)
