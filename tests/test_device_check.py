@@ -22,11 +22,13 @@ def _device_check(out, *items, **env):
 
 def test_device_check_runs_an_item_and_skips_what_the_budget_cannot_hold(tmp_path):
   from benchmarks import device_results
-  r = _device_check(tmp_path / "out", "mobilenet_seed", "gan_step", BUDGET_S="305")
+  # 320 s: the 300 s guard of the first item fits even when the versions step is slow on a loaded machine (7 s
+  # seen, which a 305 s budget could not hold), and no longer fits once the toy MobileNet (> 20 s) has run
+  r = _device_check(tmp_path / "out", "mobilenet_seed", "gan_step", BUDGET_S="320")
   assert r.returncode == 0, r.stderr
   log = (tmp_path / "out" / "device_check.log").read_text()
   assert "mobilenet_seed: exit 0" in log, log
-  assert "gan_step: skipped" in log, log            # its 300 s guard no longer fits in what is left of 305 s
+  assert "gan_step: skipped" in log, log            # its 300 s guard no longer fits in what is left of 320 s
   assert "cifar" not in log and "langevin" not in log   # items not asked for do not run
   with tarfile.open(tmp_path / "out" / "device_check.tgz") as tar:
     names = {m.name.removeprefix("./") for m in tar.getmembers()}
