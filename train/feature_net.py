@@ -34,7 +34,6 @@ RECIPES = {
                 "schedule": "cosine", "warmup_steps": 200, "augment": "crop_flip", "seed": 0},
 }
 MIN_ACCURACY = {"fashion_mnist": 0.92, "cifar10": 0.75}
-FID_OF = {"fashion_mnist": "fmnist", "cifar10": "cifar10"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +51,7 @@ class Config:
 
   def paths(self) -> tuple[Path, str]:
     """(output weights file, workdir) with the defaults filled in."""
-    output = Path(self.output) if self.output else metrics.FEATURE_NETS[FID_OF[self.dataset]][0]
+    output = Path(self.output) if self.output else metrics.FEATURE_NETS[metrics.FID_OF_DATASET[self.dataset]][0]
     return output, self.workdir or ("runs/feature_net" if self.dataset == "fashion_mnist"
                                     else f"runs/feature_net_{self.dataset}")
 
