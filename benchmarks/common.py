@@ -16,17 +16,19 @@ from jaxtricks import loop
 
 
 def cpu_model() -> str:
-  """The CPU's model name and its widest vector / matrix units, from /proc/cpuinfo (e.g. "AMD EPYC, AVX2" or
-  "Intel(R) Xeon(R) Platinum 8481C, AVX-512, AMX"): the same VM image runs on different hosts from day to day, and
-  which one decides what is fast (XLA:CPU uses AVX-512 where there is one; PyTorch's bfloat16 needs AMX)."""
+  """The CPU's model name and its vector / matrix units, from /proc/cpuinfo (e.g. "AMD EPYC, AVX2" or
+  "Intel(R) Xeon(R) Platinum 8481C, AVX2, AVX-512, AVX-512 BF16, AMX"): the same VM image runs on different hosts
+  from day to day, and which one decides what is fast (XLA:CPU uses AVX-512 where there is one; PyTorch's bfloat16
+  runs on AVX-512 BF16 or AMX, and is far slower than its float32 without them)."""
   try:
     info = Path("/proc/cpuinfo").read_text()
   except OSError:
     return platform.processor() or platform.machine()
   name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), platform.machine())
   flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
-  units = [label for label, flag in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AMX", "amx_bf16")) if flag in flags]
-  return ", ".join([name, *units[-2:]])
+  units = [label for label, flag in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AVX-512 BF16", "avx512_bf16"),
+                                      ("AMX", "amx_bf16")) if flag in flags]
+  return ", ".join([name, *units])
 
 
 def machine() -> str:
@@ -134,13 +136,19 @@ def run_machines(runs: dict) -> str:
   return "; ".join(f"{m}: {len(d)} run{'s' * (len(d) > 1)} ({', '.join(sorted(set(d)))})" for m, d in by.items())
 
 
+def env_prefix() -> list[str]:
+  """The environment settings that change what XLA runs (XLA_FLAGS, JAX_NUM_CPU_DEVICES), as a command's prefix."""
+  return [f"{k}={shlex.quote(os.environ[k])}" for k in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES") if os.environ.get(k)]
+
+
 def write_results(path, module: str, argv, header: list[str], rows: list[list], **extra) -> None:
   """Saves a printed table with its command, machine and date as JSON (benchmarks.report renders it)."""
   argv = sys.argv[1:] if argv is None else list(argv)
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps({
-      "command": " ".join(["python -m", module, *map(shlex.quote, argv)]), "machine": machine(), "jax": jax.__version__,
+      "command": " ".join([*env_prefix(), "python -m", module, *map(shlex.quote, argv)]), "machine": machine(),
+      "jax": jax.__version__,
       "date": time.strftime("%Y-%m-%d"), "argv": argv, "header": header, "rows": rows, **extra}, indent=1))
 
 

@@ -74,7 +74,8 @@ LR = 2e-4
 
 
 def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devices: int = 1,
-            conv_transpose: str = "subpixel", torch_python: str = "", torch_only=None) -> tuple[list, str]:
+            conv_transpose: str = "subpixel", torch_python: str = "", torch_only=None,
+            ynn_convolutions: bool = False) -> tuple[list, str]:
   g, d = Generator(width=width, conv_transpose=conv_transpose), Discriminator(width=width)
   key = jax.random.PRNGKey(0)
   x = jax.random.uniform(key, (batch, 28, 28, 1), minval=-1, maxval=1)
@@ -87,14 +88,20 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
   alt = one = gan.init(key, g, d, (1, Z_DIM), (1, 28, 28, 1), tx)
   d_half = functools.partial(gan.discriminator_step, **kw)
   g_half = functools.partial(gan.generator_step, **kw)
-  d_step, g_step = jax.jit(d_half, donate_argnums=0), jax.jit(g_half, donate_argnums=0)
+  # compiled as train.gan compiles its step (its --cpu-ynn-convolutions; XLA's own convolution kernels on a CPU)
+  options = parallel.cpu_compiler_options(ynn_convolutions=ynn_convolutions)
+  jit = functools.partial(jax.jit, donate_argnums=0, compiler_options=options)
+  d_step, g_step = jit(d_half), jit(g_half)
+  fused = lambda s, x, z: gan.single_step(s, x, z, form="fused", **kw)
   variants = {
       "(a) alternating, 2 jits": (None, alt),
       "(b) alternating, 1 jit": (lambda s, x, z: gan.alternating_step(s, x, z, **kw), alt),
       "(c) single, subtract": (lambda s, x, z: gan.single_step(s, x, z, form="subtract", **kw), one),
       "(d) single, freeze": (lambda s, x, z: gan.single_step(s, x, z, form="freeze", **kw), one),
-      "(e) single, freeze fused": (lambda s, x, z: gan.single_step(s, x, z, form="fused", **kw), one),
+      "(e) single, freeze fused": (fused, one),
   }
+  if options:   # and (e) as XLA:CPU compiles it by default, for the ratio within this run
+    variants["(e) with YNNPACK convolutions (XLA:CPU's default)"] = (fused, one)
   holders, fns, stats = {}, {}, {}
   for name, (fn, state) in variants.items():
     holders[name] = jax.tree.map(jnp.copy, state)
@@ -109,7 +116,7 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
       f2, p2 = _compiled_stats(g_half, state, z)
       stats[name] = (f1 + f2, max(p1 or 0, p2 or 0))
     else:
-      jitted = jax.jit(fn, donate_argnums=0)
+      jitted = (jax.jit(fn, donate_argnums=0) if name.startswith("(e) with YNNPACK") else jit(fn))
       def call(name=name, jitted=jitted):
         holders[name], m = jitted(holders[name], x, z)
         return m
@@ -143,6 +150,9 @@ def main(argv=None):
                  help="the generator's transposed convolutions: sub-pixel form (default) or nn.ConvTranspose")
   p.add_argument("--devices", type=int, default=1, help="split each batch over this many devices (0: all)")
   p.add_argument("--torch-variants", default="", help="semicolon-separated PyTorch forms to time (default all)")
+  p.add_argument("--ynn-convolutions", action=argparse.BooleanOptionalAction, default=False,
+                 help="on a CPU, compile the JAX steps with XLA's YNNPACK convolutions (its default) rather than "
+                      "its own kernels (train.gan's default, --no-cpu-ynn-convolutions)")
   p.add_argument("--flops-only", action="store_true", help="only print XLA's FLOP counts (no timing, no file)")
   p.add_argument("--torch-python", default="",
                  help="also time the PyTorch peers under this interpreter (one with torch; e.g. a venv's python)")
@@ -156,13 +166,17 @@ def main(argv=None):
   rows, notes = [], []
   for b in (int(v) for v in args.batches.split(",")):
     more, note = measure(b, args.repeats, args.width, devices=args.devices, conv_transpose=args.conv_transpose,
-                         torch_python=args.torch_python,
+                         torch_python=args.torch_python, ynn_convolutions=args.ynn_convolutions,
                          torch_only=[v.strip() for v in args.torch_variants.split(";") if v.strip()])
     rows += more
     notes += [f"batch {b}: {note}"] if note else []
-  print(f"GAN step, DCGAN 28x28 width {args.width} ({args.conv_transpose} transposed convs), Adam, batch over "
+  convs = "" if jax.default_backend() != "cpu" else (
+      ", YNNPACK convolutions" if args.ynn_convolutions else ", XLA's own convolutions (as train.gan)")
+  print(f"GAN step, DCGAN 28x28 width {args.width} ({args.conv_transpose} transposed convs{convs}), Adam, batch over "
         f"{args.devices or jax.device_count()} device(s) — {machine()}, jax {jax.__version__}, "
         f"median of {args.repeats} after warm-up, calls interleaved")
+  if convs:
+    notes.insert(0, f"JAX rows compiled with{convs[1:]}")
   header = ["batch", "variant", "step ms", "time / (a)", "speed vs PyTorch eager", "XLA GFLOP", "FLOPs / (a)",
             "peak MiB"]
   print(table(header, rows))

@@ -39,6 +39,10 @@ class BaseConfig:
       default=1, metadata={"help": "on a CPU: XLA devices to make of it, each batch split over them (0: one per core, "
                                    "fewer where the batch does not divide); JAX_NUM_CPU_DEVICES or XLA_FLAGS' device "
                                    "count, if set, win; unused on a GPU/TPU"})
+  cpu_ynn_convolutions: bool = dataclasses.field(
+      default=True, metadata={"help": "on a CPU: let XLA run the train step's convolutions with YNNPACK (its default "
+                                      "in jaxlib 0.12); off: XLA's own kernels (faster for some nets, "
+                                      "benchmarks/RESULTS.md); unused on a GPU/TPU"})
   progress: bool = True
   tensorboard: bool = dataclasses.field(default=True, metadata={"help": "also write TensorBoard event files"})
 
@@ -132,12 +136,16 @@ def train(config: BaseConfig, *, steps: int, init_fn: Callable[[], Any], train_s
           progress_keys: tuple[str, ...] = ("loss", "accuracy"),
           divergence_advice: str = "Resume from it with a lower {lr}") -> Any:
   """jits `train_step(state, batch, key)` once for the mesh (state as `state_sharding`, default replicated; batch
-  split along 'data'; state donated) and runs the loop with the common settings of `config`."""
+  split along 'data'; state donated; on a CPU compiled as `config.cpu_ynn_convolutions` says) and runs the loop
+  with the common settings of `config`."""
   state_sharding = parallel.replicated(mesh) if state_sharding is None else state_sharding
   return loop.run(
       loop.LoopConfig(steps=steps, workdir=config.workdir, checkpoint_every=config.checkpoint_every,
                       progress=config.progress, progress_keys=progress_keys, divergence_advice=divergence_advice,
                       tensorboard=config.tensorboard),
-      init_fn=init_fn, train_step=parallel.jit_step(train_step, mesh, state_sharding), batches=batches, key=key,
+      init_fn=init_fn, train_step=parallel.jit_step(
+          train_step, mesh, state_sharding,
+          compiler_options=parallel.cpu_compiler_options(ynn_convolutions=config.cpu_ynn_convolutions)),
+      batches=batches, key=key,
       actions=actions, fingerprint=fingerprint, state_sharding=state_sharding)
 

@@ -90,10 +90,32 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def jit_step(step_fn, mesh: Mesh, state_sharding=None):
+def jit_step(step_fn, mesh: Mesh, state_sharding=None, *, compiler_options: dict | None = None):
   """jit of `step_fn(state, batch, key) -> (state, metrics)`: state as `state_sharding` (default replicated;
-  a pytree prefix of shardings), the batch sharded along 'data', key and metrics replicated; state donated."""
+  a pytree prefix of shardings), the batch sharded along 'data', key and metrics replicated; state donated;
+  `compiler_options`: XLA options for its compile (e.g. `cpu_compiler_options`'s)."""
   state_sharding = replicated(mesh) if state_sharding is None else state_sharding
   return jax.jit(step_fn, in_shardings=(state_sharding, sharded(mesh), replicated(mesh)),
-                 out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0)
+                 out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0,
+                 compiler_options=compiler_options or None)
+
+
+# XLA:CPU (jaxlib >= 0.12) hands convolutions and dots to YNNPACK by default; this list keeps only the dots.
+_YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
+_YNN_DOTS_ONLY = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+
+
+def cpu_compiler_options(*, ynn_convolutions: bool = True) -> dict | None:
+  """XLA compile options for a step on the CPU: None (XLA's defaults) unless `ynn_convolutions` is False, then
+  the option that leaves convolutions to XLA's own kernels instead of YNNPACK's (dots stay with YNNPACK) — 1.1-1.2x
+  faster for the DCGAN step on an AVX-512 host (benchmarks/RESULTS.md, "YNNPACK convolutions"). None as well on
+  a GPU/TPU, and where this jaxlib has no such option (it is experimental: older and newer ones may not)."""
+  if ynn_convolutions or jax.default_backend() != "cpu":
+    return None
+  options = {_YNN_FUSION_TYPE: _YNN_DOTS_ONLY}
+  try:
+    jax.jit(lambda x: x + 1).lower(np.zeros(1, np.float32)).compile(options)
+  except Exception:   # an option unknown to this jaxlib: its compile refuses it
+    return None
+  return options
 

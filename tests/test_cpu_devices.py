@@ -69,3 +69,28 @@ def test_set_cpu_devices_leaves_a_started_jax_alone():
   import jax
   jax.devices()   # this process's JAX has started (conftest pinned it to one device)
   assert parallel.set_cpu_devices(4) == 0 and jax.device_count() == 1
+
+
+
+def _conv(options):
+  """(compiled HLO text, output) of a 3x3 convolution jitted with these XLA options."""
+  import jax
+  import jax.numpy as jnp
+  conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  x, w = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 32)), jnp.ones((3, 3, 32, 32)) / 32   # YNNPACK-sized
+  jitted = jax.jit(conv, compiler_options=options)
+  return jitted.lower(x, w).compile().as_text(), jitted(x, w)
+
+
+def test_cpu_compiler_options_take_convolutions_from_ynnpack_and_keep_the_result():
+  import numpy as np
+  assert parallel.cpu_compiler_options(ynn_convolutions=True) is None   # XLA's defaults
+  options = parallel.cpu_compiler_options(ynn_convolutions=False)
+  default_hlo, expected = _conv(None)
+  if options is None:   # this jaxlib has no such option: then it has no YNNPACK convolutions to turn off either
+    assert "ynn" not in default_hlo
+    return
+  assert "__ynn_fusion" in default_hlo   # jaxlib 0.12's default: the convolution goes to YNNPACK
+  hlo, out = _conv(options)
+  assert "__ynn_fusion" not in hlo and "convolution(" in hlo
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
