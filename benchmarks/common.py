@@ -152,7 +152,7 @@ def write_results(path, module: str, argv, header: list[str], rows: list[list], 
       "date": time.strftime("%Y-%m-%d"), "argv": argv, "header": header, "rows": rows, **extra}, indent=1))
 
 
-def classifier_step(model, input_shape: tuple[int, ...], lr: float = 1e-3):
+def classifier_step(model, input_shape: tuple[int, ...], lr: float = 1e-3, *, jit: bool = True):
   """(state, jitted step) of a classifier trained with cross-entropy and Adam, as train.classify's default
   (`--loss ce`) trains it: the compiled core the timing benchmarks measure."""
   import functools
@@ -164,5 +164,5 @@ def classifier_step(model, input_shape: tuple[int, ...], lr: float = 1e-3):
   tx = optax.adam(lr)
   ce = lambda outputs, batch, step: optax.softmax_cross_entropy_with_integer_labels(outputs, batch["label"]).mean()
   state = classifier.init(jax.random.PRNGKey(0), model, (1, *input_shape), tx)
-  step = jax.jit(functools.partial(classifier.train_step, model=model, tx=tx, objective=ce), donate_argnums=0)
-  return state, step
+  step = functools.partial(classifier.train_step, model=model, tx=tx, objective=ce)
+  return state, (jax.jit(step, donate_argnums=0) if jit else step)

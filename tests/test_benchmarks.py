@@ -17,6 +17,21 @@ def test_langevin_benchmark_runs_at_toy_size(capsys):
     assert row in out, out
 
 
+def test_ynn_convolutions_benchmark_compares_both_compiles_at_toy_size(tmp_path, capsys):
+  from benchmarks import ynn_convolutions
+  from jaxtricks import parallel
+  out_json = tmp_path / "ynn.json"
+  rc = ynn_convolutions.main(["--cores", "langevin", "--chains", "2", "--steps", "1", "--channels", "4",
+                              "--repeats", "1", "--json", str(out_json)])
+  if parallel.cpu_compiler_options(ynn_convolutions=False) is None:   # nothing to compare on this jaxlib/backend
+    assert rc == 2 and not out_json.exists()
+    return
+  import json
+  rows = json.loads(out_json.read_text())["rows"]
+  assert rc == 0 and [r[0].split(",")[0] for r in rows] == ["Langevin chain (train.ebm's sampler"]
+  assert all(r[1] > 0 and r[2] > 0 for r in rows)
+
+
 def test_functional_ports_of_the_energy_net_agree():
   model, variables, energy = bench_langevin.energy_and_variables(3)
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(5, 28, 28, 1)), jnp.float32)
