@@ -37,9 +37,10 @@ RECIPES = {
     "ce (SGD lr 0.5, clip 10)": {"loss": "ce", **PAPER_SGD, "lr": 0.5, "grad_clip": 10.0},
     "hinge (SGD, margin 5, clip 1)": {"loss": "hinge", **PAPER_SGD, "lr": 0.05, "hinge_margin": 5.0,
                                       "grad_clip": 1.0},
-    # ... and their MNIST augmentation (template-patch-2-datasets.yaml: rotations <= 20 degrees, shifts <= 20%)
-    "ce (SGD lr 0.5, clip 10) + rotate/shift": {"loss": "ce", **PAPER_SGD, "lr": 0.5, "grad_clip": 10.0,
-                                                "augment": "rotate_shift"},
+    # ... and their MNIST augmentation (template-patch-2-datasets.yaml: rotations <= 20 degrees, shifts <= 20%), for
+    # CE at SPEC's lr 0.1 (at lr 0.5 our batch-norm-free CNN died in 2 of 3 seeds: RESULTS.md) and EXACT
+    "ce (SGD, clip 10) + rotate/shift": {"loss": "ce", **PAPER_SGD, "lr": 0.1, "grad_clip": 10.0,
+                                         "augment": "rotate_shift"},
     "exact (published) + rotate/shift": {"loss": "exact", **EXACT_PUBLISHED, "augment": "rotate_shift"},
     # the per-example -log p_EXACT of the principle, in the published recipe
     "exact_log (published recipe)": {"loss": "exact_log", **EXACT_PUBLISHED},
@@ -55,7 +56,7 @@ RECIPES = {
 }
 DEFAULTS = {
     "mnist": ["ce (SGD, clip 10)", "hinge (SGD, margin 5)", "exact (published)", "exact_log (published recipe)",
-              "ce (SGD lr 0.5, clip 10)", "hinge (SGD, margin 5, clip 1)", "ce (SGD lr 0.5, clip 10) + rotate/shift",
+              "ce (SGD lr 0.5, clip 10)", "hinge (SGD, margin 5, clip 1)", "ce (SGD, clip 10) + rotate/shift",
               "exact (published) + rotate/shift"],
     "fashion_mnist": ["ce (Adam)", "margin (Adam)", "soft_acc (Adam)", "exact (published)",
                       "exact_log_mean (published recipe)", "exact, learned sigma (Adam)",

@@ -95,9 +95,9 @@ def jit_step(step_fn, mesh: Mesh, state_sharding=None, *, compiler_options: dict
   a pytree prefix of shardings), the batch sharded along 'data', key and metrics replicated; state donated;
   `compiler_options`: XLA options for its compile (e.g. `cpu_compiler_options`'s)."""
   state_sharding = replicated(mesh) if state_sharding is None else state_sharding
+  options = {"compiler_options": compiler_options} if compiler_options else {}   # (not every jax >= 0.4.30 has the arg)
   return jax.jit(step_fn, in_shardings=(state_sharding, sharded(mesh), replicated(mesh)),
-                 out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0,
-                 compiler_options=compiler_options or None)
+                 out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0, **options)
 
 
 # XLA:CPU (jaxlib >= 0.12) hands convolutions and dots to YNNPACK by default; this list keeps only the dots.
