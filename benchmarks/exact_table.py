@@ -109,10 +109,11 @@ def recipe_names(text: str) -> list[str]:
   return names
 
 
-def per_class_accuracy(workdir: Path, dataset: str, data_dir: str = "") -> list[float]:
-  """Test accuracy of each class of a finished run of the small CNN (its final checkpoint; logits are the first
-  10 outputs, EXACT's learned-sigma head has an 11th): where a table row's seeds disagree, this shows whether whole
-  classes are missed."""
+def per_class_accuracy(workdir: Path, dataset: str, data_dir: str = "") -> tuple[list[float], list[float]]:
+  """(test accuracy of each class, fraction of dead units of each hidden layer) of a finished run of the small CNN
+  (its final checkpoint; logits are the first 10 outputs, EXACT's learned-sigma head has an 11th): where a table
+  row's seeds disagree, this shows whether whole classes are missed, and whether the net died (a unit is dead when
+  its pre-activation is <= 0 at every position of every test image: its ReLU passes no value and no gradient)."""
   import jax.numpy as jnp
 
   from jaxtricks.data import load
@@ -121,9 +122,12 @@ def per_class_accuracy(workdir: Path, dataset: str, data_dir: str = "") -> list[
   params = state["params"]
   images, labels = load(dataset, "test", data_dir=data_dir or None)
   model = CNN(num_classes=params["Dense_1"]["kernel"].shape[-1])
-  outputs = model.apply({"params": params}, jnp.asarray(images, jnp.float32) / 255.0)
+  outputs, inter = model.apply({"params": params}, jnp.asarray(images, jnp.float32) / 255.0,
+                               capture_intermediates=True, mutable=["intermediates"])
   predicted = np.asarray(outputs[:, :10].argmax(-1))
-  return [float((predicted[labels == k] == k).mean()) for k in range(10)]
+  hidden = [inter["intermediates"][name]["__call__"][0] for name in ("Conv_0", "Conv_1", "Dense_0")]
+  dead = [float(np.mean(np.asarray(h).reshape(-1, h.shape[-1]).max(0) <= 0)) for h in hidden]
+  return [float((predicted[labels == k] == k).mean()) for k in range(10)], dead
 
 
 def summarize(names: list[str], seeds: list[int], runs: dict) -> tuple[list[str], list[list]]:
@@ -218,8 +222,9 @@ def main(argv=None):
                  help="only rewrite this data set's table in benchmarks/RESULTS.md and its curve picture from the "
                       "results file (no training)")
   p.add_argument("--per-class", action="store_true",
-                 help="only measure the per-class test accuracy of the listed recipes' runs whose run folders are "
-                      "here, into exact_table_<dataset>_per_class.json (--results-md then puts it in RESULTS.md)")
+                 help="only measure the per-class test accuracy (and dead units) of the listed recipes' runs whose "
+                      "run folders are here, into exact_table_<dataset>_per_class.json (--results-md then puts it in "
+                      "RESULTS.md)")
   p.add_argument("--order", choices=["seed", "recipe"], default="seed",
                  help="seed: every recipe's seed 0 before any seed 1 (default); recipe: all seeds of the first recipe "
                       "still missing runs, then the next")
@@ -257,9 +262,10 @@ def main(argv=None):
     for key, run in json.loads(out.read_text())["runs"].items():
       workdir = Path(run["argv"][run["argv"].index("--workdir") + 1])
       if key.rsplit("/", 1)[0] in names and (workdir / "checkpoints").exists():
-        acc = per_class_accuracy(workdir, args.dataset, args.data_dir)
-        rows.append([key, f"{100 * run['curve'][-1][1]:.2f}", *(f"{100 * a:.1f}" for a in acc)])
-    header = ["run (recipe/seed)", "test accuracy %", *classes]
+        acc, dead = per_class_accuracy(workdir, args.dataset, args.data_dir)
+        rows.append([key, f"{100 * run['curve'][-1][1]:.2f}", *(f"{100 * a:.1f}" for a in acc),
+                     " / ".join(f"{100 * d:.0f}" for d in dead)])
+    header = ["run (recipe/seed)", "test accuracy %", *classes, "dead units % (conv 1 / conv 2 / dense)"]
     write_results(Path(args.out) / f"exact_table_{args.dataset}_per_class.json", "benchmarks.exact_table", argv,
                   header, rows)
     print(table(header, rows))

@@ -248,7 +248,8 @@ def compare(model, energy, variables, channels, n, k, repeats, peak, only=None, 
   best = min((t for name, (_, t) in results.items() if name in peers and "bf16" not in name), default=None)
   rows = []
   for name, (first, t) in results.items():
-    rows.append([name, first if first == first else "–", t / k * 1e3,   # nan: not timed for that row n * k / t, f"{flops / t / peak:.1%}",
+    first = first if first == first else "–"   # nan: the first call is not timed for that row
+    rows.append([name, first, t / k * 1e3, n * k / t, f"{flops / t / peak:.1%}",
                  f"{ref / t:.2f}x" if ref else "-", f"{best / t:.2f}x" if best else "-"])
   return rows, torch_note, flops
 

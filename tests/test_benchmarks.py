@@ -15,6 +15,8 @@ def test_langevin_benchmark_runs_at_toy_size(capsys):
   assert "| 4 | 2 | unrolled |" in out
   for row in ("| lax.scan |", "| unrolled (unroll=True) |", "| NCHW layout, unrolled |", "| bfloat16 net, unrolled |"):
     assert row in out, out
+  compare = [l for l in out.splitlines() if l.startswith(("| unrolled (unroll=True) |", "| 4 chains one by one"))]
+  assert len(compare) == 2 and all(l.count("|") == 8 for l in compare), compare   # every column of the table
 
 
 def test_ynn_convolutions_benchmark_compares_both_compiles_at_toy_size(tmp_path, capsys):
@@ -99,11 +101,13 @@ def test_exact_table_runs_seed_major_end_to_end_and_resumes_from_its_results_fil
   assert (tmp_path / "png" / "exact_table_mnist.png").stat().st_size > 10_000
   assert exact_table.main(argv + ["--per-class"]) == 0          # each class's accuracy from the final checkpoints
   per_class = json.loads((tmp_path / "out" / "exact_table_mnist_per_class.json").read_text())
-  assert sorted(r[0] for r in per_class["rows"]) == sorted(data["runs"]) and len(per_class["header"]) == 12
+  assert sorted(r[0] for r in per_class["rows"]) == sorted(data["runs"]) and len(per_class["header"]) == 13
+  for row in per_class["rows"]:   # dead-unit percentages of the three hidden layers
+    assert all(0 <= float(v) <= 100 for v in row[-1].split(" / ")) and len(row[-1].split(" / ")) == 3
   from jaxtricks.data import load
   counts = np.bincount(load("mnist", "test", data_dir=str(tmp_path / "raw"))[1], minlength=10)
   for row in per_class["rows"]:   # weighted by the classes' sizes, they give the run's last test accuracy
-    acc = np.array([float(c) if counts[k] else 0.0 for k, c in enumerate(row[2:])])
+    acc = np.array([float(c) if counts[k] else 0.0 for k, c in enumerate(row[2:12])])
     assert abs((acc * counts).sum() / counts.sum() - float(row[1])) < 0.06, row
   shutil.rmtree(tmp_path / "runs")
   monkeypatch.setattr(exact_table, "train", lambda *a, **k: pytest.fail("a recorded run was trained again"))
@@ -176,3 +180,26 @@ def test_ebm_ensemble_compares_each_model_alone_with_all_sharing_one_buffer(tmp_
   assert len({r[2] for r in data["rows"]}) == 1 and data["rows"][0][1] == 32     # equal chain-steps, all samples
   assert all(r[3] > 0 for r in data["rows"])
   assert (tmp_path / "png" / "ebm_ensemble.png").exists()
+
+
+def test_per_class_accuracy_counts_dead_units_of_a_known_net(monkeypatch):
+  """A net whose dense layer is dead (bias -1, weights 0) and whose output favours class 3: every image is called 3,
+  the dense layer is 100% dead, the convolutions (positive weights on positive images) are alive."""
+  import jax
+  import jax.numpy as jnp
+  from benchmarks import exact_table
+  from jaxtricks.models.cnn import CNN
+  params = CNN().init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  params["Conv_0"]["kernel"] = jnp.abs(params["Conv_0"]["kernel"])
+  params["Conv_1"]["kernel"] = jnp.abs(params["Conv_1"]["kernel"])
+  params["Dense_0"]["kernel"] = jnp.zeros_like(params["Dense_0"]["kernel"])
+  params["Dense_0"]["bias"] = -jnp.ones_like(params["Dense_0"]["bias"])
+  params["Dense_1"]["bias"] = jnp.zeros(10).at[3].set(1.0)
+  images = np.random.default_rng(0).integers(1, 256, (20, 28, 28, 1)).astype(np.uint8)
+  labels = np.arange(20) % 10
+  monkeypatch.setattr(exact_table.loop, "restore", lambda workdir: ({"params": params}, None, None))
+  import jaxtricks.data
+  monkeypatch.setattr(jaxtricks.data, "load", lambda *a, **k: (images, labels))
+  acc, dead = exact_table.per_class_accuracy("unused", "mnist")
+  assert acc == [0.0] * 3 + [1.0] + [0.0] * 6
+  assert dead == [0.0, 0.0, 1.0]
