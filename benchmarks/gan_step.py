@@ -4,7 +4,7 @@
 
 (a) alternating as two jitted calls (D step, then G step), (b) alternating fused into one jit,
 (c) single loss, subtract form, (d) single loss, freeze form, (e) freeze form with one D forward on the fakes
-(gan.fused_grads). DCGAN at 28x28x1 (G ~ 80 M multiply-adds per sample, the TF tutorial's sizes), Adam.
+(gan.fused_grads), and (e) computing in bfloat16 (float32 params: flax's mixed precision). DCGAN at 28x28x1 (G ~ 80 M multiply-adds per sample, the TF tutorial's sizes), Adam.
 Ratios are to (a), measured in the same run with calls interleaved. FLOPs: XLA's count of the CPU compile on
 every machine (common.xla_flops); peak memory: the default backend's compile.
 
@@ -102,6 +102,10 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
   }
   if options:   # and (e) as XLA:CPU compiles it by default, for the ratio within this run
     variants["(e) with YNNPACK convolutions (XLA:CPU's default)"] = (fused, one)
+  # (e) in mixed precision: the same params (float32), both nets computing in bfloat16 (JAX's bf16 beside PyTorch's)
+  kw16 = dict(generator=Generator(width=width, conv_transpose=conv_transpose, dtype=jnp.bfloat16),
+              discriminator=Discriminator(width=width, dtype=jnp.bfloat16), tx=tx)
+  variants["(e) in bfloat16 (params float32)"] = (lambda s, x, z: gan.single_step(s, x, z, form="fused", **kw16), one)
   holders, fns, stats = {}, {}, {}
   for name, (fn, state) in variants.items():
     holders[name] = jax.tree.map(jnp.copy, state)

@@ -10,7 +10,8 @@ from benchmarks import langevin as bench_langevin
 
 def test_langevin_benchmark_runs_at_toy_size(capsys):
   bench_langevin.main(["--channels", "2", "--chains", "4", "--steps", "2", "--compare-chains", "4",
-                       "--compare-steps", "2", "--repeats", "1"])
+                       "--compare-steps", "2", "--repeats", "1", "--matmul-size", "256",
+                       "--variants", "lax.scan;unrolled (unroll=True);NCHW layout, unrolled;bfloat16 net, unrolled"])
   out = capsys.readouterr().out
   assert "| 4 | 2 | unrolled |" in out
   for row in ("| lax.scan |", "| unrolled (unroll=True) |", "| NCHW layout, unrolled |", "| bfloat16 net, unrolled |"):

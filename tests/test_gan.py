@@ -200,3 +200,27 @@ def test_generator_keeps_its_parameter_paths():
   variables = Generator(width=4).init(jax.random.PRNGKey(0), z)
   chex.assert_trees_all_close(Generator(width=4).apply(variables, z, train=False),
                               Generator(width=4, conv_transpose="flax").apply(variables, z, train=False), atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_outputs_and_agrees_with_float32():
+  """dtype=bfloat16 is flax's mixed precision: same params (float32), float32 outputs, values within bf16 rounding,
+  and the convolutions really run in bfloat16 (the lowered program holds bf16 convolutions)."""
+  z = jax.random.normal(jax.random.PRNGKey(1), (4, Z))
+  vg = Generator(width=4).init(jax.random.PRNGKey(0), z, train=False)
+  vd = Discriminator(width=4).init(jax.random.PRNGKey(2), jnp.zeros((1, 28, 28, 1)), train=False)
+
+  def both(dtype):
+    g, d = Generator(width=4, dtype=dtype), Discriminator(width=4, dtype=dtype)
+    fn = jax.jit(lambda vg, vd, z: (g.apply(vg, z, train=False), d.apply(vd, g.apply(vg, z, train=False), train=False)))
+    return fn, fn(vg, vd, z)
+
+  _, (images32, scores32) = both(jnp.float32)
+  fn16, (images16, scores16) = both(jnp.bfloat16)
+  chex.assert_trees_all_equal_shapes_and_dtypes(vg, Generator(width=4, dtype=jnp.bfloat16).init(
+      jax.random.PRNGKey(0), z, train=False))
+  assert images16.dtype == jnp.float32 and scores16.dtype == jnp.float32
+  chex.assert_trees_all_close(images16, images32, atol=0.05)
+  chex.assert_trees_all_close(scores16, scores32, rtol=0.05, atol=0.05)
+  hlo = fn16.lower(vg, vd, z).as_text()
+  assert "bf16" in hlo and "convolution" in hlo
+  assert not np.allclose(images16, images32, atol=1e-6)   # it did not compute in float32

@@ -3,7 +3,8 @@
 The design of the reference (bojone/gan) and of the TF DCGAN tutorial, at MNIST size: 5x5 convolutions with
 stride 2, BatchNorm, LeakyReLU 0.2, tanh output in [-1, 1]. `width` scales every channel count (tests use tiny).
 The generator's transposed convolutions are `ConvTranspose` below: nn.ConvTranspose's function and parameters,
-computed in the sub-pixel form, whose gradient XLA:CPU runs ~6x faster.
+computed in the sub-pixel form, whose gradient XLA:CPU runs ~6x faster. `dtype` is the compute type (parameters
+stay float32; e.g. jnp.bfloat16 for mixed precision); both nets return float32.
 """
 
 import functools
@@ -55,6 +56,7 @@ class ConvTranspose(nn.Module):
   kernel_size: tuple[int, int]
   strides: tuple[int, int] = (1, 1)
   use_bias: bool = True
+  dtype: jnp.dtype = jnp.float32   # compute type; the parameters stay float32
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
@@ -62,9 +64,9 @@ class ConvTranspose(nn.Module):
     if k != k2 or s != s2:
       raise ValueError(f"square kernels and strides only, got {self.kernel_size}, {self.strides}")
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x_BHWC.shape[-1], self.features))
-    y = conv_transpose_subpixel(x_BHWC, kernel, s)
+    y = conv_transpose_subpixel(x_BHWC.astype(self.dtype), kernel.astype(self.dtype), s)
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).reshape(1, 1, 1, -1)
+      y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(self.dtype).reshape(1, 1, 1, -1)
     return y
 
 
@@ -73,34 +75,37 @@ class Generator(nn.Module):
   image_shape: tuple[int, int, int] = (28, 28, 1)
   width: int = 64           # channels of the last hidden layer; earlier layers 2x, 4x
   conv_transpose: str = "subpixel"   # or "flax": nn.ConvTranspose itself (same function and params, slower on CPU)
+  dtype: jnp.dtype = jnp.float32     # compute type (parameters stay float32)
 
   @nn.compact
   def __call__(self, z_BZ: jax.Array, *, train: bool = True) -> jax.Array:
     h, _, c = self.image_shape
     start = h // 4
-    bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)
-    x = nn.Dense(start * start * 4 * self.width, use_bias=False)(z_BZ)
+    bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)
+    x = nn.Dense(start * start * 4 * self.width, use_bias=False, dtype=self.dtype)(z_BZ)
     x = nn.leaky_relu(bn()(x), 0.2).reshape(z_BZ.shape[0], start, start, 4 * self.width)
     if self.conv_transpose not in ("subpixel", "flax"):
       raise ValueError(f"conv_transpose must be 'subpixel' or 'flax', got {self.conv_transpose!r}")
-    up = ConvTranspose if self.conv_transpose == "subpixel" else functools.partial(nn.ConvTranspose, padding="SAME")
+    up = functools.partial(ConvTranspose if self.conv_transpose == "subpixel"
+                           else functools.partial(nn.ConvTranspose, padding="SAME"), dtype=self.dtype)
     # named as nn.ConvTranspose's would be, so params and checkpoints keep their paths either way
     x = up(2 * self.width, (5, 5), (1, 1), use_bias=False, name="ConvTranspose_0")(x)
     x = nn.leaky_relu(bn()(x), 0.2)
     x = up(self.width, (5, 5), (2, 2), use_bias=False, name="ConvTranspose_1")(x)
     x = nn.leaky_relu(bn()(x), 0.2)
     x = up(c, (5, 5), (2, 2), name="ConvTranspose_2")(x)
-    return nn.tanh(x)
+    return nn.tanh(x).astype(jnp.float32)
 
 
 class Discriminator(nn.Module):
   """images [B, H, W, C] -> scores [B]; hinge convention: LOW for real data (docs/techniques.md#gan)."""
   width: int = 64
+  dtype: jnp.dtype = jnp.float32     # compute type (parameters stay float32)
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array, *, train: bool = True) -> jax.Array:
-    x = nn.leaky_relu(nn.Conv(self.width, (5, 5), (2, 2), padding="SAME")(x_BHWC), 0.2)
-    x = nn.Conv(2 * self.width, (5, 5), (2, 2), padding="SAME", use_bias=False)(x)
-    x = nn.leaky_relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x), 0.2)
+    x = nn.leaky_relu(nn.Conv(self.width, (5, 5), (2, 2), padding="SAME", dtype=self.dtype)(x_BHWC), 0.2)
+    x = nn.Conv(2 * self.width, (5, 5), (2, 2), padding="SAME", use_bias=False, dtype=self.dtype)(x)
+    x = nn.leaky_relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x), 0.2)
     x = x.reshape(x.shape[0], -1)
-    return nn.Dense(1)(x)[:, 0]
+    return nn.Dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)
