@@ -4,7 +4,8 @@
 
 (a) alternating as two jitted calls (D step, then G step), (b) alternating fused into one jit,
 (c) single loss, subtract form, (d) single loss, freeze form, (e) freeze form with one D forward on the fakes
-(gan.fused_grads), and (e) computing in bfloat16 (float32 params: flax's mixed precision). DCGAN at 28x28x1 (G ~ 80 M multiply-adds per sample, the TF tutorial's sizes), Adam.
+(gan.fused_grads), and (e) computing in bfloat16 (float32 params: flax's mixed precision). DCGAN at 28x28x1
+(G ~ 80 M multiply-adds per sample, the TF tutorial's sizes), Adam.
 Ratios are to (a), measured in the same run with calls interleaved. FLOPs: XLA's count of the CPU compile on
 every machine (common.xla_flops); peak memory: the default backend's compile.
 

@@ -4,13 +4,12 @@
 
 Each core is jitted twice, with XLA's defaults and with `parallel.cpu_compiler_options(ynn_convolutions=False)`
 (YNNPACK kept for dots only); both compiles are first checked to compute the same outputs (a step's metrics, a
-chain's samples), then timed with calls
-interleaved (median after warm-up), so that this host's drift hits both alike. What a program's
+chain's samples), then timed with calls interleaved (median after warm-up), so that this host's drift hits both
+alike. What a program's
 `--cpu-ynn-convolutions` default should be follows from its row (benchmarks/RESULTS.md).
 """
 
 import argparse
-import functools
 import sys
 
 import jax
@@ -74,7 +73,8 @@ def main(argv=None):
   if options is None:
     print("this backend or jaxlib has no YNNPACK convolutions to turn off; nothing to compare", file=sys.stderr)
     return 2
-  makers = {"gan": lambda: gan_cores(args.batch, args.width), "langevin": lambda: langevin_core(args.chains, args.steps, args.channels),
+  makers = {"gan": lambda: gan_cores(args.batch, args.width),
+            "langevin": lambda: langevin_core(args.chains, args.steps, args.channels),
             "classifier": classifier_cores}
   chosen = [c.strip() for c in args.cores.split(",") if c.strip()]
   if any(c not in makers for c in chosen):
