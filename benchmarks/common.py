@@ -107,7 +107,11 @@ def train(program: str, **flags) -> list[str]:
   """Runs `python -m train.<program>` in this process through its public main, with --flag value for each
   keyword (True/False: --flag / --no-flag); raises SystemExit on failure. Returns the argv it ran with.
   A finished run returns at once (runs resume)."""
-  argv = flag_argv(flags)
+  return run_program(program, flag_argv(flags))
+
+
+def run_program(program: str, argv: list[str]) -> list[str]:
+  """`python -m train.<program> *argv` in this process (its public main); SystemExit on failure; returns argv."""
   rc = importlib.import_module(f"train.{program}").main(argv)
   if rc:
     raise SystemExit(f"python -m train.{program} {' '.join(argv)} exited with {rc}")
@@ -115,13 +119,13 @@ def train(program: str, **flags) -> list[str]:
 
 
 def pending_runs(names: list[str], seeds: list[int], recorded: dict, argv_of, max_runs: int = 0,
-                 order: str = "seed") -> list:
+                 seed_major: bool = True) -> list:
   """The (name, seed) runs a resumable multi-run benchmark (a multi-seed table) still has to train: those whose
   key "name/seed" is not in `recorded` (its committed results file) with the argv `argv_of(name, seed)` they
   would run with now. Seed-major by default, every name's first seed before any name's second, so a study cut
-  short by a session has one run of each; `order="name"`: all seeds of a name before the next name. At most
+  short by a session has one run of each; `seed_major=False`: all seeds of a name before the next name. At most
   `max_runs` (0: all)."""
-  pairs = ([(name, seed) for seed in seeds for name in names] if order == "seed" else
+  pairs = ([(name, seed) for seed in seeds for name in names] if seed_major else
            [(name, seed) for name in names for seed in seeds])
   todo = [(name, seed) for name, seed in pairs if recorded.get(f"{name}/{seed}", {}).get("argv") != argv_of(name, seed)]
   return todo[:max_runs] if max_runs else todo
@@ -134,6 +138,25 @@ def run_machines(runs: dict) -> str:
   for run in runs.values():
     by.setdefault(run.get("machine", "machine not recorded"), []).append(run.get("date", "")[:10])
   return "; ".join(f"{m}: {len(d)} run{'s' * (len(d) > 1)} ({', '.join(sorted(set(d)))})" for m, d in by.items())
+
+
+def update_results_md(results, marker: str, md=Path(__file__).parent / "RESULTS.md") -> int:
+  """Rewrites the text between RESULTS.md's markers `<!-- marker:begin -->` ... `<!-- marker:end -->` with the
+  table of results file `results`, its command and the machines of its runs. 2 when the markers are missing."""
+  data = json.loads(Path(results).read_text())
+  begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+  md = Path(md)
+  text = md.read_text()
+  if begin not in text or end not in text:
+    print(f"{md} lacks the markers {begin} ... {end}", file=sys.stderr)
+    return 2
+  runs = f"runs on {run_machines(data['runs'])}" if "runs" in data else data["machine"]
+  block = (f"`{data['command']}`, jax {data['jax']} — {runs}.\n\n"
+           f"{table(data['header'], data['rows'])}\n")
+  head, rest = text.split(begin, 1)
+  md.write_text(f"{head}{begin}\n{block}{end}{rest.split(end, 1)[1]}")
+  print(f"rewrote the {marker} table in {md}")
+  return 0
 
 
 def env_prefix() -> list[str]:

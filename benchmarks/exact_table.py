@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import flag_argv, machine, pending_runs, run_machines, table, train, write_results
+from benchmarks.common import flag_argv, machine, pending_runs, table, train, update_results_md, write_results
 from jaxtricks import loop
 
 PAPER_SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4, "schedule": "exponential", "lr_final": 1e-4,
@@ -189,23 +189,6 @@ def plot_runs(args, names, seeds, runs, epochs: float) -> None:
        names, seeds, runs)
 
 
-def update_results_md(results: Path, dataset: str, md: Path = Path(__file__).parent / "RESULTS.md") -> int:
-  """Rewrites the text between RESULTS.md's markers for this data set with the results file's table."""
-  data = json.loads(results.read_text())
-  begin, end = f"<!-- exact_table_{dataset}:begin -->", f"<!-- exact_table_{dataset}:end -->"
-  text = md.read_text()
-  if begin not in text or end not in text:
-    print(f"{md} lacks the markers {begin} ... {end}", file=sys.stderr)
-    return 2
-  runs = f"runs on {run_machines(data['runs'])}" if "runs" in data else data["machine"]
-  block = (f"`{data['command']}`, jax {data['jax']} — {runs}.\n\n"
-           f"{table(data['header'], data['rows'])}\n")
-  head, rest = text.split(begin, 1)
-  md.write_text(f"{head}{begin}\n{block}{end}{rest.split(end, 1)[1]}")
-  print(f"rewrote the {dataset} table in {md}")
-  return 0
-
-
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--dataset", default="mnist", choices=list(DEFAULTS))
@@ -250,8 +233,8 @@ def main(argv=None):
                   model=data["model"], steps_per_epoch=data["steps_per_epoch"])
     plot_runs(args, names, seeds, runs, data["epochs"])
     per_class = Path(args.out) / f"exact_table_{args.dataset}_per_class.json"   # --per-class's table, if made
-    return update_results_md(out, args.dataset) or (
-        update_results_md(per_class, f"{args.dataset}_per_class") if per_class.exists() else 0)
+    return update_results_md(out, f"exact_table_{args.dataset}") or (
+        update_results_md(per_class, f"exact_table_{args.dataset}_per_class") if per_class.exists() else 0)
   if args.per_class:   # a table of its own (the training process may be rewriting the results file meanwhile)
     if not out.exists():
       print(f"{out}: no results yet", file=sys.stderr)
@@ -283,7 +266,7 @@ def main(argv=None):
                 progress=False, tensorboard=False, **data, **RECIPES[name])
 
   for name, seed in pending_runs(names, seeds, runs, lambda n, s: flag_argv(flags_of(n, s)), args.max_runs,
-                                order="seed" if args.order == "seed" else "name"):
+                                seed_major=args.order == "seed"):
     flags = flags_of(name, seed)
     t0 = time.perf_counter()
     run_argv = train("classify", **flags)

@@ -1,6 +1,6 @@
 """Does one loss train a GAN as well as alternating updates, at convergence, per step and per second (issue 16)?
 
-    python -m benchmarks.gan_convergence                         # every variant, 3 seeds, 10,000 steps
+    python -m benchmarks.gan_convergence                         # every variant, 3 seeds, 20,000 steps
     python -m benchmarks.gan_convergence --variants "single;alternating" --seeds 0 --max-runs 1
 
 Each variant is a set of train.gan flags (VARIANTS). Every run keeps an EMA of G (decay 0.999) and logs FID-FMNIST
@@ -9,8 +9,16 @@ from the same run. Training seconds at each evaluation are the sum of the loop's
 evaluations and checkpoints excluded), which is what "per second" compares: the single loss gets its cheaper steps.
 Finished runs are kept in the committed results file (benchmarks/results/gan_convergence.json) and not redone, so
 a study started in one session continues in the next; the run folders (runs/gan_convergence/) resume a run cut
-off within a session. `--plot` writes docs/gan_convergence.png (FID vs steps and vs seconds: mean over seeds, band
-min..max) from the results file alone.
+off within a session. Each call draws docs/gan_convergence.png (FID vs steps and vs seconds: mean over seeds, band
+min..max); `--results-md` trains nothing: it rewrites the table, the picture and RESULTS.md's copy of the table
+(between its gan_convergence markers) from the results file alone.
+
+Per second: the loop's own seconds depend on what else ran on the machine during each run, so the study's "per
+second" axis is steps x each variant's step time measured with `--time` — every variant's jitted step (compiled as
+train.gan compiles it: XLA's own CPU convolutions, EMA update included) on one batch, in one process, calls
+interleaved (median of --repeats), recorded in the results file beside the runs:
+
+    python -m benchmarks.gan_convergence --time --repeats 30     # no training; run it on a quiet machine
 """
 
 import argparse
@@ -19,10 +27,14 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
+import optax
 
-from benchmarks.common import flag_argv, machine, pending_runs, table, train, write_results
-from jaxtricks import loop
+from benchmarks.common import (flag_argv, machine, pending_runs, table, time_interleaved, train, update_results_md,
+                               write_results)
+from jaxtricks import gan, loop, parallel
+from jaxtricks.models.dcgan import Discriminator, Generator
 
 VARIANTS = {
     "alternating": {"mode": "alternating"},
@@ -42,6 +54,39 @@ def slug(name: str) -> str:
   return "-".join("".join(c if c.isalnum() else " " for c in name).split())
 
 
+def step_seconds(names, *, width: int, batch: int = 64, z_dim: int = 100, ema_decay: float = 0.999,
+                 repeats: int = 20) -> dict[str, float]:
+  """{variant: median seconds of its train step}, all compiled as train.gan compiles its step and timed in this
+  process with calls interleaved (common.time_interleaved) on one Fashion-MNIST-shaped batch."""
+  generator, discriminator = Generator(image_shape=(28, 28, 1), width=width), Discriminator(width=width)
+  options = parallel.cpu_compiler_options(ynn_convolutions=False)
+  key = jax.random.key(0)
+  x = jax.random.uniform(key, (batch, 28, 28, 1), minval=-1.0, maxval=1.0)
+  fns = {}
+  for name in names:
+    v = {"lr_g": 2e-4, "lr_d": 2e-4, "lam": 1.0, "adam_eps": 1e-8, "optimizer": "adam", **VARIANTS[name]}
+    make = optax.optimistic_adam if v["optimizer"] == "optimistic_adam" else optax.adam
+    tx = gan.two_timescale(make(v["lr_g"], b1=0.5, eps=v["adam_eps"]), make(v["lr_d"], b1=0.5, eps=v["adam_eps"]))
+    kw = dict(generator=generator, discriminator=discriminator, tx=tx)
+
+    def step(state, x, key, v=v, kw=kw):
+      z = jax.random.normal(key, (x.shape[0], z_dim))
+      if v["mode"] == "alternating":
+        state, _ = gan.alternating_step(state, x, z, jax.random.normal(jax.random.fold_in(key, 1), z.shape), **kw)
+      else:
+        state, _ = gan.single_step(state, x, z, lam=v["lam"], form="fused", **kw)
+      return gan.ema_update(state, ema_decay)
+
+    jitted = jax.jit(step, donate_argnums=0, **({"compiler_options": options} if options else {}))
+    carry = [gan.with_ema(gan.init(key, generator, discriminator, (1, z_dim), (1, 28, 28, 1), tx))]
+
+    def call(jitted=jitted, carry=carry):
+      carry[0] = jitted(carry[0], x, key)
+      return carry[0].params
+    fns[name] = call
+  return time_interleaved(fns, repeats=repeats, warmup=3)
+
+
 def curve(workdir: Path) -> dict:
   """FID (G and EMA) and training seconds at each evaluation of a finished train.gan run."""
   records = loop.read_metrics(workdir)
@@ -55,27 +100,53 @@ def curve(workdir: Path) -> dict:
           "fid": [r["fid_fmnist"] for r in evals], "fid_ema": [r.get("fid_fmnist_ema") for r in evals]}
 
 
-def summarize(names, seeds, runs):
-  header = ["variant", "final FID (G)", "final FID (EMA of G)", "best FID (EMA) and its step", "train s per run",
-            "s per step", "seeds"]
+def summarize(names, seeds, runs, timing=None):
+  """Table rows; `timing`: the results file's {"ms": {variant: ms per step}, ...} from --time, or None. Per second:
+  each variant's final FID (EMA) beside alternating's mean FID (EMA) after as many seconds (its curve on steps x
+  its step time, interpolated); the issue's goal: mean final FID (EMA) inside alternating's seed range (min..max)
+  or below it, at <= 0.9x its seconds."""
+  ms = (timing or {}).get("ms", {})
+  header = ["variant", "final FID (G)", "final FID (EMA of G)", "best FID (EMA) and its step",
+            "ms per step (interleaved)", "step time vs alternating", "train s to the last step (steps x ms)",
+            "alternating's FID (EMA) after as many seconds",
+            "goal: in (or below) alternating's range at <= 0.9x its time",
+            "loop s per step (shared machine)", "seeds"]
+  alt = [runs[f"alternating/{s}"] for s in seeds if f"alternating/{s}" in runs]
+  alt_final = [r["fid_ema"][-1] for r in alt]
   rows = []
   for name in names:
     done = [runs[f"{name}/{s}"] for s in seeds if f"{name}/{s}" in runs]
     if not done:
-      rows.append([name, "not run yet", "", "", "", "", 0])
+      rows.append([name, "not run yet", *[""] * (len(header) - 3), 0])
       continue
     fin = [r["fid"][-1] for r in done]
     ema = [r["fid_ema"][-1] for r in done]
     best = [min(zip(r["fid_ema"], r["step"])) for r in done]
     sd = lambda v: np.std(v, ddof=1) if len(v) > 1 else 0.0
     secs = [r["seconds"][-1] for r in done]
+    steps = done[0]["step"][-1]
+    t, t_alt = ms.get(name), ms.get("alternating")
+    same_time = goal = ""
+    if t and t_alt and alt and name != "alternating":
+      n = min(len(r["step"]) for r in alt)
+      alt_secs = np.array(alt[0]["step"][:n]) * t_alt / 1e3
+      alt_mean = np.mean([r["fid_ema"][:n] for r in alt], 0)
+      if alt_secs[0] <= steps * t / 1e3 <= alt_secs[-1]:
+        same_time = f"{np.interp(steps * t / 1e3, alt_secs, alt_mean):.1f}"
+      inside = min(alt_final) <= np.mean(ema) <= max(alt_final) or np.mean(ema) < min(alt_final)
+      goal = (("yes" if inside and t <= 0.9 * t_alt else "no") if len(done) == len(alt) == len(seeds) else
+              f"after {len(seeds)} seeds of both")
     rows.append([name, f"{np.mean(fin):.1f} ± {sd(fin):.1f}", f"{np.mean(ema):.1f} ± {sd(ema):.1f}",
-                 " ".join(f"{f:.1f}@{s}" for f, s in best), f"{np.mean(secs):.0f}",
-                 f"{np.mean(secs) / done[0]['step'][-1]:.3f}", len(done)])
+                 " ".join(f"{f:.1f}@{s}" for f, s in best), f"{t:.2f}" if t else "",
+                 f"{t / t_alt:.2f}x" if t and t_alt else "", f"{t * steps / 1e3:.0f}" if t else "", same_time, goal,
+                 f"{np.mean(secs) / steps:.3f}", len(done)])
   return header, rows
 
 
-def plot(path: Path, names, runs, title: str) -> None:
+def plot(path: Path, names, runs, title: str, timing=None) -> None:
+  """FID vs steps and vs training seconds: steps x the variant's interleaved step time where --time measured it,
+  else the loop's own seconds (mean over seeds)."""
+  ms = (timing or {}).get("ms", {})
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -87,11 +158,15 @@ def plot(path: Path, names, runs, title: str) -> None:
     n = min(len(r["step"]) for r in done)
     for key, style in (("fid", "--"), ("fid_ema", "-")):
       fid = np.array([r[key][:n] for r in done], float)
-      for ax, x in zip(axes, (np.array(done[0]["step"][:n]), np.mean([r["seconds"][:n] for r in done], 0))):
+      steps = np.array(done[0]["step"][:n])
+      secs = steps * ms[name] / 1e3 if name in ms else np.mean([r["seconds"][:n] for r in done], 0)
+      for ax, x in zip(axes, (steps, secs)):
         ax.plot(x, fid.mean(0), style, color=f"C{i}",
                 label=f"{name}{' (EMA)' if key == 'fid_ema' else ''}, {len(done)} seeds")
         ax.fill_between(x, fid.min(0), fid.max(0), color=f"C{i}", alpha=0.12)
-  for ax, xlabel in zip(axes, ("train step", "training seconds (loop only, mean over seeds)")):
+  seconds_label = ("training seconds (steps x step time, interleaved)" if ms else
+                   "training seconds (loop only, mean over seeds)")
+  for ax, xlabel in zip(axes, ("train step", seconds_label)):
     ax.set_xlabel(xlabel)
     ax.set_ylabel("FID-FMNIST")
     ax.set_yscale("log")
@@ -107,7 +182,7 @@ def plot(path: Path, names, runs, title: str) -> None:
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--variants", default="", help="semicolon-separated names of VARIANTS; default all")
-  p.add_argument("--steps", type=int, default=10000)
+  p.add_argument("--steps", type=int, default=20000)
   p.add_argument("--width", type=int, default=16)
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--fid-every", type=int, default=1250)
@@ -118,6 +193,11 @@ def main(argv=None):
   p.add_argument("--out", default="benchmarks/results")
   p.add_argument("--png", default="docs")
   p.add_argument("--max-runs", type=int, default=0, help="train at most this many runs (0: all)")
+  p.add_argument("--time", action="store_true",
+                 help="train nothing: time every variant's step (interleaved, one process) and record it")
+  p.add_argument("--repeats", type=int, default=20, help="with --time: timed calls of each step")
+  p.add_argument("--results-md", action="store_true",
+                 help="train nothing: the table and picture from the results file, and its copy in RESULTS.md")
   args = p.parse_args(argv)
   names = [n.strip() for n in args.variants.split(";") if n.strip()] or DEFAULT
   unknown = [n for n in names if n not in VARIANTS]
@@ -125,8 +205,14 @@ def main(argv=None):
     p.error(f"--variants: unknown {unknown}; known: {list(VARIANTS)}")
   seeds = [int(s) for s in args.seeds.split(",")]
   out = Path(args.out) / "gan_convergence.json"
-  runs = json.loads(out.read_text()).get("runs", {}) if out.exists() else {}
-  header, rows = summarize(names, seeds, runs)
+  recorded = json.loads(out.read_text()) if out.exists() else {}
+  runs, timing = recorded.get("runs", {}), recorded.get("timing")
+  if args.time:
+    t = step_seconds(names, width=args.width, ema_decay=args.ema_decay, repeats=args.repeats)
+    timing = {"ms": {**(timing or {}).get("ms", {}), **{n: 1e3 * v for n, v in t.items()}}, "width": args.width,
+              "batch": 64, "repeats": args.repeats, "argv": sys.argv[1:] if argv is None else argv,
+              "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
+  header, rows = summarize(names, seeds, runs, timing)
   data = {"data_dir": args.data_dir} if args.data_dir else {}
 
   def flags_of(name, seed):
@@ -134,7 +220,12 @@ def main(argv=None):
                 fid_samples=args.fid_samples, ema_decay=args.ema_decay, sample_every=args.steps,
                 checkpoint_every=500, progress=False, tensorboard=False, **data, **VARIANTS[name])
 
-  for name, seed in pending_runs(names, seeds, runs, lambda n, s: flag_argv(flags_of(n, s)), args.max_runs):
+  argv_of = lambda n, s: flag_argv(flags_of(n, s))
+  todo = [] if args.time or args.results_md else pending_runs(names, seeds, runs, argv_of, args.max_runs)
+  if args.time or args.results_md:   # the table's command stays the study's
+    write_results(out, "benchmarks.gan_convergence", recorded.get("argv", []), header, rows, runs=runs,
+                  timing=timing, steps=args.steps, width=args.width)
+  for name, seed in todo:
     workdir = Path(args.root) / f"{slug(name)}-w{args.width}-n{args.steps}-s{seed}"
     t0 = time.perf_counter()
     train("gan", workdir=workdir, **flags_of(name, seed))
@@ -142,15 +233,15 @@ def main(argv=None):
     runs[key] = {**curve(workdir), "argv": flag_argv(flags_of(name, seed)), "wall_s": time.perf_counter() - t0,
                  "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
     print(f"{name} seed {seed}: FID {runs[key]['fid'][-1]:.1f} (EMA {runs[key]['fid_ema'][-1]:.1f})", flush=True)
-    header, rows = summarize(names, seeds, runs)
-    write_results(out, "benchmarks.gan_convergence", argv, header, rows, runs=runs, steps=args.steps,
+    header, rows = summarize(names, seeds, runs, timing)
+    write_results(out, "benchmarks.gan_convergence", argv, header, rows, runs=runs, timing=timing, steps=args.steps,
                   width=args.width)
   if runs:
     plot(Path(args.png) / "gan_convergence.png", names, runs,
-         f"DCGAN width {args.width}, batch 64, FID-FMNIST of {args.fid_samples} samples — {machine()}")
+         f"DCGAN width {args.width}, batch 64, FID-FMNIST of {args.fid_samples} samples — {machine()}", timing)
   print(f"GAN to {args.steps} steps, width {args.width}, seeds {args.seeds} — {machine()}")
   print(table(header, rows))
-  return 0
+  return update_results_md(out, "gan_convergence") if args.results_md else 0
 
 
 if __name__ == "__main__":

@@ -101,8 +101,10 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
       "(d) single, freeze": (lambda s, x, z: gan.single_step(s, x, z, form="freeze", **kw), one),
       "(e) single, freeze fused": (fused, one),
   }
+  compile_with = {}   # rows compiled otherwise than `jit`
   if options:   # and (e) as XLA:CPU compiles it by default, for the ratio within this run
     variants["(e) with YNNPACK convolutions (XLA:CPU's default)"] = (fused, one)
+    compile_with["(e) with YNNPACK convolutions (XLA:CPU's default)"] = functools.partial(jax.jit, donate_argnums=0)
   # (e) in mixed precision: the same params (float32), both nets computing in bfloat16 (JAX's bf16 beside PyTorch's)
   kw16 = dict(generator=Generator(width=width, conv_transpose=conv_transpose, dtype=jnp.bfloat16),
               discriminator=Discriminator(width=width, dtype=jnp.bfloat16), tx=tx)
@@ -121,7 +123,7 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
       f2, p2 = _compiled_stats(g_half, state, z)
       stats[name] = (f1 + f2, max(p1 or 0, p2 or 0))
     else:
-      jitted = (jax.jit(fn, donate_argnums=0) if name.startswith("(e) with YNNPACK") else jit(fn))
+      jitted = compile_with.get(name, jit)(fn)
       def call(name=name, jitted=jitted):
         holders[name], m = jitted(holders[name], x, z)
         return m

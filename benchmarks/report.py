@@ -38,14 +38,19 @@ def _load(name: str) -> dict | None:
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def _table_section(title: str, name: str, make: str, note: str = "", note_key: str = "") -> str:
-  """The table of results file `name`; `note_key`: a field of that file printed under the table."""
+def _table_section(title: str, name: str, make: str, note: str = "", note_key: str = "", picture: str = "") -> str:
+  """The table of results file `name`; `note_key`: a field of that file printed under the table; `picture`: a
+  PNG in docs/ drawn by the same command, shown under the table when it exists."""
   data = _load(name)
   if data is None:
     return f"### {title}\n\nNot measured yet: `{make}` writes `benchmarks/results/{name}`.\n"
   note = data.get(note_key, "") if note_key else note
-  return (f"### {title}\n\n`{data['command']}` — {data['machine']}, jax {data['jax']}, {data['date']}.\n\n"
-          f"{table(data['header'], data['rows'])}\n" + (f"\n{note}\n" if note else ""))
+  runs = data.get("runs") or {}
+  recorded = runs and all(isinstance(r, dict) and "machine" in r for r in runs.values())
+  machines = f"runs on {run_machines(runs)}" if recorded else data["machine"]
+  shown = f"\n![{picture[:-4]}](docs/{picture})\n" if picture and (DOCS / picture).exists() else ""
+  return (f"### {title}\n\n`{data['command']}` — {machines}, jax {data['jax']}, {data['date']}.\n\n"
+          f"{table(data['header'], data['rows'])}\n" + (f"\n{note}\n" if note else "") + shown)
 
 
 EXACT_TABLES = [
@@ -140,8 +145,14 @@ def section() -> str:
       _table_section("GAN step on a GPU", "gan_step_gpu.json", "bash benchmarks/device_check.sh OUT",
                      note_key="flops_note"),
       _table_section("GAN quality after equal steps", "gan_fid.json", "python -m benchmarks.gan_fid"),
+      _table_section("GAN to convergence: one loss and its variants vs alternating, FID vs steps and vs seconds",
+                     "gan_convergence.json", "python -m benchmarks.gan_convergence", note_key="note",
+                     picture="gan_convergence.png"),
       langevin_gpu(),
       cpu_peers(),
+      _table_section("MobileNet on 2 CPU cores: --recipe cpu94 and what each of its changes bought",
+                     "mobilenet_table.json", "python -m benchmarks.mobilenet_table", note_key="note",
+                     picture="mobilenet_cpu94.png"),
       _table_section("MobileNet on a GPU: the seed's recipe and the CPU recipe scaled up (docs/techniques.md#mobilenet)",
                      "mobilenet_gpu.json", "bash benchmarks/device_check.sh OUT DATA mobilenet on a GPU machine, "
                      "then python -m benchmarks.device_results OUT/device_check.tgz"),

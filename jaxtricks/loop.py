@@ -318,7 +318,8 @@ def restore_or_init(mngr: ocp.CheckpointManager, workdir: Path, init_fn: Callabl
     abstract = with_shardings(jax.eval_shape(init_fn), state_sharding)
     return _restore_newest_intact(mngr, workdir, abstract, key_sharding, move_damaged=True)
   # jitted: one compile, where an eager init compiles each of its hundreds of small ops alone (seconds per start)
-  state = jax.jit(init_fn, out_shardings=state_sharding)() if state_sharding is not None else jax.jit(init_fn)()
+  placed = {"out_shardings": state_sharding} if state_sharding is not None else {}
+  state = jax.jit(init_fn, **placed)()
   if state_sharding is not None:
     key = jax.device_put(key, key_sharding)
   return state, key, 0

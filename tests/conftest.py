@@ -45,6 +45,13 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+  """The longest tests first (marked slow, or pinned to one worker as an xdist_group): xdist hands out tests in
+  this order, so none of them starts last and runs alone while the other worker idles (a stable sort: the rest
+  keep their order)."""
+  items.sort(key=lambda item: not (item.get_closest_marker("slow") or item.get_closest_marker("xdist_group")))
+
+
 # a line of XLA's own C++ logging (absl), e.g. "W1126 02:21:32.900814   18529 cuda_timer.cc:88] ..." from GPU autotuning
 _XLA_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\] ")
 

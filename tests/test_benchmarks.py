@@ -122,7 +122,7 @@ def test_pending_runs_are_seed_major_or_name_major_skip_recorded_ones_and_redo_c
   assert pending_runs(["a", "b"], [0, 1], recorded, argv_of) == [("b", 0), ("a", 1), ("b", 1)]
   assert pending_runs(["a", "b"], [0, 1], recorded, argv_of, max_runs=2) == [("b", 0), ("a", 1)]
   assert pending_runs(["a"], [0], recorded, argv_of) == []
-  assert pending_runs(["a", "b"], [0, 1], recorded, argv_of, order="name") == [("a", 1), ("b", 0), ("b", 1)]
+  assert pending_runs(["a", "b"], [0, 1], recorded, argv_of, seed_major=False) == [("a", 1), ("b", 0), ("b", 1)]
 
 
 def test_exact_table_recipe_names_keep_the_commas_inside_a_name():
@@ -146,7 +146,29 @@ def test_torch_peer_is_absent_with_a_reason_where_the_interpreter_has_no_torch(t
   assert peer is None and str(fake) in why and "no PyTorch" in why
 
 
+def test_gan_convergence_table_compares_per_second_and_judges_the_goal():
+  """Known curves: alternating's FID (EMA) falls 400 -> 200 -> 100 over 2 evaluations at 10 ms a step; the single
+  loss at 8 ms a step ends at 110 after 2,000 steps = 16 s, where alternating's mean curve (at 20 s: 100, at 10 s:
+  200) reads 140; 110 lies in alternating's final range [90, 110] and 8 <= 0.9 x 10, so the goal is met."""
+  from benchmarks.gan_convergence import summarize
+  run = lambda fids: {"step": [1000, 2000], "fid": fids, "fid_ema": fids, "seconds": [10.0, 20.0]}
+  runs = {"alternating/0": run([200.0, 90.0]), "alternating/1": run([200.0, 110.0]),
+          "alternating/2": run([200.0, 100.0]),
+          **{f"single/{s}": run([300.0, 110.0]) for s in range(3)}}
+  header, rows = summarize(["alternating", "single"], [0, 1, 2], runs, {"ms": {"alternating": 10.0, "single": 8.0}})
+  single = dict(zip(header, rows[1]))
+  assert single["step time vs alternating"] == "0.80x" and single["train s to the last step (steps x ms)"] == "16"
+  assert single["alternating's FID (EMA) after as many seconds"] == "140.0"
+  assert single["goal: in (or below) alternating's range at <= 0.9x its time"] == "yes"
+  _, rows = summarize(["alternating", "single"], [0, 1, 2], runs, {"ms": {"alternating": 10.0, "single": 9.5}})
+  assert rows[1][header.index("goal: in (or below) alternating's range at <= 0.9x its time")] == "no"   # too slow
+  runs.update({f"single/{s}": run([300.0, 130.0]) for s in range(3)})
+  _, rows = summarize(["alternating", "single"], [0, 1, 2], runs, {"ms": {"alternating": 10.0, "single": 8.0}})
+  assert rows[1][header.index("goal: in (or below) alternating's range at <= 0.9x its time")] == "no"   # worse FID
+
+
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_gan_convergence_records_fid_and_training_seconds_and_resumes_from_its_results_file(tmp_path, monkeypatch):
   """benchmarks.gan_convergence runs a variant through train.gan's main (tiny DCGAN, 4 steps), records FID of G and
   of its EMA with the loop's training seconds at each evaluation, and skips recorded runs on a rerun."""
@@ -164,9 +186,15 @@ def test_gan_convergence_records_fid_and_training_seconds_and_resumes_from_its_r
   assert (tmp_path / "png" / "gan_convergence.png").exists()
   monkeypatch.setattr(gan_convergence, "train", lambda *a, **k: pytest.fail("a recorded run was trained again"))
   gan_convergence.main(argv)
+  gan_convergence.main(argv + ["--time", "--repeats", "2"])   # step times: recorded beside the runs, in the table
+  recorded = json.loads((tmp_path / "out" / "gan_convergence.json").read_text())
+  assert recorded["timing"]["ms"]["single, optimistic Adam"] > 0
+  assert recorded["runs"].keys() == {"single, optimistic Adam/0"} and recorded["argv"] == argv
+  assert float(recorded["rows"][0][recorded["header"].index("ms per step (interleaved)")]) > 0
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_ebm_ensemble_compares_each_model_alone_with_all_sharing_one_buffer(tmp_path):
   """benchmarks.ebm_ensemble trains the models (tiny), samples each alone and all together with the same chains and
   steps in all, and writes one FID row per configuration and the grid."""
@@ -204,3 +232,46 @@ def test_per_class_accuracy_counts_dead_units_of_a_known_net(monkeypatch):
   acc, dead = exact_table.per_class_accuracy("unused", "mnist")
   assert acc == [0.0] * 3 + [1.0] + [0.0] * 6
   assert dead == [0.0, 0.0, 1.0]
+
+
+def test_mobilenet_table_runs_cpu94_and_its_ablations_records_each_change_and_resumes(tmp_path, monkeypatch):
+  """benchmarks.mobilenet_table runs `train.classify --recipe cpu94` with each ablation's flags on top (checked by
+  parsing the argv it ran as train.classify does), records the per-epoch curves the run wrote, gives an ablation
+  row its change against cpu94's seed 0, draws the picture with the 89.71% run beside, and does not train a
+  recorded run again. The runs are stand-ins that write known curves (training MobileNet itself: test_mobilenet)."""
+  import json
+  from pathlib import Path
+
+  from benchmarks import mobilenet_table
+  from jaxtricks import cli
+  from train import classify
+  final = {"cpu94": 0.9412, "cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)": 0.9236}
+  ran = []
+
+  def fake_run(program, argv):
+    config = cli.parse(classify.Config, argv, recipes=classify.RECIPES)
+    name = "cpu94" if config.stem_stride == 1 else "cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)"
+    ran.append((program, config))
+    Path(config.workdir).mkdir(parents=True)
+    rows = [{"step": s, "steps_per_sec": 4.0} for s in range(1, 9)]
+    rows += [{"step": 4, "test/accuracy": final[name] - 0.01}, {"step": 8, "test/accuracy": final[name]}]
+    (Path(config.workdir) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return argv
+
+  monkeypatch.setattr(mobilenet_table, "run_program", fake_run)
+  row = "cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)"
+  argv = ["--rows", f"cpu94;{row}", "--seeds", "0", "--epochs", "2", "--root", str(tmp_path / "runs"),
+          "--out", str(tmp_path / "out"), "--png", str(tmp_path / "png"), "--extra", "--batch-size 64"]
+  assert mobilenet_table.main(argv) == 0
+  (_, base), (_, ablated) = ran
+  assert (base.model, base.stem_stride, base.augment, base.optimizer, base.epochs, base.batch_size) == (
+      "mobilenet", 1, "crop_flip_erase", "sgd", 2.0, 64)
+  assert (ablated.stem_stride, ablated.augment, ablated.label_smoothing) == (2, "crop_flip_erase", 0.1)
+  data = json.loads((tmp_path / "out" / "mobilenet_table.json").read_text())
+  assert data["runs"]["cpu94/0"]["curve"] == [[4, 0.9312], [8, 0.9412]]
+  assert abs(data["runs"]["cpu94/0"]["train_minutes"] - 8 * 0.25 / 60) < 1e-9
+  (base_row,), (ablated_row,) = [r for r in data["rows"] if r[0] == "cpu94"], [r for r in data["rows"] if r[0] == row]
+  assert base_row[1].startswith("94.12") and base_row[-1] == "" and ablated_row[-1] == "-1.76"
+  assert (tmp_path / "png" / "mobilenet_cpu94.png").exists()
+  monkeypatch.setattr(mobilenet_table, "run_program", lambda *a, **k: pytest.fail("a recorded run was trained again"))
+  assert mobilenet_table.main(argv) == 0

@@ -88,7 +88,7 @@ def test_workdir_of_another_model_refused(raw, capsys, monkeypatch):
   assert rc == cli.EXIT_USAGE and "another configuration" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model, size", [("cnn", 28), ("mobilenet", 32)])
+@pytest.mark.parametrize("model, size", [("cnn", 28), pytest.param("mobilenet", 32, marks=pytest.mark.slow)])
 def test_model_shapes_and_steps_lower_the_loss(model, size):
   config = classify.Config(model=model, width=0.25, input_size=max(size, 28), lr=1e-3)
   x = jax.random.uniform(jax.random.PRNGKey(0), (8, size, size, 3 if model == "mobilenet" else 1))

@@ -54,6 +54,27 @@ def test_cache_is_keyed_by_the_raw_files(tmp_path):
     load("fashion_mnist", "train", data_dir=str(tmp_path / "nowhere"), tfds_dir=cache)
 
 
+def test_a_cache_prepared_by_another_process_while_this_one_waited_is_read(tmp_path, monkeypatch):
+  """Two processes on a fresh machine (parallel test workers) open the same uncached data set: the second one's
+  builder was made before the first finished preparing, finds the data there once it holds the lock, and must
+  read its splits from disk rather than report none (seen: "mnist has no split 'train'; it has")."""
+  from jaxtricks.data import builders
+  arrays = make_raw_folder(tmp_path / "raw")
+  real_prepare, raced = builders.prepare, []
+
+  def prepare_after_the_other_process(b):
+    if not raced:   # the other process takes the lock first and prepares the cache
+      raced.append(True)
+      monkeypatch.setattr(builders, "prepare", real_prepare)
+      builders.builder("fashion_mnist", data_dir=str(tmp_path / "raw"), tfds_dir=str(tmp_path / "tfds"))
+    real_prepare(b)
+
+  monkeypatch.setattr(builders, "prepare", prepare_after_the_other_process)
+  images, labels = load("fashion_mnist", "train", data_dir=str(tmp_path / "raw"), tfds_dir=str(tmp_path / "tfds"))
+  assert raced and len(labels) == 256
+  np.testing.assert_array_equal(images[..., 0], arrays["train_images"])
+
+
 def test_data_dir_from_environment(fake_data, monkeypatch):
   raw, cache, arrays = fake_data
   monkeypatch.setenv("JAXTRICKS_DATA", str(raw))

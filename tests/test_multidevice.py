@@ -6,7 +6,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, child_env
+
+pytestmark = pytest.mark.slow
 
 
 def test_four_device_runs_equal_one_device_runs():

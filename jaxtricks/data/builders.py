@@ -195,9 +195,12 @@ def builder(name: str, *, data_dir: str | None = None, tfds_dir: str | None = No
   """The prepared builder of data set `name`; raw files from `data_dir` (see sources.py), cache in `tfds_dir`."""
   if name not in BUILDERS:
     raise DataError(None, f"unknown data set {name!r}; known: {', '.join(BUILDERS)}")
-  b = BUILDERS[name](raw_data_dir=data_dir, data_dir=cache_dir(BUILDERS[name].SOURCE, data_dir, tfds_dir),
-                     file_format="array_record", **kwargs)
+  make = lambda: BUILDERS[name](raw_data_dir=data_dir, data_dir=cache_dir(BUILDERS[name].SOURCE, data_dir, tfds_dir),
+                                file_format="array_record", **kwargs)
+  b = make()
   prepare(b)
+  if not b.info.splits:   # another process prepared the cache while this one waited for the lock: read it now
+    b = make()
   return b
 
 
