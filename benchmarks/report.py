@@ -28,6 +28,10 @@ GRIDS = [
      "GAN, one loss (train.gan --mode single: the freeze form, one D forward on the fakes), 1,500 steps, seed 0 — `python -m benchmarks.gan_fid`"),
     ("gan_alternating_1500.png", "runs/gan_fid/alternating-w32-n1500-s0/samples_001500.png",
      "GAN, alternating updates, 1,500 steps, seed 0 — `python -m benchmarks.gan_fid`"),
+    ("gan_cifar10_1000.png", "runs/gan_cifar10_cpu/samples_001000.png",
+     "GAN on CIFAR-10 (32x32x3), one loss, width 32, samples of the EMA of G after 1,000 steps on the 2-core CPU, seed 0 — `python -m train.gan --dataset cifar10 --steps 3000 --width 32 --ema-decay 0.999 --sample-every 1000 --workdir runs/gan_cifar10_cpu`"),
+    ("gan_cifar10_3000.png", "runs/gan_cifar10_cpu/samples_003000.png",
+     "The same run after 3,000 steps"),
     ("ebm_buffer_3000.png", None,
      "EBM replay buffer after 3,000 steps — `python -m train.ebm --steps 3000 --workdir runs/ebm-long`"),
 ]
