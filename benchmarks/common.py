@@ -140,6 +140,15 @@ def run_machines(runs: dict) -> str:
   return "; ".join(f"{m}: {len(d)} run{'s' * (len(d) > 1)} ({', '.join(sorted(set(d)))})" for m, d in by.items())
 
 
+def results_machines(data: dict) -> str:
+  """Where a results file's table was measured: the machines of its runs where every run records one, else the
+  machine that wrote the file."""
+  runs = data.get("runs") or {}
+  if runs and all(isinstance(r, dict) and "machine" in r for r in runs.values()):
+    return f"runs on {run_machines(runs)}"
+  return data["machine"]
+
+
 def update_results_md(results, marker: str, md=Path(__file__).parent / "RESULTS.md") -> int:
   """Rewrites the text between RESULTS.md's markers `<!-- marker:begin -->` ... `<!-- marker:end -->` with the
   table of results file `results`, its command and the machines of its runs. 2 when the markers are missing."""
@@ -150,8 +159,7 @@ def update_results_md(results, marker: str, md=Path(__file__).parent / "RESULTS.
   if begin not in text or end not in text:
     print(f"{md} lacks the markers {begin} ... {end}", file=sys.stderr)
     return 2
-  runs = f"runs on {run_machines(data['runs'])}" if "runs" in data else data["machine"]
-  block = (f"`{data['command']}`, jax {data['jax']} — {runs}.\n\n"
+  block = (f"`{data['command']}`, jax {data['jax']} — {results_machines(data)}.\n\n"
            f"{table(data['header'], data['rows'])}\n")
   head, rest = text.split(begin, 1)
   md.write_text(f"{head}{begin}\n{block}{end}{rest.split(end, 1)[1]}")

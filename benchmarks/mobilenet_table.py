@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import (flag_argv, machine, pending_runs, run_machines, run_program, table, update_results_md,
+from benchmarks.common import (flag_argv, machine, pending_runs, run_program, table, update_results_md,
                                write_results)
 from benchmarks.exact_table import plot, summarize, train_minutes
 from jaxtricks import loop
@@ -119,12 +119,11 @@ def main(argv=None):
     print(f"{name} seed {seed}: {100 * curve[-1][1]:.2f}% ({runs[f'{name}/{seed}']['train_minutes']:.1f} "
           f"train-step min)", flush=True)
     header, rows = summarize_all(names, seeds, runs)
-    write_results(out, "benchmarks.mobilenet_table", argv, header, rows, runs=runs, epochs=args.epochs,
-                  machines=run_machines(runs))
+    write_results(out, "benchmarks.mobilenet_table", argv, header, rows, runs=runs, epochs=args.epochs)
   header, rows = summarize_all(names, seeds, runs)
   if args.results_md and runs:
     write_results(out, "benchmarks.mobilenet_table", recorded.get("argv", []), header, rows, runs=runs,
-                  epochs=recorded.get("epochs", args.epochs), machines=run_machines(runs))
+                  epochs=recorded.get("epochs", args.epochs))
   if runs:
     plot_all(Path(args.png) / "mobilenet_cpu94.png", names, seeds, runs, recorded.get("epochs", args.epochs))
   print(f"Fashion-MNIST, MobileNet --recipe cpu94, {args.epochs:g} epochs — {machine()}")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 
-from benchmarks.common import run_machines, table
+from benchmarks.common import results_machines, run_machines, table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -53,11 +53,8 @@ def _table_section(title: str, name: str, make: str, note: str = "", note_key: s
   if data is None:
     return f"### {title}\n\nNot measured yet: `{make}` writes `benchmarks/results/{name}`.\n"
   note = data.get(note_key, "") if note_key else note
-  runs = data.get("runs") or {}
-  recorded = runs and all(isinstance(r, dict) and "machine" in r for r in runs.values())
-  machines = f"runs on {run_machines(runs)}" if recorded else data["machine"]
   shown = f"\n![{picture[:-4]}](docs/{picture})\n" if picture and (DOCS / picture).exists() else ""
-  return (f"### {title}\n\n`{data['command']}` — {machines}, jax {data['jax']}, {data['date']}.\n\n"
+  return (f"### {title}\n\n`{data['command']}` — {results_machines(data)}, jax {data['jax']}, {data['date']}.\n\n"
           f"{table(data['header'], data['rows'])}\n" + (f"\n{note}\n" if note else "") + shown)
 
 
