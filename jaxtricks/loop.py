@@ -317,8 +317,12 @@ def restore_or_init(mngr: ocp.CheckpointManager, workdir: Path, init_fn: Callabl
   if mngr.latest_step() is not None:
     abstract = with_shardings(jax.eval_shape(init_fn), state_sharding)
     return _restore_newest_intact(mngr, workdir, abstract, key_sharding, move_damaged=True)
-  # jitted: one compile, where an eager init compiles each of its hundreds of small ops alone (seconds per start)
+  # jitted: one compile, where an eager init compiles each of its hundreds of small ops alone (seconds per start);
+  # on a CPU at LLVM level 1, not 2: the same bits as an eager init (every trainer's, checked), compiled 2.5-4x
+  # faster (a width-64 DCGAN's 6.0 -> 2.6 s, MobileNet's 20.8 -> 7.6 s; 2026-12-02), and it runs once
   placed = {"out_shardings": state_sharding} if state_sharding is not None else {}
+  if jax.default_backend() == "cpu":
+    placed["compiler_options"] = {"xla_backend_optimization_level": 1}
   state = jax.jit(init_fn, **placed)()
   if state_sharding is not None:
     key = jax.device_put(key, key_sharding)

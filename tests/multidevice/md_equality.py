@@ -64,31 +64,29 @@ def test_gan_4_devices_equal_1(raw, tmp_path, monkeypatch):
   chex.assert_trees_all_close(out[1][0].params, out[4][0].params, rtol=1e-4, atol=1e-5)
 
 
-def test_ebm_4_devices_equal_1_buffer_split(raw, tmp_path, monkeypatch):
-  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-  out = _run_both(train_ebm, raw, tmp_path, steps=3, batch_size=16, channels=4, langevin_steps=3,
-                  buffer_size=64, fresh_steps=3, unroll=1, fid_samples=32, sample_every=3, fid_every=3)
-  one, four = out[1][0], out[4][0]
-  assert four.buffer.data.sharding.spec == jax.sharding.PartitionSpec("data")
-  assert len(four.buffer.data.addressable_shards) == 4
-  assert four.buffer.data.addressable_shards[0].data.shape[0] == 16     # a quarter of the buffer per device
-  chex.assert_trees_all_close(one.params, four.params, rtol=1e-4, atol=1e-5)
-  np.testing.assert_array_equal(np.asarray(one.buffer.count), np.asarray(four.buffer.count))
-  # uint8 buffers: chains equal up to float order may round to the neighbouring level in a few pixels
-  diff = np.abs(np.asarray(one.buffer.data, np.int16) - np.asarray(four.buffer.data, np.int16))
-  assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
-
-
-def test_resume_on_4_devices_restores_the_sharded_buffer_then_ensemble_sampling(raw, tmp_path, monkeypatch):
-  """A run resumed on 4 devices equals the uninterrupted one (the buffer restored split); then train.ebm_sample
-  with the chains split over 4 devices draws what it draws on 1, from an ensemble of those two workdirs."""
+def test_ebm_4_devices_equal_1_buffer_split_and_resumed(raw, tmp_path, monkeypatch):
+  """The EBM on 4 devices equals it on 1 (params; the replay buffer split a quarter per device); a run resumed on
+  4 devices equals the uninterrupted one (the buffer restored split); then train.ebm_sample with the chains split
+  over 4 devices draws what it draws on 1, from an ensemble of those two workdirs."""
   from train import ebm_sample
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
   kw = dict(data_dir=str(raw / "raw"), batch_size=16, channels=4, langevin_steps=3, buffer_size=64, fresh_steps=3,
-            unroll=1, fid_samples=32, sample_every=100, fid_every=100, checkpoint_every=2, progress=False, devices=4)
-  straight = train_ebm.run(train_ebm.Config(steps=4, workdir=str(tmp_path / "a"), **kw))
-  train_ebm.run(train_ebm.Config(steps=2, workdir=str(tmp_path / "b"), **kw))
-  resumed = train_ebm.run(train_ebm.Config(steps=4, workdir=str(tmp_path / "b"), **kw))
+            unroll=1, fid_samples=32, sample_every=4, fid_every=4, checkpoint_every=2, progress=False)
+  one = train_ebm.run(train_ebm.Config(steps=4, workdir=str(tmp_path / "one"), devices=1, **kw))
+  straight = train_ebm.run(train_ebm.Config(steps=4, workdir=str(tmp_path / "a"), devices=4, **kw))
+  devices = lambda state: {len(x.sharding.device_set) for x in jax.tree.leaves(state) if hasattr(x, "sharding")}
+  assert devices(one) == {1} and devices(straight) == {4}     # really placed on 1 and on 4 devices
+  assert straight.buffer.data.sharding.spec == jax.sharding.PartitionSpec("data")
+  assert len(straight.buffer.data.addressable_shards) == 4
+  assert straight.buffer.data.addressable_shards[0].data.shape[0] == 16     # a quarter of the buffer per device
+  chex.assert_trees_all_close(one.params, straight.params, rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(one.buffer.count), np.asarray(straight.buffer.count))
+  # uint8 buffers: chains equal up to float order may round to the neighbouring level in a few pixels
+  diff = np.abs(np.asarray(one.buffer.data, np.int16) - np.asarray(straight.buffer.data, np.int16))
+  assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+  train_ebm.run(train_ebm.Config(steps=2, workdir=str(tmp_path / "b"), devices=4, **kw))
+  resumed = train_ebm.run(train_ebm.Config(steps=4, workdir=str(tmp_path / "b"), devices=4, **kw))
   assert resumed.buffer.data.sharding.spec == jax.sharding.PartitionSpec("data")
   chex.assert_trees_all_close(straight.params, resumed.params, rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(np.asarray(straight.buffer.data), np.asarray(resumed.buffer.data))
