@@ -22,6 +22,7 @@ interleaved (median of --repeats), recorded in the results file beside the runs:
 """
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -29,7 +30,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import optax
 
 from benchmarks.common import (flag_argv, machine, pending_runs, table, time_interleaved, train, update_results_md,
                                write_results)
@@ -65,19 +65,13 @@ def step_seconds(names, *, width: int, batch: int = 64, z_dim: int = 100, ema_de
   fns = {}
   for name in names:
     v = {"lr_g": 2e-4, "lr_d": 2e-4, "lam": 1.0, "adam_eps": 1e-8, "optimizer": "adam", **VARIANTS[name]}
-    make = optax.optimistic_adam if v["optimizer"] == "optimistic_adam" else optax.adam
-    tx = gan.two_timescale(make(v["lr_g"], b1=0.5, eps=v["adam_eps"]), make(v["lr_d"], b1=0.5, eps=v["adam_eps"]))
-    kw = dict(generator=generator, discriminator=discriminator, tx=tx)
-
-    def step(state, x, key, v=v, kw=kw):
-      z = jax.random.normal(key, (x.shape[0], z_dim))
-      if v["mode"] == "alternating":
-        state, _ = gan.alternating_step(state, x, z, jax.random.normal(jax.random.fold_in(key, 1), z.shape), **kw)
-      else:
-        state, _ = gan.single_step(state, x, z, lam=v["lam"], form="fused", **kw)
-      return gan.ema_update(state, ema_decay)
-
-    jitted = jax.jit(step, donate_argnums=0, **({"compiler_options": options} if options else {}))
+    tx = gan.adam_players(lr_g=v["lr_g"], lr_d=v["lr_d"], b1=0.5, eps=v["adam_eps"],
+                          optimistic=v["optimizer"] == "optimistic_adam")
+    step = functools.partial(gan.train_step, form="alternating" if v["mode"] == "alternating" else "fused",
+                             generator=generator, discriminator=discriminator, tx=tx, z_dim=z_dim, lam=v["lam"],
+                             ema_decay=ema_decay)
+    jitted = jax.jit(lambda state, x, key, step=step: step(state, x, key)[0], donate_argnums=0,
+                     **({"compiler_options": options} if options else {}))
     carry = [gan.with_ema(gan.init(key, generator, discriminator, (1, z_dim), (1, 28, 28, 1), tx))]
 
     def call(jitted=jitted, carry=carry):

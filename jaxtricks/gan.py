@@ -83,6 +83,15 @@ def two_timescale(tx_g: optax.GradientTransformation, tx_d: optax.GradientTransf
   return {"G": tx_g, "D": tx_d}
 
 
+def adam_players(*, lr_g: float, lr_d: float, b1: float = 0.5, eps: float = 1e-8,
+                 optimistic: bool = False) -> Optimizers:
+  """Both players' Adam, each with its own learning rate (two time scales when lr_d != lr_g); `optimistic`:
+  optax.optimistic_adam (Daskalakis et al. 2018), extrapolating with the previous update (a saved gradient, no
+  extra forward pass). A large `eps` (e.g. 1e-3) lets a single loss's lam scale G's steps."""
+  make = optax.optimistic_adam if optimistic else optax.adam
+  return two_timescale(make(lr_g, b1=b1, eps=eps), make(lr_d, b1=b1, eps=eps))
+
+
 def init(key, generator, discriminator, z_shape, x_shape, tx: Optimizers) -> GanState:
   """Initial state; `tx` = {'G': tx_G, 'D': tx_D}."""
   kg, kd = jax.random.split(key)
@@ -201,6 +210,20 @@ def alternating_step(state: GanState, x_real, z_d, z_g=None, *, generator, discr
   state, m_d = discriminator_step(state, x_real, z_d, **kw)
   state, m_g = generator_step(state, z_d if z_g is None else z_g, **kw)
   return state.replace(step=state.step + 1), {**m_d, **m_g}
+
+
+def train_step(state: GanState, x_real, key, *, form: Literal["alternating", "fused", "freeze", "subtract"],
+               generator, discriminator, tx: Optimizers, z_dim: int, lam: float = 1.0,
+               ema_decay: float = 0.0) -> tuple[GanState, dict]:
+  """One training step from a key: z ~ N(0, I) (alternating: a second z, from fold_in(key, 1), for G's half);
+  `form` 'alternating' is alternating_step, the others single_step's forms; then G's EMA (if the state has one)."""
+  z = jax.random.normal(key, (x_real.shape[0], z_dim))
+  kw = dict(generator=generator, discriminator=discriminator, tx=tx)
+  if form == "alternating":
+    state, metrics = alternating_step(state, x_real, z, jax.random.normal(jax.random.fold_in(key, 1), z.shape), **kw)
+  else:
+    state, metrics = single_step(state, x_real, z, lam=lam, form=form, **kw)
+  return ema_update(state, ema_decay), metrics
 
 
 @jax.custom_vjp

@@ -120,6 +120,43 @@ def test_alternating_step_equals_two_updates_by_hand():
   assert int(new.step) == 1
 
 
+@pytest.mark.parametrize("form", ["alternating", "fused", "subtract"])
+def test_train_step_draws_z_from_its_key_then_steps_then_updates_the_ema(form):
+  """gan.train_step (what train.gan and benchmarks.gan_convergence run) is the named step on z ~ N(0, I) from the
+  key (alternating: G's own z from fold_in(key, 1)), then G's EMA."""
+  tx = gan.adam_players(lr_g=1e-3, lr_d=4e-3, eps=1e-3)
+  state = gan.with_ema(_state(tx))
+  x, _ = _batch()
+  key = jax.random.PRNGKey(7)
+  new, metrics = gan.train_step(state, x, key, form=form, tx=tx, z_dim=Z, lam=2.0, ema_decay=0.9, **NETS)
+  z = jax.random.normal(key, (x.shape[0], Z))
+  if form == "alternating":
+    ref, _ = gan.alternating_step(state, x, z, jax.random.normal(jax.random.fold_in(key, 1), z.shape), tx=tx, **NETS)
+  else:
+    ref, _ = gan.single_step(state, x, z, lam=2.0, form=form, tx=tx, **NETS)
+  chex.assert_trees_all_close(new.params, ref.params, rtol=1e-6, atol=1e-7)
+  ema = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, state.ema_g, ref.params["G"])
+  chex.assert_trees_all_close(new.ema_g, ema, rtol=1e-6, atol=1e-7)
+  assert not np.allclose(jax.tree.leaves(new.ema_g)[0], jax.tree.leaves(state.ema_g)[0])
+  assert int(new.step) == 1 and np.isfinite(float(metrics["d_loss"]))
+
+
+def test_adam_players_is_each_players_adam_or_optimistic_adam():
+  state = _state(optax.adam(1e-3))
+  grads = jax.tree.map(jnp.ones_like, state.params)
+  for optimistic, make in ((False, optax.adam), (True, optax.optimistic_adam)):
+    tx = gan.adam_players(lr_g=1e-4, lr_d=4e-4, b1=0.5, eps=1e-3, optimistic=optimistic)
+    for k, lr in (("G", 1e-4), ("D", 4e-4)):
+      ref = make(lr, b1=0.5, eps=1e-3)
+      got, _ = tx[k].update(grads[k], tx[k].init(state.params[k]), state.params[k])
+      want, _ = ref.update(grads[k], ref.init(state.params[k]), state.params[k])
+      chex.assert_trees_all_close(got, want)
+  plain = gan.adam_players(lr_g=1e-4, lr_d=1e-4)["G"]
+  opt = gan.adam_players(lr_g=1e-4, lr_d=1e-4, optimistic=True)["G"]
+  assert not np.allclose(jax.tree.leaves(plain.update(grads["G"], plain.init(state.params["G"]))[0])[0],
+                         jax.tree.leaves(opt.update(grads["G"], opt.init(state.params["G"]))[0])[0])
+
+
 def test_two_timescale_is_adam_per_subtree():
   tx_g, tx_d = optax.adam(1e-4), optax.adam(4e-4)
   state = _state(gan.two_timescale(tx_g, tx_d))

@@ -18,14 +18,15 @@ from typing import Literal
 
 import jax
 import numpy as np
-import optax
 
 from jaxtricks import cli, gan, harness, loop, metrics
 from jaxtricks.data import IMAGE_SHAPES, pipeline
 from jaxtricks.errors import require
 from jaxtricks.models.dcgan import Discriminator, Generator
 
-FORMS = {"single": "fused", "single-freeze": "freeze", "single-subtract": "subtract"}
+# each --mode as jaxtricks.gan.train_step's form
+FORMS = {"single": "fused", "single-freeze": "freeze", "single-subtract": "subtract",
+         "alternating": "alternating"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,21 +83,15 @@ def nets(config: Config) -> tuple[Generator, Discriminator]:
 
 def optimizers(config: Config) -> gan.Optimizers:
   """{'G', 'D'}: --optimizer with each player's learning rate (two time scales when --lr-d differs from --lr-g)."""
-  make = optax.optimistic_adam if config.optimizer == "optimistic_adam" else optax.adam
-  return gan.two_timescale(make(config.lr_g, b1=config.beta1, eps=config.adam_eps),
-                           make(config.lr_d, b1=config.beta1, eps=config.adam_eps))
+  return gan.adam_players(lr_g=config.lr_g, lr_d=config.lr_d, b1=config.beta1, eps=config.adam_eps,
+                          optimistic=config.optimizer == "optimistic_adam")
 
 
 def train_step(state: gan.GanState, batch: dict, key, *, config: Config, generator, discriminator, tx):
-  x = batch["image"]
-  z = jax.random.normal(key, (x.shape[0], config.z_dim))
-  kw = dict(generator=generator, discriminator=discriminator, tx=tx)
-  if config.mode == "alternating":
-    z_g = jax.random.normal(jax.random.fold_in(key, 1), z.shape)
-    state, m = gan.alternating_step(state, x, z, z_g, **kw)
-  else:
-    state, m = gan.single_step(state, x, z, lam=config.lam, form=FORMS[config.mode], **kw)
-  return gan.ema_update(state, config.ema_decay), {"loss": m["d_loss"], **m}
+  state, m = gan.train_step(state, batch["image"], key, form=FORMS[config.mode], generator=generator,
+                            discriminator=discriminator, tx=tx, z_dim=config.z_dim, lam=config.lam,
+                            ema_decay=config.ema_decay)
+  return state, {"loss": m["d_loss"], **m}
 
 
 def generate(generator, state: gan.GanState, key, n: int, z_dim: int, ema: bool = False) -> np.ndarray:
