@@ -304,6 +304,14 @@ def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict | None:
     return None
 
 
+def init_once(init_fn: Callable[[], State], out_shardings: Any = None) -> State:
+  """init_fn() as one compiled program (placed by `out_shardings`, if given): an eager init compiles each of its
+  hundreds of small ops alone (seconds per start). XLA's default optimization level on purpose: a lower LLVM level
+  compiles an init 2.5-4x faster but changes the last bit of some initial weights (measured 2026-12-02), and runs
+  must reproduce the results made with an eager init."""
+  return jax.jit(init_fn, **({"out_shardings": out_shardings} if out_shardings is not None else {}))()
+
+
 def restore_or_init(mngr: ocp.CheckpointManager, workdir: Path, init_fn: Callable[[], State], key: jax.Array,
                     state_sharding: Any = None) -> tuple[State, jax.Array, int]:
   """(state, key, step to start from): the newest intact checkpoint's, or init_fn()'s and the given key at step
@@ -317,13 +325,7 @@ def restore_or_init(mngr: ocp.CheckpointManager, workdir: Path, init_fn: Callabl
   if mngr.latest_step() is not None:
     abstract = with_shardings(jax.eval_shape(init_fn), state_sharding)
     return _restore_newest_intact(mngr, workdir, abstract, key_sharding, move_damaged=True)
-  # jitted: one compile, where an eager init compiles each of its hundreds of small ops alone (seconds per start);
-  # on a CPU at LLVM level 1, not 2: the same bits as an eager init (every trainer's, checked), compiled 2.5-4x
-  # faster (a width-64 DCGAN's 6.0 -> 2.6 s, MobileNet's 20.8 -> 7.6 s; 2026-12-02), and it runs once
-  placed = {"out_shardings": state_sharding} if state_sharding is not None else {}
-  if jax.default_backend() == "cpu":
-    placed["compiler_options"] = {"xla_backend_optimization_level": 1}
-  state = jax.jit(init_fn, **placed)()
+  state = init_once(init_fn, state_sharding)
   if state_sharding is not None:
     key = jax.device_put(key, key_sharding)
   return state, key, 0

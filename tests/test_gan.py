@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxtricks import gan
+from jaxtricks import gan, loop
 from jaxtricks.models.dcgan import Discriminator, Generator
 
 G, D = Generator(width=4), Discriminator(width=4)
@@ -25,7 +25,7 @@ def _tx(tx):
 
 
 def _state(tx, key=0):
-  state = gan.init(jax.random.PRNGKey(key), G, D, (2, Z), (2, 28, 28, 1), _tx(tx))
+  state = loop.init_once(lambda: gan.init(jax.random.PRNGKey(key), G, D, (2, Z), (2, 28, 28, 1), _tx(tx)))
   # perturb BatchNorm's running statistics so that a pass that wrongly used them would show
   stats = jax.tree.map(lambda a: a + 0.1, state.batch_stats)
   return state.replace(batch_stats=stats)
@@ -49,7 +49,7 @@ def _reference_grads(state, x, z):
     return gan.g_hinge_loss(D.apply({"params": state.params["D"], "batch_stats": state.batch_stats["D"]}, fake,
                                     mutable=["batch_stats"])[0])
 
-  return jax.grad(d_loss)(state.params["D"]), jax.grad(g_loss)(state.params["G"])
+  return jax.jit(jax.grad(d_loss))(state.params["D"]), jax.jit(jax.grad(g_loss))(state.params["G"])
 
 
 @pytest.mark.parametrize("form", ["freeze", "subtract"])
@@ -128,12 +128,14 @@ def test_train_step_draws_z_from_its_key_then_steps_then_updates_the_ema(form):
   state = gan.with_ema(_state(tx))
   x, _ = _batch()
   key = jax.random.PRNGKey(7)
-  new, metrics = gan.train_step(state, x, key, form=form, tx=tx, z_dim=Z, lam=2.0, ema_decay=0.9, **NETS)
+  new, metrics = jax.jit(lambda s: gan.train_step(s, x, key, form=form, tx=tx, z_dim=Z, lam=2.0, ema_decay=0.9,
+                                                  **NETS))(state)
   z = jax.random.normal(key, (x.shape[0], Z))
   if form == "alternating":
-    ref, _ = gan.alternating_step(state, x, z, jax.random.normal(jax.random.fold_in(key, 1), z.shape), tx=tx, **NETS)
+    z_g = jax.random.normal(jax.random.fold_in(key, 1), z.shape)
+    ref, _ = jax.jit(lambda s: gan.alternating_step(s, x, z, z_g, tx=tx, **NETS))(state)
   else:
-    ref, _ = gan.single_step(state, x, z, lam=2.0, form=form, tx=tx, **NETS)
+    ref, _ = jax.jit(lambda s: gan.single_step(s, x, z, lam=2.0, form=form, tx=tx, **NETS))(state)
   chex.assert_trees_all_close(new.params, ref.params, rtol=1e-6, atol=1e-7)
   ema = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, state.ema_g, ref.params["G"])
   chex.assert_trees_all_close(new.ema_g, ema, rtol=1e-6, atol=1e-7)

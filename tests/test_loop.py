@@ -114,20 +114,17 @@ def test_restore_or_init_inits_then_restores(tmp_path):
 
 
 def test_first_state_is_bitwise_an_eager_init(tmp_path):
-  """restore_or_init compiles init_fn with its own compiler options (a lower LLVM level on a CPU): the state must
-  hold the very bits an eager init gives (at level 0 the initializers' kernels differ in the last bit), so runs
-  and results made with an eager init reproduce."""
-  from jaxtricks import gan
-  from jaxtricks.models.dcgan import Discriminator, Generator
-  import optax
-  tx = gan.two_timescale(optax.adam(1e-3), optax.adam(1e-3))
-  init_fn = lambda: gan.init(jax.random.PRNGKey(3), Generator(image_shape=(28, 28, 1), width=8),
-                             Discriminator(width=8), (1, 8), (1, 28, 28, 1), tx)
+  """restore_or_init compiles init_fn (loop.init_once): the state must hold the very bits an eager init gives, so
+  runs and results made with an eager init reproduce (at XLA's lower LLVM levels this net's Dense kernel differs
+  in the last bit: measured 2026-12-02)."""
+  import flax.linen as nn
+  net = nn.Sequential([nn.Conv(4, (3, 3)), nn.Dense(3)])
+  init_fn = lambda: net.init(jax.random.PRNGKey(3), jnp.zeros((1, 8, 8, 1)))
   mngr = loop.checkpoint_manager(tmp_path)
   state, _, start = loop.restore_or_init(mngr, tmp_path, init_fn, jax.random.PRNGKey(0))
   mngr.close()
   eager = init_fn()
-  assert start == 0 and len(jax.tree.leaves(eager)) == len(jax.tree.leaves(state))
+  assert start == 0 and len(jax.tree.leaves(eager)) == len(jax.tree.leaves(state)) == 4
   for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(state)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
