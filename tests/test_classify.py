@@ -106,7 +106,7 @@ def test_every_loss_trains(loss):
 def _check_training(config, x):
   y = jnp.arange(8) % 10
   model, tx = classify.make_model(config), classify.optimizer(config, 8)
-  state = loop.init_once(lambda: classifier.init(jax.random.PRNGKey(0), model, x.shape, tx))
+  state = classifier.init(jax.random.PRNGKey(0), model, x.shape, tx)
   outputs = classifier.predict(model, state, x)
   chex.assert_shape(outputs, (8, classify.num_outputs(config)))
   chex.assert_tree_all_finite(outputs)

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxtricks import ebm, loop, replay
+from jaxtricks import ebm, replay
 from jaxtricks.models.energy import EnergyNet
 
 NET = EnergyNet(stem=4, stages=(4, 8))
@@ -33,7 +33,7 @@ def test_energy_net_shapes_and_spectral_norm():
 
 def test_train_step_widens_the_gap_between_fakes_and_reals():
   tx = optax.sgd(1e-3)
-  state = loop.init_once(lambda: ebm.init(jax.random.PRNGKey(0), NET, (28, 28, 1), tx, buffer_size=64))
+  state = ebm.init(jax.random.PRNGKey(0), NET, (28, 28, 1), tx, buffer_size=64)
   x_real = jnp.zeros((8, 28, 28, 1)).at[:, 10:18, 10:18].set(1.0)
   new, m = jax.jit(functools.partial(ebm.train_step, model=NET, tx=tx, sampler=SAMPLER, reg=0.0))(
       state, {"image": x_real}, jax.random.PRNGKey(3))
@@ -46,7 +46,7 @@ def test_train_step_widens_the_gap_between_fakes_and_reals():
 
 def test_training_fills_the_buffer_and_stays_finite():
   tx = optax.adam(1e-3)
-  state = loop.init_once(lambda: ebm.init(jax.random.PRNGKey(0), NET, (28, 28, 1), tx, buffer_size=64))
+  state = ebm.init(jax.random.PRNGKey(0), NET, (28, 28, 1), tx, buffer_size=64)
   x_real = jnp.zeros((8, 28, 28, 1)).at[:, 10:18, 10:18].set(1.0)
   step = jax.jit(functools.partial(ebm.train_step, model=NET, tx=tx, sampler=SAMPLER))
   for i in range(10):
@@ -56,10 +56,10 @@ def test_training_fills_the_buffer_and_stays_finite():
 
 
 def test_fakes_carry_no_gradient():
-  state = loop.init_once(lambda: ebm.init(jax.random.PRNGKey(0), NET, (28, 28, 1), optax.sgd(0.0), buffer_size=16))
-  x_fake, _ = jax.jit(lambda: ebm.sample_chains(NET, state, jax.random.PRNGKey(1), 4, SAMPLER))()
-  g = jax.jit(jax.grad(lambda p: ebm.sample_chains(NET, state.replace(params=p), jax.random.PRNGKey(1), 4,
-                                                   SAMPLER)[0].sum()))(state.params)
+  state = ebm.init(jax.random.PRNGKey(0), NET, (28, 28, 1), optax.sgd(0.0), buffer_size=16)
+  x_fake, _ = ebm.sample_chains(NET, state, jax.random.PRNGKey(1), 4, SAMPLER)
+  g = jax.grad(lambda p: ebm.sample_chains(NET, state.replace(params=p), jax.random.PRNGKey(1), 4, SAMPLER)[0].sum())(
+      state.params)
   assert all(float(jnp.abs(l).max()) == 0 for l in jax.tree.leaves(g))
   assert float(x_fake.min()) >= 0 and float(x_fake.max()) <= 1
 
@@ -204,7 +204,7 @@ def test_strided_energy_net_energies_and_input_gradients():
   assert float(jnp.abs(g).sum()) > 0
   # a training step runs on it (EbmState.stats is then empty)
   tx = optax.adam(1e-3)
-  state = loop.init_once(lambda: ebm.init(jax.random.PRNGKey(0), net, (28, 28, 1), tx, buffer_size=32))
+  state = ebm.init(jax.random.PRNGKey(0), net, (28, 28, 1), tx, buffer_size=32)
   new, m = jax.jit(functools.partial(ebm.train_step, model=net, tx=tx, sampler=SAMPLER, reg=0.1))(
       state, {"image": x[:2].repeat(4, 0)}, jax.random.PRNGKey(3))
   chex.assert_tree_all_finite(m)

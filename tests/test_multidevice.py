@@ -8,13 +8,14 @@ import sys
 
 import pytest
 
-from conftest import REPO, child_env
+from conftest import REPO, TEST_XLA_LEVEL, child_env
 
 pytestmark = pytest.mark.slow
 
 
 def test_four_device_runs_equal_one_device_runs():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAXTRICKS_OFFLINE="1")
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=4 {TEST_XLA_LEVEL}",
+             JAXTRICKS_OFFLINE="1")
   env.pop("JAXTRICKS_DATA", None)
   r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/multidevice/md_equality.py"],
                      cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
@@ -56,7 +57,7 @@ def test_two_processes_of_two_devices_equal_one_device(tmp_path):
     procs = [subprocess.Popen([sys.executable, *args, "--workdir", str(tmp_path / f"{module}-2x2")], cwd=REPO,
                               env=dict(base, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
                                        JAX_PROCESS_ID=str(i), TFDS_DATA_DIR=str(tmp_path / f"tfds{i}"),
-                                       XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                                       XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {TEST_XLA_LEVEL}",
                                        JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo"),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
