@@ -212,6 +212,10 @@ def alternating_step(state: GanState, x_real, z_d, z_g=None, *, generator, discr
   return state.replace(step=state.step + 1), {**m_d, **m_g}
 
 
+# each way of training this module offers (the names train.gan's runs and the benchmarks use) as train_step's form
+MODES = {"single": "fused", "single-freeze": "freeze", "single-subtract": "subtract", "alternating": "alternating"}
+
+
 def train_step(state: GanState, x_real, key, *, form: Literal["alternating", "fused", "freeze", "subtract"],
                generator, discriminator, tx: Optimizers, z_dim: int, lam: float = 1.0,
                ema_decay: float = 0.0) -> tuple[GanState, dict]:

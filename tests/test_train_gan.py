@@ -1,13 +1,15 @@
 """train.gan end to end on a tiny fake data set: samples, FID in metrics.jsonl, a resumed run equal to an
 uninterrupted one, the EMA of G, bad input."""
 
+import typing
+
 import chex
 import jax
 import numpy as np
 import pytest
 
 from conftest import make_raw_folder
-from jaxtricks import cli, loop
+from jaxtricks import cli, gan, loop
 from train import gan as train_gan
 
 
@@ -38,6 +40,13 @@ def test_bad_flags(capsys):
   assert cli.main(train_gan.Config, train_gan.run, argv=["--lam", "0"]) == cli.EXIT_USAGE
   assert "--lam must be positive" in capsys.readouterr().err
   assert cli.main(train_gan.Config, train_gan.run, argv=["--mode", "both"]) == cli.EXIT_USAGE
+
+
+def test_every_mode_has_a_form():
+  """Each --mode the program accepts names one of jaxtricks.gan.MODES, whose forms train_step knows."""
+  modes = typing.get_args(typing.get_type_hints(train_gan.Config)["mode"])
+  assert set(modes) == set(gan.MODES)
+  assert set(gan.MODES.values()) == set(typing.get_args(typing.get_type_hints(gan.train_step)["form"]))
 
 
 def test_ema_of_the_generator(tmp_path, monkeypatch):

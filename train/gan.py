@@ -24,11 +24,6 @@ from jaxtricks.data import IMAGE_SHAPES, pipeline
 from jaxtricks.errors import require
 from jaxtricks.models.dcgan import Discriminator, Generator
 
-# each --mode as jaxtricks.gan.train_step's form
-FORMS = {"single": "fused", "single-freeze": "freeze", "single-subtract": "subtract",
-         "alternating": "alternating"}
-
-
 @dataclasses.dataclass(frozen=True)
 class Config(harness.BaseConfig):
   """Train a DCGAN with one loss through stop_gradient or with alternating updates."""
@@ -88,7 +83,7 @@ def optimizers(config: Config) -> gan.Optimizers:
 
 
 def train_step(state: gan.GanState, batch: dict, key, *, config: Config, generator, discriminator, tx):
-  state, m = gan.train_step(state, batch["image"], key, form=FORMS[config.mode], generator=generator,
+  state, m = gan.train_step(state, batch["image"], key, form=gan.MODES[config.mode], generator=generator,
                             discriminator=discriminator, tx=tx, z_dim=config.z_dim, lam=config.lam,
                             ema_decay=config.ema_decay)
   return state, {"loss": m["d_loss"], **m}
