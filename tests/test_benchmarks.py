@@ -273,5 +273,22 @@ def test_mobilenet_table_runs_cpu94_and_its_ablations_records_each_change_and_re
   (base_row,), (ablated_row,) = [r for r in data["rows"] if r[0] == "cpu94"], [r for r in data["rows"] if r[0] == row]
   assert base_row[1].startswith("94.12") and base_row[-1] == "" and ablated_row[-1] == "-1.76"
   assert (tmp_path / "png" / "mobilenet_cpu94.png").exists()
+  assert "— met: mean 94.12% (seed 0: 94.12% in 0 min)" in data["note"]
   monkeypatch.setattr(mobilenet_table, "run_program", lambda *a, **k: pytest.fail("a recorded run was trained again"))
   assert mobilenet_table.main(argv) == 0
+
+
+def test_mobilenet_table_goal_needs_every_seed_the_mean_and_the_time_budget():
+  """Issue 15's goal from the recorded runs: pending until all seeds are in; met only with the mean >= 94.0% and
+  every run within 150 train-step minutes."""
+  from benchmarks.mobilenet_table import goal
+
+  def run(acc, minutes):
+    return {"curve": [[469, 0.5], [938, acc]], "train_minutes": minutes}
+  runs = {"cpu94/0": run(0.9450, 120.0), "cpu94/1": run(0.9380, 125.0)}
+  assert "pending, 2 of 3 seeds done (seed 0: 94.50% in 120 min, seed 1: 93.80% in 125 min)" in goal([0, 1, 2], runs)
+  assert goal([0, 1, 2], {**runs, "cpu94/2": run(0.9400, 130.0)}).endswith("— met: mean 94.10% (seed 0: 94.50% in "
+                                                                           "120 min, seed 1: 93.80% in 125 min, "
+                                                                           "seed 2: 94.00% in 130 min)")
+  assert "— not met: mean 93.90%" in goal([0, 1, 2], {**runs, "cpu94/2": run(0.9340, 130.0)})
+  assert "— not met: mean 94.10%" in goal([0, 1, 2], {**runs, "cpu94/2": run(0.9400, 151.0)})   # over budget
