@@ -85,8 +85,8 @@ def plot_all(path: Path, names: list[str], seeds: list[int], runs: dict, epochs:
   steps_per_epoch = next(iter(runs.values()))["curve"][0][0] if runs else 1
   with_base = {**runs, f"{BASELINE_NAME}/0": {"curve": [((e + 1) * steps_per_epoch, a / 100)
                                                          for e, a in enumerate(BASELINE)]}}
-  plot(path, f"Fashion-MNIST, MobileNet --recipe cpu94 ({epochs:g} epochs) and its ablations: test accuracy per "
-             f"epoch — {machine()}", [*names, BASELINE_NAME], seeds, with_base)
+  plot(path, f"Fashion-MNIST, MobileNet --recipe cpu94 ({epochs:g} epochs)\nand its ablations: test accuracy per "
+             f"epoch\n{machine()}", [*names, BASELINE_NAME], seeds, with_base)
 
 
 def main(argv=None):
