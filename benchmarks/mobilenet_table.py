@@ -70,7 +70,7 @@ def goal(seeds: list[int], runs: dict, *, target: float = 94.0, budget_minutes: 
   done = {s: runs[f"cpu94/{s}"] for s in seeds if f"cpu94/{s}" in runs}
   finals = {s: 100 * r["curve"][-1][1] for s, r in done.items()}
   runs_text = ", ".join(f"seed {s}: {finals[s]:.2f}% in {minutes(r):.0f} min" for s, r in done.items())
-  rule = f"goal: mean test accuracy of cpu94 over seeds {','.join(map(str, seeds))} >= {target:g}%, " \
+  rule = f"goal: mean test accuracy of cpu94 over seeds {','.join(map(str, seeds))} >= {target:.1f}%, " \
          f"each run <= {budget_minutes:g} train-step minutes"
   if len(done) < len(seeds):
     return f"{rule} — pending, {len(done)} of {len(seeds)} seeds done" + (f" ({runs_text})" if done else "")
