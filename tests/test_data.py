@@ -24,17 +24,39 @@ def test_builder_reads_fake_folder_in_official_order(fake_data):
     assert images.shape == (len(arrays[f"{split}_labels"]), 28, 28, 1) and images.dtype == np.uint8
     np.testing.assert_array_equal(images[..., 0], arrays[f"{split}_images"])
     np.testing.assert_array_equal(labels, arrays[f"{split}_labels"])
-  # prepared data is cached: a second load reads the cache and parses no raw file
+  # prepared data is cached: a second load reads the arrays kept by the first, parsing no raw file and decoding
+  # no example
   from jaxtricks.data import builders
   def no_parsing(*a, **k):
-    raise AssertionError("parsed the raw files again")
+    raise AssertionError("parsed the raw files or decoded the examples again")
   monkey = pytest.MonkeyPatch()
   monkey.setattr(builders, "read_idx_gz", no_parsing)
+  monkey.setattr(builders, "_decode", no_parsing)
   try:
-    images, _ = load("fashion_mnist", "train", data_dir=str(raw), tfds_dir=str(cache))
+    images, labels = load("fashion_mnist", "train", data_dir=str(raw), tfds_dir=str(cache))
   finally:
     monkey.undo()
   np.testing.assert_array_equal(images[..., 0], arrays["train_images"])
+  np.testing.assert_array_equal(labels, arrays["train_labels"])
+  assert labels.dtype == np.int32
+
+
+def test_damaged_kept_arrays_are_decoded_anew(fake_data):
+  """The arrays kept beside the prepared data are a copy: one damaged or of another size is replaced by decoding
+  the examples again, never returned."""
+  raw, cache, arrays = fake_data
+  load("fashion_mnist", "test", data_dir=str(raw), tfds_dir=str(cache))
+  kept, = cache.rglob("test.arrays.npz")
+  for damage in (b"not a zip", None):
+    if damage is None:   # a readable file of the wrong size
+      np.savez(kept, images=np.zeros((3, 28, 28, 1), np.uint8), labels=np.zeros(3, np.int32))
+    else:
+      kept.write_bytes(damage)
+    images, labels = load("fashion_mnist", "test", data_dir=str(raw), tfds_dir=str(cache))
+    np.testing.assert_array_equal(images[..., 0], arrays["test_images"])
+    np.testing.assert_array_equal(labels, arrays["test_labels"])
+    with np.load(kept) as again:   # and the copy is whole again
+      np.testing.assert_array_equal(again["images"], images)
 
 
 def test_cache_is_keyed_by_the_raw_files(tmp_path):
