@@ -1,7 +1,8 @@
 """TFDS builders for the image data sets (array_record, no TensorFlow), and `load`.
 
 Prepared data is cached in the TFDS data dir (`$TFDS_DATA_DIR`, default ~/tensorflow_datasets), so only the
-first load parses the raw files (and decodes the prepared examples: later loads read the arrays kept beside them). Each example keeps its index in the source file, and `load` returns that order.
+first load parses the raw files (and decodes the prepared examples: later loads read the arrays kept beside
+them). Each example keeps its index in the source file, and `load` returns that order.
 Nothing is unpickled: MNIST-style data comes from IDX files, CIFAR-10 from the official *binary* archive (fixed
 3,073-byte records) or a JPEG copy.
 """
