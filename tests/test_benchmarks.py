@@ -265,8 +265,8 @@ def test_mobilenet_table_runs_cpu94_and_its_ablations_records_each_change_and_re
   assert mobilenet_table.main(argv) == 0
   (_, base), (_, ablated) = ran
   assert (base.model, base.stem_stride, base.augment, base.optimizer, base.epochs, base.batch_size) == (
-      "mobilenet", 1, "crop_flip_erase", "sgd", 2.0, 64)
-  assert (ablated.stem_stride, ablated.augment, ablated.label_smoothing) == (2, "crop_flip_erase", 0.1)
+      "mobilenet", 1, "flip", "sgd", 2.0, 64)
+  assert (ablated.stem_stride, ablated.augment, ablated.label_smoothing) == (2, "flip", 0.1)
   data = json.loads((tmp_path / "out" / "mobilenet_table.json").read_text())
   assert data["runs"]["cpu94/0"]["curve"] == [[4, 0.9312], [8, 0.9412]]
   assert abs(data["runs"]["cpu94/0"]["train_minutes"] - 8 * 0.25 / 60) < 1e-9
@@ -292,3 +292,19 @@ def test_mobilenet_table_goal_needs_every_seed_the_mean_and_the_time_budget():
                                                                            "seed 2: 94.00% in 130 min)")
   assert "— not met: mean 93.90%" in goal([0, 1, 2], {**runs, "cpu94/2": run(0.9340, 130.0)})
   assert "— not met: mean 94.10%" in goal([0, 1, 2], {**runs, "cpu94/2": run(0.9400, 151.0)})   # over budget
+
+
+def test_mobilenet_table_measures_the_first_recipes_ablation_against_the_first_recipe():
+  """A row that REFERENCE ties to another row gets its change against that row's seed 0, and says so; the others
+  against cpu94's."""
+  from benchmarks import mobilenet_table as mt
+  stem_of_first = "the first cpu94 with the stride-2 stem"
+  assert mt.REFERENCE[stem_of_first] == mt.FIRST and mt.ABLATIONS[stem_of_first]["augment"] == "crop_flip_erase"
+
+  def run(acc):
+    return {"curve": [[469, 0.5], [938, acc]], "train_minutes": 100.0}
+  runs = {"cpu94/0": run(0.9381), f"{mt.FIRST}/0": run(0.9334), f"{stem_of_first}/0": run(0.9121)}
+  header, rows = mt.summarize_all(["cpu94", mt.FIRST, stem_of_first], [0], runs)
+  change = {row[0]: row[-1] for row in rows}
+  assert header[-1] == "change vs cpu94 seed 0 (pts)"
+  assert change == {"cpu94": "", mt.FIRST: "-0.47", stem_of_first: "-2.13 vs cpu94 with crops and random erasing"}

@@ -187,7 +187,7 @@ def test_exponential_schedule_ends_at_lr_final():
 def test_recipe_sets_defaults_that_flags_beside_it_override():
   config = cli.parse(classify.Config, ["--recipe", "cpu94", "--lr", "0.05"], recipes=classify.RECIPES)
   assert config.lr == 0.05                                         # the flag wins
-  assert (config.model, config.stem_stride, config.augment) == ("mobilenet", 1, "crop_flip_erase")
+  assert (config.model, config.stem_stride, config.augment) == ("mobilenet", 1, "flip")
   assert cli.parse(classify.Config, ["--recipe", "seed"], recipes=classify.RECIPES).input_size == 56
   assert cli.parse(classify.Config, [], recipes=classify.RECIPES).model == "cnn"   # no recipe: the plain defaults
   with pytest.raises(cli.ConfigError, match="invalid choice"):
