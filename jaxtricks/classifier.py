@@ -44,6 +44,15 @@ def predict(model: nn.Module, state: ClassifierState, x: jax.Array) -> jax.Array
   return model.apply(variables(state), x)
 
 
+def flip_averaged_log_probs(model: nn.Module, state: ClassifierState, x_BHWC: jax.Array) -> jax.Array:
+  """log ½(softmax f(x) + softmax f(x mirrored left-right)), [B, K]: test-time augmentation by the flips a model
+  was trained with (one forward pass over the 2B images; BatchNorm in inference mode, so the pair does not mix)."""
+  b = x_BHWC.shape[0]
+  logits_2BK = predict(model, state, jnp.concatenate([x_BHWC, x_BHWC[:, :, ::-1, :]]))
+  log_p_2BK = jax.nn.log_softmax(logits_2BK.reshape(2, b, -1), axis=-1)
+  return jax.nn.logsumexp(log_p_2BK, axis=0) - jnp.log(2.0)
+
+
 def train_step(state: ClassifierState, batch: dict, key: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformation, objective: Callable[[jax.Array, dict, jax.Array], jax.Array],
                metrics_fn: Callable[[jax.Array, dict], dict] | None = None, input_key: str = "image"):

@@ -308,3 +308,31 @@ def test_mobilenet_table_measures_the_first_recipes_ablation_against_the_first_r
   change = {row[0]: row[-1] for row in rows}
   assert header[-1] == "change vs cpu94 seed 0 (pts)"
   assert change == {"cpu94": "", mt.FIRST: "-0.47", stem_of_first: "-2.13 vs cpu94 with crops and random erasing"}
+
+
+def test_mobilenet_flips_reevaluates_each_recorded_run_and_names_the_ones_without_checkpoints(tmp_path, monkeypatch):
+  """benchmarks.mobilenet_flips restores a finished train.classify run's newest checkpoint and evaluates it again:
+  plainly (which must give the accuracy the run logged at its last step) and with the flip-averaged softmax."""
+  import json
+
+  from benchmarks import mobilenet_flips
+  from benchmarks.common import run_program
+  from conftest import make_raw_folder
+  from jaxtricks import loop
+  make_raw_folder(tmp_path / "raw")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  argv = ["--model", "cnn", "--steps", "12", "--eval-every", "12", "--batch-size", "32", "--workdir",
+          str(tmp_path / "run"), "--no-progress", "--no-tensorboard", "--data-dir", str(tmp_path / "raw")]
+  run_program("classify", argv)
+  curve = loop.metric(loop.read_metrics(tmp_path / "run"), "test/accuracy")
+  gone = [*argv[:-5], str(tmp_path / "nowhere"), *argv[-4:]]
+  (tmp_path / "table.json").write_text(json.dumps({"runs": {"cnn/0": {"argv": argv, "curve": curve},
+                                                            "gone/0": {"argv": gone, "curve": curve}}}))
+  out = tmp_path / "flips.json"
+  assert mobilenet_flips.main(["--table", str(tmp_path / "table.json"), "--out", str(out), "--data-dir",
+                               str(tmp_path / "raw")]) == 0
+  data = json.loads(out.read_text())
+  (row,) = data["rows"]
+  assert row[0] == "cnn/0" and row[1] == row[2] == f"{100 * curve[-1][1]:.2f}"
+  assert 0 <= float(row[3]) <= 100 and row[4] == f"{float(row[3]) - float(row[2]):+.2f}"
+  assert "gone/0" in data["note"]

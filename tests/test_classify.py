@@ -217,3 +217,44 @@ def test_label_smoothing_changes_only_the_targets():
   plain = classify.objective(classify.Config(), None, logits, batch, 0)
   np.testing.assert_allclose(plain, optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean(),
                              rtol=1e-6)
+
+
+def test_flip_averaged_log_probs_is_the_log_of_the_mean_softmax_over_an_image_and_its_mirror():
+  """Known answer from a model written out by hand (a Dense layer on the flattened image), and a mirror-symmetric
+  image gets its plain log-softmax."""
+  import flax.linen as nn
+  import optax
+
+  class Linear(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(3)(x.reshape(x.shape[0], -1))
+  model = Linear()
+  state = classifier.init(jax.random.PRNGKey(0), model, (1, 2, 4, 1), optax.sgd(0.1))
+  x = jax.random.uniform(jax.random.PRNGKey(1), (5, 2, 4, 1))
+  got = classifier.flip_averaged_log_probs(model, state, x)
+  chex.assert_shape(got, (5, 3))
+  w, b = state.params["Dense_0"]["kernel"], state.params["Dense_0"]["bias"]
+  p = lambda images: jax.nn.softmax(images.reshape(5, -1) @ w + b[None])
+  np.testing.assert_allclose(got, jnp.log(0.5 * (p(x) + p(x[:, :, ::-1, :]))), rtol=1e-5, atol=1e-6)
+  symmetric = x + x[:, :, ::-1, :]
+  np.testing.assert_allclose(classifier.flip_averaged_log_probs(model, state, symmetric),
+                             jax.nn.log_softmax(model.apply({"params": state.params}, symmetric)), rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_eval_flips_adds_the_flip_averaged_metrics_and_refuses_exact(capsys):
+  config = classify.Config(model="cnn", eval_flips=True)
+  model = classify.make_model(config)
+  state = classifier.init(jax.random.PRNGKey(0), model, (1, 28, 28, 1), classify.optimizer(config, 10))
+  batch = {"image": jax.random.randint(jax.random.PRNGKey(1), (6, 28, 28, 1), 0, 256).astype(jnp.uint8),
+           "label": jnp.arange(6) % 10}
+  out = classify.per_example(config, model, state, batch)
+  assert set(out) == {"accuracy", "nll", "accuracy_flips", "nll_flips"}
+  x = batch["image"] / 255.0
+  log_p = classifier.flip_averaged_log_probs(model, state, x)
+  np.testing.assert_allclose(out["nll_flips"], -log_p[jnp.arange(6), batch["label"]], rtol=1e-5)
+  assert not np.allclose(out["nll_flips"], out["nll"])                      # the mirror counts
+  assert set(classify.per_example(classify.Config(model="cnn"), model, state, batch)) == {"accuracy", "nll"}
+  with pytest.raises(cli.ConfigError, match="eval_flips|eval-flips"):
+    classify.Config(loss="exact", eval_flips=True)

@@ -22,6 +22,7 @@ import sys
 from typing import Literal
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxtricks import classifier, cli, harness, loop, losses, optim
@@ -88,6 +89,10 @@ class Config(harness.BaseConfig):
   workdir: str = "runs/classify"
   eval_every: int = dataclasses.field(default=0, metadata={"help": "steps between test evaluations; 0: each epoch"})
   eval_batch_size: int = 1000
+  eval_flips: bool = dataclasses.field(
+      default=False, metadata={"help": "each evaluation also reports test/accuracy_flips and test/nll_flips: the "
+                                       "softmax averaged over each test image and its mirror (test-time "
+                                       "augmentation; a softmax --loss only)"})
 
   def __post_init__(self):
     super().__post_init__()
@@ -98,6 +103,8 @@ class Config(harness.BaseConfig):
     require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
     require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
     require(self.stem_stride in (1, 2), "stem_stride", f"must be 1 or 2, got {self.stem_stride}")
+    require(not (self.eval_flips and is_exact(self)), "eval_flips",
+            f"needs a softmax model; --loss {self.loss} gives EXACT's p, not a softmax: drop --eval-flips")
     require(self.input_size >= 28, "input_size", f"must be >= 28, got {self.input_size}")
     require(self.eval_every >= 0, "eval_every", f"must be >= 0, got {self.eval_every}")
     require(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
@@ -259,7 +266,7 @@ def train_step(state, batch, key, *, config: Config, model, tx, sigma_fn=None):
 
 def per_example(config: Config, model, state, batch) -> dict:
   """Test metrics of each example: accuracy and nll (-log p(y|x): softmax, or EXACT's p; a scheduled sigma is
-  read at its final value)."""
+  read at its final value); with --eval-flips also both of the flip-averaged softmax."""
   x = preprocess(config, jax.random.PRNGKey(0), batch, train=False)["image"]   # the key is unused without training
   outputs = classifier.predict(model, state, x)
   logits, _ = losses.split_sigma_head(outputs, num_classes=NUM_CLASSES)
@@ -268,7 +275,12 @@ def per_example(config: Config, model, state, batch) -> dict:
     nll = losses.exact_log_loss(mu, config.exact_sigma_final, batch["label"], margin=config.exact_margin or None)
   else:
     nll = losses.model_nll(outputs, batch["label"], num_classes=NUM_CLASSES)
-  return {"accuracy": correct(logits, batch["label"]), "nll": nll}
+  out = {"accuracy": correct(logits, batch["label"]), "nll": nll}
+  if config.eval_flips:   # --eval-flips: test-time augmentation by mirroring (a softmax model: __post_init__)
+    log_p_BK = classifier.flip_averaged_log_probs(model, state, x)
+    out["accuracy_flips"] = correct(log_p_BK, batch["label"])
+    out["nll_flips"] = -jnp.take_along_axis(log_p_BK, batch["label"][:, None], axis=-1)[:, 0]
+  return out
 
 
 def run(config: Config, actions=()) -> classifier.ClassifierState:
