@@ -10,30 +10,20 @@ beside it); a run whose checkpoints are not on this machine is left out and name
 """
 
 import argparse
-import functools
 import json
 import sys
 from pathlib import Path
 
-import jax
-
-from benchmarks.common import table, update_results_md, write_results
-from jaxtricks import classifier, cli, harness, loop
-from train import classify
+from benchmarks.common import run_program, table, update_results_md, write_results
 
 
 def evaluate_final(argv: list[str], data_dir: str = "") -> dict[str, float]:
-  """Test metrics of the newest checkpoint of the train.classify run `argv`, with --eval-flips."""
-  config = cli.parse(classify.Config, [*argv, "--eval-flips", *(["--data-dir", data_dir] if data_dir else [])],
-                     recipes=classify.RECIPES)
-  model = classify.make_model(config)
-  abstract = jax.eval_shape(lambda: classifier.init(jax.random.PRNGKey(0), model, (1, *classify.input_shape(config)),
-                                                    classify.optimizer(config, 1)))
-  state, _, step = loop.restore(config.workdir, abstract)
-  _, test = harness.load_images(config.dataset, config)
-  evaluate = harness.evaluator(functools.partial(classify.per_example, config, model), test,
-                               batch_size=config.eval_batch_size)
-  return {"step": step, **evaluate(state)}
+  """Test metrics of the newest checkpoint of the train.classify run `argv`, with --eval-flips (its --eval-only
+  writes them to <workdir>/eval.json)."""
+  extra = ["--eval-only", "--eval-flips", *(["--data-dir", data_dir] if data_dir else [])]
+  run_program("classify", [*argv, *extra])
+  workdir = Path(argv[argv.index("--workdir") + 1])
+  return json.loads((workdir / "eval.json").read_text())
 
 
 def main(argv=None):

@@ -17,14 +17,16 @@ fields, its state, its step and its evaluation:
 """
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import jax
 
 from jaxtricks import loop, parallel
 from jaxtricks.data import load, pipeline
-from jaxtricks.errors import require
+from jaxtricks.errors import WorkdirError, require
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,3 +151,18 @@ def train(config: BaseConfig, *, steps: int, init_fn: Callable[[], Any], train_s
       batches=batches, key=key,
       actions=actions, fingerprint=fingerprint, state_sharding=state_sharding)
 
+
+def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], evaluate: Callable[[Any], dict],
+                        fingerprint: dict | None = None) -> dict:
+  """No training: {"step": s, **evaluate(state)} of the newest intact checkpoint in `workdir`, after checking the
+  run's settings against `fingerprint`; printed and written to <workdir>/eval.json (a program's --eval-only)."""
+  workdir = Path(workdir)
+  if not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):   # looked for, never created
+    raise WorkdirError("workdir", f"{workdir}: no checkpoint to evaluate; train a run there first")
+  if fingerprint is not None and (workdir / "config.json").exists():
+    loop.compare_fingerprints(workdir, loop.read_config(workdir / "config.json"), json.loads(json.dumps(fingerprint)))
+  state, _, step = loop.restore(workdir, jax.eval_shape(init_fn))
+  values = {"step": step, **evaluate(state)}
+  loop.write_config(workdir / "eval.json", values)   # whole or absent
+  print(f"{workdir} step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items() if k != "step"))
+  return values

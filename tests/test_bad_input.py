@@ -42,6 +42,9 @@ ROWS = [
     ("32×32 images in a custom data folder", "gan", ["--data-dir", "{tmp}/raw32"],
      lambda tmp: make_raw_folder(tmp / "raw32", image_shape=(32, 32)),
      "train-images-idx3-ubyte.gz: items have shape (32, 32), expected (28, 28)"),
+    ("`--eval-only` on a workdir without checkpoints", "classify",
+     ["--data-dir", "{raw}", "--eval-only", "--workdir", "{tmp}/untrained"], None,
+     "{tmp}/untrained: no checkpoint to evaluate"),
     ("`--workdir` not writable", "classify", ["--data-dir", "{raw}", "--workdir", "{tmp}/file/run"],
      lambda tmp: (tmp / "file").write_text(""), "not writable"),
 ]

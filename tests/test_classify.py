@@ -258,3 +258,21 @@ def test_eval_flips_adds_the_flip_averaged_metrics_and_refuses_exact(capsys):
   assert set(classify.per_example(classify.Config(model="cnn"), model, state, batch)) == {"accuracy", "nll"}
   with pytest.raises(cli.ConfigError, match="eval_flips|eval-flips"):
     classify.Config(loss="exact", eval_flips=True)
+
+
+def test_eval_only_reproduces_the_last_evaluation_refuses_another_model_and_creates_nothing(raw, capsys, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(raw / "tfds"))
+  base = ["--data-dir", str(raw / "raw"), "--batch-size", "16", "--no-progress", "--no-tensorboard"]
+  run = ["--steps", "12", "--eval-every", "12", "--workdir", str(raw / "run"), *base]
+  assert classify.main(run) == 0
+  logged = loop.metric(loop.read_metrics(raw / "run"), "test/accuracy")
+  before = sorted(p.name for p in (raw / "run" / "checkpoints").iterdir())
+  assert classify.main([*run, "--eval-only"]) == 0
+  got = __import__("json").loads((raw / "run" / "eval.json").read_text())
+  assert got["step"] == 12 and got["test/accuracy"] == pytest.approx(logged[-1][1], abs=1e-6)
+  assert sorted(p.name for p in (raw / "run" / "checkpoints").iterdir()) == before    # nothing trained
+  capsys.readouterr()
+  assert classify.main([*run, "--eval-only", "--model", "mobilenet"]) == cli.EXIT_USAGE
+  assert "holds a run of another configuration" in capsys.readouterr().err
+  assert classify.main(["--eval-only", "--workdir", str(raw / "untrained"), *base]) == cli.EXIT_USAGE
+  assert not (raw / "untrained").exists()

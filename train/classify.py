@@ -89,6 +89,9 @@ class Config(harness.BaseConfig):
   workdir: str = "runs/classify"
   eval_every: int = dataclasses.field(default=0, metadata={"help": "steps between test evaluations; 0: each epoch"})
   eval_batch_size: int = 1000
+  eval_only: bool = dataclasses.field(
+      default=False, metadata={"help": "train nothing: evaluate the newest checkpoint in --workdir on the test set, "
+                                       "print it and write it to <workdir>/eval.json"})
   eval_flips: bool = dataclasses.field(
       default=False, metadata={"help": "each evaluation also reports test/accuracy_flips and test/nll_flips: the "
                                        "softmax averaged over each test image and its mirror (test-time "
@@ -293,8 +296,13 @@ def run(config: Config, actions=()) -> classifier.ClassifierState:
   model, tx = make_model(config), optimizer(config, steps)
   evaluate = harness.evaluator(functools.partial(per_example, config, model), test,
                                batch_size=config.eval_batch_size)
+  init_fn = lambda: classifier.init(keys["init"], model, (1, *input_shape(config)), tx)
+  if config.eval_only:
+    harness.evaluate_checkpoint(config.workdir, init_fn=init_fn, evaluate=evaluate,
+                                fingerprint=harness.fingerprint(config, FINGERPRINT))
+    return None
   return harness.train(
-      config, steps=steps, init_fn=lambda: classifier.init(keys["init"], model, (1, *input_shape(config)), tx),
+      config, steps=steps, init_fn=init_fn,
       train_step=functools.partial(train_step, config=config, model=model, tx=tx,
                                    sigma_fn=exact_sigma_fn(config, steps)), batches=batches,
       key=keys["step"], mesh=mesh, fingerprint=harness.fingerprint(config, FINGERPRINT),
