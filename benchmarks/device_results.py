@@ -2,7 +2,8 @@
 
     python -m benchmarks.device_results OUT/device_check.tgz [--results benchmarks/results] [--docs docs]
 
-Writes mobilenet_gpu.json (each MobileNet recipe: epochs reached, last and best test accuracy, steps/s),
+Writes mobilenet_gpu.json (each MobileNet recipe: epochs reached, last and best test accuracy, the last with
+test-time flips, steps/s),
 tests_gpu.json (the suite's counts on the GPU and the names of what failed), cifar_gpu.json (the short CIFAR-10
 runs: steps reached and their last metrics), copies gan_step_gpu.json and langevin_gpu.json as they are, the CIFAR-10
 grids into docs/ (cifar_<run>_gpu.png), and prints each item's outcome (run, skipped for lack of budget, or stopped
@@ -39,17 +40,20 @@ def collect(files: dict[str, bytes], machine: str, date: str) -> dict[str, dict]
   for run in (r for r in runs if r.startswith("mobilenet_")):
     metrics = _jsonl(text(f"{run}/metrics.jsonl"))
     acc = [(r["step"], r["test/accuracy"]) for r in metrics if "test/accuracy" in r]
+    flips = [r["test/accuracy_flips"] for r in metrics if "test/accuracy_flips" in r]
     steps_per_epoch = acc[0][0] if acc else 1
     speed = [r["steps_per_sec"] for r in metrics if "steps_per_sec" in r][-20:]
     mobilenet.append([run.removeprefix("mobilenet_"), f"{acc[-1][0] / steps_per_epoch:.1f}" if acc else "0",
                       100 * acc[-1][1] if acc else float("nan"),
                       100 * max(a for _, a in acc) if acc else float("nan"),
+                      100 * flips[-1] if flips else float("nan"),
                       sorted(speed)[len(speed) // 2] if speed else float("nan")])
   if mobilenet:
     results["mobilenet_gpu.json"] = {**base, "command": "bash benchmarks/device_check.sh OUT DATA mobilenet",
                                      "header": ["recipe (seed: 50 epochs asked, cpu94: 40)", "epochs reached",
                                                 "last test accuracy %",
-                                                "best test accuracy %", "steps/s"], "rows": mobilenet}
+                                                "best test accuracy %", "last with test-time flips %",
+                                                "steps/s"], "rows": mobilenet}
   if "tests.xml" in files:
     suites = ET.fromstring(files["tests.xml"])
     suite = suites if suites.tag == "testsuite" else suites.find("testsuite")

@@ -39,3 +39,4 @@ def test_device_check_runs_an_item_and_skips_what_the_budget_cannot_hold(tmp_pat
                               "--docs", str(tmp_path / "docs")]) == 0
   row = json.loads((tmp_path / "res" / "mobilenet_gpu.json").read_text())["rows"][0]
   assert row[0] == "seed" and row[1] == "1.0" and row[-1] > 0     # one evaluation (3 steps), a measured step rate
+  assert 0 <= row[-2] <= 100                                        # --eval-flips's accuracy, read from the run
