@@ -17,12 +17,10 @@ from pathlib import Path
 from benchmarks.common import run_program, table, update_results_md, write_results
 
 
-def evaluate_final(argv: list[str], data_dir: str = "") -> dict[str, float]:
-  """Test metrics of the newest checkpoint of the train.classify run `argv`, with --eval-flips (its --eval-only
-  writes them to <workdir>/eval.json)."""
-  extra = ["--eval-only", "--eval-flips", *(["--data-dir", data_dir] if data_dir else [])]
-  run_program("classify", [*argv, *extra])
-  workdir = Path(argv[argv.index("--workdir") + 1])
+def evaluate_final(argv: list[str], workdir: Path, data_dir: str = "") -> dict[str, float]:
+  """Test metrics of the newest checkpoint of the train.classify run `argv` (its --workdir: `workdir`), with
+  --eval-flips (its --eval-only writes them to <workdir>/eval.json)."""
+  run_program("classify", [*argv, "--eval-only", "--eval-flips", *(["--data-dir", data_dir] if data_dir else [])])
   return json.loads((workdir / "eval.json").read_text())
 
 
@@ -44,7 +42,7 @@ def main(argv=None):
     if not (workdir / "checkpoints").is_dir():
       missing.append(key)
       continue
-    m = evaluate_final(run["argv"], args.data_dir)
+    m = evaluate_final(run["argv"], workdir, args.data_dir)
     recorded = run["curve"][-1]
     if m["step"] != recorded[0]:
       missing.append(f"{key} (its newest checkpoint is step {m['step']}, its curve ends at {recorded[0]})")

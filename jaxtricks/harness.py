@@ -17,7 +17,6 @@ fields, its state, its step and its evaluation:
 """
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -160,7 +159,7 @@ def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], eval
   if not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):   # looked for, never created
     raise WorkdirError("workdir", f"{workdir}: no checkpoint to evaluate; train a run there first")
   if fingerprint is not None and (workdir / "config.json").exists():
-    loop.compare_fingerprints(workdir, loop.read_config(workdir / "config.json"), json.loads(json.dumps(fingerprint)))
+    loop.compare_fingerprints(workdir, loop.read_config(workdir / "config.json"), fingerprint)
   state, _, step = loop.restore(workdir, jax.eval_shape(init_fn))
   values = {"step": step, **evaluate(state)}
   loop.write_config(workdir / "eval.json", values)   # whole or absent

@@ -124,7 +124,6 @@ def prepare_workdir(workdir: Path, fingerprint: dict[str, Any]) -> None:
   except OSError as e:
     raise WorkdirError("workdir", f"{workdir}: not writable ({e.strerror}); choose another directory") from None
   path = workdir / "config.json"
-  fingerprint = json.loads(json.dumps(fingerprint))
   if path.exists():
     compare_fingerprints(workdir, read_config(path), fingerprint)
 
@@ -149,6 +148,8 @@ def write_config(path: Path, fingerprint: dict) -> None:
 
 
 def compare_fingerprints(workdir: Path, saved: dict, fingerprint: dict) -> None:
+  """WorkdirError naming each setting where `fingerprint` (compared as JSON reads it back) differs from `saved`."""
+  fingerprint = json.loads(json.dumps(fingerprint))
   diff = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
   if diff:
     what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())

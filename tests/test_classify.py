@@ -1,6 +1,7 @@
 """train.classify end to end: kill and resume, divergence, bad input, models, and the real 1-epoch run."""
 
 import functools
+import json
 import subprocess
 import sys
 
@@ -272,7 +273,7 @@ def test_eval_only_reproduces_the_last_evaluation_refuses_another_model_and_crea
   logged = loop.metric(loop.read_metrics(raw / "run"), "test/accuracy")
   before = sorted(p.name for p in (raw / "run" / "checkpoints").iterdir())
   assert classify.main([*run, "--eval-only"]) == 0
-  got = __import__("json").loads((raw / "run" / "eval.json").read_text())
+  got = json.loads((raw / "run" / "eval.json").read_text())
   assert got["step"] == 12 and got["test/accuracy"] == pytest.approx(logged[-1][1], abs=1e-6)
   assert sorted(p.name for p in (raw / "run" / "checkpoints").iterdir()) == before    # nothing trained
   capsys.readouterr()

@@ -286,7 +286,7 @@ def per_example(config: Config, model, state, batch) -> dict:
   return out
 
 
-def run(config: Config, actions=()) -> classifier.ClassifierState:
+def run(config: Config, actions=()) -> classifier.ClassifierState | None:
   mesh = harness.mesh(config, config.batch_size)   # before any data is read
   train, test = harness.load_images(config.dataset, config)
   keys = harness.keys(config.seed, "init", "data", "step")
