@@ -6,13 +6,17 @@ the test set, plainly and with the softmax averaged over each image and its mirr
 
 Training is untouched (no train-step minute is spent), so the gain is what evaluation alone adds to a trained net.
 The plain re-evaluation must give the accuracy the run recorded at its last epoch (a check of the restore, printed
-beside it); a run whose checkpoints are not on this machine is left out and named.
+beside it); a run whose checkpoints are not on this machine is left out and named. A row of the table with 2+
+seeds also gets its mean ± std over them.
 """
 
 import argparse
 import json
 import sys
+from collections import defaultdict
 from pathlib import Path
+
+import numpy as np
 
 from benchmarks.common import run_program, table, update_results_md, write_results
 
@@ -22,6 +26,25 @@ def evaluate_final(argv: list[str], workdir: Path, data_dir: str = "") -> dict[s
   --eval-flips (its --eval-only writes them to <workdir>/eval.json)."""
   run_program("classify", [*argv, "--eval-only", "--eval-flips", *(["--data-dir", data_dir] if data_dir else [])])
   return json.loads((workdir / "eval.json").read_text())
+
+
+def seed_means(measured: dict[str, dict[str, float]]) -> list[list[str]]:
+  """One row per table row measured over 2+ seeds: mean ± std over its seeds (ddof 1, as the table's) of the plain
+  and the flip accuracy %, the mean of their difference and of both NLLs. `measured`: 'row/seed' -> 'plain',
+  'flips' (accuracy %), 'nll', 'nll_flips'."""
+  by_row = defaultdict(list)
+  for key, m in measured.items():
+    by_row[key.rsplit("/", 1)[0]].append(m)
+  out = []
+  for name, ms in by_row.items():
+    if len(ms) < 2:
+      continue
+    v = {k: np.array([m[k] for m in ms]) for k in ms[0]}
+    out.append([f"{name}, mean ± std of {len(ms)} seeds", "",
+                f"{v['plain'].mean():.2f} ± {v['plain'].std(ddof=1):.2f}",
+                f"{v['flips'].mean():.2f} ± {v['flips'].std(ddof=1):.2f}",
+                f"{(v['flips'] - v['plain']).mean():+.2f}", f"{v['nll'].mean():.4f}", f"{v['nll_flips'].mean():.4f}"])
+  return out
 
 
 def main(argv=None):
@@ -36,7 +59,7 @@ def main(argv=None):
   runs = json.loads(Path(args.table).read_text())["runs"]
   header = ["run (row/seed)", "recorded test accuracy %", "re-evaluated %", "with test-time flips %",
             "change (pts)", "test NLL", "with flips"]
-  rows, missing = [], []
+  rows, missing, measured = [], [], {}
   for key, run in runs.items():
     workdir = Path(run["argv"][run["argv"].index("--workdir") + 1])
     if not (workdir / "checkpoints").is_dir():
@@ -48,9 +71,11 @@ def main(argv=None):
       missing.append(f"{key} (its newest checkpoint is step {m['step']}, its curve ends at {recorded[0]})")
       continue
     acc, flips = 100 * m["test/accuracy"], 100 * m["test/accuracy_flips"]
+    measured[key] = {"plain": acc, "flips": flips, "nll": m["test/nll"], "nll_flips": m["test/nll_flips"]}
     rows.append([key, f"{100 * recorded[1]:.2f}", f"{acc:.2f}", f"{flips:.2f}", f"{flips - acc:+.2f}",
                  f"{m['test/nll']:.4f}", f"{m['test/nll_flips']:.4f}"])
     print(" | ".join(rows[-1]), flush=True)
+  rows += seed_means(measured)
   note = f"left out (no checkpoint here): {', '.join(missing)}" if missing else ""
   print(table(header, rows))
   if note:

@@ -336,3 +336,15 @@ def test_mobilenet_flips_reevaluates_each_recorded_run_and_names_the_ones_withou
   assert row[0] == "cnn/0" and row[1] == row[2] == f"{100 * curve[-1][1]:.2f}"
   assert 0 <= float(row[3]) <= 100 and row[4] == f"{float(row[3]) - float(row[2]):+.2f}"
   assert "gone/0" in data["note"]
+
+
+def test_mobilenet_flips_seed_means_average_each_rows_seeds_and_skip_single_runs():
+  """The mean rows of benchmarks.mobilenet_flips: mean ± sample std over a row's seeds (the table's convention),
+  the mean change, the mean NLLs; a row with one seed gets none."""
+  from benchmarks.mobilenet_flips import seed_means
+  measured = {"cpu94/0": {"plain": 93.81, "flips": 94.15, "nll": 0.28, "nll_flips": 0.26},
+              "cpu94/1": {"plain": 93.45, "flips": 94.21, "nll": 0.30, "nll_flips": 0.24},
+              "cpu94 with the stride-2 stem/0": {"plain": 92.90, "flips": 93.34, "nll": 0.29, "nll_flips": 0.27}}
+  (row,) = seed_means(measured)
+  # plain: mean 93.63, std |93.81 - 93.45| / sqrt(2) = 0.2546; flips: 94.18, 0.0424; change (0.34 + 0.76) / 2
+  assert row == ["cpu94, mean ± std of 2 seeds", "", "93.63 ± 0.25", "94.18 ± 0.04", "+0.55", "0.2900", "0.2500"]
