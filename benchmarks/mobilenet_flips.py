@@ -60,7 +60,11 @@ def main(argv=None):
   header = ["run (row/seed)", "recorded test accuracy %", "re-evaluated %", "with test-time flips %",
             "change (pts)", "test NLL", "with flips"]
   rows, missing, measured = [], [], {}
-  for key, run in runs.items():
+  first = {}   # each table row's runs together, the rows in the order of their first run
+  for key in runs:
+    first.setdefault(key.rsplit("/", 1)[0], len(first))
+  by_row = lambda key: (first[key.rsplit("/", 1)[0]], int(key.rsplit("/", 1)[1]))
+  for key, run in sorted(runs.items(), key=lambda kv: by_row(kv[0])):
     workdir = Path(run["argv"][run["argv"].index("--workdir") + 1])
     if not (workdir / "checkpoints").is_dir():
       missing.append(key)

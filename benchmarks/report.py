@@ -158,6 +158,12 @@ def section() -> str:
       _table_section("MobileNet on 2 CPU cores: --recipe cpu94 and what each of its changes bought",
                      "mobilenet_table.json", "python -m benchmarks.mobilenet_table", note_key="note",
                      picture="mobilenet_cpu94.png"),
+      _table_section("MobileNet on 2 CPU cores: the finished runs again, with test-time flips",
+                     "mobilenet_flips.json", "python -m benchmarks.mobilenet_flips",
+                     note="Each run's final checkpoint evaluated plainly and with the softmax averaged over each test "
+                          "image and its mirror (`train.classify --eval-only --eval-flips`; no training). The goal's "
+                          "measure stays the plain accuracy (the seed's 95% is one); the flips are what closes the "
+                          "rest of the way at no training cost (benchmarks/RESULTS.md)."),
       _table_section("MobileNet on a GPU: the seed's recipe and the CPU recipe scaled up (docs/techniques.md#mobilenet)",
                      "mobilenet_gpu.json", "bash benchmarks/device_check.sh OUT DATA mobilenet on a GPU machine, "
                      "then python -m benchmarks.device_results OUT/device_check.tgz"),
