@@ -28,13 +28,19 @@ def evaluate_final(argv: list[str], workdir: Path, data_dir: str = "") -> dict[s
   return json.loads((workdir / "eval.json").read_text())
 
 
+def row_and_seed(key: str) -> tuple[str, int]:
+  """'cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)/0' -> (that row's name, 0): the table's run keys."""
+  row, seed = key.rsplit("/", 1)
+  return row, int(seed)
+
+
 def seed_means(measured: dict[str, dict[str, float]]) -> list[list[str]]:
   """One row per table row measured over 2+ seeds: mean ± std over its seeds (ddof 1, as the table's) of the plain
   and the flip accuracy %, the mean of their difference and of both NLLs. `measured`: 'row/seed' -> 'plain',
   'flips' (accuracy %), 'nll', 'nll_flips'."""
   by_row = defaultdict(list)
   for key, m in measured.items():
-    by_row[key.rsplit("/", 1)[0]].append(m)
+    by_row[row_and_seed(key)[0]].append(m)
   out = []
   for name, ms in by_row.items():
     if len(ms) < 2:
@@ -60,11 +66,12 @@ def main(argv=None):
   header = ["run (row/seed)", "recorded test accuracy %", "re-evaluated %", "with test-time flips %",
             "change (pts)", "test NLL", "with flips"]
   rows, missing, measured = [], [], {}
-  first = {}   # each table row's runs together, the rows in the order of their first run
+  first = {}   # each table row's runs together, the rows in the order of their first run, then by seed
   for key in runs:
-    first.setdefault(key.rsplit("/", 1)[0], len(first))
-  by_row = lambda key: (first[key.rsplit("/", 1)[0]], int(key.rsplit("/", 1)[1]))
-  for key, run in sorted(runs.items(), key=lambda kv: by_row(kv[0])):
+    first.setdefault(row_and_seed(key)[0], len(first))
+  in_order = sorted(runs, key=lambda key: (first[row_and_seed(key)[0]], row_and_seed(key)[1]))
+  for key in in_order:
+    run = runs[key]
     workdir = Path(run["argv"][run["argv"].index("--workdir") + 1])
     if not (workdir / "checkpoints").is_dir():
       missing.append(key)

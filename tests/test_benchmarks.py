@@ -348,3 +348,11 @@ def test_mobilenet_flips_seed_means_average_each_rows_seeds_and_skip_single_runs
   (row,) = seed_means(measured)
   # plain: mean 93.63, std |93.81 - 93.45| / sqrt(2) = 0.2546; flips: 94.18, 0.0424; change (0.34 + 0.76) / 2
   assert row == ["cpu94, mean ± std of 2 seeds", "", "93.63 ± 0.25", "94.18 ± 0.04", "+0.55", "0.2900", "0.2500"]
+
+
+def test_mobilenet_flips_row_and_seed_splits_at_the_last_slash():
+  """Table run keys are 'row/seed' and row names may hold anything but end before the last slash."""
+  from benchmarks.mobilenet_flips import row_and_seed
+  assert row_and_seed("cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)/0") == \
+      ("cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)", 0)
+  assert row_and_seed("a/b/12") == ("a/b", 12)
