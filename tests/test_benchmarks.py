@@ -202,7 +202,8 @@ def test_ebm_ensemble_compares_each_model_alone_with_all_sharing_one_buffer(tmp_
 
   from benchmarks import ebm_ensemble
   ebm_ensemble.main(["--seeds", "0,1", "--steps", "2", "--num", "32", "--rounds", "2", "--langevin-steps", "2",
-                     "--train-flags", "--channels 4 --batch-size 16 --buffer-size 32 --fid-samples 32 --langevin-steps 2",
+                     "--train-flags", "--channels 4 --batch-size 16 --buffer-size 32 --fid-samples 32 --langevin-steps 2 "
+                     "--fresh-steps 2 --unroll 1",
                      "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--png", str(tmp_path / "png")])
   data = json.loads((tmp_path / "out" / "ebm_ensemble.json").read_text())
   assert [r[0] for r in data["rows"]] == ["model seed 0 alone", "model seed 1 alone", "2 models sharing one buffer"]
