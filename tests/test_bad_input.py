@@ -1,5 +1,5 @@
-"""README's table of bad inputs, row by row: each gives one line on stderr and exit code 2, and nothing already
-saved is lost. The first column of every row here must appear in README's table (last test)."""
+"""docs/reliability.md's table of bad inputs, row by row: each gives one line on stderr and exit code 2, and nothing already
+saved is lost. The first column of every row here must appear in that table (last test)."""
 
 import errno
 import os
@@ -125,12 +125,12 @@ def test_row_disk_full_while_saving(tmp, capsys, monkeypatch):
   assert loop.checkpoint_manager(tmp / "w").latest_step() == 30
 
 
-def test_readme_lists_every_row():
-  readme = (REPO / "README.md").read_text()
-  table = readme[readme.index("### Bad input"):]
+def test_docs_list_every_row():
+  doc = (REPO / "docs" / "reliability.md").read_text()
+  table = doc[doc.index("## Bad input"):doc.index("## Reliability")]
   for words in [r[0] for r in ROWS] + ["`--batch-size 30` on 4 devices", "workdir of another model",
                                        "disk full while saving"]:
-    assert words in table, f"README's bad-input table lacks {words!r}"
+    assert words in table, f"docs/reliability.md's bad-input table lacks {words!r}"
   code = "".join(p.read_text() for d in ("jaxtricks", "train", "benchmarks") for p in (REPO / d).rglob("*.py"))
   assert not re.search(r"\bimport pickle|\bpickle\.load|allow_pickle=True", code)   # nothing unpickles from disk
 

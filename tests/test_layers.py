@@ -1,4 +1,4 @@
-"""The layers of the code and which way their imports point (README, Layout):
+"""The layers of the code and which way their imports point (CONTRIBUTING.md, Layout):
 
     programs (train/)  ->  harness (cli, harness, loop, writers)  ->  techniques  ->  models, data, parallel  ->  errors
 
@@ -56,7 +56,7 @@ def _rank(module: str) -> int:
 
 def test_every_library_module_has_a_layer():
   missing = [m for m in _graph("jaxtricks") if "." in m and m.split(".")[1] not in RANKS]
-  assert not missing, f"add these to RANKS (and README's Layout): {missing}"
+  assert not missing, f"add these to RANKS (and CONTRIBUTING.md's Layout): {missing}"
 
 
 def test_library_imports_point_down_the_layers():

@@ -1,5 +1,5 @@
-"""What is on disk can be trusted (README, "Reliability"): each row is one damaged file, one unusable flag or one
-signal, on the smallest classifier run that shows it; README's reliability table lists every row (last test).
+"""What is on disk can be trusted (docs/reliability.md, "Reliability"): each row is one damaged file, one unusable flag or one
+signal, on the smallest classifier run that shows it; that table lists every row (last test).
 Runs go through cli.main in this process, except the signal rows, which run the program as a child process that
 signals its own pid (tests/killed_run.py)."""
 
@@ -250,9 +250,9 @@ def test_row_fewer_steps_than_done(tmp, capsys):
   assert _one_line(capsys) == f"{tmp / 'w'}: already at step 4 >= the 3 steps asked for; nothing to train"
 
 
-def test_readme_lists_every_row():
-  readme = (REPO / "README.md").read_text()
-  table = readme[readme.index("### Reliability"):]
+def test_docs_list_every_row():
+  doc = (REPO / "docs" / "reliability.md").read_text()
+  table = doc[doc.index("## Reliability"):]
   names = [n[len("test_row_"):] for n in globals() if n.startswith("test_row_")]
   for name in names:
-    assert f"`{name}`" in table, f"README's reliability table lacks the row {name!r}"
+    assert f"`{name}`" in table, f"docs/reliability.md's reliability table lacks the row {name!r}"
