@@ -9,10 +9,11 @@ PYTHON := $(shell for p in python3.12 "$$(pyenv root 2>/dev/null)/versions/3.12.
 endif
 VENV ?= .venv
 PY := $(VENV)/bin/python
+LOCK := requirements.lock
 FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PYTEST_ARGS ?=
 
-.PHONY: setup interpreter data train test bench clean
+.PHONY: setup interpreter data train test lint bench upgrade clean
 
 setup: interpreter $(VENV)/.installed
 
@@ -22,11 +23,19 @@ interpreter:
 	@if [ -x $(PY) ] && [ "$$(cat $(VENV)/.python 2>/dev/null)" != "$$($(PYTHON) -c 'import sys; print(sys.version)')" ]; then \
 	  echo "$(VENV) was made by another Python; making it anew with $(PYTHON)"; rm -rf $(VENV); fi
 
-$(VENV)/.installed: pyproject.toml
+# The exact versions of requirements.lock (those that made the published numbers) with Python 3.12; another
+# Python gets pyproject.toml's ranges, and is told so.
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PYTHON) -c 'import sys; print(sys.version)' > $(VENV)/.python
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	@if $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then \
+	  echo "$(PY) -m pip install -q -c $(LOCK) -e '.[test]'"; $(PY) -m pip install -q -c $(LOCK) -e '.[test]'; \
+	else \
+	  echo "Python $$($(PY) -c 'import platform; print(platform.python_version())'): installing pyproject.toml's ranges," \
+	       "not $(LOCK) (made with Python 3.12), so results may differ from README's in the last digits"; \
+	  $(PY) -m pip install -q -e '.[test]'; \
+	fi
 	touch $@
 
 # Fashion-MNIST: from $JAXTRICKS_DATA/fashion_mnist, else Debian's package (installed here when apt-get and
@@ -51,8 +60,22 @@ train: setup data
 test: setup data
 	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
+# pyflakes and import order (pyproject.toml's [tool.ruff]); `$(VENV)/bin/ruff check --fix .` mends most findings
+lint: setup
+	$(VENV)/bin/ruff check .
+
+# Deliberately moves requirements.lock to the newest releases that pyproject.toml allows, in a scratch venv
+upgrade: interpreter
+	rm -rf $(VENV)-upgrade && $(PYTHON) -m venv $(VENV)-upgrade
+	$(VENV)-upgrade/bin/python -m pip install -q --upgrade pip
+	$(VENV)-upgrade/bin/python -m pip install -q '.[test]'
+	{ sed -n '/^#/p' $(LOCK); $(VENV)-upgrade/bin/python -m pip freeze --all | grep -v -e '^jaxtricks' -e '^pip=='; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK) && rm -rf $(VENV)-upgrade
+	@echo "$(LOCK) now holds the newest versions: the published numbers may move. Run make train, compare with README," \
+	      "and say in CHANGELOG.md which numbers moved."
+
 bench: setup data
 	$(PY) -m benchmarks.input_pipeline
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV)-upgrade *.egg-info .pytest_cache build
