@@ -129,7 +129,7 @@ def parse(config_cls: type, argv: Sequence[str] | None = None, prog: str | None 
   args = vars(p.parse_args(argv))
   args.pop("recipe", None)
   for f in dataclasses.fields(config_cls):   # old spellings of a value: accepted, with one line naming the new
-    old_to_new = f.metadata.get("deprecated", {})
+    old_to_new = _deprecated(config_cls, f.name)
     value = args[f.name]
     old = next((o for o in old_to_new if isinstance(o, str) == isinstance(value, str) and o == value), None)
     if old is not None:
@@ -138,6 +138,15 @@ def parse(config_cls: type, argv: Sequence[str] | None = None, prog: str | None 
       print(f"{p.prog}: warning: {flag(f.name)} {old} is deprecated: {instead} (the old spelling goes in the next "
             "release)", file=sys.stderr)
   return config_cls(**args)
+
+
+def _deprecated(config_cls: type, name: str) -> dict:
+  """The field's {old: new} spellings, also where a subclass redeclares the field to change its default."""
+  for cls in config_cls.__mro__:
+    field = getattr(cls, "__dataclass_fields__", {}).get(name)
+    if field is not None and "deprecated" in field.metadata:
+      return field.metadata["deprecated"]
+  return {}
 
 
 def main(config_cls: type, run: Callable[[Any], Any], argv: Sequence[str] | None = None,

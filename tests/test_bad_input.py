@@ -24,7 +24,7 @@ def _truncate(path):
 # (README's words for the input, trainer, its flags ({raw} = a fake data folder, {tmp} = the test's folder),
 #  a setup step, what stderr must say)
 ROWS = [
-    ("`--steps -5`", "classify", ["--steps", "-5"], None, "--steps must be >= 0"),
+    ("`--steps -5`", "classify", ["--steps", "-5"], None, "--steps must be positive (or left out: from --epochs)"),
     ("`--steps 0`", "gan", ["--steps", "0"], None, "--steps must be positive, got 0"),
     ("`--model resnet`", "classify", ["--model", "resnet"], None, "invalid choice: 'resnet'"),
     ("`--loss focal`", "sentiment", ["--loss", "focal"], None, "invalid choice: 'focal'"),
@@ -81,6 +81,28 @@ def test_row(readme, trainer, args, setup, words, tmp, capsys):
   assert rc == cli.EXIT_USAGE, err
   line = _error_line(err)
   assert line.startswith(f"{trainer}: error: ") and words.format(tmp=tmp) in line, line
+
+
+@pytest.mark.parametrize("trainer, args, words", [
+    ("ebm", ["--unroll", "fully"], "argument --unroll: expected an integer or one of auto, full, got 'fully'"),
+    ("ebm", ["--unroll", "-2"], "--unroll must be auto, full or >= 1, got -2"),
+    ("ebm", ["--noise-scale", "sqrt"], "argument --noise-scale: expected a number or one of sqrt_step_size"),
+    ("classify", ["--devices", "-1"], "--devices must be all or >= 1, got -1"),
+    ("gan", ["--cpu-devices", "many"], "argument --cpu-devices: expected an integer or one of per_core, got 'many'"),
+])
+def test_a_number_or_word_flag_refuses_anything_else_in_one_line(trainer, args, words, tmp, capsys):
+  assert _main(trainer, args, tmp) == cli.EXIT_USAGE
+  line = _error_line(capsys.readouterr().err)
+  assert line.startswith(f"{trainer}: error: ") and words in line, line
+
+
+def test_an_old_spelling_is_one_warning_line_then_the_new_value(tmp, capsys):
+  """`--devices 0` (the old "all") still runs, with one line naming the new spelling; then the usual error of
+  the next bad value shows it was read as `all`."""
+  assert _main("classify", ["--devices", "0", "--batch-size", "0"], tmp) == cli.EXIT_USAGE
+  lines = without_progress_bars(capsys.readouterr().err)
+  assert lines == ["classify: warning: --devices 0 is deprecated: use --devices all (the old spelling goes in the "
+                   "next release)", "classify: error: --batch-size must be positive, got 0"], lines
 
 
 def test_row_batch_not_divisible_by_devices(tmp):

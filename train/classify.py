@@ -251,6 +251,11 @@ def preprocess(config: Config, key: jax.Array, batch: dict, *, train: bool) -> d
   x = pipeline.to_float(batch["image"])
   k_flip, k_crop, k_erase = jax.random.split(key, 3)
   if train and config.augment in ("flip", "crop_flip", "crop_flip_erase"):
+    # Key reuse, kept on purpose: --augment flip draws its flips from `key` itself, which was split above. It stays
+    # because every recorded flip-only run (--recipe seed, cpu94, the MobileNet tables) drew these flips; k_flip
+    # would flip other images and change every one of their numbers. It is harmless: with --augment flip,
+    # random_flip's bernoulli(key, 0.5, [B]) is the only draw of this call (k_flip, k_crop and k_erase go unused),
+    # and `key` is this step's own (fold_in(transform key, step); pipeline.DeviceBatches), so no draw is correlated.
     x = pipeline.random_flip(k_flip if config.augment != "flip" else key, x)
   if train and config.augment == "rotate_shift":
     x = pipeline.random_rotate_shift(k_crop, x, max_degrees=20.0, max_shift=0.2)

@@ -46,8 +46,7 @@ class Config(harness.BaseConfig):
       default="per_core", metadata={"help": "on a CPU: XLA devices to make of it, the batch, chains and buffer split "
                                             "over them (per_core, the default: one per core, 1.14-1.25x faster than "
                                             "one device here; benchmarks/RESULTS.md); JAX_NUM_CPU_DEVICES or "
-                                            "XLA_FLAGS' device count win",
-                                    "deprecated": {0: "per_core"}})
+                                            "XLA_FLAGS' device count win"})
   lr: float = 1e-3
   beta1: float = dataclasses.field(default=0.0, metadata={"help": "Adam beta1 (0 as in Du & Mordatch's code)"})
   reg: float = dataclasses.field(
