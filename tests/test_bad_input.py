@@ -2,6 +2,7 @@
 saved is lost. The first column of every row here must appear in README's table (last test)."""
 
 import errno
+import importlib
 import os
 import re
 import subprocess
@@ -103,6 +104,18 @@ def test_an_old_spelling_is_one_warning_line_then_the_new_value(tmp, capsys):
   lines = without_progress_bars(capsys.readouterr().err)
   assert lines == ["classify: warning: --devices 0 is deprecated: use --devices all (the old spelling goes in the "
                    "next release)", "classify: error: --batch-size must be positive, got 0"], lines
+
+
+@pytest.mark.parametrize("program", sorted(p.stem for p in (REPO / "train").glob("*.py") if p.stem != "__init__"))
+def test_help_of_every_program_exits_0(program, capsys):
+  """--help prints every flag's help (argparse %-formats it: a "20%" once ended train.classify's in a ValueError)."""
+  module = importlib.import_module(f"train.{program}")
+  with pytest.raises(SystemExit) as exit_:
+    module.main(["--help"])
+  out = capsys.readouterr().out
+  assert exit_.value.code == 0 and out.startswith("usage: python -m train.") and "--help" in out, out[-500:]
+  if program == "classify":
+    assert "shifts of up to 20% (the EXACT" in " ".join(out.split())   # the percent sign as written
 
 
 def test_row_batch_not_divisible_by_devices(tmp):
