@@ -67,7 +67,7 @@ def step_seconds(names, *, width: int, batch: int = 64, z_dim: int = 100, ema_de
     v = {"lr_g": 2e-4, "lr_d": 2e-4, "lam": 1.0, "adam_eps": 1e-8, "optimizer": "adam", **VARIANTS[name]}
     tx = gan.adam_players(lr_g=v["lr_g"], lr_d=v["lr_d"], b1=0.5, eps=v["adam_eps"],
                           optimistic=v["optimizer"] == "optimistic_adam")
-    step = functools.partial(gan.train_step, form=gan.MODES[v["mode"]],
+    step = functools.partial(gan.train_step, mode=v["mode"],
                              generator=generator, discriminator=discriminator, tx=tx, z_dim=z_dim, lam=v["lam"],
                              ema_decay=ema_decay)
     jitted = jax.jit(lambda state, x, key, step=step: step(state, x, key)[0], donate_argnums=0,

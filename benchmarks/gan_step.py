@@ -81,7 +81,7 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
   key = jax.random.PRNGKey(0)
   x = jax.random.uniform(key, (batch, 28, 28, 1), minval=-1, maxval=1)
   z = jax.random.normal(key, (batch, Z_DIM))
-  mesh = parallel.make_mesh(devices, batch_size=batch) if devices != 1 else None
+  mesh = parallel.make_mesh(devices or "all", batch_size=batch) if devices != 1 else None
   if mesh is not None:   # data parallel as train.gan runs it: batch split along 'data', states replicated
     x, z = jax.device_put((x, z), parallel.sharded(mesh))
   tx = gan.two_timescale(optax.adam(LR), optax.adam(LR))
@@ -93,12 +93,12 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
   options = parallel.cpu_compiler_options(ynn_convolutions=ynn_convolutions)
   jit = functools.partial(jax.jit, donate_argnums=0, compiler_options=options)
   d_step, g_step = jit(d_half), jit(g_half)
-  fused = lambda s, x, z: gan.single_step(s, x, z, form="fused", **kw)
+  fused = lambda s, x, z: gan.single_step(s, x, z, mode="single", **kw)
   variants = {
       "(a) alternating, 2 jits": (None, alt),
       "(b) alternating, 1 jit": (lambda s, x, z: gan.alternating_step(s, x, z, **kw), alt),
-      "(c) single, subtract": (lambda s, x, z: gan.single_step(s, x, z, form="subtract", **kw), one),
-      "(d) single, freeze": (lambda s, x, z: gan.single_step(s, x, z, form="freeze", **kw), one),
+      "(c) single, subtract": (lambda s, x, z: gan.single_step(s, x, z, mode="single-subtract", **kw), one),
+      "(d) single, freeze": (lambda s, x, z: gan.single_step(s, x, z, mode="single-freeze", **kw), one),
       "(e) single, freeze fused": (fused, one),
   }
   compile_with = {}   # rows compiled otherwise than `jit`
@@ -108,7 +108,7 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
   # (e) in mixed precision: the same params (float32), both nets computing in bfloat16 (JAX's bf16 beside PyTorch's)
   kw16 = dict(generator=Generator(width=width, conv_transpose=conv_transpose, dtype=jnp.bfloat16),
               discriminator=Discriminator(width=width, dtype=jnp.bfloat16), tx=tx)
-  variants["(e) in bfloat16 (params float32)"] = (lambda s, x, z: gan.single_step(s, x, z, form="fused", **kw16), one)
+  variants["(e) in bfloat16 (params float32)"] = (lambda s, x, z: gan.single_step(s, x, z, mode="single", **kw16), one)
   holders, fns, stats = {}, {}, {}
   for name, (fn, state) in variants.items():
     holders[name] = jax.tree.map(jnp.copy, state)

@@ -30,7 +30,7 @@ def gan_cores(batch: int, width: int):
   state = gan.init(key, g, d, (1, 100), (1, 28, 28, 1), tx)
   kw = dict(generator=g, discriminator=d, tx=tx)
   return {f"GAN step, single loss (train.gan's default), batch {batch}":
-              (lambda s, x, z: gan.single_step(s, x, z, form="fused", **kw), (state, x, z)),
+              (lambda s, x, z: gan.single_step(s, x, z, mode="single", **kw), (state, x, z)),
           f"GAN step, alternating, batch {batch}":
               (lambda s, x, z: gan.alternating_step(s, x, z, **kw), (state, x, z))}
 

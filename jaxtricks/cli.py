@@ -1,8 +1,13 @@
 """Command lines generated from config dataclasses, and the exit codes every `train.*` program shares.
 
 Each field of the dataclass becomes a flag (`batch_size` -> `--batch-size`); `Literal[...]` fields get
-choices, `bool` fields `--flag/--no-flag`; the field's `metadata["help"]` is its help text. A config checks its
-own values in `__post_init__` with `jaxtricks.errors.require`, naming the setting, not the flag.
+choices, `bool` fields `--flag/--no-flag`, `int | Literal["auto", ...]` fields a number or one of the words
+(`--unroll 4`, `--unroll auto`), `X | None` fields the flag of X (None: leave the flag out); the field's
+`metadata["help"]` is its help text. A config checks its own values in `__post_init__` with
+`jaxtricks.errors.require`, naming the setting, not the flag.
+
+Old spellings of a value: `metadata["deprecated"] = {old: new}` (e.g. `{-1: "auto"}`) accepts `--flag old` for
+one more release as `new`, with one line on stderr naming the new spelling.
 
 `main` turns the library's errors (jaxtricks.errors), which name settings, into one line that names this
 program's flags. Exit codes: 0 done; 2 a user mistake (bad flag, missing data, unusable workdir), one line on
@@ -41,6 +46,29 @@ class _Parser(argparse.ArgumentParser):
     raise ConfigError(None, message)
 
 
+def _scalar_or_words(tp):
+  """(int or float, its words) of a type `int | Literal["auto", ...]` (or float's), else None."""
+  args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else ()
+  scalars = [a for a in args if a in (int, float)]
+  literals = [a for a in args if typing.get_origin(a) is typing.Literal]
+  if len(scalars) != 1 or not literals or len(scalars) + len(literals) != len(args):
+    return None
+  return scalars[0], tuple(w for a in literals for w in typing.get_args(a))
+
+
+def _number_or_word(scalar: type, words: tuple[str, ...]):
+  """argparse type: one of `words`, else `scalar(text)`."""
+  def convert(text: str):
+    if text in words:
+      return text
+    try:
+      return scalar(text)
+    except ValueError:
+      kind = "an integer" if scalar is int else "a number"
+      raise argparse.ArgumentTypeError(f"expected {kind} or one of {', '.join(words)}, got {text!r}") from None
+  return convert
+
+
 def _unwrap_optional(tp):
   if typing.get_origin(tp) in (typing.Union, types.UnionType):
     args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -65,13 +93,18 @@ def parser(config_cls: type, prog: str | None = None,
     if set(values) - names:
       raise TypeError(f"recipe {recipe!r}: {sorted(set(values) - names)} are not settings of {config_cls.__name__}")
   if recipes:
-    p.add_argument("--recipe", choices=list(recipes), default=None, help=_recipe_help(recipes))
+    p.add_argument("--recipe", choices=list(recipes), default=None, help=_recipe_help(recipes).replace("%", "%%"))
   for f in dataclasses.fields(config_cls):
     tp = _unwrap_optional(hints[f.name])
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    help_ = f"{f.metadata.get('help', '')} (default: {default})"
+    help_ = f.metadata.get("help", "") + ("" if default is None else f" (default: {default})")
+    help_ = help_.replace("%", "%%")   # argparse %-formats help strings: "20%" stays "20%"
     if tp is bool:
       p.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=help_)
+    elif (union := _scalar_or_words(tp)) is not None:
+      scalar, words = union
+      p.add_argument(flag(f.name), type=_number_or_word(scalar, words), default=default,
+                     metavar="{" + ",".join(words) + f",{scalar.__name__.upper()}}}", help=help_)
     elif typing.get_origin(tp) is typing.Literal:
       choices = typing.get_args(tp)
       p.add_argument(flag(f.name), choices=choices, type=type(choices[0]), default=default, help=help_)
@@ -95,7 +128,25 @@ def parse(config_cls: type, argv: Sequence[str] | None = None, prog: str | None 
       p.set_defaults(**recipes[chosen])
   args = vars(p.parse_args(argv))
   args.pop("recipe", None)
+  for f in dataclasses.fields(config_cls):   # old spellings of a value: accepted, with one line naming the new
+    old_to_new = _deprecated(config_cls, f.name)
+    value = args[f.name]
+    old = next((o for o in old_to_new if isinstance(o, str) == isinstance(value, str) and o == value), None)
+    if old is not None:
+      new = args[f.name] = old_to_new[old]
+      instead = f"leave {flag(f.name)} out" if new is None else f"use {flag(f.name)} {new}"
+      print(f"{p.prog}: warning: {flag(f.name)} {old} is deprecated: {instead} (the old spelling goes in the next "
+            "release)", file=sys.stderr)
   return config_cls(**args)
+
+
+def _deprecated(config_cls: type, name: str) -> dict:
+  """The field's {old: new} spellings, also where a subclass redeclares the field to change its default."""
+  for cls in config_cls.__mro__:
+    field = getattr(cls, "__dataclass_fields__", {}).get(name)
+    if field is not None and "deprecated" in field.metadata:
+      return field.metadata["deprecated"]
+  return {}
 
 
 def main(config_cls: type, run: Callable[[Any], Any], argv: Sequence[str] | None = None,

@@ -8,7 +8,7 @@ energies bounded; this is the PLUS.
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -28,13 +28,15 @@ def contrastive_loss(e_real_B: jax.Array, e_fake_B: jax.Array, *, reg: float = 1
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
+  """A Langevin chain's settings (jaxtricks.langevin): noise_scale None is sqrt(step_size), grad_clip None no
+  clip; unroll as `scan_unroll` reads it."""
   num_steps: int = 60
   step_size: float = 20.0          # the official code's "step 10" in x - (step_size/2) grad
   noise_scale: float | None = 0.005
   grad_clip: float | None = 0.01
   reinit_prob: float = 0.05
   data_range: tuple[float, float] = (0.0, 1.0)
-  unroll: int | bool = 1
+  unroll: int | bool | Literal["auto", "full"] = 1
 
 
 def default_unroll() -> int | bool:
@@ -43,21 +45,20 @@ def default_unroll() -> int | bool:
   return True if jax.default_backend() == "cpu" else 1
 
 
+def scan_unroll(unroll: int | bool | Literal["auto", "full"]) -> int | bool:
+  """lax.scan's `unroll` of a chain: "full" (True) unrolls every step, "auto" is `default_unroll()` on this
+  backend, an int N unrolls N steps per iteration."""
+  if unroll == "auto":
+    return default_unroll()
+  return True if unroll == "full" else unroll
+
+
 def energy_net(channels: int, kind: str = "resnet") -> nn.Module:
   """The energy net: "resnet" at width c: stem c, stages c, 2c, 4c (Du & Mordatch's design; their 28x28 net is
   c = 64); "strided": the UvA tutorial's four stride-2 convolutions at c, 2c, 4c, 4c (its net is c = 16)."""
   if kind == "strided":
     return StridedEnergyNet(features=(channels, 2 * channels, 4 * channels, 4 * channels))
   return EnergyNet(stem=channels, stages=(channels, 2 * channels, 4 * channels))
-
-
-def sampler_from_flags(*, num_steps: int, step_size: float, noise_scale: float, grad_clip: float,
-                       reinit_prob: float, unroll: int) -> SamplerConfig:
-  """A SamplerConfig from the programs' flag conventions: noise_scale 0 = sqrt(step size), grad_clip 0 = no clip,
-  unroll -1 = default_unroll(), 0 = fully unrolled."""
-  return SamplerConfig(num_steps=num_steps, step_size=step_size, noise_scale=noise_scale or None,
-                       grad_clip=grad_clip or None, reinit_prob=reinit_prob,
-                       unroll=default_unroll() if unroll == -1 else (unroll or True))
 
 
 @struct.dataclass
@@ -79,7 +80,7 @@ def run_chains(energy, x0: jax.Array, key: jax.Array, sampler: SamplerConfig) ->
   """`sampler.num_steps` Langevin steps from x0 under `energy`; no gradient flows out (fakes are constants)."""
   x = langevin.langevin_chain(energy, x0, key, num_steps=sampler.num_steps, step_size=sampler.step_size,
                               noise_scale=sampler.noise_scale, grad_clip=sampler.grad_clip,
-                              data_range=sampler.data_range, unroll=sampler.unroll)
+                              data_range=sampler.data_range, unroll=scan_unroll(sampler.unroll))
   return jax.lax.stop_gradient(x)
 
 

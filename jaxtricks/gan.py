@@ -3,13 +3,16 @@ Su, kexue.fm/archives/6387; reference code bojone/gan).
 
 Hinge GAN, discriminator D scores real data LOW:
     D minimizes  E_x[relu(1 + D(x))] + E_z[relu(1 - D(G(z)))],      G minimizes  E_z[D(G(z))].
-One loss over {'G': ..., 'D': ...}, sg = stop_gradient:
-    subtract:  L = hinge(D(x), D(sg(G(z)))) + lam * (E D(G(z)) - E D(sg(G(z))))          (the seed's, Keras-able)
-    freeze:    L = hinge(D(x), D(sg(G(z)))) + lam * (E D_{sg(theta_D)}(G(z)) - sg(same))  (JAX: sg on D's params)
+One loss over {'G': ..., 'D': ...}, sg = stop_gradient, in two forms:
+    single-subtract:  L = hinge(D(x), D(sg(G(z)))) + lam * (E D(G(z)) - E D(sg(G(z))))         (the seed's, Keras-able)
+    single-freeze:    L = hinge(D(x), D(sg(G(z)))) + lam * (E D_{sg(theta_D)}(G(z)) - sg(same))  (sg on D's params)
 The lam term is exactly 0 in value; its gradient is 0 for D and lam * grad_G E[D(G(z))] for G. So one step on
-L moves D by its hinge loss and G by its loss at once. `fused_grads` computes the freeze form's gradient with a
-single forward of D on the fakes (one VJP, two cotangents); on XLA:CPU the plain freeze form compiles to the same
-FLOPs, because XLA merges the two identical forwards itself (benchmarks/RESULTS.md).
+L moves D by its hinge loss and G by its loss at once. Mode "single" is single-freeze's gradient computed by
+`fused_grads` with a single forward of D on the fakes (one VJP, two cotangents); on XLA:CPU the plain freeze form
+compiles to the same FLOPs, because XLA merges the two identical forwards itself (benchmarks/RESULTS.md).
+
+The ways to train, named once (`Mode`; train.gan's --mode, the benchmarks and result labels use these names):
+"single", "single-freeze", "single-subtract" (one loss, one step of both optimizers) and "alternating".
 
 lam scales G's gradient. With SGD that is a learning-rate ratio D:G = 1:lam, but Adam and RMSprop divide by
 the gradient's own scale and undo it: for two time scales give each player its own learning rate. Every step
@@ -35,6 +38,7 @@ import optax
 from flax import struct
 
 Params = dict[str, Any]
+Mode = Literal["single", "single-freeze", "single-subtract", "alternating"]
 
 
 def d_hinge_loss(d_real_B: jax.Array, d_fake_B: jax.Array) -> jax.Array:
@@ -109,20 +113,21 @@ def _apply(tx: Optimizers, player: str, grads, opt_state, params):
 
 
 def single_loss(params: Params, batch_stats: Params, x_real, z, *, generator, discriminator, lam: float = 1.0,
-                form: Literal["freeze", "subtract"] = "freeze") -> tuple[jax.Array, tuple[Params, dict]]:
-  """The one loss over G and D; returns (loss, (new batch stats, metrics))."""
+                mode: Literal["single-freeze", "single-subtract"] = "single-freeze"
+                ) -> tuple[jax.Array, tuple[Params, dict]]:
+  """The one loss over G and D in `mode`'s form; returns (loss, (new batch stats, metrics))."""
   g, d = generator, discriminator
   x_fake, g_stats = _run(g, params["G"], batch_stats["G"], z)
   d_real, d_stats = _run(d, params["D"], batch_stats["D"], x_real)
   d_fake_sg, d_stats_new = _run(d, params["D"], d_stats, jax.lax.stop_gradient(x_fake))
-  if form == "subtract":
+  if mode == "single-subtract":
     d_fake, _ = _run(d, params["D"], d_stats, x_fake)
     lam_term = d_fake.mean() - d_fake_sg.mean()
-  elif form == "freeze":
+  elif mode == "single-freeze":
     d_frozen, _ = _run(d, jax.lax.stop_gradient(params["D"]), d_stats, x_fake)
     lam_term = d_frozen.mean() - jax.lax.stop_gradient(d_frozen.mean())
   else:
-    raise ValueError(f"form must be 'freeze' or 'subtract', got {form!r}")
+    raise ValueError(f"mode must be 'single-freeze' or 'single-subtract', got {mode!r}")
   d_loss = d_hinge_loss(d_real, d_fake_sg)
   loss = d_loss + lam * lam_term
   metrics = {"d_loss": d_loss, "g_loss": g_hinge_loss(d_fake_sg), "lam_term": lam_term,
@@ -132,7 +137,7 @@ def single_loss(params: Params, batch_stats: Params, x_real, z, *, generator, di
 
 def fused_grads(params: Params, batch_stats: Params, x_real, z, *, generator, discriminator,
                 lam: float = 1.0) -> tuple[Params, tuple[Params, dict]]:
-  """The gradient of single_loss(form='freeze') with ONE forward of D on the fake batch.
+  """The gradient of single_loss(mode='single-freeze') with ONE forward of D on the fake batch (mode "single").
 
   D's pass on G(z) is linearized once (jax.vjp) and its VJP applied with two cotangents: the hinge's, kept
   for D's parameters, and lam / B, kept for the input G(z) and carried back through G. Inside jit XLA drops
@@ -158,15 +163,15 @@ def fused_grads(params: Params, batch_stats: Params, x_real, z, *, generator, di
 
 
 def single_step(state: GanState, x_real, z, *, generator, discriminator, tx: Optimizers, lam: float = 1.0,
-                form: Literal["freeze", "subtract", "fused"] = "fused"):
-  """One step of both optimizers on the single loss's gradient; 'fused' is 'freeze' with one D forward on the
-  fakes."""
+                mode: Literal["single", "single-freeze", "single-subtract"] = "single"):
+  """One step of both optimizers on the single loss's gradient; "single" is "single-freeze" with one D forward
+  on the fakes (fused_grads)."""
   kw = dict(generator=generator, discriminator=discriminator, lam=lam)
-  if form == "fused":
+  if mode == "single":
     grads, (stats, metrics) = fused_grads(state.params, state.batch_stats, x_real, z, **kw)
   else:
     grads, (stats, metrics) = jax.grad(single_loss, has_aux=True)(state.params, state.batch_stats, x_real, z,
-                                                                  form=form, **kw)
+                                                                  mode=mode, **kw)
   new = {k: _apply(tx, k, grads[k], state.opt_state[k], state.params[k]) for k in ("G", "D")}
   return state.replace(step=state.step + 1, params={k: v[0] for k, v in new.items()}, batch_stats=stats,
                        opt_state={k: v[1] for k, v in new.items()}), metrics
@@ -212,21 +217,16 @@ def alternating_step(state: GanState, x_real, z_d, z_g=None, *, generator, discr
   return state.replace(step=state.step + 1), {**m_d, **m_g}
 
 
-# each way of training this module offers (the names train.gan's runs and the benchmarks use) as train_step's form
-MODES = {"single": "fused", "single-freeze": "freeze", "single-subtract": "subtract", "alternating": "alternating"}
-
-
-def train_step(state: GanState, x_real, key, *, form: Literal["alternating", "fused", "freeze", "subtract"],
-               generator, discriminator, tx: Optimizers, z_dim: int, lam: float = 1.0,
-               ema_decay: float = 0.0) -> tuple[GanState, dict]:
+def train_step(state: GanState, x_real, key, *, mode: Mode, generator, discriminator, tx: Optimizers, z_dim: int,
+               lam: float = 1.0, ema_decay: float = 0.0) -> tuple[GanState, dict]:
   """One training step from a key: z ~ N(0, I) (alternating: a second z, from fold_in(key, 1), for G's half);
-  `form` 'alternating' is alternating_step, the others single_step's forms; then G's EMA (if the state has one)."""
+  `mode` "alternating" is alternating_step, the others single_step's; then G's EMA (if the state has one)."""
   z = jax.random.normal(key, (x_real.shape[0], z_dim))
   kw = dict(generator=generator, discriminator=discriminator, tx=tx)
-  if form == "alternating":
+  if mode == "alternating":
     state, metrics = alternating_step(state, x_real, z, jax.random.normal(jax.random.fold_in(key, 1), z.shape), **kw)
   else:
-    state, metrics = single_step(state, x_real, z, lam=lam, form=form, **kw)
+    state, metrics = single_step(state, x_real, z, lam=lam, mode=mode, **kw)
   return ema_update(state, ema_decay), metrics
 
 
@@ -252,7 +252,7 @@ def gradient_reversal_loss(params: Params, batch_stats: Params, x_real, z, *, ge
   if loss not in ZERO_SUM_LOSSES:
     raise ValueError(f"gradient reversal needs a zero-sum loss (one of {ZERO_SUM_LOSSES}); the {loss!r} loss is not "
                      "zero-sum (its generator does not minimize -1 x the discriminator's loss): use "
-                     "single_loss(form='freeze') instead")
+                     "single_loss(mode='single-freeze') instead")
   x_fake, g_stats = _run(generator, params["G"], batch_stats["G"], z)
   d_real, d_stats = _run(discriminator, params["D"], batch_stats["D"], x_real)
   d_fake, d_stats = _run(discriminator, params["D"], d_stats, reverse_gradient(x_fake))

@@ -19,7 +19,7 @@ fields, its state, its step and its evaluation:
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import jax
 
@@ -35,11 +35,14 @@ class BaseConfig:
   workdir: str = "runs/run"
   data_dir: str = dataclasses.field(default="", metadata={"help": "raw data folder (else $JAXTRICKS_DATA)"})
   checkpoint_every: int = 500
-  devices: int = dataclasses.field(default=0, metadata={"help": "devices to split each batch over; 0: all visible"})
-  cpu_devices: int = dataclasses.field(
-      default=1, metadata={"help": "on a CPU: XLA devices to make of it, each batch split over them (0: one per core, "
-                                   "fewer where the batch does not divide); JAX_NUM_CPU_DEVICES or XLA_FLAGS' device "
-                                   "count, if set, win; unused on a GPU/TPU"})
+  devices: int | Literal["all"] = dataclasses.field(
+      default="all", metadata={"help": "devices to split each batch over: all visible, or the first N",
+                               "deprecated": {0: "all"}})
+  cpu_devices: int | Literal["per_core"] = dataclasses.field(
+      default=1, metadata={"help": "on a CPU: XLA devices to make of it, each batch split over them (per_core: one "
+                                   "per core, fewer where the batch does not divide); JAX_NUM_CPU_DEVICES or "
+                                   "XLA_FLAGS' device count, if set, win; unused on a GPU/TPU",
+                           "deprecated": {0: "per_core"}})
   cpu_ynn_convolutions: bool = dataclasses.field(
       default=True, metadata={"help": "on a CPU: let XLA run the train step's convolutions with YNNPACK (its default "
                                       "in jaxlib 0.12); off: XLA's own kernels (faster for some nets, "
@@ -51,16 +54,17 @@ class BaseConfig:
     require_finite(self)
     require(bool(self.workdir), "workdir", "must name a directory")
     require(self.checkpoint_every > 0, "checkpoint_every", f"must be positive, got {self.checkpoint_every}")
-    require(self.devices >= 0, "devices", f"must be >= 0 (0: all visible), got {self.devices}")
-    require(self.cpu_devices >= 0, "cpu_devices", f"must be >= 0 (0: one per core), got {self.cpu_devices}")
+    require(self.devices == "all" or self.devices >= 1, "devices", f"must be all or >= 1, got {self.devices}")
+    require(self.cpu_devices == "per_core" or self.cpu_devices >= 1, "cpu_devices",
+            f"must be per_core or >= 1, got {self.cpu_devices}")
 
   def split_sizes(self) -> tuple[int, ...]:
     """The sizes split over the devices (each must divide by their count): the batch; a program adds its own."""
     return (self.batch_size,) if hasattr(self, "batch_size") else ()
 
   def cpu_device_count(self) -> int:
-    """`cpu_devices`, 0 read as one per core, lowered until every `split_sizes` divides by it."""
-    count = self.cpu_devices or parallel.cpu_cores()
+    """`cpu_devices` (per_core: one per core), lowered until every `split_sizes` divides by it."""
+    count = parallel.cpu_cores() if self.cpu_devices == "per_core" else self.cpu_devices
     while count > 1 and any(size % count for size in self.split_sizes()):
       count -= 1
     return count

@@ -22,7 +22,7 @@ FID_OF_DATASET = {"fashion_mnist": "fmnist", "mnist": "fmnist", "cifar10": "cifa
 
 def fid_name(dataset: str) -> str | None:
   """The FID that scores samples of `dataset` ("fmnist" for Fashion-MNIST and MNIST, "cifar10"), or None where
-  that FID's feature net has no committed weights."""
+  that FID's feature net has no committed weights: the one place that decides whether a data set has an FID."""
   name = FID_OF_DATASET.get(dataset)
   return name if name is not None and FEATURE_NETS[name][0].exists() else None
 
@@ -109,18 +109,17 @@ def feature_net_outputs(images_NHWC, *, net=None, batch_size: int = 1000) -> tup
   return np.concatenate(feats), np.concatenate(probs)
 
 
-def fid_fmnist(images_a, images_b, *, net=None) -> float:
-  """FID-FMNIST: the Fréchet distance between the feature net's penultimate features of two image sets."""
-  fa, _ = feature_net_outputs(images_a, net=net)
-  fb, _ = feature_net_outputs(images_b, net=net)
-  return frechet_distance(*gaussian_statistics(fa), *gaussian_statistics(fb))
-
-
-def fid_against(reference_images, *, net=None):
-  """images -> FID-FMNIST against a fixed reference set, whose feature statistics are computed once here."""
+def fid_against(reference_images, *, net=None, with_inception_score: bool = False):
+  """images -> the FID of `images` against `reference_images`: the Fréchet distance between the Gaussian statistics
+  of the feature net's penultimate features (`net`: load_feature_net's (module, params), default FID-FMNIST's),
+  the reference's computed once here. With `with_inception_score`, images -> (FID, inception score of the images'
+  class probabilities), both from one pass of the net. The one FID of the project; `fid_name` says which net
+  scores which data set."""
   net = net if net is not None else load_feature_net()
   reference = gaussian_statistics(feature_net_outputs(reference_images, net=net)[0])
 
-  def fid(images) -> float:
-    return frechet_distance(*gaussian_statistics(feature_net_outputs(images, net=net)[0]), *reference)
+  def fid(images):
+    features, probs = feature_net_outputs(images, net=net)
+    value = frechet_distance(*gaussian_statistics(features), *reference)
+    return (value, inception_score(probs)) if with_inception_score else value
   return fid

@@ -1,6 +1,6 @@
 """Data parallelism on JAX's own machinery: a `Mesh` with one 'data' axis over the devices.
 
-    mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)   # all visible devices by default
+    mesh = parallel.make_mesh(config.devices, batch_size=config.batch_size)   # "all" visible devices, or a count
     batches = pipeline.DeviceBatches(data, batch_size=..., key=..., mesh=mesh)  # each device gathers its rows
     step = parallel.jit_step(train_step, mesh)                                  # params replicated, batch sharded
 
@@ -17,6 +17,7 @@ every process's devices; each process's devices gather only their own rows of ea
 """
 
 import os
+from typing import Literal
 
 import jax
 import numpy as np
@@ -65,15 +66,15 @@ def set_cpu_devices(count: int) -> int:
   return count
 
 
-def make_mesh(num_devices: int = 0, *, batch_size: int | None = None) -> Mesh:
-  """A 1-D mesh ('data',) over the first `num_devices` devices (0: all); the batch must divide evenly.
-  Errors name the settings `devices` and `batch_size` (jaxtricks.errors)."""
+def make_mesh(num_devices: int | Literal["all"] = "all", *, batch_size: int | None = None) -> Mesh:
+  """A 1-D mesh ('data',) over the first `num_devices` devices ("all": every visible one); the batch must divide
+  evenly. Errors name the settings `devices` and `batch_size` (jaxtricks.errors)."""
   devices = jax.devices()
-  if num_devices < 0 or num_devices > len(devices):
-    raise ConfigError("devices", f"{num_devices}: {len(devices)} device(s) visible; use 0 (all) to {len(devices)}")
-  if num_devices and jax.process_count() > 1 and num_devices != len(devices):
-    raise ConfigError("devices", f"{num_devices}: a multi-process run uses all {len(devices)} devices; use 0")
-  devices = devices[:num_devices or len(devices)]
+  if num_devices != "all" and not 1 <= num_devices <= len(devices):
+    raise ConfigError("devices", f"{num_devices}: {len(devices)} device(s) visible; use all, or 1 to {len(devices)}")
+  if num_devices != "all" and jax.process_count() > 1 and num_devices != len(devices):
+    raise ConfigError("devices", f"{num_devices}: a multi-process run uses all {len(devices)} devices; use all")
+  devices = devices if num_devices == "all" else devices[:num_devices]
   if batch_size is not None and batch_size % len(devices):
     raise ConfigError("batch_size", f"{batch_size} does not divide by the {len(devices)} devices; "
                       f"use a multiple of {len(devices)} (or {{devices}})")

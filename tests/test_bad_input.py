@@ -2,6 +2,7 @@
 saved is lost. The first column of every row here must appear in that table (last test)."""
 
 import errno
+import importlib
 import os
 import re
 import subprocess
@@ -24,7 +25,7 @@ def _truncate(path):
 # (README's words for the input, trainer, its flags ({raw} = a fake data folder, {tmp} = the test's folder),
 #  a setup step, what stderr must say)
 ROWS = [
-    ("`--steps -5`", "classify", ["--steps", "-5"], None, "--steps must be >= 0"),
+    ("`--steps -5`", "classify", ["--steps", "-5"], None, "--steps must be positive (or left out: from --epochs)"),
     ("`--steps 0`", "gan", ["--steps", "0"], None, "--steps must be positive, got 0"),
     ("`--model resnet`", "classify", ["--model", "resnet"], None, "invalid choice: 'resnet'"),
     ("`--loss focal`", "sentiment", ["--loss", "focal"], None, "invalid choice: 'focal'"),
@@ -81,6 +82,40 @@ def test_row(readme, trainer, args, setup, words, tmp, capsys):
   assert rc == cli.EXIT_USAGE, err
   line = _error_line(err)
   assert line.startswith(f"{trainer}: error: ") and words.format(tmp=tmp) in line, line
+
+
+@pytest.mark.parametrize("trainer, args, words", [
+    ("ebm", ["--unroll", "fully"], "argument --unroll: expected an integer or one of auto, full, got 'fully'"),
+    ("ebm", ["--unroll", "-2"], "--unroll must be auto, full or >= 1, got -2"),
+    ("ebm", ["--noise-scale", "sqrt"], "argument --noise-scale: expected a number or one of sqrt_step_size"),
+    ("classify", ["--devices", "-1"], "--devices must be all or >= 1, got -1"),
+    ("gan", ["--cpu-devices", "many"], "argument --cpu-devices: expected an integer or one of per_core, got 'many'"),
+])
+def test_a_number_or_word_flag_refuses_anything_else_in_one_line(trainer, args, words, tmp, capsys):
+  assert _main(trainer, args, tmp) == cli.EXIT_USAGE
+  line = _error_line(capsys.readouterr().err)
+  assert line.startswith(f"{trainer}: error: ") and words in line, line
+
+
+def test_an_old_spelling_is_one_warning_line_then_the_new_value(tmp, capsys):
+  """`--devices 0` (the old "all") still runs, with one line naming the new spelling; then the usual error of
+  the next bad value shows it was read as `all`."""
+  assert _main("classify", ["--devices", "0", "--batch-size", "0"], tmp) == cli.EXIT_USAGE
+  lines = without_progress_bars(capsys.readouterr().err)
+  assert lines == ["classify: warning: --devices 0 is deprecated: use --devices all (the old spelling goes in the "
+                   "next release)", "classify: error: --batch-size must be positive, got 0"], lines
+
+
+@pytest.mark.parametrize("program", sorted(p.stem for p in (REPO / "train").glob("*.py") if p.stem != "__init__"))
+def test_help_of_every_program_exits_0(program, capsys):
+  """--help prints every flag's help (argparse %-formats it: a "20%" once ended train.classify's in a ValueError)."""
+  module = importlib.import_module(f"train.{program}")
+  with pytest.raises(SystemExit) as exit_:
+    module.main(["--help"])
+  out = capsys.readouterr().out
+  assert exit_.value.code == 0 and out.startswith("usage: python -m train.") and "--help" in out, out[-500:]
+  if program == "classify":
+    assert "shifts of up to 20% (the EXACT" in " ".join(out.split())   # the percent sign as written
 
 
 def test_row_batch_not_divisible_by_devices(tmp):

@@ -18,7 +18,8 @@ ARGS = {
     "classify": (classify, ["--batch-size", "8", "--eval-batch-size", "16"]),
     "gan": (train_gan, ["--batch-size", "8", "--width", "4", "--z-dim", "8", "--sample-every", "2"]),
     "ebm": (train_ebm, ["--batch-size", "8", "--channels", "4", "--langevin-steps", "2", "--fresh-steps", "2",
-                        "--buffer-size", "16", "--unroll", "1", "--sample-every", "2", "--fid-every", "2"]),
+                        "--buffer-size", "16", "--unroll", "1", "--sample-every", "2", "--fid-every", "2",
+                        "--fid-samples", "32"]),
 }
 
 
@@ -48,9 +49,8 @@ def test_trainer_runs_on_cifar10(program, tmp_path, monkeypatch):
     assert any("test/accuracy" in r for r in rows)
   else:
     fids = {k for r in rows for k in r if k.startswith("fid")}
-    # the GAN scores its samples by FID-CIFAR10 (never by FID-FMNIST, whose net is Fashion-MNIST's); the EBM has
-    # no CIFAR-10 FID yet
-    assert fids == ({"fid_cifar10"} if program == "gan" else set()), fids
+    # both score their samples by FID-CIFAR10 (never by FID-FMNIST, whose net is Fashion-MNIST's): metrics.fid_name
+    assert fids == ({"fid_cifar10"} if program == "gan" else {"fid_cifar10_buffer", "fid_cifar10_fresh"}), fids
     grids = sorted(p.name for p in (tmp_path / "w").glob("*_000002.png"))
     assert grids == (["samples_000002.png"] if program == "gan" else ["buffer_000002.png", "fresh_000002.png"])
 

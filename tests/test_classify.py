@@ -209,6 +209,18 @@ def test_augmented_preprocess_keeps_shapes_and_the_eval_path_untouched(augment, 
   np.testing.assert_allclose(test[..., :1], batch["image"] / 255.0, rtol=1e-6)    # no augmentation at test time
 
 
+def test_flip_only_augmentation_draws_from_the_step_key_itself():
+  """--augment flip flips with the transform's key itself, not its split k_flip (the key reuse commented in
+  classify.preprocess, kept so that recorded flip runs stay bit-identical); the crop recipes use k_flip."""
+  from jaxtricks.data import pipeline
+  batch = {"image": (jnp.arange(64 * 28 * 28, dtype=jnp.int32).reshape(64, 28, 28, 1) % 251).astype(jnp.uint8),
+           "label": jnp.zeros(64, jnp.int32)}
+  key, x = jax.random.PRNGKey(3), pipeline.to_float(batch["image"])
+  out = classify.preprocess(classify.Config(augment="flip"), key, batch, train=True)["image"]
+  np.testing.assert_array_equal(out, pipeline.random_flip(key, x))
+  assert not np.array_equal(out, pipeline.random_flip(jax.random.split(key, 3)[0], x))   # k_flip flips others
+
+
 def test_label_smoothing_changes_only_the_targets():
   import optax
   logits = jax.random.normal(jax.random.PRNGKey(0), (4, 10))

@@ -1,10 +1,12 @@
-"""The CPU layout a program picks for itself (issue 18): --cpu-devices, 0 = one XLA device per core, lowered until
-the batch divides; the user's JAX_NUM_CPU_DEVICES / XLA_FLAGS win; nothing changes once JAX has started."""
+"""The CPU layout a program picks for itself (issue 18): --cpu-devices N or per_core (one XLA device per core),
+lowered until the batch divides; the user's JAX_NUM_CPU_DEVICES / XLA_FLAGS win; nothing changes once JAX has
+started. The old spelling `--cpu-devices 0` still means per_core, with a deprecation line."""
 
 import dataclasses
 import os
 import subprocess
 import sys
+from typing import Literal
 
 import pytest
 
@@ -19,33 +21,36 @@ class _Config(harness.BaseConfig):
 
 
 @pytest.mark.parametrize("cpu_devices, cores, batch, expected", [
-    (0, 4, 64, 4), (0, 4, 30, 3), (0, 2, 7, 1), (1, 4, 64, 1), (3, 4, 64, 2), (2, 2, 64, 2)])
+    ("per_core", 4, 64, 4), ("per_core", 4, 30, 3), ("per_core", 2, 7, 1), (1, 4, 64, 1), (3, 4, 64, 2),
+    (2, 2, 64, 2)])
 def test_cpu_device_count_is_the_asked_count_lowered_until_the_batch_divides(monkeypatch, cpu_devices, cores, batch,
                                                                                expected):
   monkeypatch.setattr(parallel, "cpu_cores", lambda: cores)
   assert _Config(cpu_devices=cpu_devices, batch_size=batch).cpu_device_count() == expected
 
 
-def test_negative_cpu_devices_is_refused():
-  with pytest.raises(ConfigError, match="cpu_devices"):
-    _Config(cpu_devices=-1)
+@pytest.mark.parametrize("bad", [-1, 0])
+def test_cpu_devices_below_one_is_refused(bad):
+  with pytest.raises(ConfigError, match="cpu_devices must be per_core or >= 1"):
+    _Config(cpu_devices=bad)
 
 
 _CHILD = """
 import dataclasses, sys
+from typing import Literal
 import jax
 from jaxtricks import cli, harness
 
 @dataclasses.dataclass(frozen=True)
 class Config(harness.BaseConfig):
   batch_size: int = 64
-  cpu_devices: int = 0   # this program's default: one device per core
+  cpu_devices: int | Literal["per_core"] = "per_core"   # this program's default: one device per core
 
 sys.exit(cli.main(Config, lambda c: print("DEVICES", jax.device_count()), argv=sys.argv[1:]))
 """
 
 
-def _devices(*argv, **env) -> int:
+def _devices(*argv, stderr: list | None = None, **env) -> int:
   base = child_env(**env)
   for name in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS"):
     if name not in env:
@@ -53,6 +58,8 @@ def _devices(*argv, **env) -> int:
   out = subprocess.run([sys.executable, "-c", _CHILD, *argv], env={**base, "JAX_PLATFORMS": "cpu"},
                        capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr
+  if stderr is not None:
+    stderr.extend(out.stderr.splitlines())
   return int(out.stdout.split("DEVICES")[1])
 
 
@@ -60,6 +67,11 @@ def test_a_program_makes_the_cpu_its_default_layout_and_the_user_setting_wins():
   cores = len(os.sched_getaffinity(0))
   assert _devices() == cores                                     # the program's default: one per core
   assert _devices("--cpu-devices", "1") == 1                     # its flag
+  err = []
+  assert _devices("--cpu-devices", "0", stderr=err) == cores      # the old spelling of per_core
+  assert [l for l in err if "deprecated" in l] == [
+      "-c: warning: --cpu-devices 0 is deprecated: use --cpu-devices per_core (the old spelling goes in the next "
+      "release)"], err
   assert _devices("--batch-size", "7") == (7 if cores >= 7 else 1)   # lowered until the batch divides
   assert _devices(JAX_NUM_CPU_DEVICES="3") == 3                  # the user's environment wins
   assert _devices(XLA_FLAGS="--xla_force_host_platform_device_count=3") == 3

@@ -1,3 +1,4 @@
+import dataclasses
 import functools
 
 import chex
@@ -217,3 +218,22 @@ def test_standardized_temperature_gives_both_terms_one_scale():
   t = ebm.standardized_temperature(e, bits)
   np.testing.assert_allclose(t, np.std([1, 3, 5, 7]) / (np.log(2) * np.std([100, 300, 200, 400])), rtol=1e-6)
   np.testing.assert_allclose(np.std(e / t), np.std(np.log(2) * bits), rtol=1e-5)
+
+
+@pytest.mark.parametrize("unroll, expected", [("full", True), (True, True), (1, 1), (4, 4), ("auto", True)])
+def test_scan_unroll_names(unroll, expected):
+  """lax.scan's unroll of each SamplerConfig.unroll ("auto": fully on a CPU, where these tests run)."""
+  assert jax.default_backend() == "cpu"
+  got = ebm.scan_unroll(unroll)
+  assert got == expected and type(got) is type(expected)
+
+
+def test_run_chains_gives_one_chain_whatever_the_unroll():
+  """The unroll changes how XLA lays out the chain, not the chain: "full", "auto" and 2 give the scan's samples."""
+  energy = lambda x: 0.5 * jnp.sum(x ** 2, axis=(1, 2, 3))
+  x0 = jax.random.uniform(jax.random.PRNGKey(0), (4, 6, 6, 1))
+  chain = lambda unroll: ebm.run_chains(energy, x0, jax.random.PRNGKey(1), dataclasses.replace(SAMPLER, unroll=unroll))
+  scan = chain(1)
+  for unroll in ("full", "auto", 2):
+    np.testing.assert_allclose(chain(unroll), scan, rtol=1e-6, atol=1e-7)
+  assert not np.allclose(scan, x0)

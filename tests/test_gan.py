@@ -52,12 +52,12 @@ def _reference_grads(state, x, z):
   return jax.grad(d_loss)(state.params["D"]), jax.grad(g_loss)(state.params["G"])
 
 
-@pytest.mark.parametrize("form", ["freeze", "subtract"])
+@pytest.mark.parametrize("mode", ["single-freeze", "single-subtract"])
 @pytest.mark.parametrize("lam", [1.0, 0.3])
-def test_single_loss_gradient_is_both_losses_gradients(form, lam):
+def test_single_loss_gradient_is_both_losses_gradients(mode, lam):
   state = _state(optax.adam(1e-3))
   x, z = _batch()
-  f = jax.jit(functools.partial(gan.single_loss, generator=G, discriminator=D, lam=lam, form=form))
+  f = jax.jit(functools.partial(gan.single_loss, generator=G, discriminator=D, lam=lam, mode=mode))
   (loss, (_, metrics)), grads = jax.value_and_grad(f, has_aux=True)(state.params, state.batch_stats, x, z)
   ref_d, ref_g = _reference_grads(state, x, z)
   chex.assert_trees_all_close(grads["D"], ref_d, rtol=1e-4, atol=1e-6)
@@ -82,7 +82,7 @@ def test_freeze_gives_d_nothing_from_the_lam_term():
   state = _state(optax.adam(1e-3))
   x, z = _batch()
   grad = lambda lam: jax.grad(gan.single_loss, has_aux=True)(state.params, state.batch_stats, x, z, generator=G,
-                                                               discriminator=D, lam=lam, form="freeze")[0]
+                                                               discriminator=D, lam=lam, mode="single-freeze")[0]
   with_lam, without = grad(5.0), grad(0.0)
   chex.assert_trees_all_equal(with_lam["D"], without["D"])    # zero, not small
   assert all(float(jnp.abs(l).max()) == 0 for l in jax.tree.leaves(without["G"]))
@@ -120,22 +120,22 @@ def test_alternating_step_equals_two_updates_by_hand():
   assert int(new.step) == 1
 
 
-@pytest.mark.parametrize("form", ["alternating", "fused", "subtract"])
-def test_train_step_draws_z_from_its_key_then_steps_then_updates_the_ema(form):
+@pytest.mark.parametrize("mode", ["alternating", "single", "single-subtract"])
+def test_train_step_draws_z_from_its_key_then_steps_then_updates_the_ema(mode):
   """gan.train_step (what train.gan and benchmarks.gan_convergence run) is the named step on z ~ N(0, I) from the
   key (alternating: G's own z from fold_in(key, 1)), then G's EMA."""
   tx = gan.adam_players(lr_g=1e-3, lr_d=4e-3, eps=1e-3)
   state = gan.with_ema(_state(tx))
   x, _ = _batch()
   key = jax.random.PRNGKey(7)
-  new, metrics = jax.jit(lambda s: gan.train_step(s, x, key, form=form, tx=tx, z_dim=Z, lam=2.0, ema_decay=0.9,
+  new, metrics = jax.jit(lambda s: gan.train_step(s, x, key, mode=mode, tx=tx, z_dim=Z, lam=2.0, ema_decay=0.9,
                                                   **NETS))(state)
   z = jax.random.normal(key, (x.shape[0], Z))
-  if form == "alternating":
+  if mode == "alternating":
     z_g = jax.random.normal(jax.random.fold_in(key, 1), z.shape)
     ref, _ = jax.jit(lambda s: gan.alternating_step(s, x, z, z_g, tx=tx, **NETS))(state)
   else:
-    ref, _ = jax.jit(lambda s: gan.single_step(s, x, z, lam=2.0, form=form, tx=tx, **NETS))(state)
+    ref, _ = jax.jit(lambda s: gan.single_step(s, x, z, lam=2.0, mode=mode, tx=tx, **NETS))(state)
   chex.assert_trees_all_close(new.params, ref.params, rtol=1e-6, atol=1e-7)
   ema = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, state.ema_g, ref.params["G"])
   chex.assert_trees_all_close(new.ema_g, ema, rtol=1e-6, atol=1e-7)
@@ -163,7 +163,7 @@ def test_two_timescale_is_adam_per_subtree():
   tx_g, tx_d = optax.adam(1e-4), optax.adam(4e-4)
   state = _state(gan.two_timescale(tx_g, tx_d))
   x, z = _batch()
-  new, _ = gan.single_step(state, x, z, lam=1.0, form="freeze", tx=gan.two_timescale(tx_g, tx_d), **NETS)
+  new, _ = gan.single_step(state, x, z, lam=1.0, mode="single-freeze", tx=gan.two_timescale(tx_g, tx_d), **NETS)
   grads = jax.grad(gan.single_loss, has_aux=True)(state.params, state.batch_stats, x, z, generator=G,
                                                    discriminator=D)[0]
   for k, tx in (("G", tx_g), ("D", tx_d)):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import require_real_data
+from conftest import REPO, require_real_data
 from jaxtricks import metrics
 
 
@@ -62,8 +62,8 @@ def test_feature_net_weights_and_fid_fmnist():
   assert np.mean(probs.argmax(1) == labels) >= 0.92        # the committed net is the one that reached 92%
   train, _ = load("fashion_mnist", "train")
   digits, _ = load("mnist", "test")
-  same = metrics.fid_fmnist(train[:10000], fashion, net=net)
-  other = metrics.fid_fmnist(digits, fashion, net=net)
+  fid = metrics.fid_against(fashion, net=net)
+  same, other = fid(train[:10000]), fid(digits)
   assert same < 0.05 * other, (same, other)
   assert metrics.inception_score(probs) > 5
 
@@ -75,4 +75,26 @@ def test_fid_against_a_reference_set_is_zero_on_itself_and_grows_with_noise():
   assert abs(fid(ref)) < 1e-6
   noisy = np.clip(ref / 255.0 + rng.normal(0, 0.3, ref.shape), 0, 1).astype(np.float32)
   assert fid(noisy) > 1.0
-  np.testing.assert_allclose(fid(noisy), metrics.fid_fmnist(noisy, ref), rtol=1e-6)
+  # by hand: the Fréchet distance of the feature statistics, images first, reference second
+  feats, probs = metrics.feature_net_outputs(noisy)
+  by_hand = metrics.frechet_distance(*metrics.gaussian_statistics(feats),
+                                     *metrics.gaussian_statistics(metrics.feature_net_outputs(ref)[0]))
+  assert fid(noisy) == by_hand                                            # bit for bit: the same operations
+  with_is = metrics.fid_against(ref, with_inception_score=True)(noisy)   # one pass gives both
+  assert with_is == (by_hand, metrics.inception_score(probs))
+
+
+def test_fid_name_decides_which_data_sets_have_an_fid(monkeypatch, tmp_path):
+  assert [metrics.fid_name(d) for d in ("fashion_mnist", "mnist", "cifar10", "imdb")] == [
+      "fmnist", "fmnist", "cifar10", None]
+  monkeypatch.setitem(metrics.FEATURE_NETS, "cifar10", (tmp_path / "absent.msgpack", (32, 32, 3)))
+  assert metrics.fid_name("cifar10") is None                            # no committed weights: no FID
+
+
+def test_one_fid_path():
+  """The programs compute FID only through metrics.fid_against and decide only with metrics.fid_name."""
+  for path in (REPO / "train").glob("*.py"):
+    code = path.read_text()
+    assert "frechet_distance" not in code and "gaussian_statistics" not in code and "FID_DATASETS" not in code, path
+    assert ("fid_against" in code) == ("fid_name" in code), path
+  assert not hasattr(metrics, "fid_fmnist")

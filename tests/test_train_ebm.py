@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, child_env, make_raw_folder, require_real_data
-from jaxtricks import cli, loop
+from jaxtricks import cli, ebm, loop
 from train import ebm as train_ebm
 from train import ebm_sample
 
@@ -92,6 +92,30 @@ def test_bad_input_one_line_exit_2(args, words, tmp_path, capsys, monkeypatch):
   rc = cli.main(train_ebm.Config, train_ebm.run, argv=args + ["--workdir", str(tmp_path / "w")], prog="train.ebm")
   err = capsys.readouterr().err
   assert rc == cli.EXIT_USAGE and len(err.strip().splitlines()) == 1 and words in err, err
+
+
+@pytest.mark.parametrize("old, new, sampler", [
+    (["--unroll", "-1"], ["--unroll", "auto"], dict(unroll="auto")),
+    (["--unroll", "0"], ["--unroll", "full"], dict(unroll="full")),
+    (["--noise-scale", "0"], ["--noise-scale", "sqrt_step_size"], dict(noise_scale=None)),
+])
+def test_old_sampler_spellings_give_the_new_ones_sampler_and_one_deprecation_line(old, new, sampler, capsys):
+  """Known answers: each old spelling builds the sampler of its new spelling (train.ebm's default chain with that
+  one setting changed); only the old one prints a line, which names the new spelling."""
+  base = dict(num_steps=20, step_size=10.0, noise_scale=0.005, grad_clip=0.03, reinit_prob=0.05, unroll="auto")
+  expected = ebm.SamplerConfig(**{**base, **sampler})
+  assert train_ebm.sampler(cli.parse(train_ebm.Config, new, prog="train.ebm")) == expected
+  assert capsys.readouterr().err == ""
+  assert train_ebm.sampler(cli.parse(train_ebm.Config, old, prog="train.ebm")) == expected
+  assert capsys.readouterr().err.splitlines() == [
+      f"train.ebm: warning: {' '.join(old)} is deprecated: use {' '.join(new)} (the old spelling goes in the next "
+      "release)"]
+
+
+def test_the_default_sampler_unrolls_fully_on_the_cpu_and_grad_clip_0_is_no_clip():
+  """--unroll auto is lax.scan's unroll=True on a CPU (the old -1's meaning); --grad-clip 0 turns the clip off."""
+  config = cli.parse(train_ebm.Config, ["--grad-clip", "0"])
+  assert ebm.scan_unroll(train_ebm.sampler(config).unroll) is True and train_ebm.sampler(config).grad_clip is None
 
 
 def test_sample_refuses_a_workdir_without_a_model(tmp_path, capsys):

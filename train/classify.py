@@ -54,7 +54,8 @@ class Config(harness.BaseConfig):
       default=False, metadata={"help": "normalize the logits by one scalar mean and std over the batch (EXACT)"})
   dataset: Literal["fashion_mnist", "mnist", "cifar10"] = "fashion_mnist"
   epochs: float = 1.0
-  steps: int = dataclasses.field(default=0, metadata={"help": "train steps; 0: from --epochs"})
+  steps: int | None = dataclasses.field(
+      default=None, metadata={"help": "train steps (default: --epochs' worth)", "deprecated": {0: None}})
   batch_size: int = 64
   lr: float = 1e-3
   optimizer: Literal["adam", "adamw", "sgd"] = dataclasses.field(
@@ -99,8 +100,9 @@ class Config(harness.BaseConfig):
 
   def __post_init__(self):
     super().__post_init__()
-    require(self.steps >= 0, "steps", f"must be >= 0 (0 means from {{epochs}}), got {self.steps}")
-    require(self.steps > 0 or self.epochs > 0, "epochs", f"must be positive, got {self.epochs}")
+    require(self.steps is None or self.steps > 0, "steps",
+            f"must be positive (or left out: from {{epochs}}), got {self.steps}")
+    require(self.steps is not None or self.epochs > 0, "epochs", f"must be positive, got {self.epochs}")
     harness.require_positive(self, "batch_size", "lr", "width", "eval_batch_size")
     require(self.loss != "margin" or 0 < self.margin < 1, "margin", f"must be in (0, 1), got {self.margin}")
     require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
@@ -249,6 +251,11 @@ def preprocess(config: Config, key: jax.Array, batch: dict, *, train: bool) -> d
   x = pipeline.to_float(batch["image"])
   k_flip, k_crop, k_erase = jax.random.split(key, 3)
   if train and config.augment in ("flip", "crop_flip", "crop_flip_erase"):
+    # Key reuse, kept on purpose: --augment flip draws its flips from `key` itself, which was split above. It stays
+    # because every recorded flip-only run (--recipe seed, cpu94, the MobileNet tables) drew these flips; k_flip
+    # would flip other images and change every one of their numbers. It is harmless: with --augment flip,
+    # random_flip's bernoulli(key, 0.5, [B]) is the only draw of this call (k_flip, k_crop and k_erase go unused),
+    # and `key` is this step's own (fold_in(transform key, step); pipeline.DeviceBatches), so no draw is correlated.
     x = pipeline.random_flip(k_flip if config.augment != "flip" else key, x)
   if train and config.augment == "rotate_shift":
     x = pipeline.random_rotate_shift(k_crop, x, max_degrees=20.0, max_shift=0.2)
@@ -292,7 +299,7 @@ def run(config: Config, actions=()) -> classifier.ClassifierState | None:
   keys = harness.keys(config.seed, "init", "data", "step")
   batches = harness.batches(train, config.batch_size, keys["data"], mesh,
                             transform=functools.partial(preprocess, config, train=True))
-  steps = config.steps or math.ceil(config.epochs * batches.steps_per_epoch)
+  steps = config.steps if config.steps is not None else math.ceil(config.epochs * batches.steps_per_epoch)
   model, tx = make_model(config), optimizer(config, steps)
   evaluate = harness.evaluator(functools.partial(per_example, config, model), test,
                                batch_size=config.eval_batch_size)

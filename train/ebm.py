@@ -14,8 +14,9 @@ defaults' 400 steps in about the same time (benchmarks/RESULTS.md).
 Each step draws as many fakes as reals: chains start from the replay buffer (or uniform noise with probability
 --reinit-prob), run --langevin-steps steps, join the batch as constants and go back into the buffer. Writes
 <workdir>/buffer_<step>.png (64 buffer samples) and fresh_<step>.png (64 chains of --fresh-steps steps from noise)
-every --sample-every steps and at the end; FID-FMNIST of --fid-samples buffer samples and fresh samples every
---fid-every steps (and at the end) into metrics.jsonl (not on CIFAR-10: the feature net is Fashion-MNIST's);
+every --sample-every steps and at the end; the FID of --fid-samples buffer samples and fresh samples every
+--fid-every steps (and at the end) into metrics.jsonl (FID-FMNIST on Fashion-MNIST and MNIST, FID-CIFAR10 on
+CIFAR-10: jaxtricks.metrics.fid_name);
 TensorBoard events; orbax checkpoints hold params, optimizer, PRNG key and
 the buffer, so a resumed run equals an uninterrupted one. Draw from a trained model: `python -m train.ebm_sample`.
 """
@@ -34,8 +35,6 @@ from jaxtricks import cli, ebm, harness, loop, metrics, parallel, replay
 from jaxtricks.data import IMAGE_SHAPES, pipeline
 from jaxtricks.errors import require
 
-FID_DATASETS = ("fashion_mnist", "mnist")   # the feature net of FID-FMNIST sees 28x28 grey images
-
 
 @dataclasses.dataclass(frozen=True)
 class Config(harness.BaseConfig):
@@ -43,10 +42,11 @@ class Config(harness.BaseConfig):
   dataset: Literal["fashion_mnist", "mnist", "cifar10"] = "fashion_mnist"
   steps: int = 1000
   batch_size: int = dataclasses.field(default=128, metadata={"help": "reals per step (and as many fakes)"})
-  cpu_devices: int = dataclasses.field(
-      default=0, metadata={"help": "on a CPU: XLA devices to make of it, the batch, chains and buffer split over them "
-                                   "(0, the default: one per core, 1.14-1.25x faster than one device here; "
-                                   "benchmarks/RESULTS.md); JAX_NUM_CPU_DEVICES or XLA_FLAGS' device count win"})
+  cpu_devices: int | Literal["per_core"] = dataclasses.field(
+      default="per_core", metadata={"help": "on a CPU: XLA devices to make of it, the batch, chains and buffer split "
+                                            "over them (per_core, the default: one per core, 1.14-1.25x faster than "
+                                            "one device here; benchmarks/RESULTS.md); JAX_NUM_CPU_DEVICES or "
+                                            "XLA_FLAGS' device count win"})
   lr: float = 1e-3
   beta1: float = dataclasses.field(default=0.0, metadata={"help": "Adam beta1 (0 as in Du & Mordatch's code)"})
   reg: float = dataclasses.field(
@@ -62,13 +62,16 @@ class Config(harness.BaseConfig):
                                      "range; Nijkamp et al.: at least the sampler's noise on flat backgrounds)"})
   langevin_steps: int = 20
   step_size: float = dataclasses.field(default=10.0, metadata={"help": "epsilon in x - (epsilon/2) grad U"})
-  noise_scale: float = dataclasses.field(default=0.005, metadata={"help": "std of the Langevin noise; 0: sqrt(step size)"})
+  noise_scale: float | Literal["sqrt_step_size"] = dataclasses.field(
+      default=0.005, metadata={"help": "std of the Langevin noise, or sqrt_step_size: sqrt(epsilon) (true Langevin "
+                                       "dynamics)", "deprecated": {0: "sqrt_step_size"}})
   grad_clip: float = dataclasses.field(default=0.03, metadata={"help": "clip grad_x U to +-this; 0: no clip"})
   reinit_prob: float = 0.05
   buffer_size: int = 8192
   buffer_dtype: Literal["uint8", "float32"] = "uint8"
-  unroll: int = dataclasses.field(
-      default=-1, metadata={"help": "lax.scan unroll of the chain; 0: fully; -1: fully on CPU, else 1"})
+  unroll: int | Literal["auto", "full"] = dataclasses.field(
+      default="auto", metadata={"help": "lax.scan unroll of the chain: N steps per iteration, full, or auto (full on "
+                                        "a CPU, else 1)", "deprecated": {-1: "auto", 0: "full"}})
   fresh_steps: int = dataclasses.field(
       default=60, metadata={"help": "Langevin steps of fresh chains from noise (rounded up to --langevin-steps)"})
   workdir: str = "runs/ebm"
@@ -84,11 +87,14 @@ class Config(harness.BaseConfig):
     super().__post_init__()
     harness.require_positive(self, "steps", "batch_size", "channels", "langevin_steps", "buffer_size", "fresh_steps",
                              "sample_every", "fid_every", "fid_samples", "lr", "step_size")
-    for name in ("reg", "noise_scale", "grad_clip", "data_noise"):
+    for name in ("reg", "grad_clip", "data_noise"):
       require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+    require(self.noise_scale == "sqrt_step_size" or self.noise_scale >= 0, "noise_scale",
+            f"must be >= 0 or sqrt_step_size, got {self.noise_scale}")
     require(0 <= self.beta1 < 1, "beta1", f"must be in [0, 1), got {self.beta1}")
     require(0 <= self.reinit_prob <= 1, "reinit_prob", f"must be in [0, 1], got {self.reinit_prob}")
-    require(self.unroll >= -1, "unroll", f"must be >= -1 (0: fully, -1: fully on CPU), got {self.unroll}")
+    require(self.unroll in ("auto", "full") or self.unroll >= 1, "unroll",
+            f"must be auto, full or >= 1, got {self.unroll}")
     require(self.buffer_size >= self.batch_size, "buffer_size",
             f"{self.buffer_size} must hold at least one batch ({{batch_size}} {self.batch_size})")
 
@@ -98,9 +104,10 @@ FINGERPRINT = ("dataset", "batch_size", "net", "channels", "buffer_size", "buffe
 
 
 def sampler(config: Config) -> ebm.SamplerConfig:
-  return ebm.sampler_from_flags(num_steps=config.langevin_steps, step_size=config.step_size,
-                                noise_scale=config.noise_scale, grad_clip=config.grad_clip,
-                                reinit_prob=config.reinit_prob, unroll=config.unroll)
+  """The chains' settings (--grad-clip 0: no clip, as a clip at 0 would zero every gradient)."""
+  noise_scale = None if config.noise_scale == "sqrt_step_size" else config.noise_scale
+  return ebm.SamplerConfig(num_steps=config.langevin_steps, step_size=config.step_size, noise_scale=noise_scale,
+                           grad_clip=config.grad_clip or None, reinit_prob=config.reinit_prob, unroll=config.unroll)
 
 
 def optimizer(config: Config) -> optax.GradientTransformation:
@@ -136,12 +143,13 @@ def run(config: Config, actions=()):
     return {"buffer": np.asarray(replay.latest(state.buffer, 64)), "fresh": fresh(state, 64)}
 
   periodic = [loop.Periodic(config.sample_every, grids)]
-  if config.dataset in FID_DATASETS:
-    fid = metrics.fid_against(test["image"])
+  fid_name = metrics.fid_name(config.dataset)
+  if fid_name is not None:
+    fid = metrics.fid_against(test["image"], net=metrics.load_feature_net(fid=fid_name))
 
     def evaluate(step, state):
-      return {"fid_fmnist_buffer": fid(np.asarray(replay.latest(state.buffer, config.fid_samples))),
-              "fid_fmnist_fresh": fid(fresh(state, config.fid_samples))}
+      return {f"fid_{fid_name}_buffer": fid(np.asarray(replay.latest(state.buffer, config.fid_samples))),
+              f"fid_{fid_name}_fresh": fid(fresh(state, config.fid_samples))}
     periodic.append(loop.Periodic(config.fid_every, evaluate, announce=True))
   step_fn = functools.partial(ebm.train_step, model=model, tx=tx, sampler=chains, reg=config.reg,
                               chain_sharding=parallel.sharded(mesh))

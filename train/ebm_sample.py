@@ -36,17 +36,22 @@ class Config:
   rounds: int = dataclasses.field(default=10, metadata={"help": "rounds of chains through the shared buffer"})
   langevin_steps: int = 20        # the sampler settings: train.ebm's defaults (before 2026-12-01: step 20, clip 0.01)
   step_size: float = 10.0
-  noise_scale: float = 0.005
-  grad_clip: float = 0.03
+  noise_scale: float | Literal["sqrt_step_size"] = dataclasses.field(
+      default=0.005, metadata={"help": "std of the Langevin noise, or sqrt_step_size: sqrt(step size)",
+                               "deprecated": {0: "sqrt_step_size"}})
+  grad_clip: float = dataclasses.field(default=0.03, metadata={"help": "clip grad_x U to +-this; 0: no clip"})
   reinit_prob: float = 0.05
-  unroll: int = dataclasses.field(
-      default=-1, metadata={"help": "lax.scan unroll of the chain; 0: fully; -1: fully on CPU, else 1"})
+  unroll: int | Literal["auto", "full"] = dataclasses.field(
+      default="auto", metadata={"help": "lax.scan unroll of the chain: N steps per iteration, full, or auto (full on "
+                                        "a CPU, else 1)", "deprecated": {-1: "auto", 0: "full"}})
   start: Literal["buffer", "noise"] = dataclasses.field(
       default="buffer", metadata={"help": "shared buffer: the first workdir's training buffer, or empty (noise)"})
   seed: int = 0
   out: str = "samples.png"
   out_npy: str = ""
-  devices: int = dataclasses.field(default=0, metadata={"help": "devices to split the chains over; 0: all visible"})
+  devices: int | Literal["all"] = dataclasses.field(
+      default="all", metadata={"help": "devices to split the chains over: all visible, or the first N",
+                               "deprecated": {0: "all"}})
 
   def __post_init__(self):
     harness.require_finite(self)
@@ -58,6 +63,11 @@ class Config:
     require(not self.out_npy or not Path(self.out_npy).is_dir(), "out_npy", f"{self.out_npy}: is a directory")
     harness.require_positive(self, "num", "rounds", "langevin_steps", "step_size")
     require(0 <= self.reinit_prob <= 1, "reinit_prob", f"must be in [0, 1], got {self.reinit_prob}")
+    require(self.noise_scale == "sqrt_step_size" or self.noise_scale >= 0, "noise_scale",
+            f"must be >= 0 or sqrt_step_size, got {self.noise_scale}")
+    require(self.grad_clip >= 0, "grad_clip", f"must be >= 0 (0: no clip), got {self.grad_clip}")
+    require(self.unroll in ("auto", "full") or self.unroll >= 1, "unroll",
+            f"must be auto, full or >= 1, got {self.unroll}")
 
   def paths(self) -> list[Path]:
     return [Path(p) for p in self.workdirs.split(",") if p.strip()]
@@ -86,9 +96,10 @@ def run(config: Config) -> np.ndarray:
   net, channels = nets.pop()
   model = ebm.energy_net(channels, net)
   states = [s for _, s in loaded]
-  sampler = ebm.sampler_from_flags(num_steps=config.langevin_steps, step_size=config.step_size,
-                                   noise_scale=config.noise_scale, grad_clip=config.grad_clip,
-                                   reinit_prob=config.reinit_prob, unroll=config.unroll)
+  sampler = ebm.SamplerConfig(
+      num_steps=config.langevin_steps, step_size=config.step_size, grad_clip=config.grad_clip or None,
+      noise_scale=None if config.noise_scale == "sqrt_step_size" else config.noise_scale,
+      reinit_prob=config.reinit_prob, unroll=config.unroll)
   buffer = ebm.buffer_from_checkpoint(states[0])
   if config.start == "noise":
     buffer = replay.create(buffer.data.shape[0], buffer.data.shape[1:], dtype=buffer.data.dtype,

@@ -1,7 +1,7 @@
 """A DCGAN on Fashion-MNIST (or MNIST, CIFAR-10) trained with one loss through stop_gradient, or with 1:1 alternating updates
 (docs/techniques.md#gan).
 
-    python -m train.gan --mode single --steps 2000          # fused freeze form: one step updates G and D
+    python -m train.gan --mode single --steps 2000          # one loss: one step updates G and D
     python -m train.gan --mode single-subtract               # the seed's subtraction form
     python -m train.gan --mode alternating                   # D step, then G step against the new D
 
@@ -27,7 +27,10 @@ from jaxtricks.models.dcgan import Discriminator, Generator
 @dataclasses.dataclass(frozen=True)
 class Config(harness.BaseConfig):
   """Train a DCGAN with one loss through stop_gradient or with alternating updates."""
-  mode: Literal["single", "single-freeze", "single-subtract", "alternating"] = "single"
+  mode: gan.Mode = dataclasses.field(
+      default="single", metadata={"help": "single: one loss, one step updates G and D (the freeze form with one D "
+                                          "forward on the fakes); single-freeze, single-subtract: the one loss in "
+                                          "that form (jaxtricks.gan); alternating: a D step, then a G step"})
   dataset: Literal["fashion_mnist", "mnist", "cifar10"] = "fashion_mnist"
   steps: int = 2000
   batch_size: int = 64
@@ -83,7 +86,7 @@ def optimizers(config: Config) -> gan.Optimizers:
 
 
 def train_step(state: gan.GanState, batch: dict, key, *, config: Config, generator, discriminator, tx):
-  state, m = gan.train_step(state, batch["image"], key, form=gan.MODES[config.mode], generator=generator,
+  state, m = gan.train_step(state, batch["image"], key, mode=config.mode, generator=generator,
                             discriminator=discriminator, tx=tx, z_dim=config.z_dim, lam=config.lam,
                             ema_decay=config.ema_decay)
   return state, {"loss": m["d_loss"], **m}
@@ -110,15 +113,14 @@ def run(config: Config, actions=()):
   ema = config.ema_decay > 0
   samples = lambda state, n, ema=ema: generate(generator, state, keys["sample"], n, config.z_dim, ema)
   periodic = [loop.Periodic(config.sample_every, lambda step, state: {"samples": samples(state, 64)})]
-  fid = metrics.fid_name(config.dataset)
-  if fid is not None:
-    net = metrics.load_feature_net(fid=fid)
-    real_stats = metrics.gaussian_statistics(metrics.feature_net_outputs(test["image"], net=net)[0])
+  fid_name = metrics.fid_name(config.dataset)
+  if fid_name is not None:
+    fid = metrics.fid_against(test["image"], net=metrics.load_feature_net(fid=fid_name),
+                               with_inception_score=True)
 
     def scores(images, suffix=""):
-      fake_feats, probs = metrics.feature_net_outputs(images, net=net)
-      return {f"fid_{fid}{suffix}": metrics.frechet_distance(*metrics.gaussian_statistics(fake_feats), *real_stats),
-              f"inception_score{suffix}": metrics.inception_score(probs)}
+      value, inception_score = fid(images)
+      return {f"fid_{fid_name}{suffix}": value, f"inception_score{suffix}": inception_score}
 
     def evaluate(step, state):   # G itself, and with --ema-decay its EMA too
       out = scores(samples(state, config.fid_samples, ema=False))

@@ -37,7 +37,8 @@ class Config(harness.BaseConfig):
   margin: float = dataclasses.field(default=0.6, metadata={"help": "--loss margin: threshold m in (0.5, 1)"})
   dataset: Literal["imdb", "sst2"] = "imdb"
   epochs: float = dataclasses.field(default=0.0, metadata={"help": "0: the seed's (LSTM 15, CNN 10)"})
-  steps: int = dataclasses.field(default=0, metadata={"help": "train steps; 0: from --epochs"})
+  steps: int | None = dataclasses.field(
+      default=None, metadata={"help": "train steps (default: --epochs' worth)", "deprecated": {0: None}})
   batch_size: int = 32
   lr: float = 1e-3
   num_words: int = dataclasses.field(default=0, metadata={"help": "vocabulary cap; 0: the seed's (20000 / 5000)"})
@@ -49,7 +50,8 @@ class Config(harness.BaseConfig):
   def __post_init__(self):
     super().__post_init__()
     require(self.epochs >= 0, "epochs", f"must be >= 0 (0: the seed's), got {self.epochs}")
-    require(self.steps >= 0, "steps", f"must be >= 0 (0: from {{epochs}}), got {self.steps}")
+    require(self.steps is None or self.steps > 0, "steps",
+            f"must be positive (or left out: from {{epochs}}), got {self.steps}")
     require(self.loss != "margin" or 0.5 < self.margin < 1, "margin", f"must be in (0.5, 1), got {self.margin}")
     harness.require_positive(self, "batch_size", "eval_batch_size", "lr")
     require(self.num_words == 0 or self.num_words > 3, "num_words", f"must be > 3 (or 0), got {self.num_words}")
@@ -99,7 +101,8 @@ def run(config: Config, actions=()):
   (x, y), (x_eval, y_eval) = data["train"], data[split]
   keys = harness.keys(config.seed, "init", "data", "step")
   batches = harness.batches({"ids": x, "label": y}, config.batch_size, keys["data"], mesh)
-  steps = config.steps or math.ceil(config.setting("epochs") * batches.steps_per_epoch)
+  steps = (config.steps if config.steps is not None
+           else math.ceil(config.setting("epochs") * batches.steps_per_epoch))
   model, tx = make_model(config), optax.adam(config.lr)
   evaluate = harness.evaluator(functools.partial(per_example, model), {"ids": x_eval, "label": y_eval},
                                batch_size=config.eval_batch_size, prefix=split)

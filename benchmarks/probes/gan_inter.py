@@ -8,7 +8,7 @@ key = jax.random.PRNGKey(0)
 x = jax.random.uniform(key, (B, 28, 28, 1), minval=-1, maxval=1); z = jax.random.normal(key, (B, 100))
 tx = gan.two_timescale(optax.adam(2e-4), optax.adam(2e-4))
 s0 = gan.init(key, g, d, (1, 100), (1, 28, 28, 1), tx)
-f = lambda s, x, z: gan.single_step(s, x, z, form="fused", generator=g, discriminator=d, tx=tx)
+f = lambda s, x, z: gan.single_step(s, x, z, mode="single", generator=g, discriminator=d, tx=tx)
 opts = {"default": None, "no ynn conv": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
         "no ynn": {"xla_cpu_experimental_ynn_fusion_type": ""}}
 steps = {k: jax.jit(f, compiler_options=o) if o else jax.jit(f) for k, o in opts.items()}
