@@ -281,3 +281,49 @@ def test_every_other_documented_command_is_known():
       assert r.returncode == 0, f"{doc}: `{command}`: {r.stderr.strip()}"
     else:
       pytest.fail(f"{doc}: `{command}` is neither run by this test nor listed in NOT_HERE")
+
+
+# README's program commands, run for real at tiny sizes: the words each gets appended ({raw}: a tiny fake
+# Fashion-MNIST folder) and its workdir moved into the test's folder. `make train` runs the Makefile's train line.
+SHRINK = {
+    "train.ebm": ["--data-dir", "{raw}", "--steps", "2", "--channels", "4", "--batch-size", "16", "--buffer-size",
+                  "64", "--fid-samples", "32", "--langevin-steps", "2", "--fresh-steps", "2", "--no-progress"],
+    "train.classify": ["--data-dir", "{raw}", "--steps", "2", "--batch-size", "16", "--width", "0.25",
+                       "--no-progress"],
+}
+
+
+def _readme_program_commands() -> list[list[str]]:
+  out = []
+  for command in _commands(_doc_text(REPO / "README.md")):
+    _, words = _split(command)
+    if words[:2] == ["make", "train"]:
+      dry = subprocess.run(["make", "-n", "train"], cwd=REPO, capture_output=True, text=True, timeout=60).stdout
+      (line,) = [l for l in dry.splitlines() if " -m train." in l]
+      words = ["python", *shlex.split(line)[1:]]
+    target = _python_module(words)
+    if target and target[0].startswith("train.") and words not in out:
+      out.append(words)
+  return out
+
+
+@pytest.mark.slow
+def test_readme_program_commands_run_at_tiny_size(tmp_path):
+  from tests.conftest import child_env, make_raw_folder
+  make_raw_folder(tmp_path / "raw")
+  env = child_env(TFDS_DATA_DIR=str(tmp_path / "tfds"), JAXTRICKS_OFFLINE="1")
+  env.pop("JAXTRICKS_DATA", None)
+  commands = _readme_program_commands()
+  assert {c[2] for c in commands} == set(SHRINK), "a README program command without a SHRINK entry"
+  for words in commands:
+    module, argv = words[2], words[3:]
+    argv = [str(tmp_path / a) if prev == "--workdir" else a for prev, a in zip([None, *argv], argv)]
+    argv += [w.format(raw=tmp_path / "raw") for w in SHRINK[module]]
+    p = subprocess.run([sys.executable, "-m", module, *argv], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, f"README's `{shlex.join(words)}` at tiny size: {p.stderr[-2000:]}"
+    workdir = Path(argv[argv.index("--workdir") + 1])
+    if "--eval-only" in argv:
+      assert {"test/accuracy", "test/accuracy_flips"} <= set(json.loads((workdir / "eval.json").read_text()))
+    else:
+      assert (workdir / "metrics.jsonl").exists() and (workdir / "checkpoints").is_dir()

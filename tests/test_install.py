@@ -61,7 +61,7 @@ x = langevin.langevin_chain(lambda x: (x ** 2).sum(axis=-1), jnp.ones((4, 2)), j
                             step_size=0.01, data_range=None)
 rng = np.random.default_rng(0)
 a, b = (rng.integers(0, 256, (300, 28, 28, 1), dtype=np.uint8) for _ in range(2))
-fid = metrics.fid_fmnist(a, b)
+fid = metrics.fid_against(b)(a)
 print(json.dumps({"file": __import__("jaxtricks").__file__, "loss": np.asarray(loss).tolist(),
                   "chain_finite": bool(jnp.isfinite(x).all()), "fid": float(fid)}))
 """
