@@ -1,8 +1,8 @@
 """Which CPU layout each program should default to (issue 18): one XLA device for the whole CPU, or one per core
 (the batch split over them), each with and without XLA's oneDNN flag.
 
-    python -m benchmarks.cpu_devices                         # every program, both layouts
-    python -m benchmarks.cpu_devices --programs ebm,gan --flags ",--xla_cpu_use_onednn=true" --repeats 2
+    python -m benchmarks.speed.cpu_devices                         # every program, both layouts
+    python -m benchmarks.speed.cpu_devices --programs ebm,gan --flags ",--xla_cpu_use_onednn=true" --repeats 2
 
 Each cell is a fresh process `python -m train.<program> --steps S ...` (its defaults otherwise) with the layout set
 from outside (JAX_NUM_CPU_DEVICES, which wins over a program's own --cpu-devices default) and the flag in
@@ -87,7 +87,7 @@ def main(argv=None):
   print(f"Train steps per CPU layout — {cpu_cores()} cores, jax {jax.__version__}, {args.steps} steps, median")
   print(table(header, rows))
   if args.json:
-    write_results(args.json, "benchmarks.cpu_devices", argv, header, rows)
+    write_results(args.json, "benchmarks.speed.cpu_devices", argv, header, rows)
   return 0
 
 

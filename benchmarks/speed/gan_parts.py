@@ -2,7 +2,7 @@
 transposed convolutions as nn.ConvTranspose ('flax') and in the sub-pixel form ('subpixel', the default), and
 the generator's 7->14 transposed convolution alone in both forms.
 
-    python -m benchmarks.gan_parts [--batch 64]
+    python -m benchmarks.speed.gan_parts [--batch 64]
 
 Each part jitted alone, calls interleaved, median after warm-up; FLOPs: XLA's count (CPU compile).
 """

@@ -1,6 +1,6 @@
 """One GAN training step: alternating updates vs the single loss, time, XLA FLOPs and peak memory.
 
-    python -m benchmarks.gan_step [--batches 64,256]
+    python -m benchmarks.speed.gan_step [--batches 64,256]
 
 (a) alternating as two jitted calls (D step, then G step), (b) alternating fused into one jit,
 (c) single loss, subtract form, (d) single loss, freeze form, (e) freeze form with one D forward on the fakes
@@ -10,7 +10,7 @@ Ratios are to (a), measured in the same run with calls interleaved. FLOPs: XLA's
 every machine (common.xla_flops); peak memory: the default backend's compile.
 
 With `--torch-python PY` (an interpreter with PyTorch; default none), the same nets with the same initial weights
-in PyTorch (benchmarks/torch_peer.py: eager float32, bf16 autocast, torch.compile default / bf16 / max-autotune,
+in PyTorch (benchmarks/speed/torch_peer.py: eager float32, bf16 autocast, torch.compile default / bf16 / max-autotune,
 CUDA graphs on a GPU), each checked first to compute JAX's G(z) and D(x), train one alternating step (D, then
 G against the new D with D's params frozen) — the loop a PyTorch user writes; "speed vs PyTorch eager" is that
 peer's time over each row's.
@@ -27,7 +27,7 @@ import optax
 import numpy as np
 
 from benchmarks.common import machine, table, time_interleaved, write_results, xla_flops
-from benchmarks.torch_peer import TorchPeer
+from benchmarks.speed.torch_peer import TorchPeer
 from jaxtricks import gan, parallel
 from jaxtricks.models.dcgan import Discriminator, Generator
 
@@ -190,7 +190,7 @@ def main(argv=None):
   for note in notes:
     print(note)
   if args.json:
-    write_results(args.json, "benchmarks.gan_step", argv, header, rows, **({"peers": notes} if notes else {}))
+    write_results(args.json, "benchmarks.speed.gan_step", argv, header, rows, **({"peers": notes} if notes else {}))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Cost of the on-device input pipeline relative to a classifier step.
 
-    python -m benchmarks.input_pipeline [--data synthetic|fashion_mnist]
+    python -m benchmarks.speed.input_pipeline [--data synthetic|fashion_mnist]
 
 For each model: the first step's time (compile included), the median time of the input pipeline alone
 (gather from the on-device split + uint8->float + flips, + resize 28->56 and grey->RGB for MobileNet), of

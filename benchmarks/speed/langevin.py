@@ -1,8 +1,8 @@
 """Langevin sampling throughput of the EBM's energy net: samples x steps per second, XLA FLOPs, and the gap to
 PyTorch eager.
 
-    python -m benchmarks.langevin                       # the sweep and the comparison at 128 chains
-    python -m benchmarks.langevin --chains 16,64,256,1024 --steps 20,60 --channels 64
+    python -m benchmarks.speed.langevin                       # the sweep and the comparison at 128 chains
+    python -m benchmarks.speed.langevin --chains 16,64,256,1024 --steps 20,60 --channels 64
 
 Table 1 (sweep): for each number of chains and chain length K, one jitted chain of K steps (the way the
 trainer runs it on this backend: unrolled on CPU, a lax.scan elsewhere); its XLA FLOP count (cost analysis of
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import machine, table, time_call, write_results, xla_flops
-from benchmarks.torch_peer import TorchPeer
+from benchmarks.speed.torch_peer import TorchPeer
 from jaxtricks import ebm, langevin, parallel
 from jaxtricks.models.energy import EnergyNet
 
@@ -342,7 +342,7 @@ def main(argv=None):
     print(table(compare_header, compare_rows))
     compared = {"title": title, "header": compare_header, "rows": compare_rows}
   if args.json:
-    write_results(args.json, "benchmarks.langevin", argv, sweep_header, rows, matmul_gflops=peak / 1e9,
+    write_results(args.json, "benchmarks.speed.langevin", argv, sweep_header, rows, matmul_gflops=peak / 1e9,
                   compare=compared)
 
 

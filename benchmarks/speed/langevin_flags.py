@@ -1,6 +1,6 @@
 """XLA flags against the slow lax.scan Langevin chain on CPU: each flag set in its own process.
 
-    python -m benchmarks.langevin_flags [--channels 16 --chains 64 --steps 20]
+    python -m benchmarks.speed.langevin_flags [--channels 16 --chains 64 --steps 20]
 
 For each XLA_FLAGS value, a fresh Python process times one jitted chain as a lax.scan and fully unrolled
 (median of --repeats after the compiling call) and prints one row; a flag this jaxlib does not know is reported
@@ -20,7 +20,7 @@ FLAGS = ("", "--xla_cpu_use_thunk_runtime=false", "--xla_cpu_use_onednn=true", "
 _CHILD = """
 import sys
 from benchmarks.common import time_call
-from benchmarks.langevin import chain_fn, energy_and_variables
+from benchmarks.speed.langevin import chain_fn, energy_and_variables
 import jax
 channels, chains, steps, repeats = map(int, sys.argv[1:5])
 _, _, energy = energy_and_variables(channels)

@@ -1,6 +1,6 @@
 """Time per call of each loss and of its gradient, jitted, for batch 1024 and C = 10, 1000.
 
-    python -m benchmarks.losses [--batch 1024] [--classes 10,1000] [--num-points 32]
+    python -m benchmarks.speed.losses [--batch 1024] [--classes 10,1000] [--num-points 32]
 
 EXACT's cost is the Gauss-Hermite quadrature: B x K x C log-normal-CDF evaluations (K = --num-points) against
 softmax cross-entropy's B x C exponentials.

@@ -1,6 +1,6 @@
 """Which MobileNet-family recipe fits a time budget on this machine (issue 3, experiment 1).
 
-    python -m benchmarks.mobilenet_recipes [--budget-min 150]
+    python -m benchmarks.speed.mobilenet_recipes [--budget-min 150]
 
 Times the train step of MobileNet v1 variants (width, input side, stem stride, batch) and prints how many
 epochs of Fashion-MNIST each could run within the budget, next to the seed's recipe (56x56x3, width 1, batch 64).

@@ -1,7 +1,7 @@
 """The PyTorch peers of two benchmarks, in every form a researcher would compare against: eager float32, eager
 under bfloat16 autocast, torch.compile (default, mode="max-autotune", and on CUDA mode="reduce-overhead", i.e.
-CUDA graphs) — the EBM's energy net and Langevin chain (benchmarks.langevin) and the DCGAN's alternating training
-step (benchmarks.gan_step). The worker runs in a child process driven over stdin/stdout (one JSON object a line),
+CUDA graphs) — the EBM's energy net and Langevin chain (benchmarks.speed.langevin) and the DCGAN's alternating training
+step (benchmarks.speed.gan_step). The worker runs in a child process driven over stdin/stdout (one JSON object a line),
 so that it can run under another interpreter than JAX's (PyTorch has no wheel for every Python JAX supports:
 `--torch-python`); as a worker it imports torch and numpy only. `TorchPeer` is the benchmarks' side of it.
 
@@ -77,7 +77,7 @@ def build_langevin(npz: dict, channels: int, num_steps: int, sampler: dict, devi
 def build_gan(npz: dict, width: int, lr: float, device: str):
   """{variant: (G, D, autocast, step)}: the flax DCGAN (jaxtricks.models.dcgan) as torch modules with the npz's
   weights, each variant with its own copy and Adam optimizers; step(x, z) is one alternating step (D on the hinge
-  loss against G(z).detach(), then G on E[D(G(z))] with D's params frozen) — what benchmarks.gan_step's (a) does."""
+  loss against G(z).detach(), then G on E[D(G(z))] with D's params frozen) — what benchmarks.speed.gan_step's (a) does."""
   import torch
   import torch.nn.functional as F
   from torch import nn
@@ -247,7 +247,7 @@ class TorchPeer:
     self.proc.stdin.flush()
     line = self.proc.stdout.readline()
     if not line:
-      raise RuntimeError(f"benchmarks/torch_peer.py exited with {self.proc.wait()}")
+      raise RuntimeError(f"benchmarks/speed/torch_peer.py exited with {self.proc.wait()}")
     return json.loads(line)
 
   def load(self, arrays: dict, tmpdir: str, **msg) -> tuple[dict, dict, str]:

@@ -1,6 +1,6 @@
 """XLA:CPU's YNNPACK convolutions (jaxlib 0.12's default) against its own kernels, per compiled core, in one process.
 
-    python -m benchmarks.ynn_convolutions [--repeats 8] [--json benchmarks/results/ynn_convolutions.json]
+    python -m benchmarks.speed.ynn_convolutions [--repeats 8] [--json benchmarks/results/ynn_convolutions.json]
 
 Each core is jitted twice, with XLA's defaults and with `parallel.cpu_compiler_options(ynn_convolutions=False)`
 (YNNPACK kept for dots only); both compiles are first checked to compute the same outputs (a step's metrics, a
@@ -36,7 +36,7 @@ def gan_cores(batch: int, width: int):
 
 
 def langevin_core(chains: int, steps: int, channels: int):
-  from benchmarks.langevin import SAMPLER, energy_and_variables
+  from benchmarks.speed.langevin import SAMPLER, energy_and_variables
   _, _, energy = energy_and_variables(channels)
   x = jax.random.uniform(jax.random.PRNGKey(1), (chains, 28, 28, 1))
   chain = lambda x, k: langevin.langevin_chain(energy, x, k, num_steps=steps, unroll=True, **SAMPLER)
@@ -99,7 +99,7 @@ def main(argv=None):
         f"{args.repeats}, calls interleaved")
   print(table(header, rows))
   if args.json:
-    write_results(args.json, "benchmarks.ynn_convolutions", argv, header, rows)
+    write_results(args.json, "benchmarks.speed.ynn_convolutions", argv, header, rows)
   return 0
 
 

@@ -6,7 +6,7 @@
 # Everything must fit the device tool's 64 MiB working-tree limit; the script says the size and fails above 60 MiB.
 # Then, in the device call (carry [".device"]):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-#     .device/whl/*.whl && export PYTHONPATH=/tmp/site && bash benchmarks/device_check.sh $OUT .device/data
+#     .device/whl/*.whl && export PYTHONPATH=/tmp/site && bash benchmarks/tools/device_check.sh $OUT .device/data
 set -eu
 dest=${1:-.device}
 py=${PYTHON:-.venv/bin/python}

@@ -8,16 +8,16 @@
 #   4. langevin   (issue 18)  Langevin chains against the PyTorch peers (eager, bf16 autocast, torch.compile)
 #   5. cifar      (14, 16, 17) short CIFAR-10 runs: the GAN in both modes, the EBM, CE vs EXACT
 #
-# Usage: bash benchmarks/device_check.sh OUT [DATA] [ITEM ...]
-#   DATA   raw data folder laid out as $JAXTRICKS_DATA (fashion_mnist/, mnist/, cifar10/); benchmarks/device_bundle.sh
+# Usage: bash benchmarks/tools/device_check.sh OUT [DATA] [ITEM ...]
+#   DATA   raw data folder laid out as $JAXTRICKS_DATA (fashion_mnist/, mnist/, cifar10/); benchmarks/tools/device_bundle.sh
 #          makes one (with the wheels the GPU image lacks) in .device/, which the device call carries
 #   ITEM   a subset of the items above (still run in the order above); default all
 #   BUDGET_S  seconds for the whole call (default 540): an item starts only if its guard fits in what is left,
 #          else it is recorded as skipped; its guard stops it with SIGINT (a trainer saves and exits 130), then KILL
 #   TOY=1  tiny sizes and guards: how tests/test_device_check.py runs this script on a CPU
 # Writes OUT/device_check.log and OUT/device_check.tgz (every item's results JSON, metrics and grids, and
-# items.jsonl: each item's rc, seconds, skipped or not); `python -m benchmarks.device_results OUT/device_check.tgz`
-# turns it into benchmarks/results/*_gpu.json for benchmarks.report.
+# items.jsonl: each item's rc, seconds, skipped or not); `python -m benchmarks.tools.device_results OUT/device_check.tgz`
+# turns it into benchmarks/results/*_gpu.json for benchmarks.tools.report.
 set -u
 out=${1:?usage: device_check.sh OUT [DATA] [ITEM ...]}
 data=${2:-}
@@ -101,9 +101,9 @@ item mobilenet_cpu94_wide "$g_cpu" $py -m train.classify --workdir "$work/mobile
 XLA_PYTHON_CLIENT_PREALLOCATE=false item tests "$g_tests" $py -m pytest -q -n 8 -p no:cacheprovider \
   --junitxml="$work/tests.xml" "${tests_args[@]}"
 # 3. the GAN step with the sub-pixel generator (issue 16)
-item gan_step "$g_gan" $py -m benchmarks.gan_step "${gan_args[@]}" --json "$work/gan_step_gpu.json"
+item gan_step "$g_gan" $py -m benchmarks.speed.gan_step "${gan_args[@]}" --json "$work/gan_step_gpu.json"
 # 4. Langevin chains against the PyTorch peers (issue 18)
-item langevin "$g_lgv" $py -m benchmarks.langevin "${lgv_args[@]}" --json "$work/langevin_gpu.json"
+item langevin "$g_lgv" $py -m benchmarks.speed.langevin "${lgv_args[@]}" --json "$work/langevin_gpu.json"
 # 5. short CIFAR-10 runs (issues 14, 16, 17), a fifth of the guard each
 each=$(( g_cifar / 5 ))
 item cifar_gan_single "$each" $py -m train.gan --dataset cifar10 --mode single --workdir "$work/cifar_gan_single" \

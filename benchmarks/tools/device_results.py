@@ -1,6 +1,6 @@
-"""Turns what benchmarks/device_check.sh brought back (OUT/device_check.tgz) into result files for benchmarks.report.
+"""Turns what benchmarks/tools/device_check.sh brought back (OUT/device_check.tgz) into result files for benchmarks.tools.report.
 
-    python -m benchmarks.device_results OUT/device_check.tgz [--results benchmarks/results] [--docs docs]
+    python -m benchmarks.tools.device_results OUT/device_check.tgz [--results benchmarks/results] [--docs docs]
 
 Writes mobilenet_gpu.json (each MobileNet recipe: epochs reached, last and best test accuracy, the last with
 test-time flips, steps/s),
@@ -49,7 +49,7 @@ def collect(files: dict[str, bytes], machine: str, date: str) -> dict[str, dict]
                       100 * flips[-1] if flips else float("nan"),
                       sorted(speed)[len(speed) // 2] if speed else float("nan")])
   if mobilenet:
-    results["mobilenet_gpu.json"] = {**base, "command": "bash benchmarks/device_check.sh OUT DATA mobilenet",
+    results["mobilenet_gpu.json"] = {**base, "command": "bash benchmarks/tools/device_check.sh OUT DATA mobilenet",
                                      "header": ["recipe (seed: 50 epochs asked, cpu94: 40)", "epochs reached",
                                                 "last test accuracy %",
                                                 "best test accuracy %", "last with test-time flips %",
@@ -60,7 +60,7 @@ def collect(files: dict[str, bytes], machine: str, date: str) -> dict[str, dict]
     failed = [f"{c.get('classname')}::{c.get('name')}" for c in suite.iter("testcase")
               if c.find("failure") is not None or c.find("error") is not None]
     counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-    results["tests_gpu.json"] = {**base, "command": "bash benchmarks/device_check.sh OUT DATA tests",
+    results["tests_gpu.json"] = {**base, "command": "bash benchmarks/tools/device_check.sh OUT DATA tests",
                                  "header": ["tests", "passed", "failed", "errors", "skipped"],
                                  "rows": [[counts["tests"], counts["tests"] - counts["failures"] - counts["errors"]
                                            - counts["skipped"], counts["failures"], counts["errors"],
@@ -73,7 +73,7 @@ def collect(files: dict[str, bytes], machine: str, date: str) -> dict[str, dict]
     shown = "; ".join(f"{k} {_last(metrics, k)[1]:.4g} (step {_last(metrics, k)[0]})" for k in keys) or "–"
     cifar.append([run.removeprefix("cifar_"), last_step, shown])
   if cifar:
-    results["cifar_gpu.json"] = {**base, "command": "bash benchmarks/device_check.sh OUT DATA cifar",
+    results["cifar_gpu.json"] = {**base, "command": "bash benchmarks/tools/device_check.sh OUT DATA cifar",
                                  "header": ["run", "steps reached", "last evaluations"], "rows": cifar}
   for name in ("gan_step_gpu.json", "langevin_gpu.json"):
     if name in files:
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
   p.add_argument("--docs", default="docs")
   args = p.parse_args(argv)
   if not Path(args.archive).is_file():
-    p.error(f"{args.archive}: no such file; it is OUT/device_check.tgz of a benchmarks/device_check.sh run")
+    p.error(f"{args.archive}: no such file; it is OUT/device_check.tgz of a benchmarks/tools/device_check.sh run")
   with tarfile.open(args.archive) as tar:
     files = {m.name.removeprefix("./"): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
   date = time.strftime("%Y-%m-%d", time.gmtime(Path(args.archive).stat().st_mtime))

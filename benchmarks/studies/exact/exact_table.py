@@ -1,8 +1,8 @@
 """EXACT as its authors train it against cross-entropy and the hinge loss, several seeds, until the curves are flat
 (issue 14; docs/techniques.md#exact).
 
-    python -m benchmarks.exact_table --dataset mnist --epochs 20 --seeds 0,1,2          # the paper's MNIST row
-    python -m benchmarks.exact_table --dataset fashion_mnist --epochs 15 --seeds 0,1,2  # every loss at convergence
+    python -m benchmarks.studies.exact.exact_table --dataset mnist --epochs 20 --seeds 0,1,2          # the paper's MNIST row
+    python -m benchmarks.studies.exact.exact_table --dataset fashion_mnist --epochs 15 --seeds 0,1,2  # every loss at convergence
 
 Each recipe is a set of train.classify flags (RECIPES below; the paper's settings from the authors' configs:
 SGD momentum 0.9, weight decay 1e-4, batch 256, learning rate decayed exponentially to 1e-4; CE lr 0.1 with
@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import flag_argv, machine, pending_runs, table, train, update_results_md, write_results
+from benchmarks.common import machine, table, write_results
+from benchmarks.studies.common import (curve, fill_train_minutes, flag_argv, pending_runs, plot, slug, summarize,
+                                       train, train_minutes, update_results_md)
 from jaxtricks import loop
 
 PAPER_SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4, "schedule": "exponential", "lr_final": 1e-4,
@@ -66,35 +68,6 @@ DEFAULTS = {
 }
 
 
-def slug(name: str) -> str:
-  return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")
-
-
-def train_minutes(workdir: Path) -> float:
-  """Minutes of a run's train steps: its median step time (metrics.jsonl's steps/s) x its steps. The median keeps
-  out what is not training: evaluations, checkpoints, and any time the machine paused the process."""
-  rates = [v for _, v in loop.metric(loop.read_metrics(workdir), "steps_per_sec")]
-  return float(np.median([1.0 / v for v in rates]) * len(rates) / 60) if rates else float("nan")
-
-
-def minutes(run: dict) -> float:
-  """The run's train-step minutes (`train_minutes`); wall time for runs recorded before that was kept."""
-  return run.get("train_minutes") or run["seconds"] / 60
-
-
-def fill_train_minutes(runs: dict) -> bool:
-  """Sets train_minutes of recorded runs whose run folder is still here; True if any changed."""
-  changed = False
-  for run in runs.values():
-    workdir = Path(run["argv"][run["argv"].index("--workdir") + 1])
-    if (workdir / "metrics.jsonl").exists():
-      value = train_minutes(workdir)
-      changed |= run.get("train_minutes") != value
-      run["train_minutes"] = value
-    run.pop("loop_minutes", None)
-  return changed
-
-
 def recipe_names(text: str) -> list[str]:
   """Names of RECIPES in a comma-separated list; a comma inside a recipe's own name ("ce (SGD, clip 10)") is
   kept: pieces are joined until they form a known name."""
@@ -128,58 +101,6 @@ def per_class_accuracy(workdir: Path, dataset: str, data_dir: str = "") -> tuple
   hidden = [inter["intermediates"][name]["__call__"][0] for name in ("Conv_0", "Conv_1", "Dense_0")]
   dead = [float(np.mean(np.asarray(h).reshape(-1, h.shape[-1]).max(0) <= 0)) for h in hidden]
   return [float((predicted[labels == k] == k).mean()) for k in range(10)], dead
-
-
-def summarize(names: list[str], seeds: list[int], runs: dict) -> tuple[list[str], list[list]]:
-  """The table: one row per recipe whose seeds have all finished (final test accuracy mean ± std over seeds,
-  the per-seed values, and the range of the last 3 evaluations as the flatness check)."""
-  header = ["recipe", "test accuracy % (mean ± std)", "per seed", "range of the last 3 epochs (pts)",
-            "train-step min/run"]
-  rows = []
-  for name in names:
-    done = [runs[f"{name}/{seed}"] for seed in seeds if f"{name}/{seed}" in runs]
-    if len(done) < len(seeds):
-      rows.append([name, f"{len(done)} of {len(seeds)} seeds done",
-                   " ".join(f"{100 * r['curve'][-1][1]:.2f}" for r in done), "", ""])
-      continue
-    finals = [100 * r["curve"][-1][1] for r in done]
-    flat = [np.ptp([100 * a for _, a in r["curve"][-3:]]) for r in done]
-    std = np.std(finals, ddof=1) if len(finals) > 1 else 0.0
-    rows.append([name, f"{np.mean(finals):.2f} ± {std:.2f}", " ".join(f"{f:.2f}" for f in finals),
-                 f"{np.mean(flat):.2f}", f"{np.mean([minutes(r) for r in done]):.1f}"])
-  return header, rows
-
-
-def plot(path: Path, title: str, names: list[str], seeds: list[int], runs: dict) -> None:
-  """Per-epoch test accuracy of every recipe: mean over seeds as a line, min..max over seeds as a band. A run is
-  evaluated after each epoch, so its first evaluation's step is its epoch length (recipes differ in batch size)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
-  for i, name in enumerate(names):
-    curves = [runs[f"{name}/{s}"]["curve"] for s in seeds if f"{name}/{s}" in runs]
-    if not curves:
-      continue
-    n = min(len(c) for c in curves)
-    epochs = np.array([step for step, _ in curves[0][:n]]) / curves[0][0][0]
-    acc = 100 * np.array([[a for _, a in c[:n]] for c in curves])
-    for a in (ax, zoom):
-      a.plot(epochs, acc.mean(0), color=f"C{i}", label=f"{name} ({len(curves)} seeds)")
-      a.fill_between(epochs, acc.min(0), acc.max(0), color=f"C{i}", alpha=0.2)
-  best = max((100 * runs[k]["curve"][-1][1] for k in runs if k.split("/")[0] in names), default=100)
-  zoom.set_ylim(best - 3, best + 0.5)
-  zoom.set_title("zoom: the top 3 points", fontsize=9)
-  ax.set_title(title, fontsize=9)
-  for a in (ax, zoom):
-    a.set_xlabel("epoch")
-    a.set_ylabel("test accuracy %")
-    a.grid(alpha=0.3)
-  ax.legend(fontsize=7, loc="lower right")
-  fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path)
-  plt.close(fig)
 
 
 def plot_runs(args, names, seeds, runs, epochs: float) -> None:
@@ -222,14 +143,14 @@ def main(argv=None):
   out = Path(args.out) / f"exact_table_{args.dataset}.json"
   if args.results_md:
     if not out.exists():
-      print(f"{out}: no results yet; run python -m benchmarks.exact_table --dataset {args.dataset} first",
+      print(f"{out}: no results yet; run python -m benchmarks.studies.exact.exact_table --dataset {args.dataset} first",
             file=sys.stderr)
       return 2
     data = json.loads(out.read_text())
     runs = data["runs"]
     fill_train_minutes(runs)
     header, rows = summarize(names, seeds, runs)   # the table from the recorded runs, as training writes it
-    write_results(out, "benchmarks.exact_table", data["argv"], header, rows, runs=runs, epochs=data["epochs"],
+    write_results(out, "benchmarks.studies.exact.exact_table", data["argv"], header, rows, runs=runs, epochs=data["epochs"],
                   model=data["model"], steps_per_epoch=data["steps_per_epoch"])
     plot_runs(args, names, seeds, runs, data["epochs"])
     per_class = Path(args.out) / f"exact_table_{args.dataset}_per_class.json"   # --per-class's table, if made
@@ -249,7 +170,7 @@ def main(argv=None):
         rows.append([key, f"{100 * run['curve'][-1][1]:.2f}", *(f"{100 * a:.1f}" for a in acc),
                      " / ".join(f"{100 * d:.0f}" for d in dead)])
     header = ["run (recipe/seed)", "test accuracy %", *classes, "dead units % (conv 1 / conv 2 / dense)"]
-    write_results(Path(args.out) / f"exact_table_{args.dataset}_per_class.json", "benchmarks.exact_table", argv,
+    write_results(Path(args.out) / f"exact_table_{args.dataset}_per_class.json", "benchmarks.studies.exact.exact_table", argv,
                   header, rows)
     print(table(header, rows))
     return 0
@@ -270,15 +191,15 @@ def main(argv=None):
     flags = flags_of(name, seed)
     t0 = time.perf_counter()
     run_argv = train("classify", **flags)
-    curve = loop.metric(loop.read_metrics(flags["workdir"]), "test/accuracy")
+    accuracy = curve(flags["workdir"], "test/accuracy")
     key = f"{name}/{seed}"
-    runs[key] = {"curve": curve, "seconds": time.perf_counter() - t0, "argv": run_argv,
+    runs[key] = {"curve": accuracy, "seconds": time.perf_counter() - t0, "argv": run_argv,
                  "train_minutes": train_minutes(flags["workdir"]),
                  "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
-    print(f"{name} seed {seed}: {100 * curve[-1][1]:.2f}% ({runs[key]['seconds'] / 60:.1f} min)", flush=True)
+    print(f"{name} seed {seed}: {100 * accuracy[-1][1]:.2f}% ({runs[key]['seconds'] / 60:.1f} min)", flush=True)
     header, rows = summarize(names, seeds, runs)
-    write_results(out, "benchmarks.exact_table", argv, header, rows, runs=runs, epochs=args.epochs,
-                  model=args.model, steps_per_epoch=curve[0][0])
+    write_results(out, "benchmarks.studies.exact.exact_table", argv, header, rows, runs=runs, epochs=args.epochs,
+                  model=args.model, steps_per_epoch=accuracy[0][0])
   if runs:
     plot_runs(args, names, seeds, runs, args.epochs)
   print(f"{args.dataset} test accuracy after {args.epochs:g} epochs, {args.model}, seeds {args.seeds} — {machine()}")

@@ -1,6 +1,6 @@
 """The loss comparison of issue 3 / docs/techniques.md#exact: Fashion-MNIST, one model, every loss, several seeds, one budget.
 
-    python -m benchmarks.loss_comparison --model cnn --epochs 3 --seeds 0,1,2
+    python -m benchmarks.studies.exact.loss_comparison --model cnn --epochs 3 --seeds 0,1,2
 
 Runs train.classify for each (loss, seed) in runs/loss_comparison/ (a finished run is reused: runs resume),
 then prints a table of final test accuracy, mean ± std over seeds, and writes every per-epoch test accuracy to
@@ -15,14 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine, table, train
-from jaxtricks import loop
+from benchmarks.common import machine, table
+from benchmarks.studies.common import curve, train
 
 LOSSES = ("ce", "margin", "soft_acc", "exact", "exact_log_mean", "exact_log")
-
-
-def evals(workdir: Path) -> list[tuple[int, float]]:
-  return loop.metric(loop.read_metrics(workdir), "test/accuracy")
 
 
 def main(argv=None):
@@ -44,10 +40,10 @@ def main(argv=None):
       t0 = time.perf_counter()
       run_argv = train("classify", model=args.model, loss=loss, epochs=args.epochs, seed=seed, lr=args.lr,
                        workdir=workdir, progress=False)
-      curve = evals(workdir)
-      results[f"{loss}/{seed}"] = {"curve": curve, "seconds": time.perf_counter() - t0, "argv": run_argv}
-      finals.append(curve[-1][1])
-      print(f"{loss} seed {seed}: {100 * curve[-1][1]:.2f}%", flush=True)
+      accuracy = curve(workdir, "test/accuracy")
+      results[f"{loss}/{seed}"] = {"curve": accuracy, "seconds": time.perf_counter() - t0, "argv": run_argv}
+      finals.append(accuracy[-1][1])
+      print(f"{loss} seed {seed}: {100 * accuracy[-1][1]:.2f}%", flush=True)
     rows.append([loss, f"{100 * np.mean(finals):.2f} ± {100 * np.std(finals, ddof=1) if len(finals) > 1 else 0:.2f}",
                  " ".join(f"{100 * f:.2f}" for f in finals)])
   out = Path(args.out)

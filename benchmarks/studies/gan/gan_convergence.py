@@ -1,7 +1,7 @@
 """Does one loss train a GAN as well as alternating updates, at convergence, per step and per second (issue 16)?
 
-    python -m benchmarks.gan_convergence                         # every variant, 3 seeds, 20,000 steps
-    python -m benchmarks.gan_convergence --variants "single;alternating" --seeds 0 --max-runs 1
+    python -m benchmarks.studies.gan.gan_convergence                         # every variant, 3 seeds, 20,000 steps
+    python -m benchmarks.studies.gan.gan_convergence --variants "single;alternating" --seeds 0 --max-runs 1
 
 Each variant is a set of train.gan flags (VARIANTS). Every run keeps an EMA of G (decay 0.999) and logs FID-FMNIST
 of --fid-samples samples from G itself and from its EMA every --fid-every steps, so "with and without EMA" come
@@ -18,7 +18,7 @@ second" axis is steps x each variant's step time measured with `--time` — ever
 train.gan compiles it: XLA's own CPU convolutions, EMA update included) on one batch, in one process, calls
 interleaved (median of --repeats), recorded in the results file beside the runs:
 
-    python -m benchmarks.gan_convergence --time --repeats 30     # no training; run it on a quiet machine
+    python -m benchmarks.studies.gan.gan_convergence --time --repeats 30     # no training; run it on a quiet machine
 """
 
 import argparse
@@ -31,8 +31,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.common import (flag_argv, machine, pending_runs, table, time_interleaved, train, update_results_md,
-                               write_results)
+from benchmarks.common import machine, table, time_interleaved, write_results
+from benchmarks.studies.common import flag_argv, pending_runs, slug, train, update_results_md
 from jaxtricks import gan, loop, parallel
 from jaxtricks.models.dcgan import Discriminator, Generator
 
@@ -48,10 +48,6 @@ VARIANTS = {
 }
 DEFAULT = ["alternating", "single", "single, two time scales (lr D 4e-4, G 1e-4)", "single, optimistic Adam",
            "single, lambda 2, Adam eps 1e-3"]
-
-
-def slug(name: str) -> str:
-  return "-".join("".join(c if c.isalnum() else " " for c in name).split())
 
 
 def step_seconds(names, *, width: int, batch: int = 64, z_dim: int = 100, ema_decay: float = 0.999,
@@ -217,7 +213,7 @@ def main(argv=None):
   argv_of = lambda n, s: flag_argv(flags_of(n, s))
   todo = [] if args.time or args.results_md else pending_runs(names, seeds, runs, argv_of, args.max_runs)
   if args.time or args.results_md:   # the table's command stays the study's
-    write_results(out, "benchmarks.gan_convergence", recorded.get("argv", []), header, rows, runs=runs,
+    write_results(out, "benchmarks.studies.gan.gan_convergence", recorded.get("argv", []), header, rows, runs=runs,
                   timing=timing, steps=args.steps, width=args.width)
   for name, seed in todo:
     workdir = Path(args.root) / f"{slug(name)}-w{args.width}-n{args.steps}-s{seed}"
@@ -228,7 +224,7 @@ def main(argv=None):
                  "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
     print(f"{name} seed {seed}: FID {runs[key]['fid'][-1]:.1f} (EMA {runs[key]['fid_ema'][-1]:.1f})", flush=True)
     header, rows = summarize(names, seeds, runs, timing)
-    write_results(out, "benchmarks.gan_convergence", argv, header, rows, runs=runs, timing=timing, steps=args.steps,
+    write_results(out, "benchmarks.studies.gan.gan_convergence", argv, header, rows, runs=runs, timing=timing, steps=args.steps,
                   width=args.width)
   if runs:
     plot(Path(args.png) / "gan_convergence.png", names, runs,

@@ -1,6 +1,6 @@
 """The quality side of issue 4 / docs/techniques.md#gan: FID-FMNIST after the same number of steps, one loss vs alternating.
 
-    python -m benchmarks.gan_fid --steps 1500 --width 32 --seeds 0,1,2
+    python -m benchmarks.studies.gan.gan_fid --steps 1500 --width 32 --seeds 0,1,2
 
 Runs train.gan for each (mode, seed) in runs/gan_fid/ (a finished run is reused: runs resume), then prints
 FID-FMNIST (2,000 samples vs the 10,000 test images, the committed feature net) and the classifier inception
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import loop_minutes, machine, table, train, write_results
+from benchmarks.common import machine, table, write_results
+from benchmarks.studies.common import loop_minutes, train
 from jaxtricks import loop
 
 
@@ -52,7 +53,7 @@ def main(argv=None):
     rows.append([mode, f"{np.mean(fids):.2f} ± {std(fids):.2f}", " ".join(f"{f:.2f}" for f in fids),
                  f"{np.mean(scores):.2f} ± {std(scores):.2f}", f"{np.mean(minutes):.1f}"])
   header = ["mode", "FID-FMNIST (mean ± std)", "per seed", "inception score", "loop min per run"]
-  write_results(Path(args.out) / "gan_fid.json", "benchmarks.gan_fid", argv, header, rows, runs=results)
+  write_results(Path(args.out) / "gan_fid.json", "benchmarks.studies.gan.gan_fid", argv, header, rows, runs=results)
   print(f"FID-FMNIST after {args.steps} steps, DCGAN width {args.width}, batch 64, seeds {args.seeds} — {machine()}")
   print(table(header, rows))
 

@@ -1,7 +1,7 @@
 """The seed's IMDB table re-measured (issue 6 / docs/techniques.md#margin): LSTM and CNN x BCE and margin loss, several seeds.
 
-    python -m benchmarks.imdb_table --seeds 0,1,2,3,4                 # both models, both losses
-    python -m benchmarks.imdb_table --models cnn --dataset sst2       # SST-2 dev with the CNN
+    python -m benchmarks.studies.margin.imdb_table --seeds 0,1,2,3,4                 # both models, both losses
+    python -m benchmarks.studies.margin.imdb_table --models cnn --dataset sst2       # SST-2 dev with the CNN
 
 Runs train.sentiment for each (model, loss, seed) in runs/imdb_table/ (finished runs are reused: runs resume)
 with the seed's settings, then prints the test accuracy after the last epoch (mean ± std over seeds) and, the
@@ -16,14 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import loop_minutes, machine, table, train, write_results
-from jaxtricks import loop
+from benchmarks.common import machine, table, write_results
+from benchmarks.studies.common import curve, loop_minutes, train
 
 EVAL_SPLIT = {"imdb": "test", "sst2": "validation"}   # what train.sentiment evaluates on
-
-
-def curve(workdir: Path, split: str) -> list[tuple[int, float]]:
-  return loop.metric(loop.read_metrics(workdir), f"{split}/accuracy")
 
 
 def main(argv=None):
@@ -46,10 +42,11 @@ def main(argv=None):
         argv = train("sentiment", model=model, loss=loss, dataset=args.dataset, seed=seed, workdir=workdir,
                      progress=False)
         minutes.append(loop_minutes(workdir))
-        accs = [a for _, a in curve(workdir, split)]
+        accuracy = curve(workdir, f"{split}/accuracy")
+        accs = [a for _, a in accuracy]
         finals.append(accs[-1])
         wobble.append(float(np.std(accs[len(accs) // 2:], ddof=1)) if len(accs) > 2 else float("nan"))
-        results[f"{model}/{loss}/{seed}"] = {"curve": curve(workdir, split), "loop_minutes": minutes[-1],
+        results[f"{model}/{loss}/{seed}"] = {"curve": accuracy, "loop_minutes": minutes[-1],
                                              "argv": argv}
         print(f"{model} {loss} seed {seed}: {100 * accs[-1]:.2f}%", flush=True)
       std = np.std(finals, ddof=1) if len(finals) > 1 else 0.0
@@ -58,7 +55,7 @@ def main(argv=None):
                    f"{np.mean(minutes):.1f}"])
   header = ["model", "loss", "accuracy % (mean ± std)", "per seed", "epoch-to-epoch std, 2nd half (pts)",
             "loop min per run"]
-  write_results(Path(args.out) / f"imdb_table_{args.dataset}.json", "benchmarks.imdb_table", argv, header, rows,
+  write_results(Path(args.out) / f"imdb_table_{args.dataset}.json", "benchmarks.studies.margin.imdb_table", argv, header, rows,
                 split=split, runs=results)
   print(f"{args.dataset} {split} accuracy after the last epoch, seeds {args.seeds} — {machine()}")
   print(table(header, rows))

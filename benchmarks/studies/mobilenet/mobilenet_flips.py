@@ -1,8 +1,8 @@
-"""Test-time flips on the finished runs of benchmarks.mobilenet_table: each run's final checkpoint evaluated again on
+"""Test-time flips on the finished runs of benchmarks.studies.mobilenet.mobilenet_table: each run's final checkpoint evaluated again on
 the test set, plainly and with the softmax averaged over each image and its mirror (`train.classify --eval-flips`).
 
-    python -m benchmarks.mobilenet_flips                  # every recorded run whose checkpoint is here
-    python -m benchmarks.mobilenet_flips --results-md     # and its copy in RESULTS.md
+    python -m benchmarks.studies.mobilenet.mobilenet_flips                  # every recorded run whose checkpoint is here
+    python -m benchmarks.studies.mobilenet.mobilenet_flips --results-md     # and its copy in RESULTS.md
 
 Training is untouched (no train-step minute is spent), so the gain is what evaluation alone adds to a trained net.
 The plain re-evaluation must give the accuracy the run recorded at its last epoch (a check of the restore, printed
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import run_program, table, update_results_md, write_results
+from benchmarks.common import table, write_results
+from benchmarks.studies.common import run_program, update_results_md
 
 
 def evaluate_final(argv: list[str], workdir: Path, data_dir: str = "") -> dict[str, float]:
@@ -61,7 +62,7 @@ def main(argv=None):
   p.add_argument("--results-md", action="store_true", help="also rewrite the table's copy in RESULTS.md")
   args = p.parse_args(argv)
   if not Path(args.table).exists():
-    p.error(f"--table {args.table}: no such file; run python -m benchmarks.mobilenet_table first")
+    p.error(f"--table {args.table}: no such file; run python -m benchmarks.studies.mobilenet.mobilenet_table first")
   runs = json.loads(Path(args.table).read_text())["runs"]
   header = ["run (row/seed)", "recorded test accuracy %", "re-evaluated %", "with test-time flips %",
             "change (pts)", "test NLL", "with flips"]
@@ -94,7 +95,7 @@ def main(argv=None):
   if not rows:
     print("no run of the table has its checkpoints here", file=sys.stderr)
     return 2
-  write_results(args.out, "benchmarks.mobilenet_flips", argv if argv is not None else sys.argv[1:], header, rows,
+  write_results(args.out, "benchmarks.studies.mobilenet.mobilenet_flips", argv if argv is not None else sys.argv[1:], header, rows,
                 note=note)
   return update_results_md(args.out, "mobilenet_flips") if args.results_md else 0
 

@@ -1,9 +1,9 @@
 """MobileNet on Fashion-MNIST within 150 minutes of a 2-core CPU: `--recipe cpu94` over seeds, and what each of its
 changes bought (one removed at a time, seed 0) — issue 15.
 
-    python -m benchmarks.mobilenet_table                       # cpu94 seeds 0,1,2, then the ablation rows (seed 0)
-    python -m benchmarks.mobilenet_table --rows cpu94 --seeds 0 --max-runs 1     # only the first run
-    python -m benchmarks.mobilenet_table --results-md     # table, picture, RESULTS.md copy, from the results file
+    python -m benchmarks.studies.mobilenet.mobilenet_table                       # cpu94 seeds 0,1,2, then the ablation rows (seed 0)
+    python -m benchmarks.studies.mobilenet.mobilenet_table --rows cpu94 --seeds 0 --max-runs 1     # only the first run
+    python -m benchmarks.studies.mobilenet.mobilenet_table --results-md     # table, picture, RESULTS.md copy, from the results file
 
 Each row is `python -m train.classify --recipe cpu94` with the flags of ABLATIONS[row] on top. Runs live in
 runs/mobilenet_table/ and resume; finished runs are kept in benchmarks/results/mobilenet_table.json (per-epoch test
@@ -18,10 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import (flag_argv, machine, pending_runs, run_program, table, update_results_md,
-                               write_results)
-from benchmarks.exact_table import minutes, plot, summarize, train_minutes
-from jaxtricks import loop
+from benchmarks.common import machine, table, write_results
+from benchmarks.studies.common import (curve, flag_argv, minutes, pending_runs, plot, run_program, slug, summarize,
+                                       train_minutes, update_results_md)
 
 # what is changed from cpu94 in each ablation row (everything else is the recipe's; train/classify.py RECIPES).
 # cpu94 was first measured with crops + flips + random erasing; flips alone did better, so the recipe became that,
@@ -41,10 +40,6 @@ REFERENCE = {"the first cpu94 with the stride-2 stem": FIRST}
 BASELINE_NAME = "the 89.71% run (stride-2 stem, flips, Adam; 2026-11-25)"
 BASELINE = [71.74, 79.30, 82.86, 83.94, 84.22, 85.32, 84.51, 85.41, 86.77, 86.47, 87.18, 87.98, 88.14, 88.18, 87.42,
             88.48, 88.84, 89.61, 89.27, 89.25, 89.18, 89.20, 89.73, 89.72, 89.80, 89.62, 89.64, 89.60, 89.71, 89.71]
-
-
-def slug(name: str) -> str:
-  return "-".join("".join(c if c.isalnum() else " " for c in name).split())
 
 
 def rows_of(text: str) -> list[str]:
@@ -136,18 +131,18 @@ def main(argv=None):
     workdir = Path(run_argv[run_argv.index("--workdir") + 1])
     t0 = time.perf_counter()
     run_program("classify", run_argv)
-    curve = loop.metric(loop.read_metrics(workdir), "test/accuracy")
-    runs[f"{name}/{seed}"] = {"curve": curve, "seconds": time.perf_counter() - t0, "argv": run_argv,
+    accuracy = curve(workdir, "test/accuracy")
+    runs[f"{name}/{seed}"] = {"curve": accuracy, "seconds": time.perf_counter() - t0, "argv": run_argv,
                               "train_minutes": train_minutes(workdir), "date": time.strftime("%Y-%m-%d %H:%M"),
                               "machine": machine()}
-    print(f"{name} seed {seed}: {100 * curve[-1][1]:.2f}% ({runs[f'{name}/{seed}']['train_minutes']:.1f} "
+    print(f"{name} seed {seed}: {100 * accuracy[-1][1]:.2f}% ({runs[f'{name}/{seed}']['train_minutes']:.1f} "
           f"train-step min)", flush=True)
     header, rows = summarize_all(names, seeds, runs)
-    write_results(out, "benchmarks.mobilenet_table", argv, header, rows, runs=runs, epochs=args.epochs,
+    write_results(out, "benchmarks.studies.mobilenet.mobilenet_table", argv, header, rows, runs=runs, epochs=args.epochs,
                   note=goal(seeds, runs))
   header, rows = summarize_all(names, seeds, runs)
   if args.results_md and runs:
-    write_results(out, "benchmarks.mobilenet_table", recorded.get("argv", []), header, rows, runs=runs,
+    write_results(out, "benchmarks.studies.mobilenet.mobilenet_table", recorded.get("argv", []), header, rows, runs=runs,
                   epochs=recorded.get("epochs", args.epochs), note=goal(seeds, runs))
   if runs:
     plot_all(Path(args.png) / "mobilenet_cpu94.png", names, seeds, runs, recorded.get("epochs", args.epochs))
