@@ -6,7 +6,7 @@ Each core is jitted twice, with XLA's defaults and with `parallel.cpu_compiler_o
 (YNNPACK kept for dots only); both compiles are first checked to compute the same outputs (a step's metrics, a
 chain's samples), then timed with calls interleaved (median after warm-up), so that this host's drift hits both
 alike. What a program's
-`--cpu-ynn-convolutions` default should be follows from its row (benchmarks/RESULTS.md).
+`--cpu-ynn-convolutions` default should be follows from its row (benchmarks/speed/README.md).
 """
 
 import argparse

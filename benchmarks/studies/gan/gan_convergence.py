@@ -1,7 +1,7 @@
 """Does one loss train a GAN as well as alternating updates, at convergence, per step and per second (issue 16)?
 
     python -m benchmarks.studies.gan.gan_convergence                         # every variant, 3 seeds, 20,000 steps
-    python -m benchmarks.studies.gan.gan_convergence --variants "single;alternating" --seeds 0 --max-runs 1
+    python -m benchmarks.studies.gan.gan_convergence --variants single,alternating --seeds 0 --max-runs 1
 
 Each variant is a set of train.gan flags (VARIANTS). Every run keeps an EMA of G (decay 0.999) and logs FID-FMNIST
 of --fid-samples samples from G itself and from its EMA every --fid-every steps, so "with and without EMA" come
@@ -10,7 +10,7 @@ evaluations and checkpoints excluded), which is what "per second" compares: the 
 Finished runs are kept in the committed results file (benchmarks/results/gan_convergence.json) and not redone, so
 a study started in one session continues in the next; the run folders (runs/gan_convergence/) resume a run cut
 off within a session. Each call draws docs/gan_convergence.png (FID vs steps and vs seconds: mean over seeds, band
-min..max); `--results-md` trains nothing: it rewrites the table, the picture and RESULTS.md's copy of the table
+min..max); `--results-md` trains nothing: it rewrites the table, the picture and the copy of the table in this study's README.md
 (between its gan_convergence markers) from the results file alone.
 
 Per second: the loop's own seconds depend on what else ran on the machine during each run, so the study's "per
@@ -46,8 +46,14 @@ VARIANTS = {
     # lambda > 1 where Adam's epsilon is large enough for the scale of G's gradient to matter
     "single, lambda 2, Adam eps 1e-3": {"mode": "single", "lam": 2.0, "adam_eps": 1e-3},
 }
-DEFAULT = ["alternating", "single", "single, two time scales (lr D 4e-4, G 1e-4)", "single, optimistic Adam",
-           "single, lambda 2, Adam eps 1e-3"]
+# variant id (what --variants takes) -> its display label: VARIANTS' key, which names it in the table, in the
+# results file's run keys ("label/seed") and in its run folders (common.slug)
+IDS = {"alternating": "alternating", "single": "single",
+       "single_ttur": "single, two time scales (lr D 4e-4, G 1e-4)",
+       "single_optimistic_adam": "single, optimistic Adam",
+       "single_lambda2": "single, lambda 2, Adam eps 1e-3"}
+DEFAULT = list(IDS)
+MODULE = "benchmarks.studies.gan.gan_convergence"
 
 
 def step_seconds(names, *, width: int, batch: int = 64, z_dim: int = 100, ema_decay: float = 0.999,
@@ -169,9 +175,49 @@ def plot(path: Path, names, runs, title: str, timing=None) -> None:
   plt.close(fig)
 
 
+def variant_labels(text: str) -> list[str]:
+  """The display labels of the variant ids in a comma-separated list ("single,alternating")."""
+  ids = [v.strip() for v in text.split(",") if v.strip()]
+  unknown = [v for v in ids if v not in IDS]
+  if unknown:
+    raise ValueError(f"unknown {unknown}; known: {', '.join(IDS)}")
+  return [IDS[v] for v in ids]
+
+
+def timing_of(args, names, argv, timing) -> dict:
+  """--time: every variant's step time (interleaved, one process), merged into the recorded `timing`."""
+  t = step_seconds(names, width=args.width, ema_decay=args.ema_decay, repeats=args.repeats)
+  return {"ms": {**(timing or {}).get("ms", {}), **{n: 1e3 * v for n, v in t.items()}}, "width": args.width,
+          "batch": 64, "repeats": args.repeats, "argv": sys.argv[1:] if argv is None else argv,
+          "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
+
+
+def train_runs(args, names, seeds, runs, timing, out: Path, argv) -> tuple[list[str], list[list]]:
+  """Trains the runs the results file lacks (common.pending_runs), rewriting it after each; the table."""
+  data = {"data_dir": args.data_dir} if args.data_dir else {}
+
+  def flags_of(name, seed):
+    return dict(steps=args.steps, width=args.width, seed=seed, fid_every=args.fid_every,
+                fid_samples=args.fid_samples, ema_decay=args.ema_decay, sample_every=args.steps,
+                checkpoint_every=500, progress=False, tensorboard=False, **data, **VARIANTS[name])
+
+  header, rows = summarize(names, seeds, runs, timing)
+  for name, seed in pending_runs(names, seeds, runs, lambda n, s: flag_argv(flags_of(n, s)), args.max_runs):
+    workdir = Path(args.root) / f"{slug(name)}-w{args.width}-n{args.steps}-s{seed}"
+    t0 = time.perf_counter()
+    train("gan", workdir=workdir, **flags_of(name, seed))
+    key = f"{name}/{seed}"
+    runs[key] = {**curve(workdir), "argv": flag_argv(flags_of(name, seed)), "wall_s": time.perf_counter() - t0,
+                 "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
+    print(f"{name} seed {seed}: FID {runs[key]['fid'][-1]:.1f} (EMA {runs[key]['fid_ema'][-1]:.1f})", flush=True)
+    header, rows = summarize(names, seeds, runs, timing)
+    write_results(out, MODULE, argv, header, rows, runs=runs, timing=timing, steps=args.steps, width=args.width)
+  return header, rows
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--variants", default="", help="semicolon-separated names of VARIANTS; default all")
+  p.add_argument("--variants", default="", help="comma-separated variant ids (IDS); default all")
   p.add_argument("--steps", type=int, default=20000)
   p.add_argument("--width", type=int, default=16)
   p.add_argument("--seeds", default="0,1,2")
@@ -187,51 +233,29 @@ def main(argv=None):
                  help="train nothing: time every variant's step (interleaved, one process) and record it")
   p.add_argument("--repeats", type=int, default=20, help="with --time: timed calls of each step")
   p.add_argument("--results-md", action="store_true",
-                 help="train nothing: the table and picture from the results file, and its copy in RESULTS.md")
+                 help="train nothing: the table and picture from the results file, and its copy in README.md")
   args = p.parse_args(argv)
-  names = [n.strip() for n in args.variants.split(";") if n.strip()] or DEFAULT
-  unknown = [n for n in names if n not in VARIANTS]
-  if unknown:
-    p.error(f"--variants: unknown {unknown}; known: {list(VARIANTS)}")
+  try:
+    names = variant_labels(args.variants or ",".join(DEFAULT))
+  except ValueError as e:
+    p.error(f"--variants: {e}")
   seeds = [int(s) for s in args.seeds.split(",")]
   out = Path(args.out) / "gan_convergence.json"
   recorded = json.loads(out.read_text()) if out.exists() else {}
   runs, timing = recorded.get("runs", {}), recorded.get("timing")
-  if args.time:
-    t = step_seconds(names, width=args.width, ema_decay=args.ema_decay, repeats=args.repeats)
-    timing = {"ms": {**(timing or {}).get("ms", {}), **{n: 1e3 * v for n, v in t.items()}}, "width": args.width,
-              "batch": 64, "repeats": args.repeats, "argv": sys.argv[1:] if argv is None else argv,
-              "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
-  header, rows = summarize(names, seeds, runs, timing)
-  data = {"data_dir": args.data_dir} if args.data_dir else {}
-
-  def flags_of(name, seed):
-    return dict(steps=args.steps, width=args.width, seed=seed, fid_every=args.fid_every,
-                fid_samples=args.fid_samples, ema_decay=args.ema_decay, sample_every=args.steps,
-                checkpoint_every=500, progress=False, tensorboard=False, **data, **VARIANTS[name])
-
-  argv_of = lambda n, s: flag_argv(flags_of(n, s))
-  todo = [] if args.time or args.results_md else pending_runs(names, seeds, runs, argv_of, args.max_runs)
-  if args.time or args.results_md:   # the table's command stays the study's
-    write_results(out, "benchmarks.studies.gan.gan_convergence", recorded.get("argv", []), header, rows, runs=runs,
-                  timing=timing, steps=args.steps, width=args.width)
-  for name, seed in todo:
-    workdir = Path(args.root) / f"{slug(name)}-w{args.width}-n{args.steps}-s{seed}"
-    t0 = time.perf_counter()
-    train("gan", workdir=workdir, **flags_of(name, seed))
-    key = f"{name}/{seed}"
-    runs[key] = {**curve(workdir), "argv": flag_argv(flags_of(name, seed)), "wall_s": time.perf_counter() - t0,
-                 "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
-    print(f"{name} seed {seed}: FID {runs[key]['fid'][-1]:.1f} (EMA {runs[key]['fid_ema'][-1]:.1f})", flush=True)
+  if args.time or args.results_md:   # no training; the table's command stays the study's
+    timing = timing_of(args, names, argv, timing) if args.time else timing
     header, rows = summarize(names, seeds, runs, timing)
-    write_results(out, "benchmarks.studies.gan.gan_convergence", argv, header, rows, runs=runs, timing=timing, steps=args.steps,
+    write_results(out, MODULE, recorded.get("argv", []), header, rows, runs=runs, timing=timing, steps=args.steps,
                   width=args.width)
+  else:
+    header, rows = train_runs(args, names, seeds, runs, timing, out, argv)
   if runs:
     plot(Path(args.png) / "gan_convergence.png", names, runs,
          f"DCGAN width {args.width}, batch 64, FID-FMNIST of {args.fid_samples} samples — {machine()}", timing)
   print(f"GAN to {args.steps} steps, width {args.width}, seeds {args.seeds} — {machine()}")
   print(table(header, rows))
-  return update_results_md(out, "gan_convergence") if args.results_md else 0
+  return update_results_md(out, "gan_convergence", Path(__file__).parent / "README.md") if args.results_md else 0
 
 
 if __name__ == "__main__":

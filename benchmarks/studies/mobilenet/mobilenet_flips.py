@@ -2,7 +2,7 @@
 the test set, plainly and with the softmax averaged over each image and its mirror (`train.classify --eval-flips`).
 
     python -m benchmarks.studies.mobilenet.mobilenet_flips                  # every recorded run whose checkpoint is here
-    python -m benchmarks.studies.mobilenet.mobilenet_flips --results-md     # and its copy in RESULTS.md
+    python -m benchmarks.studies.mobilenet.mobilenet_flips --results-md     # and its copy in README.md
 
 Training is untouched (no train-step minute is spent), so the gain is what evaluation alone adds to a trained net.
 The plain re-evaluation must give the accuracy the run recorded at its last epoch (a check of the restore, printed
@@ -59,7 +59,7 @@ def main(argv=None):
   p.add_argument("--table", default="benchmarks/results/mobilenet_table.json", help="mobilenet_table's results")
   p.add_argument("--out", default="benchmarks/results/mobilenet_flips.json")
   p.add_argument("--data-dir", default="", help="raw data folder (else $JAXTRICKS_DATA or Debian's copy)")
-  p.add_argument("--results-md", action="store_true", help="also rewrite the table's copy in RESULTS.md")
+  p.add_argument("--results-md", action="store_true", help="also rewrite the table's copy in this study's README.md")
   args = p.parse_args(argv)
   if not Path(args.table).exists():
     p.error(f"--table {args.table}: no such file; run python -m benchmarks.studies.mobilenet.mobilenet_table first")
@@ -97,7 +97,7 @@ def main(argv=None):
     return 2
   write_results(args.out, "benchmarks.studies.mobilenet.mobilenet_flips", argv if argv is not None else sys.argv[1:], header, rows,
                 note=note)
-  return update_results_md(args.out, "mobilenet_flips") if args.results_md else 0
+  return update_results_md(args.out, "mobilenet_flips", Path(__file__).parent / "README.md") if args.results_md else 0
 
 
 if __name__ == "__main__":
