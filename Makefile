@@ -52,7 +52,7 @@ test: setup data
 	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: setup data
-	$(PY) -m benchmarks.input_pipeline
+	$(PY) -m benchmarks.speed.input_pipeline
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
