@@ -330,7 +330,7 @@ def test_per_class_accuracy_counts_dead_units_of_a_known_net(monkeypatch):
 
 
 def test_mobilenet_table_runs_cpu94_and_its_ablations_records_each_change_and_resumes(tmp_path, monkeypatch):
-  """studies.mobilenet.mobilenet_table runs `train.classify --recipe cpu94` with each ablation's flags on top (checked by
+  """studies.mobilenet.mobilenet_table runs `train.classify --recipe cpu94` with each row's flags on top (checked by
   parsing the argv it ran as train.classify does), records the per-epoch curves the run wrote, gives an ablation
   row its change against cpu94's seed 0, draws the picture with the 89.71% run beside, and does not train a
   recorded run again. The runs are stand-ins that write known curves (training MobileNet itself: test_mobilenet)."""
@@ -406,7 +406,7 @@ def test_mobilenet_table_measures_the_first_recipes_ablation_against_the_first_r
 
 
 def test_mobilenet_flips_reevaluates_each_recorded_run_and_names_the_ones_without_checkpoints(tmp_path, monkeypatch):
-  """benchmarks.studies.mobilenet.mobilenet_flips restores a finished train.classify run's newest checkpoint and evaluates it again:
+  """studies.mobilenet.mobilenet_flips restores a finished train.classify run's newest checkpoint and evaluates it again:
   plainly (which must give the accuracy the run logged at its last step) and with the flip-averaged softmax."""
   import json
 
@@ -434,7 +434,7 @@ def test_mobilenet_flips_reevaluates_each_recorded_run_and_names_the_ones_withou
 
 
 def test_mobilenet_flips_seed_means_average_each_rows_seeds_and_skip_single_runs():
-  """The mean rows of benchmarks.studies.mobilenet.mobilenet_flips: mean ± sample std over a row's seeds (the table's convention),
+  """The mean rows of studies.mobilenet.mobilenet_flips: mean ± sample std over a row's seeds (the table's convention),
   the mean change, the mean NLLs; a row with one seed gets none."""
   from benchmarks.studies.mobilenet.mobilenet_flips import seed_means
   measured = {"cpu94/0": {"plain": 93.81, "flips": 94.15, "nll": 0.28, "nll_flips": 0.26},

@@ -74,6 +74,45 @@ def torch_rows(state, g, d, x, z, width: int, repeats: int, python: str, only=No
 LR = 2e-4
 
 
+def _timed_call(name, fn, state, holders, x, z, *, mesh, jit, halves, half_steps):
+  """(call, (XLA FLOPs, peak bytes)) of one variant: call() runs its step once on its own copy of `state` (kept in
+  holders[name]); fn None: the two jitted halves, D's step then G's (alternating in 2 jits)."""
+  holders[name] = jax.tree.map(jnp.copy, state)
+  if mesh is not None:
+    holders[name] = jax.device_put(holders[name], parallel.replicated(mesh))
+  if fn is None:
+    (d_half, g_half), (d_step, g_step) = halves, half_steps
+
+    def call():
+      holders[name], _ = d_step(holders[name], x, z)
+      holders[name], m = g_step(holders[name], z)
+      return m
+    f1, p1 = _compiled_stats(d_half, state, x, z)
+    f2, p2 = _compiled_stats(g_half, state, z)
+    return call, (f1 + f2, max(p1 or 0, p2 or 0))
+  jitted = jit(fn)
+
+  def call():
+    holders[name], m = jitted(holders[name], x, z)
+    return m
+  return call, _compiled_stats(fn, state, x, z)
+
+
+def _rows(batch: int, seconds: dict, stats: dict, peers: dict) -> list[list]:
+  """The table: each variant's step time, its ratio to (a) and to PyTorch eager (where measured), its FLOPs and peak
+  memory; then the PyTorch rows."""
+  eager = peers.get("PyTorch eager")
+  base_t, base_f = seconds["(a) alternating, 2 jits"], stats["(a) alternating, 2 jits"][0]
+  vs_eager = lambda s: f"{eager / s:.2f}x" if eager else "-"
+  rows = []
+  for name, (flops, peak) in stats.items():
+    rows.append([batch, name, seconds[name] * 1e3, f"{seconds[name] / base_t:.2f}x", vs_eager(seconds[name]),
+                 flops / 1e9, f"{flops / base_f:.2f}", (peak or 0) / 2**20])
+  for name, s in peers.items():
+    rows.append([batch, name, s * 1e3, f"{s / base_t:.2f}x", vs_eager(s), "-", "-", "-"])
+  return rows
+
+
 def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devices: int = 1,
             conv_transpose: str = "subpixel", torch_python: str = "", torch_only=None,
             ynn_convolutions: bool = False) -> tuple[list, str]:
@@ -111,40 +150,14 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
   variants["(e) in bfloat16 (params float32)"] = (lambda s, x, z: gan.single_step(s, x, z, form="fused", **kw16), one)
   holders, fns, stats = {}, {}, {}
   for name, (fn, state) in variants.items():
-    holders[name] = jax.tree.map(jnp.copy, state)
-    if mesh is not None:
-      holders[name] = jax.device_put(holders[name], parallel.replicated(mesh))
-    if fn is None:
-      def call(name=name):
-        holders[name], _ = d_step(holders[name], x, z)
-        holders[name], m = g_step(holders[name], z)
-        return m
-      f1, p1 = _compiled_stats(d_half, state, x, z)
-      f2, p2 = _compiled_stats(g_half, state, z)
-      stats[name] = (f1 + f2, max(p1 or 0, p2 or 0))
-    else:
-      jitted = compile_with.get(name, jit)(fn)
-      def call(name=name, jitted=jitted):
-        holders[name], m = jitted(holders[name], x, z)
-        return m
-      stats[name] = _compiled_stats(fn, state, x, z)
-    fns[name] = call
+    fns[name], stats[name] = _timed_call(name, fn, state, holders, x, z, mesh=mesh, jit=compile_with.get(name, jit),
+                                         halves=(d_half, g_half), half_steps=(d_step, g_step))
   if flops_only:
     base = stats["(a) alternating, 2 jits"][0]
     return [[batch, name, flops / 1e9, f"{flops / base:.2f}"] for name, (flops, _) in stats.items()], ""
   t = time_interleaved(fns, repeats=repeats, warmup=2)
   peers, note = torch_rows(alt, g, d, x, z, width, repeats, torch_python, torch_only) if torch_python else ({}, "")
-  eager = peers.get("PyTorch eager")
-  base_t, base_f = t["(a) alternating, 2 jits"], stats["(a) alternating, 2 jits"][0]
-  vs_eager = lambda s: f"{eager / s:.2f}x" if eager else "-"
-  rows = []
-  for name in variants:
-    flops, peak = stats[name]
-    rows.append([batch, name, t[name] * 1e3, f"{t[name] / base_t:.2f}x", vs_eager(t[name]), flops / 1e9,
-                 f"{flops / base_f:.2f}", (peak or 0) / 2**20])
-  for name, s in peers.items():
-    rows.append([batch, name, s * 1e3, f"{s / base_t:.2f}x", vs_eager(s), "-", "-", "-"])
-  return rows, note
+  return _rows(batch, t, stats, peers), note
 
 
 def main(argv=None):

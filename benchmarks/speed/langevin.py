@@ -274,6 +274,49 @@ def pooling(args) -> int:
   return 0
 
 
+SWEEP_HEADER = ["chains", "K", "chain", "compile s", "ms per step", "samples*steps/s", "XLA GFLOP per call", "GFLOP/s",
+                "of matmul peak"]
+COMPARE_HEADER = ["variant", "first call s", "ms per step", "samples*steps/s", "of matmul peak", "speed vs PyTorch",
+                  "vs best PyTorch float32"]
+
+
+def flops_table(args) -> int:
+  """--flops-only: XLA's FLOP count of one step per chain count."""
+  model, variables, _ = energy_and_variables(args.channels)
+  rows = []
+  for n in sorted({int(v) for v in args.chains.split(",")} | {args.compare_chains}):
+    x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
+    rows.append([n, chain_flops(model, variables, x, jax.random.PRNGKey(2), 1) / 1e9])
+  print(f"XLA GFLOP of one Langevin step (CPU compile), c={args.channels}")
+  print(table(["chains", "GFLOP per step"], rows))
+  return 0
+
+
+def sweep_table(args, model, variables, energy, peak: float) -> list:
+  """Table 1: the chain as the trainer runs it, at each chain count x K within --max-sample-steps; printed."""
+  chains = [int(v) for v in args.chains.split(",")]
+  limit = args.max_sample_steps or None
+  rows = []
+  for k in (int(v) for v in args.steps.split(",")):
+    rows += sweep(model, variables, energy, [n for n in chains if limit is None or n * k <= limit], [k],
+                  args.repeats, peak)
+  print(table(SWEEP_HEADER, rows))
+  return rows
+
+
+def compare_table(args, model, variables, energy, peak: float) -> dict:
+  """Table 2: every JAX variant of one chain size against the PyTorch peers; printed, and returned as
+  {"title", "header", "rows"}."""
+  rows, note, flops = compare(model, energy, variables, args.channels, args.compare_chains, args.compare_steps,
+                              args.repeats, peak, only=[v.strip() for v in args.variants.split(";") if v.strip()],
+                              torch_python=args.torch_python,
+                              torch_only=[v.strip() for v in args.torch_variants.split(";") if v.strip()])
+  title = f"{args.compare_chains} chains x K={args.compare_steps} ({flops / 1e9:.1f} XLA GFLOP); {note}"
+  print(f"\n{title}")
+  print(table(COMPARE_HEADER, rows))
+  return {"title": title, "header": COMPARE_HEADER, "rows": rows}
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--channels", type=int, default=64, help="energy net width (64: the issue's default net)")
@@ -303,46 +346,17 @@ def main(argv=None):
   if args.pooling:
     return pooling(args)
   if args.flops_only:
-    model, variables, _ = energy_and_variables(args.channels)
-    rows = []
-    for n in sorted({int(v) for v in args.chains.split(",")} | {args.compare_chains}):
-      x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
-      rows.append([n, chain_flops(model, variables, x, jax.random.PRNGKey(2), 1) / 1e9])
-    print(f"XLA GFLOP of one Langevin step (CPU compile), c={args.channels}")
-    print(table(["chains", "GFLOP per step"], rows))
-    return 0
+    return flops_table(args)
   model, variables, energy = energy_and_variables(args.channels)
   peak = matmul_flops_per_sec(args.matmul_size)
   flags = os.environ.get("XLA_FLAGS", "")
   print(f"Langevin chains, energy net c={args.channels} ({args.channels}, {2 * args.channels}, "
         f"{4 * args.channels}) at 28x28x1 — {machine()}, jax {jax.__version__}"
         f"{', XLA_FLAGS=' + flags if flags else ''}; float32 {args.matmul_size}^2 matmul: {peak / 1e9:.1f} GFLOP/s")
-  sweep_header = ["chains", "K", "chain", "compile s", "ms per step", "samples*steps/s", "XLA GFLOP per call",
-                  "GFLOP/s", "of matmul peak"]
-  rows = []
-  if not args.skip_sweep:
-    chains = [int(v) for v in args.chains.split(",")]
-    steps = [int(v) for v in args.steps.split(",")]
-    limit = args.max_sample_steps or None
-    for k in steps:
-      rows += sweep(model, variables, energy, [n for n in chains if limit is None or n * k <= limit], [k],
-                    args.repeats, peak)
-    print(table(sweep_header, rows))
-  compare_header = ["variant", "first call s", "ms per step", "samples*steps/s", "of matmul peak", "speed vs PyTorch",
-                    "vs best PyTorch float32"]
-  compared = None
-  if not args.skip_compare:
-    compare_rows, note, flops = compare(model, energy, variables, args.channels, args.compare_chains,
-                                        args.compare_steps, args.repeats, peak,
-                                        only=[v.strip() for v in args.variants.split(";") if v.strip()],
-                                        torch_python=args.torch_python,
-                                        torch_only=[v.strip() for v in args.torch_variants.split(";") if v.strip()])
-    title = f"{args.compare_chains} chains x K={args.compare_steps} ({flops / 1e9:.1f} XLA GFLOP); {note}"
-    print(f"\n{title}")
-    print(table(compare_header, compare_rows))
-    compared = {"title": title, "header": compare_header, "rows": compare_rows}
+  rows = [] if args.skip_sweep else sweep_table(args, model, variables, energy, peak)
+  compared = None if args.skip_compare else compare_table(args, model, variables, energy, peak)
   if args.json:
-    write_results(args.json, "benchmarks.speed.langevin", argv, sweep_header, rows, matmul_gflops=peak / 1e9,
+    write_results(args.json, "benchmarks.speed.langevin", argv, SWEEP_HEADER, rows, matmul_gflops=peak / 1e9,
                   compare=compared)
 
 

@@ -1,7 +1,7 @@
 """The PyTorch peers of two benchmarks, in every form a researcher would compare against: eager float32, eager
 under bfloat16 autocast, torch.compile (default, mode="max-autotune", and on CUDA mode="reduce-overhead", i.e.
-CUDA graphs) — the EBM's energy net and Langevin chain (benchmarks.speed.langevin) and the DCGAN's alternating training
-step (benchmarks.speed.gan_step). The worker runs in a child process driven over stdin/stdout (one JSON object a line),
+CUDA graphs) — the EBM's energy net and Langevin chain (benchmarks.speed.langevin) and the DCGAN's alternating
+training step (benchmarks.speed.gan_step). The worker runs in a child process driven over stdin/stdout (one JSON object a line),
 so that it can run under another interpreter than JAX's (PyTorch has no wheel for every Python JAX supports:
 `--torch-python`); as a worker it imports torch and numpy only. `TorchPeer` is the benchmarks' side of it.
 
@@ -74,10 +74,9 @@ def build_langevin(npz: dict, channels: int, num_steps: int, sampler: dict, devi
   return {name: (fn, autocast, chain(fn, autocast)) for name, (fn, autocast) in forms.items()}
 
 
-def build_gan(npz: dict, width: int, lr: float, device: str):
-  """{variant: (G, D, autocast, step)}: the flax DCGAN (jaxtricks.models.dcgan) as torch modules with the npz's
-  weights, each variant with its own copy and Adam optimizers; step(x, z) is one alternating step (D on the hinge
-  loss against G(z).detach(), then G on E[D(G(z))] with D's params frozen) — what benchmarks.speed.gan_step's (a) does."""
+def torch_dcgan(npz: dict, width: int, device: str):
+  """(Generator, Discriminator): torch module classes of the flax DCGAN (jaxtricks.models.dcgan) whose instances
+  start from the npz's weights ("G/<module>/<param>", "D/...")."""
   import torch
   import torch.nn.functional as F
   from torch import nn
@@ -134,39 +133,54 @@ def build_gan(npz: dict, width: int, lr: float, device: str):
       h = F.leaky_relu(self.bn(self.c1(F.pad(h, (1, 2, 1, 2)))), 0.2)
       return self.dense(h.permute(0, 2, 3, 1).reshape(h.shape[0], -1))[:, 0].float()   # flax's NHWC flatten
 
-  def variant(compile_mode, autocast: bool):
-    g, d = Generator().to(device), Discriminator().to(device)
-    opt_g, opt_d = torch.optim.Adam(g.parameters(), lr=lr), torch.optim.Adam(d.parameters(), lr=lr)
-    if compile_mode is not None:
-      g_run, d_run = (torch.compile(m) if compile_mode == "default" else torch.compile(m, mode=compile_mode)
-                      for m in (g, d))
-    else:
-      g_run, d_run = g, d
-    cast = lambda: torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast)
+  return Generator, Discriminator
 
-    def step(x, z):
-      with cast():
-        fake = g_run(z).detach()
-        d_loss = F.relu(1 + d_run(x)).mean() + F.relu(1 - d_run(fake)).mean()
-      opt_d.zero_grad()
-      d_loss.backward()
-      opt_d.step()
-      d.requires_grad_(False)
-      with cast():
-        g_loss = d_run(g_run(z)).mean()
-      opt_g.zero_grad()
-      g_loss.backward()
-      opt_g.step()
-      d.requires_grad_(True)
-      return d_loss.detach(), g_loss.detach()
-    return g_run, d_run, autocast, step
 
+def alternating_step(g, d, lr: float, device: str, compile_mode, autocast: bool):
+  """(G to run, D to run, autocast, step): step(x, z) is one alternating step of fresh Adam optimizers on g and d
+  (D on the hinge loss against G(z).detach(), then G on E[D(G(z))] with D's params frozen), the modules compiled
+  with torch.compile(mode=compile_mode) unless it is None."""
+  import torch
+  import torch.nn.functional as F
+
+  opt_g, opt_d = torch.optim.Adam(g.parameters(), lr=lr), torch.optim.Adam(d.parameters(), lr=lr)
+  if compile_mode is not None:
+    g_run, d_run = (torch.compile(m) if compile_mode == "default" else torch.compile(m, mode=compile_mode)
+                    for m in (g, d))
+  else:
+    g_run, d_run = g, d
+  cast = lambda: torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast)
+
+  def step(x, z):
+    with cast():
+      fake = g_run(z).detach()
+      d_loss = F.relu(1 + d_run(x)).mean() + F.relu(1 - d_run(fake)).mean()
+    opt_d.zero_grad()
+    d_loss.backward()
+    opt_d.step()
+    d.requires_grad_(False)
+    with cast():
+      g_loss = d_run(g_run(z)).mean()
+    opt_g.zero_grad()
+    g_loss.backward()
+    opt_g.step()
+    d.requires_grad_(True)
+    return d_loss.detach(), g_loss.detach()
+  return g_run, d_run, autocast, step
+
+
+def build_gan(npz: dict, width: int, lr: float, device: str):
+  """{variant: (G, D, autocast, step)}: the flax DCGAN as torch modules with the npz's weights (torch_dcgan), each
+  variant with its own copy and Adam optimizers; step(x, z) is one alternating step (alternating_step) — what
+  benchmarks.speed.gan_step's (a) does."""
+  generator, discriminator = torch_dcgan(npz, width, device)
   forms = {"PyTorch eager": (None, False), "PyTorch eager, bf16 autocast": (None, True),
            "torch.compile": ("default", False), "torch.compile, bf16 autocast": ("default", True),
            "torch.compile max-autotune": ("max-autotune", False)}
   if device == "cuda":
     forms["torch.compile reduce-overhead (CUDA graphs)"] = ("reduce-overhead", False)
-  return {name: variant(*form) for name, form in forms.items()}
+  return {name: alternating_step(generator().to(device), discriminator().to(device), lr, device, *form)
+          for name, form in forms.items()}
 
 
 def main() -> int:

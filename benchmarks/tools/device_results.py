@@ -1,4 +1,5 @@
-"""Turns what benchmarks/tools/device_check.sh brought back (OUT/device_check.tgz) into result files for benchmarks.tools.report.
+"""Turns what benchmarks/tools/device_check.sh brought back (OUT/device_check.tgz) into result files for
+benchmarks.tools.report.
 
     python -m benchmarks.tools.device_results OUT/device_check.tgz [--results benchmarks/results] [--docs docs]
 

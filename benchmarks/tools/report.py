@@ -83,7 +83,8 @@ def _table_section(title: str, name: str, make: str, note: str = "", note_key: s
   note = data.get(note_key, "") if note_key else note
   shown = f"\n![{picture[:-4]}]({picture})\n" if picture and (DOCS / picture).exists() else ""
   more = f" Verdict and details: {_study(study)}." if study else ""
-  return (f"### {title}\n\n`{data['command']}` — {results_machines(data)}, jax {data['jax']}, {data['date']}.{more}\n\n"
+  return (f"### {title}\n\n`{data['command']}` — {results_machines(data)}, jax {data['jax']}, "
+          f"{data['date']}.{more}\n\n"
           f"{table(data['header'], data['rows'])}\n" + (f"\n{note}\n" if note else "") + shown)
 
 
@@ -107,8 +108,8 @@ EXACT_NOTES = {
 
 
 def exact_tables() -> str:
-  """Issue 14's tables (benchmarks.studies.exact.exact_table: each recipe several seeds until its test curve is flat) with their
-  per-epoch pictures, which exact_table draws; the 2-epoch loss comparison they replace stays in the study's README."""
+  """Issue 14's tables (benchmarks.studies.exact.exact_table: each recipe several seeds until its test curve is flat)
+  with their per-epoch pictures, which exact_table draws; the 2-epoch loss comparison they replace stays in the study's README."""
   parts = []
   for dataset, title in EXACT_TABLES:
     data = _load(f"exact_table_{dataset}.json")
@@ -212,8 +213,8 @@ def section() -> str:
                           "image and its mirror (`train.classify --eval-only --eval-flips`; no training). The goal's "
                           "measure stays the plain accuracy (the seed's 95% is one); the flips are what closes the "
                           "rest of the way at no training cost.", study="studies/mobilenet"),
-      _table_section("MobileNet on a GPU: the seed's recipe and the CPU recipe scaled up (docs/techniques.md#mobilenet)",
-                     "mobilenet_gpu.json", "`" + DEVICE_CHECK.format(item="mobilenet") + "`",
+      _table_section("MobileNet on a GPU: the seed's recipe and the CPU recipe scaled up "
+                     "(docs/techniques.md#mobilenet)", "mobilenet_gpu.json", "`" + DEVICE_CHECK.format(item="mobilenet") + "`",
                      study="studies/mobilenet"),
       _table_section("The test suite on a GPU", "tests_gpu.json", "`" + DEVICE_CHECK.format(item="tests") + "`"),
       _table_section("Short CIFAR-10 runs on a GPU", "cifar_gpu.json", "`" + DEVICE_CHECK.format(item="cifar") + "`"),

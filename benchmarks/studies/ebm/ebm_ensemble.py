@@ -1,7 +1,7 @@
 """Several EBMs sampling with one shared buffer vs each alone, at equal total Langevin steps (issue 17, goal 3;
 Du & Mordatch 2019 report that an ensemble sharing a buffer samples better).
 
-    python -m benchmarks.studies.ebm.ebm_ensemble                    # trains seeds 0, 1, 2 with train.ebm's defaults, then samples
+    python -m benchmarks.studies.ebm.ebm_ensemble    # trains seeds 0, 1, 2 with train.ebm's defaults, then samples
 
 Trains --seeds models with train.ebm's defaults (runs/ebm_ensemble/s<seed>; finished runs are reused), then
 for each model alone and for all of them together runs train.ebm_sample from noise (--start noise: an empty
@@ -73,7 +73,8 @@ def main(argv=None):
   save_grid(np.concatenate([x[m * per:m * per + 22] for m in range(len(seeds))])[:64], Path(args.png) / "ebm_ensemble.png",
             ncol=8)
   header = ["sampler", "samples", "Langevin chain-steps in all", "FID-FMNIST", "seconds"]
-  write_results(Path(args.out) / "ebm_ensemble.json", "benchmarks.studies.ebm.ebm_ensemble", argv, header, rows, runs=results)
+  write_results(Path(args.out) / "ebm_ensemble.json", "benchmarks.studies.ebm.ebm_ensemble", argv, header, rows,
+                runs=results)
   print(f"From noise, {args.rounds} rounds x {args.num} chains x {args.langevin_steps} steps — {machine()}")
   print(table(header, rows))
   return 0

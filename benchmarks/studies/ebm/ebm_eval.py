@@ -1,7 +1,8 @@
 """Evaluate a trained EBM (a workdir of `python -m train.ebm`): FID-FMNIST of its samples and out-of-distribution
 detection scores computed from the EBM alone.
 
-    python -m benchmarks.studies.ebm.ebm_eval --workdir runs/ebm-long [--samples 10000] [--json benchmarks/results/ebm_eval.json]
+    python -m benchmarks.studies.ebm.ebm_eval --workdir runs/ebm-long [--samples 10000] \
+        [--json benchmarks/results/ebm_eval.json]
 
 FID-FMNIST (the committed feature net's features, against the 10,000 Fashion-MNIST test images) of --samples
 buffer samples (the most recent ones of the training buffer) and of --samples fresh chains from uniform noise

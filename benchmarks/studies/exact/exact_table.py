@@ -5,10 +5,10 @@
     python -m benchmarks.studies.exact.exact_table --dataset fashion_mnist --epochs 15 --seeds 0,1,2   # all losses
     python -m benchmarks.studies.exact.exact_table --recipes ce_sgd,exact_published --seeds 0    # some recipes
 
-Each recipe is an id with a display label and a set of train.classify flags (RECIPES below; the paper's settings from the authors' configs:
-SGD momentum 0.9, weight decay 1e-4, batch 256, learning rate decayed exponentially to 1e-4; CE lr 0.1 with
-gradient clip 10; hinge lr 0.05 with margin 5; EXACT lr 0.5 with sigma 10 -> 1, margin 0.5, logit batch-norm and
-the gradient normalizer). Runs live in runs/exact_table/ and resume, so an interrupted table continues. Writes
+Each recipe is an id with a display label and a set of train.classify flags (RECIPES below; the paper's settings
+from the authors' configs: SGD momentum 0.9, weight decay 1e-4, batch 256, learning rate decayed exponentially to
+1e-4; CE lr 0.1 with gradient clip 10; hinge lr 0.05 with margin 5; EXACT lr 0.5 with sigma 10 -> 1, margin 0.5,
+logit batch-norm and the gradient normalizer). Runs live in runs/exact_table/ and resume, so an interrupted table continues. Writes
 benchmarks/results/exact_table_<dataset>.json (per-epoch test accuracy of every run) and prints the table.
 """
 

@@ -55,7 +55,8 @@ def main(argv=None):
                    f"{np.mean(minutes):.1f}"])
   header = ["model", "loss", "accuracy % (mean ± std)", "per seed", "epoch-to-epoch std, 2nd half (pts)",
             "loop min per run"]
-  write_results(Path(args.out) / f"imdb_table_{args.dataset}.json", "benchmarks.studies.margin.imdb_table", argv, header, rows,
+  write_results(Path(args.out) / f"imdb_table_{args.dataset}.json", "benchmarks.studies.margin.imdb_table", argv,
+                header, rows,
                 split=split, runs=results)
   print(f"{args.dataset} {split} accuracy after the last epoch, seeds {args.seeds} — {machine()}")
   print(table(header, rows))

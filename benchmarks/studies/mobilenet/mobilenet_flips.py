@@ -1,8 +1,8 @@
-"""Test-time flips on the finished runs of benchmarks.studies.mobilenet.mobilenet_table: each run's final checkpoint evaluated again on
-the test set, plainly and with the softmax averaged over each image and its mirror (`train.classify --eval-flips`).
+"""Test-time flips on the finished runs of benchmarks.studies.mobilenet.mobilenet_table: each run's final checkpoint
+evaluated again on the test set, plainly and with the softmax averaged over each image and its mirror (`train.classify --eval-flips`).
 
-    python -m benchmarks.studies.mobilenet.mobilenet_flips                  # every recorded run whose checkpoint is here
-    python -m benchmarks.studies.mobilenet.mobilenet_flips --results-md     # and its copy in README.md
+    python -m benchmarks.studies.mobilenet.mobilenet_flips               # every recorded run whose checkpoint is here
+    python -m benchmarks.studies.mobilenet.mobilenet_flips --results-md  # and its copy in the study's README.md
 
 Training is untouched (no train-step minute is spent), so the gain is what evaluation alone adds to a trained net.
 The plain re-evaluation must give the accuracy the run recorded at its last epoch (a check of the restore, printed
@@ -95,8 +95,8 @@ def main(argv=None):
   if not rows:
     print("no run of the table has its checkpoints here", file=sys.stderr)
     return 2
-  write_results(args.out, "benchmarks.studies.mobilenet.mobilenet_flips", argv if argv is not None else sys.argv[1:], header, rows,
-                note=note)
+  write_results(args.out, "benchmarks.studies.mobilenet.mobilenet_flips", argv if argv is not None else sys.argv[1:],
+                header, rows, note=note)
   return update_results_md(args.out, "mobilenet_flips", Path(__file__).parent / "README.md") if args.results_md else 0
 
 
