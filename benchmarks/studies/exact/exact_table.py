@@ -190,7 +190,8 @@ def train_table(args, names: list[str], seeds: list[int], out: Path, argv) -> in
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--dataset", default="mnist", choices=list(DEFAULTS))
-  p.add_argument("--recipes", default="", help="comma-separated recipe ids (RECIPES); default: the data set's")
+  p.add_argument("--recipes", default="", help=f"comma-separated recipe ids, of {', '.join(RECIPES)}; default: the "
+                                                  "data set's")
   p.add_argument("--epochs", type=float, default=20)
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--model", default="cnn")

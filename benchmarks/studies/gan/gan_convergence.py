@@ -217,7 +217,7 @@ def train_runs(args, names, seeds, runs, timing, out: Path, argv) -> tuple[list[
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--variants", default="", help="comma-separated variant ids (IDS); default all")
+  p.add_argument("--variants", default="", help=f"comma-separated variant ids, of {', '.join(IDS)}; default all")
   p.add_argument("--steps", type=int, default=20000)
   p.add_argument("--width", type=int, default=16)
   p.add_argument("--seeds", default="0,1,2")

@@ -101,7 +101,7 @@ def plot_all(path: Path, names: list[str], seeds: list[int], runs: dict, epochs:
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--rows", default="", help="comma-separated row ids (ROWS); default all")
+  p.add_argument("--rows", default="", help=f"comma-separated row ids, of {', '.join(ROWS)}; default all")
   p.add_argument("--seeds", default="0,1,2", help="seeds of the cpu94 row (ablation rows: seed 0)")
   p.add_argument("--epochs", type=float, default=40, help="epochs of every run (cpu94's own: 40)")
   p.add_argument("--data-dir", default="", help="raw data folder (else $JAXTRICKS_DATA or Debian's copy)")
