@@ -184,6 +184,9 @@ def build_gan(npz: dict, width: int, lr: float, device: str):
 
 
 def main() -> int:
+  if {"-h", "--help"} & set(sys.argv[1:]):   # a worker, started by TorchPeer under --torch-python; it takes no flags
+    print(__doc__)
+    return 0
   import torch
   import torch._dynamo
   torch.set_num_threads(os.cpu_count())
