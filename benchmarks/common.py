@@ -13,7 +13,6 @@ from pathlib import Path
 import jax
 
 
-
 def cpu_model() -> str:
   """The CPU's model name and its vector / matrix units, from /proc/cpuinfo (e.g. "AMD EPYC, AVX2" or
   "Intel(R) Xeon(R) Platinum 8481C, AVX2, AVX-512, AVX-512 BF16, AMX"): the same VM image runs on different hosts

@@ -136,7 +136,7 @@ def main(argv=None):
 
   ood, temperature = ood_table(model, state, fm_test, real_probs, net, args.data_dir)
   wall = time.perf_counter() - t0
-  print(f"EBM {args.workdir} (channels {config["channels"]}, step {int(state["step"])}) — {machine()}, "
+  print(f"EBM {args.workdir} (channels {config['channels']}, step {int(state['step'])}) — {machine()}, "
         f"jax {jax.__version__}, {wall / 60:.1f} min")
   print(table(["samples", "n", "FID-FMNIST"],
               [["buffer (most recent)", n, fids["buffer"]], [f"fresh, {args.fresh_steps} steps from noise",

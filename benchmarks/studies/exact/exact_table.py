@@ -22,8 +22,18 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine, table, write_results
-from benchmarks.studies.common import (curve, fill_train_minutes, flag_argv, pending_runs, plot, slug, summarize,
-                                       train, train_minutes, update_results_md)
+from benchmarks.studies.common import (
+  curve,
+  fill_train_minutes,
+  flag_argv,
+  pending_runs,
+  plot,
+  slug,
+  summarize,
+  train,
+  train_minutes,
+  update_results_md,
+)
 from jaxtricks import loop
 
 MODULE = "benchmarks.studies.exact.exact_table"

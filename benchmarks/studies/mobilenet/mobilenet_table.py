@@ -20,8 +20,18 @@ import time
 from pathlib import Path
 
 from benchmarks.common import machine, table, write_results
-from benchmarks.studies.common import (curve, flag_argv, minutes, pending_runs, plot, run_program, slug, summarize,
-                                       train_minutes, update_results_md)
+from benchmarks.studies.common import (
+  curve,
+  flag_argv,
+  minutes,
+  pending_runs,
+  plot,
+  run_program,
+  slug,
+  summarize,
+  train_minutes,
+  update_results_md,
+)
 
 MODULE = "benchmarks.studies.mobilenet.mobilenet_table"
 README = Path(__file__).parent / "README.md"   # the study's text; --results-md rewrites its table
