@@ -108,10 +108,56 @@ def test_no_program_imports_another_program():
 
 
 def test_benchmarks_import_no_program():
-  """Benchmarks use the library; one that trains calls a program's main through benchmarks.common.train."""
+  """Benchmarks use the library; a study that trains calls a program's main through benchmarks.studies.common.train."""
   programs = set(_modules(REPO / "train", "train"))
   for m, path in _modules(REPO / "benchmarks", "benchmarks").items():
     assert not _imports(path, programs | {"train"}), m
+
+
+# benchmarks/ by kind: what each kind's modules may import of benchmarks/ (besides themselves)
+BENCHMARK_KINDS = {
+    "benchmarks.common": set(),
+    "benchmarks.speed": {"benchmarks.common", "benchmarks.speed"},
+    "benchmarks.studies.common": {"benchmarks.common"},
+    "benchmarks.studies": {"benchmarks.common", "benchmarks.studies.common"},   # no study imports another study
+    "benchmarks.tools": {"benchmarks.common", "benchmarks.studies.common", "benchmarks.tools"},
+}
+
+
+def _kind(module: str) -> str | None:
+  """The BENCHMARK_KINDS entry of a module of benchmarks/ (the longest prefix), None for one outside every kind."""
+  kinds = [k for k in BENCHMARK_KINDS if module == k or module.startswith(k + ".")]
+  return max(kinds, key=len) if kinds else None
+
+
+def test_benchmarks_are_filed_by_kind_and_import_only_what_their_kind_may():
+  """benchmarks/ holds speed benchmarks (speed/), studies (studies/<technique>/, sharing studies/common.py only),
+  tools (tools/) and the shared helpers (common.py); a speed benchmark imports no study or tool, a study imports no
+  other study, a speed benchmark or a tool."""
+  graph = _graph("benchmarks")
+  loose = [m for m in graph if m != "benchmarks" and _kind(m) is None and not m.endswith(("speed", "studies", "tools"))]
+  assert not loose, f"file these under speed/, studies/<technique>/ or tools/: {loose}"
+  assert [m for m in graph if m.startswith("benchmarks.studies.") and m.count(".") == 3], "no study found"
+  for m, deps in graph.items():
+    kind = _kind(m)
+    allowed = BENCHMARK_KINDS.get(kind, set()) if kind else set()
+    bad = [d for d in deps - {"benchmarks"} if not any(d == a or d.startswith(a + ".") for a in allowed)]
+    if kind == "benchmarks.studies":   # its own module only, never another study
+      bad = [d for d in bad if d != m]
+    assert not bad, (m, bad)
+
+
+def test_the_benchmark_kind_rule_sees_a_study_importing_another(tmp_path, monkeypatch):
+  """The rule can fail: a study that imports another study is reported."""
+  for folder in ("benchmarks", "benchmarks/studies", "benchmarks/studies/a", "benchmarks/studies/b"):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "__init__.py").write_text("")
+  (tmp_path / "benchmarks" / "common.py").write_text("")
+  (tmp_path / "benchmarks" / "studies" / "a" / "x.py").write_text("from benchmarks.common import table\n")
+  (tmp_path / "benchmarks" / "studies" / "b" / "y.py").write_text("from benchmarks.studies.a.x import table\n")
+  monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+  with pytest.raises(AssertionError, match="benchmarks.studies.b.y"):
+    test_benchmarks_are_filed_by_kind_and_import_only_what_their_kind_may()
 
 
 def _strings_outside_docstrings(path: Path):
