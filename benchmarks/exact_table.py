@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import flag_argv, machine, pending_runs, table, train, update_results_md, write_results
-from jaxtricks import loop
+from jaxtricks import checkpoints, loop
 
 PAPER_SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-4, "schedule": "exponential", "lr_final": 1e-4,
              "batch_size": 256}
@@ -118,7 +118,7 @@ def per_class_accuracy(workdir: Path, dataset: str, data_dir: str = "") -> tuple
 
   from jaxtricks.data import load
   from jaxtricks.models.cnn import CNN
-  state, _, _ = loop.restore(workdir)
+  state, _, _ = checkpoints.restore(workdir)
   params = state["params"]
   images, labels = load(dataset, "test", data_dir=data_dir or None)
   model = CNN(num_classes=params["Dense_1"]["kernel"].shape[-1])

@@ -11,6 +11,7 @@ tensorboard package; protobuf is its one heavy dependency) and read back by `rea
 the TFRecord framing and the Event protos that tensorboardX ships.
 """
 
+import errno
 import json
 import os
 import struct
@@ -32,7 +33,8 @@ class JsonlWriter:
   """metrics.jsonl: one JSON object per call, {"step": s, **scalars}, flushed at once.
 
   `resume_step`: on a resumed run, lines of steps after it (they are redone) and a half-written last line (what a
-  kill mid-write leaves) are dropped first; `trimmed` says how many lines went, `partial` whether one was cut."""
+  kill mid-write leaves) are dropped first; `trimmed` says how many lines went, `partial` whether one was cut.
+  A file deleted while the run writes it is an error (FileNotFoundError), not rows written to no file."""
 
   def __init__(self, path: str | Path, resume_step: int = 0):
     self.path = Path(path)
@@ -52,6 +54,8 @@ class JsonlWriter:
     self.file = self.path.open("a")
 
   def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+    if os.fstat(self.file.fileno()).st_nlink == 0:   # unlinked: what is written now would be lost
+      raise FileNotFoundError(errno.ENOENT, f"{self.path.name} was deleted while the run was writing it", str(self.path))
     self.file.write(json.dumps({"step": step, **scalars}) + "\n")
     self.file.flush()
 

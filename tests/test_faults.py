@@ -1,7 +1,6 @@
 """SIGKILL at a random step, or while a checkpoint is being written, then resume: the classifier, the GAN and the
 EBM end with the same state as an uninterrupted run, and no half-written checkpoint is ever taken for a step."""
 
-import os
 import random
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, child_env, make_raw_folder
-from jaxtricks import loop
+from jaxtricks import checkpoints
 
 STEPS, EVERY = 12, 4
 ARGS = {
@@ -43,7 +42,7 @@ def _run(module, raw, workdir, killer=None):
 
 
 def _state(workdir, step):   # on this process's device, whatever devices the run was split over
-  state, key, _ = loop.restore(workdir, step=step)
+  state, key, _ = checkpoints.restore(workdir, step=step)
   return {"state": state, "key": key}
 
 
@@ -68,8 +67,7 @@ def test_sigkill_then_resume_equals_uninterrupted(module, when, raw, tmp_path):
   killer = str(k) if when == "step" else f"save:{k}"
   killed = _run(module, raw, tmp_path / "w", killer)
   assert killed.returncode == -9, (killer, killed.stderr[-2000:])
-  folder = tmp_path / "w" / "checkpoints"
-  steps = sorted(int(d) for d in os.listdir(folder) if d.isdigit()) if folder.exists() else []
+  steps = checkpoints.steps(tmp_path / "w")
   assert all(s % EVERY == 0 and s <= k for s in steps), (killer, steps)
   for s in steps:   # every checkpoint that orbax lists as a step is whole: it restores
     _state(tmp_path / "w", s)

@@ -13,7 +13,7 @@ import chex
 import pytest
 
 from conftest import REPO, child_env, error_lines, make_raw_folder, without_progress_bars
-from jaxtricks import cli, loop
+from jaxtricks import checkpoints, cli, loop
 from train import classify, ebm as train_ebm, ebm_sample, sentiment
 
 RUN = ["--model", "cnn", "--batch-size", "16", "--checkpoint-every", "2", "--no-progress", "--no-tensorboard"]
@@ -40,11 +40,7 @@ def _one_line(capsys) -> str:
 
 
 def _params(workdir, step):   # on this process's device, whatever devices the run was split over
-  return loop.restore(workdir, step=step)[0]
-
-
-def _steps(workdir):
-  return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  return checkpoints.restore(workdir, step=step)[0]
 
 
 # ---- 1: non-finite values are refused as flags and never saved (the loop refuses a non-finite state at any
@@ -65,7 +61,7 @@ def test_row_lr_inf_through_the_optimizer_saves_nothing_bad(tmp, capsys):
   assert _classify(tmp, "--steps", "2") == 0
   rc = _classify(tmp, "--steps", "6", "--lr", "1e38")
   assert rc == cli.EXIT_DIVERGED and "last good checkpoint: step 2" in _one_line(capsys)
-  assert _steps(tmp / "w") == [2]
+  assert checkpoints.steps(tmp / "w") == [2]
   chex.assert_tree_all_finite(_params(tmp / "w", 2))
 
 
@@ -118,7 +114,7 @@ def test_row_every_checkpoint_damaged(tmp, capsys):
   capsys.readouterr()
   assert _classify(tmp, "--steps", "4") == cli.EXIT_USAGE
   assert "checkpoint 2 is damaged" in _one_line(capsys)
-  assert _steps(tmp / "w") == [2]   # left as it was
+  assert checkpoints.steps(tmp / "w") == [2]   # left as it was
 
 
 # ---- 5: a half-written metrics line
@@ -160,8 +156,8 @@ def test_row_config_json_removed_then_other_settings(tmp, capsys):
 
 def test_row_two_runs_on_one_workdir(tmp, capsys):
   (tmp / "w").mkdir()
-  holder = subprocess.Popen([sys.executable, "-c", "import pathlib, sys, time; from jaxtricks import loop; "
-                             f"lock = loop.WorkdirLock(pathlib.Path({str(tmp / 'w')!r})); lock.__enter__(); print('held'); "
+  holder = subprocess.Popen([sys.executable, "-c", "import pathlib, sys, time; from jaxtricks import workdir; "
+                             f"lock = workdir.WorkdirLock(pathlib.Path({str(tmp / 'w')!r})); lock.__enter__(); print('held'); "
                              "sys.stdout.flush(); time.sleep(120)"], cwd=REPO, env=child_env(),
                             stdout=subprocess.PIPE, text=True)
   try:
@@ -213,7 +209,7 @@ def test_row_sigint_mid_run_saves_then_exits_130(tmp):
   lines = _lines(r.stderr)
   assert len(lines) == 1 and lines[0].endswith(f"interrupted at step 3; checkpoint saved: step 3 in {tmp / 'w'}. Run "
                                                "the same command again to resume"), r.stderr
-  assert _steps(tmp / "w") == [2, 3]   # step 3 saved on the way out, though it is not a checkpoint step
+  assert checkpoints.steps(tmp / "w") == [2, 3]   # step 3 saved on the way out, though it is not a checkpoint step
 
 
 def test_row_second_sigint_exits_at_once(tmp):
