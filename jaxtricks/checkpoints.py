@@ -225,16 +225,34 @@ class _DropWriteFailures(logging.Filter):
     return not (record.levelno >= logging.ERROR and record.exc_info and write_failure(record.exc_info[1]))
 
 
+def _drop_closed_event_loop_errors(hook):
+  def unraisablehook(unraisable):
+    if not (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"):
+      hook(unraisable)
+  return unraisablehook
+
+
 @contextlib.contextmanager
 def quiet_write_errors():
-  """While active, orbax's logged tracebacks of a failed write are dropped: the caller reports the failure itself,
-  in one line (other records pass)."""
-  logger, drop = logging.getLogger("absl"), _DropWriteFailures()
-  logger.addFilter(drop)
+  """While active, the tracebacks that orbax, asyncio and tensorstore print for a failed write are dropped (orbax's
+  and asyncio's logged errors whose exception is a failed write; tensorstore's callbacks that find orbax's event
+  loops closed, reported through sys.unraisablehook): the caller reports the failure itself, in one line. When an
+  error ends the block, the filters stay: the last of those reports may come until the process ends."""
+  drop = _DropWriteFailures()
+  loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+  for logger in loggers:
+    logger.addFilter(drop)
+  hook = sys.unraisablehook
+  sys.unraisablehook = _drop_closed_event_loop_errors(hook)
+  failed = True
   try:
     yield
+    failed = False
   finally:
-    logger.removeFilter(drop)
+    if not failed:
+      for logger in loggers:
+        logger.removeFilter(drop)
+      sys.unraisablehook = hook
 
 
 def _call_with_deadline(fn: Callable[[], None], timeout_s: float) -> BaseException | None:

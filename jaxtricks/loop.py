@@ -205,8 +205,8 @@ class _Outputs:
     with contextlib.suppress(Exception):
       self.mngr.wait_until_finished()
     last = self.mngr.latest_step()
-    return DivergenceError(None, f"{error.problem}; last good checkpoint: {f'step {last}' if last is not None else 'none'}"
-                           f" in {self.workdir}.")
+    last = f"step {last}" if last is not None else "none"
+    return DivergenceError(None, f"{error.problem}; last good checkpoint: {last} in {self.workdir}.")
 
   def _write_failed(self, error: BaseException) -> WorkdirError:
     with contextlib.suppress(Exception):   # earlier saves still in flight complete (or fail) first

@@ -218,3 +218,38 @@ def test_nonpositive_steps(tmp_path):
   with pytest.raises(ConfigError, match="steps must be positive") as e:
     _run(tmp_path, 0)
   assert e.value.render(lambda s: "--" + s) == "--steps must be positive, got 0"
+
+
+def test_write_failure_reads_tensorstore_errors():
+  """A failed write is named the same whether Python or tensorstore (a ValueError with the OS error code) reports it;
+  other errors, and ours, are not failed writes."""
+  from jaxtricks import checkpoints
+  full = ValueError("RESOURCE_EXHAUSTED: Error writing local file \"x\": Failed to write 217 bytes to file 3: No space "
+                    "left on device [os_error_code='28'] [tensorstore_spec='{}']")
+  assert checkpoints.write_failure(full) == "No space left on device"
+  assert checkpoints.write_failure(ValueError("FAILED_PRECONDITION: ... [os_error_code='20']")) == "Not a directory"
+  assert checkpoints.write_failure(OSError(28, "No space left on device")) == "No space left on device"
+  try:
+    try:
+      raise OSError(30, "Read-only file system")
+    except OSError as e:
+      raise RuntimeError("wrapped") from e
+  except RuntimeError as wrapped:
+    assert checkpoints.write_failure(wrapped) == "Read-only file system"
+  assert checkpoints.write_failure(ValueError("shapes differ")) is None
+  assert checkpoints.write_failure(WorkdirError("workdir", "not writable")) is None
+  assert checkpoints.write_failure(None) is None
+
+
+def test_last_resort_exit_when_a_thread_will_not_stop():
+  """A thread that never ends would keep the interpreter from exiting; exit_when_stuck ends the process with the
+  given status once it has had its time (without it this child hangs and the timeout fails the test)."""
+  import subprocess
+  import sys
+  from conftest import REPO, child_env
+  code = ("import threading; from jaxtricks import checkpoints; checkpoints.THREADS_TIMEOUT_S = 0.5; "
+          "t = threading.Thread(target=threading.Event().wait); t.start(); "
+          "checkpoints.exit_when_stuck([t], 2); print('printed before the exit')")
+  r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=child_env(), capture_output=True, text=True,
+                     timeout=120)
+  assert r.returncode == 2 and r.stdout == "printed before the exit\n", (r.returncode, r.stdout, r.stderr[-2000:])
