@@ -23,9 +23,10 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 
 import jax
 
-from jaxtricks import loop, parallel
+from jaxtricks import checkpoints, loop, parallel
 from jaxtricks.data import load, pipeline
-from jaxtricks.errors import WorkdirError, require
+from jaxtricks.errors import DivergenceError, WorkdirError, require
+from jaxtricks.workdir import compare_fingerprints, read_config, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +86,7 @@ def require_positive(config, *names: str) -> None:
 
 
 def fingerprint(config, names: Sequence[str]) -> dict[str, Any]:
-  """The settings that define a run's state; resuming with other values is refused (loop.prepare_workdir)."""
+  """The settings that define a run's state; resuming with other values is refused (workdir.prepare)."""
   values = dataclasses.asdict(config)
   return {k: values[k] for k in names}
 
@@ -142,17 +143,18 @@ def train(config: BaseConfig, *, steps: int, init_fn: Callable[[], Any], train_s
           divergence_advice: str = "Resume from it with a lower {lr}") -> Any:
   """jits `train_step(state, batch, key)` once for the mesh (state as `state_sharding`, default replicated; batch
   split along 'data'; state donated; on a CPU compiled as `config.cpu_ynn_convolutions` says) and runs the loop
-  with the common settings of `config`."""
+  with the common settings of `config`. `progress_keys`: the metrics on the progress bar; `divergence_advice`: the
+  sentence that ends a divergence's message ({name}: a setting, jaxtricks.errors)."""
   state_sharding = parallel.replicated(mesh) if state_sharding is None else state_sharding
-  return loop.run(
-      loop.LoopConfig(steps=steps, workdir=config.workdir, checkpoint_every=config.checkpoint_every,
-                      progress=config.progress, progress_keys=progress_keys, divergence_advice=divergence_advice,
-                      tensorboard=config.tensorboard),
-      init_fn=init_fn, train_step=parallel.jit_step(
-          train_step, mesh, state_sharding,
-          compiler_options=parallel.cpu_compiler_options(ynn_convolutions=config.cpu_ynn_convolutions)),
-      batches=batches, key=key,
-      actions=actions, fingerprint=fingerprint, state_sharding=state_sharding)
+  loop_config = loop.LoopConfig(steps=steps, workdir=config.workdir, checkpoint_every=config.checkpoint_every,
+                                progress=config.progress, tensorboard=config.tensorboard)
+  step = parallel.jit_step(train_step, mesh, state_sharding,
+                           compiler_options=parallel.cpu_compiler_options(ynn_convolutions=config.cpu_ynn_convolutions))
+  try:
+    return loop.run(loop_config, init_fn=init_fn, train_step=step, batches=batches, key=key, actions=actions,
+                    fingerprint=fingerprint, state_sharding=state_sharding, shown=progress_keys)
+  except DivergenceError as e:
+    raise DivergenceError(None, f"{e.problem} {divergence_advice}") from None
 
 
 def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], evaluate: Callable[[Any], dict],
@@ -160,12 +162,12 @@ def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], eval
   """No training: {"step": s, **evaluate(state)} of the newest intact checkpoint in `workdir`, after checking the
   run's settings against `fingerprint`; printed and written to <workdir>/eval.json (a program's --eval-only)."""
   workdir = Path(workdir)
-  if not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):   # looked for, never created
+  if not checkpoints.steps(workdir):   # looked for, never created
     raise WorkdirError("workdir", f"{workdir}: no checkpoint to evaluate; train a run there first")
   if fingerprint is not None and (workdir / "config.json").exists():
-    loop.compare_fingerprints(workdir, loop.read_config(workdir / "config.json"), fingerprint)
-  state, _, step = loop.restore(workdir, jax.eval_shape(init_fn))
+    compare_fingerprints(workdir, read_config(workdir / "config.json"), fingerprint)
+  state, _, step = checkpoints.restore(workdir, jax.eval_shape(init_fn))
   values = {"step": step, **evaluate(state)}
-  loop.write_config(workdir / "eval.json", values)   # whole or absent
+  write_json(workdir / "eval.json", values)   # whole or absent
   print(f"{workdir} step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items() if k != "step"))
   return values

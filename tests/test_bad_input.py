@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import REPO, child_env, error_lines, make_raw_folder, without_progress_bars
-from jaxtricks import cli, loop
+from jaxtricks import checkpoints, cli, loop
 from train import classify, ebm as train_ebm, gan as train_gan, sentiment
 
 TRAINERS = {"classify": classify, "gan": train_gan, "ebm": train_ebm, "sentiment": sentiment}
@@ -136,7 +136,7 @@ def test_row_workdir_of_another_model(tmp, capsys):
   rc = _main("gan", ["--data-dir", "{raw}", "--steps", "3"], tmp)
   err = capsys.readouterr().err
   assert rc == cli.EXIT_USAGE and "holds a run of another configuration" in _error_line(err), err
-  assert loop.checkpoint_manager(tmp / "w").latest_step() == 3
+  assert checkpoints.manager(tmp / "w").latest_step() == 3
 
 
 def test_row_disk_full_while_saving(tmp, capsys, monkeypatch):
@@ -155,9 +155,9 @@ def test_row_disk_full_while_saving(tmp, capsys, monkeypatch):
   assert rc == cli.EXIT_USAGE
   assert "writing failed at step 20 (No space left on device); last complete checkpoint: step 10" in err, err
   monkeypatch.setattr(ocp.CheckpointManager, "save", save)
-  assert loop.checkpoint_manager(tmp / "w").latest_step() == 10
+  assert checkpoints.manager(tmp / "w").latest_step() == 10
   assert _main("classify", args, tmp) == 0
-  assert loop.checkpoint_manager(tmp / "w").latest_step() == 30
+  assert checkpoints.manager(tmp / "w").latest_step() == 30
 
 
 def test_docs_list_every_row():

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from benchmarks.common import machine, table
-from jaxtricks import ebm, loop, metrics, replay
+from jaxtricks import checkpoints, ebm, metrics, replay
 from jaxtricks import images as images_lib
 from jaxtricks.data import DataError, load
 
@@ -40,7 +40,7 @@ SAMPLER = ebm.SamplerConfig(num_steps=20, step_size=10.0, noise_scale=0.005, gra
 def load_run(workdir: Path):
   """(settings of a train.ebm workdir (config.json), its energy net, its latest state as plain arrays)."""
   config = json.loads((workdir / "config.json").read_text())
-  state, _, _ = loop.restore(workdir)
+  state, _, _ = checkpoints.restore(workdir)
   return config, ebm.energy_net(config["channels"], config.get("net", "resnet")), state
 
 

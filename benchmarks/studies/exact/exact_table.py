@@ -34,7 +34,7 @@ from benchmarks.studies.common import (
   train_minutes,
   update_results_md,
 )
-from jaxtricks import loop
+from jaxtricks import checkpoints
 
 MODULE = "benchmarks.studies.exact.exact_table"
 README = Path(__file__).parent / "README.md"   # the study's text; --results-md rewrites its tables
@@ -103,7 +103,7 @@ def per_class_accuracy(workdir: Path, dataset: str, data_dir: str = "") -> tuple
 
   from jaxtricks.data import load
   from jaxtricks.models.cnn import CNN
-  state, _, _ = loop.restore(workdir)
+  state, _, _ = checkpoints.restore(workdir)
   params = state["params"]
   images, labels = load(dataset, "test", data_dir=data_dir or None)
   model = CNN(num_classes=params["Dense_1"]["kernel"].shape[-1])
