@@ -48,7 +48,10 @@ def steps(workdir: str | Path) -> list[int]:
   """The steps whose checkpoint is complete in <workdir>/checkpoints, ascending (orbax writes a checkpoint in a
   temporary folder and renames it to its step when whole; nothing is created)."""
   folder = Path(workdir) / "checkpoints"
-  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+  try:
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+  except OSError:   # no folder, a file in its place, or one we may not read: no checkpoint we can use
+    return []
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: State, key: jax.Array, fingerprint: dict) -> None:
@@ -229,6 +232,7 @@ def _drop_closed_event_loop_errors(hook):
   def unraisablehook(unraisable):
     if not (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"):
       hook(unraisable)
+  unraisablehook.drops_closed_event_loop_errors = True
   return unraisablehook
 
 
@@ -239,11 +243,13 @@ def quiet_write_errors():
   loops closed, reported through sys.unraisablehook): the caller reports the failure itself, in one line. When an
   error ends the block, the filters stay: the last of those reports may come until the process ends."""
   drop = _DropWriteFailures()
-  loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
-  for logger in loggers:
+  loggers = [logging.getLogger(name) for name in ("absl", "asyncio")
+             if not any(isinstance(f, _DropWriteFailures) for f in logging.getLogger(name).filters)]
+  for logger in loggers:   # once per process: a filter left by an earlier failed run still serves
     logger.addFilter(drop)
   hook = sys.unraisablehook
-  sys.unraisablehook = _drop_closed_event_loop_errors(hook)
+  if not getattr(hook, "drops_closed_event_loop_errors", False):
+    sys.unraisablehook = _drop_closed_event_loop_errors(hook)
   failed = True
   try:
     yield
@@ -255,7 +261,7 @@ def quiet_write_errors():
       sys.unraisablehook = hook
 
 
-def _call_with_deadline(fn: Callable[[], None], timeout_s: float) -> BaseException | None:
+def call_with_deadline(fn: Callable[[], None], timeout_s: float) -> BaseException | None:
   """Runs fn() in a daemon thread for at most timeout_s: its error, TimeoutError if it is still running, or None."""
   outcome: list[BaseException | None] = []
 
@@ -287,6 +293,8 @@ def _stop_orbax_threads(timeout_s: float) -> list[threading.Thread]:
   interpreter waits for them at exit): each is cancelled, then woken by the signal it waits for, so it returns
   without running. Returns the threads still alive after `timeout_s`."""
   try:
+    if jax.process_count() > 1:   # orbax's signals go through the distributed store there: leave them alone
+      raise ImportError
     from orbax.checkpoint._src.futures import future   # pylint: disable=import-outside-toplevel
     waiting = [t for t in threading.enumerate() if isinstance(t, future._SignalingThread) and t.is_alive()]
     for t in waiting:
@@ -308,7 +316,7 @@ def close(mngr: ocp.CheckpointManager,
   """Waits (at most `timeout_s`) for the saves in flight, closes the manager and stops the orbax threads that a
   failed save left waiting. Returns (the error of a save that failed, or None; the threads that would not stop,
   for `exit_when_stuck`). Never hangs."""
-  error = _call_with_deadline(lambda: _close_manager(mngr), timeout_s)
+  error = call_with_deadline(lambda: _close_manager(mngr), timeout_s)
   return error, _stop_orbax_threads(THREADS_TIMEOUT_S)
 
 

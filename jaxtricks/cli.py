@@ -24,7 +24,8 @@ import typing
 from typing import Any, Callable, Sequence
 
 from jaxtricks import parallel
-from jaxtricks.errors import ConfigError, DataError, DivergenceError, Interrupted, JaxtricksError, WorkdirError
+from jaxtricks.errors import (ConfigError, DataError, DivergenceError, Interrupted, JaxtricksError, WorkdirError,
+                              exit_status)
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -163,16 +164,18 @@ def main(config_cls: type, run: Callable[[Any], Any], argv: Sequence[str] | None
       parallel.set_cpu_devices(config.cpu_device_count())
     parallel.initialize_from_env()
     run(config)
-  except (ConfigError, DataError, WorkdirError) as e:
-    print(f"{prog}: error: {message(e, flags)}", file=sys.stderr)
-    return EXIT_USAGE
-  except DivergenceError as e:
-    print(f"{prog}: {message(e, flags)}", file=sys.stderr)
-    return EXIT_DIVERGED
-  except Interrupted as e:   # SIGINT 130; SIGTERM, SIGHUP (preemption) 143, 129
-    print(f"{prog}: {message(e, flags)}", file=sys.stderr)
-    return 128 + e.signum
-  except KeyboardInterrupt:
-    print(f"{prog}: interrupted", file=sys.stderr)
-    return EXIT_INTERRUPTED
+  except (ConfigError, DataError, WorkdirError, DivergenceError, Interrupted, KeyboardInterrupt) as e:
+    words = message(e, flags) if isinstance(e, JaxtricksError) else "interrupted"
+    print(f"{prog}: error: {words}" if exit_status(e) == EXIT_USAGE else f"{prog}: {words}", file=sys.stderr)
+    _exit_when_stuck(e, exit_status(e))
+    return exit_status(e)
   return 0
+
+
+def _exit_when_stuck(error: BaseException, status: int) -> None:
+  """Threads a failed checkpoint left that would not stop (loop's exit hands them over on the error): the
+  process ends with `status` at interpreter exit instead of waiting for them (checkpoints.exit_when_stuck)."""
+  stuck = getattr(error, "stuck_threads", None)
+  if stuck:
+    from jaxtricks import checkpoints   # pylint: disable=import-outside-toplevel  (orbax: only where a run saved)
+    checkpoints.exit_when_stuck(stuck, status)

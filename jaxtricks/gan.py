@@ -9,7 +9,7 @@ One loss over {'G': ..., 'D': ...}, sg = stop_gradient, in two forms:
 The lam term is exactly 0 in value; its gradient is 0 for D and lam * grad_G E[D(G(z))] for G. So one step on
 L moves D by its hinge loss and G by its loss at once. Mode "single" is single-freeze's gradient computed by
 `fused_grads` with a single forward of D on the fakes (one VJP, two cotangents); on XLA:CPU the plain freeze form
-compiles to the same FLOPs, because XLA merges the two identical forwards itself (benchmarks/RESULTS.md).
+compiles to the same FLOPs, because XLA merges the two identical forwards itself (benchmarks/speed/README.md).
 
 The ways to train, named once (`Mode`; train.gan's --mode, the benchmarks and result labels use these names):
 "single", "single-freeze", "single-subtract" (one loss, one step of both optimizers) and "alternating".

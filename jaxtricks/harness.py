@@ -47,7 +47,7 @@ class BaseConfig:
   cpu_ynn_convolutions: bool = dataclasses.field(
       default=True, metadata={"help": "on a CPU: let XLA run the train step's convolutions with YNNPACK (its default "
                                       "in jaxlib 0.12); off: XLA's own kernels (faster for some nets, "
-                                      "benchmarks/RESULTS.md); unused on a GPU/TPU"})
+                                      "benchmarks/speed/README.md); unused on a GPU/TPU"})
   progress: bool = True
   tensorboard: bool = dataclasses.field(default=True, metadata={"help": "also write TensorBoard event files"})
 

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxtricks import checkpoints, errors, writers
+from jaxtricks import checkpoints, writers
 from jaxtricks.errors import ConfigError, DivergenceError, Interrupted, WorkdirError
 from jaxtricks.signals import StopRequests
 from jaxtricks.workdir import WorkdirLock, compare_fingerprints, prepare, write_config
@@ -88,7 +88,7 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
   lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
   with lock, StopRequests() as stop, checkpoints.quiet_write_errors():
     state, key, start = _resume(workdir, fingerprint, init_fn, key, state_sharding)
-    with _Outputs(config, workdir, fingerprint, start, shown) as out:
+    with _Outputs(config, workdir, fingerprint, start, shown, stop) as out:
       if start >= config.steps:
         print(f"{workdir}: already at step {start} >= the {config.steps} steps asked for; nothing to train",
               file=sys.stderr)
@@ -101,13 +101,14 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
           out.log.write_scalars(step + 1, {"first_step_s": time.perf_counter() - t0})
         step += 1
         out.report(step, metrics)   # writes the previous step's metrics: this one's are still being computed
-        if step % config.checkpoint_every == 0 or step == config.steps or stop.signum:
+        signum = stop.signum
+        if step % config.checkpoint_every == 0 or step == config.steps or signum:
           out.save(step, state, key)
-        if stop.signum:
-          out.stop(step, stop.signum)
-        for action in actions:
+        for action in actions:   # before stopping: a resumed run starts after this step and would never run them
           if action.due(step, config.steps):
             out.write(step, action.fn(step, state) or {}, announce=action.announce)
+        if signum and step < config.steps:   # at the last step the run is done: it ends as usual
+          out.stop(step, signum)
       out.flush()
   return state
 
@@ -134,8 +135,9 @@ class _Outputs:
   progress bar. Its exit is the one way out of a run: every error is reworded there, and the checkpoints and
   writers are closed with a deadline (checkpoints.close), so that no thread left behind keeps the program alive."""
 
-  def __init__(self, config: LoopConfig, workdir: Path, fingerprint: dict, start: int, shown: tuple[str, ...]):
-    self.config, self.workdir, self.fingerprint, self.shown = config, workdir, fingerprint, shown
+  def __init__(self, config: LoopConfig, workdir: Path, fingerprint: dict, start: int, shown: tuple[str, ...],
+               stop: StopRequests):
+    self.config, self.workdir, self.fingerprint, self.shown, self.stop_requests = config, workdir, fingerprint, shown, stop
     self.step, self.pending = start, None   # the last step done; its metrics, not yet written
     self.t_last, self.step_last = time.perf_counter(), start
     self.mngr = checkpoints.manager(workdir, config.keep_checkpoints)
@@ -176,7 +178,7 @@ class _Outputs:
     checkpoints.save(self.mngr, step, state, key, self.fingerprint)
 
   def stop(self, step: int, signum: int) -> None:
-    self.mngr.wait_until_finished()
+    self._finish_saves()
     raise Interrupted(None, f"interrupted at step {step}; checkpoint saved: step {step} in {self.workdir}. Run the "
                       "same command again to resume", signum)
 
@@ -186,6 +188,7 @@ class _Outputs:
       self.bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
 
   def __exit__(self, exc_type, raised, tb):
+    self.stop_requests.closing = True
     self.bar.close()
     error = raised
     if isinstance(error, DivergenceError):
@@ -193,24 +196,38 @@ class _Outputs:
     elif checkpoints.write_failure(error):
       error = self._write_failed(error)
     failed, stuck = checkpoints.close(self.mngr)
-    if error is None and failed is not None:   # the last save failed as it was being finished
-      error = self._write_failed(failed)
+    if error is None and isinstance(failed, TimeoutError):   # a save still in flight at the deadline
+      error = self._not_finished()
+    elif error is None and failed is not None:   # the last save failed as it was being finished
+      error = self._write_failed(failed) if checkpoints.write_failure(failed) else failed
     error = self._close_log(error)
-    checkpoints.exit_when_stuck(stuck, errors.exit_status(error))
+    if stuck:   # the program that catches `error` ends the process once it knows its exit status
+      if error is None:
+        checkpoints.exit_when_stuck(stuck, 0)
+      else:
+        error.stuck_threads = stuck
     if error is not raised:
       raise error from None
     return False   # `raised` (or nothing) goes on
 
+  def _finish_saves(self) -> None:
+    """Waits for the saves in flight, at most checkpoints.CLOSE_TIMEOUT_S; their errors are reported by the exit."""
+    checkpoints.call_with_deadline(self.mngr.wait_until_finished, checkpoints.CLOSE_TIMEOUT_S)
+
+  def _not_finished(self) -> WorkdirError:
+    last = checkpoints.steps(self.workdir)
+    return WorkdirError("workdir", f"{self.workdir}: the checkpoint of step {self.step} did not finish writing within "
+                        f"{checkpoints.CLOSE_TIMEOUT_S:.0f} s; last complete checkpoint: "
+                        f"{f'step {last[-1]}' if last else 'none'}. Run again to resume from it")
+
   def _diverged(self, error: DivergenceError) -> DivergenceError:
-    with contextlib.suppress(Exception):
-      self.mngr.wait_until_finished()
+    self._finish_saves()
     last = self.mngr.latest_step()
     last = f"step {last}" if last is not None else "none"
     return DivergenceError(None, f"{error.problem}; last good checkpoint: {last} in {self.workdir}.")
 
   def _write_failed(self, error: BaseException) -> WorkdirError:
-    with contextlib.suppress(Exception):   # earlier saves still in flight complete (or fail) first
-      self.mngr.wait_until_finished()
+    self._finish_saves()   # earlier saves still in flight complete (or fail) first
     last = checkpoints.steps(self.workdir)
     return WorkdirError("workdir", f"{self.workdir}: writing failed at step {self.step} "
                         f"({checkpoints.write_failure(error)}); last complete checkpoint: "

@@ -56,7 +56,7 @@ def user_chose_cpu_devices() -> bool:
 def set_cpu_devices(count: int) -> int:
   """Makes the CPU `count` XLA devices (jax_num_cpu_devices) when JAX runs on it: the 'data' mesh then splits
   each batch over them, one share per core, which on small convolution nets beats XLA's threading of each op
-  (benchmarks/RESULTS.md, "One XLA device per core"). Leaves things as they are where the user chose
+  (benchmarks/speed/README.md, "One XLA device per core"). Leaves things as they are where the user chose
   (`user_chose_cpu_devices`) or JAX has already started its backends (a second program in one process).
   Returns the count set, or 0 when it left things alone. On a GPU or TPU the CPU devices go unused."""
   from jax._src import xla_bridge
@@ -109,7 +109,7 @@ _YNN_DOTS_ONLY = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 def cpu_compiler_options(*, ynn_convolutions: bool = True) -> dict | None:
   """XLA compile options for a step on the CPU: None (XLA's defaults) unless `ynn_convolutions` is False, then
   the option that leaves convolutions to XLA's own kernels instead of YNNPACK's (dots stay with YNNPACK) — 1.1-1.2x
-  faster for the DCGAN step on an AVX-512 host (benchmarks/RESULTS.md, "YNNPACK convolutions"). None as well on
+  faster for the DCGAN step on an AVX-512 host (benchmarks/speed/README.md, "YNNPACK convolutions"). None as well on
   a GPU/TPU, and where this jaxlib has no such option (it is experimental: older and newer ones may not)."""
   if ynn_convolutions or jax.default_backend() != "cpu":
     return None

@@ -21,19 +21,21 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 class StopRequests:
   """While active (main thread only; elsewhere signals cannot be caught), `signum` is the number of the first stop
-  signal received, or 0."""
+  signal received, or 0. Set `closing` once the run is closing its files: later signals no longer interrupt it."""
 
   def __init__(self):
-    self.signum, self.previous = 0, {}
+    self.signum, self.previous, self.closing = 0, {}, False
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self.previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+      # a signal the caller ignores stays ignored (`nohup` ignores SIGHUP; `cmd &` in a script ignores SIGINT)
+      self.previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS
+                       if signal.getsignal(s) is not signal.SIG_IGN}
     return self
 
   def _handle(self, signum, frame):
-    if not self.signum:
-      self.signum = signum
+    if not self.signum or self.closing:   # while the run closes its files, a further signal only waits its turn
+      self.signum = self.signum or signum
     elif signum == signal.SIGINT:
       raise KeyboardInterrupt
     else:

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtricks import checkpoints, loop, writers
+from jaxtricks import checkpoints, errors, loop, writers
 from jaxtricks.errors import ConfigError, DivergenceError, WorkdirError
 
 
@@ -253,3 +253,45 @@ def test_last_resort_exit_when_a_thread_will_not_stop():
   r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=child_env(), capture_output=True, text=True,
                      timeout=120)
   assert r.returncode == 2 and r.stdout == "printed before the exit\n", (r.returncode, r.stdout, r.stderr[-2000:])
+
+
+def _signal_after_step(n, signum):
+  """A Periodic action that sends this process `signum` when step n is done (a preemption arriving then)."""
+  import os
+  return loop.Periodic(every=1, fn=lambda step, state: os.kill(os.getpid(), signum) if step == n else None)
+
+
+def test_a_stop_signal_at_a_middle_step_runs_that_steps_actions_then_stops(tmp_path):
+  import signal
+  evals = loop.Periodic(every=3, fn=lambda step, state: {"eval": float(step)})
+  with pytest.raises(errors.Interrupted) as stopped:
+    _run(tmp_path / "w", 10, actions=[_signal_after_step(5, signal.SIGTERM), evals])
+  assert stopped.value.signum == signal.SIGTERM
+  # the signal came during step 5's actions: step 6 ran, was saved, and its due action (none) ran; then it stopped
+  assert checkpoints.steps(tmp_path / "w")[-1] == 6
+  final = _run(tmp_path / "w", 10, actions=[evals])
+  assert int(final["step"]) == 10
+  assert [l["step"] for l in _lines(tmp_path / "w") if "eval" in l] == [3, 6, 9, 10]
+
+
+def test_a_stop_signal_at_the_last_step_finishes_the_run_with_its_end_actions(tmp_path):
+  """A preemption that arrives during the last step must not cost the actions due at the end (a resumed run would
+  find nothing to train and never run them)."""
+  import signal
+  at_end = loop.Periodic(every=100, fn=lambda step, state: {"final_eval": 1.0})
+  final = _run(tmp_path / "w", 4, actions=[_signal_after_step(3, signal.SIGTERM), at_end])
+  assert int(final["step"]) == 4
+  assert [l["step"] for l in _lines(tmp_path / "w") if "final_eval" in l] == [4]
+
+
+def test_an_ignored_signal_stays_ignored(tmp_path):
+  """`nohup` ignores SIGHUP: the run must not start honouring it."""
+  import signal
+  from jaxtricks.signals import StopRequests
+  previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+  try:
+    with StopRequests():
+      assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+      assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+  finally:
+    signal.signal(signal.SIGHUP, previous)

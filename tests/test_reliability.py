@@ -279,11 +279,15 @@ def small_disk(tmp):
   has on disk at most (two kept, one being written)."""
   disk = tmp / "disk"
   disk.mkdir()
-  r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], capture_output=True, text=True)
+  try:
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], capture_output=True, text=True,
+                       timeout=60)
+  except FileNotFoundError:
+    pytest.skip("no mount command here: the simulated rows cover disk full")
   if r.returncode:
     pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode}): the simulated rows cover disk full")
   yield disk
-  subprocess.run(["umount", str(disk)], check=True)
+  subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=60)   # lazy: a busy mount goes when freed
 
 
 def test_row_disk_full_for_real(tmp, small_disk):

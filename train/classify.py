@@ -133,7 +133,7 @@ RECIPES = {
                  lr=1e-3, augment="flip", epochs=50.0),
     # issue 15's CPU recipe for >= 94% within 150 min on 2 cores: the 28x28 input itself through a stride-1 stem
     # (maps 28, 14, 7, 4, 2 instead of 14, 7, 4, 2, 1), width 0.5, flips (crops + random erasing on top cost
-    # 0.47 pts in 40 epochs: benchmarks/RESULTS.md), label smoothing, SGD momentum 0.9 with cosine decay after a
+    # 0.47 pts in 40 epochs: benchmarks/studies/mobilenet/README.md), label smoothing, SGD momentum 0.9 with cosine decay after a
     # 1-epoch warm-up, BatchNorm momentum 0.9 for a short run
     "cpu94": dict(model="mobilenet", input_size=28, stem_stride=1, width=0.5, mobilenet_blocks="paper",
                   batch_size=128, optimizer="sgd", momentum=0.9, lr=0.1, weight_decay=5e-4, schedule="cosine",

@@ -9,7 +9,7 @@ Defaults (= --recipe uva, issue 17): the UvA deep-learning tutorial 8's small ne
 16, 32, 64, 64 channels, Swish; --net strided) and sampler (step 10, gradient clip 0.03, noise 0.005, 5% reinit,
 0.005 noise on the real images), Adam lr 1e-3 with beta1 = 0, lambda 0.1, batch 128, chains of 20 steps, an 8,192-image
 buffer. On the 2-core VM it reached buffer FID-FMNIST 314 (500 samples) at step 1,000 against 680 for the old
-defaults' 400 steps in about the same time (benchmarks/RESULTS.md).
+defaults' 400 steps in about the same time (benchmarks/studies/ebm/README.md).
 
 Each step draws as many fakes as reals: chains start from the replay buffer (or uniform noise with probability
 --reinit-prob), run --langevin-steps steps, join the batch as constants and go back into the buffer. Writes
@@ -45,7 +45,7 @@ class Config(harness.BaseConfig):
   cpu_devices: int | Literal["per_core"] = dataclasses.field(
       default="per_core", metadata={"help": "on a CPU: XLA devices to make of it, the batch, chains and buffer split "
                                             "over them (per_core, the default: one per core, 1.14-1.25x faster than "
-                                            "one device here; benchmarks/RESULTS.md); JAX_NUM_CPU_DEVICES or "
+                                            "one device here; benchmarks/speed/README.md); JAX_NUM_CPU_DEVICES or "
                                             "XLA_FLAGS' device count win"})
   lr: float = 1e-3
   beta1: float = dataclasses.field(default=0.0, metadata={"help": "Adam beta1 (0 as in Du & Mordatch's code)"})

@@ -52,7 +52,7 @@ class Config(harness.BaseConfig):
   cpu_ynn_convolutions: bool = dataclasses.field(
       default=False, metadata={"help": "on a CPU: run the step's convolutions with XLA's YNNPACK kernels (XLA's "
                                        "default); off (this program's default): XLA's own kernels, 1.1-1.2x faster "
-                                       "for the DCGAN step (benchmarks/RESULTS.md); unused on a GPU/TPU"})
+                                       "for the DCGAN step (benchmarks/speed/README.md); unused on a GPU/TPU"})
   workdir: str = "runs/gan"
   sample_every: int = 500
   fid_every: int = 1000

@@ -113,14 +113,14 @@ def _rows(batch: int, seconds: dict, stats: dict, peers: dict) -> list[list]:
   return rows
 
 
-def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devices: int = 1,
+def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devices: int | str = 1,
             conv_transpose: str = "subpixel", torch_python: str = "", torch_only=None,
             ynn_convolutions: bool = False) -> tuple[list, str]:
   g, d = Generator(width=width, conv_transpose=conv_transpose), Discriminator(width=width)
   key = jax.random.PRNGKey(0)
   x = jax.random.uniform(key, (batch, 28, 28, 1), minval=-1, maxval=1)
   z = jax.random.normal(key, (batch, Z_DIM))
-  mesh = parallel.make_mesh(devices or "all", batch_size=batch) if devices != 1 else None
+  mesh = parallel.make_mesh(devices, batch_size=batch) if devices != 1 else None
   if mesh is not None:   # data parallel as train.gan runs it: batch split along 'data', states replicated
     x, z = jax.device_put((x, z), parallel.sharded(mesh))
   tx = gan.two_timescale(optax.adam(LR), optax.adam(LR))
@@ -168,7 +168,8 @@ def main(argv=None):
   p.add_argument("--json", default="benchmarks/results/gan_step.json", help="where the table goes ('' : nowhere)")
   p.add_argument("--conv-transpose", choices=("subpixel", "flax"), default="subpixel",
                  help="the generator's transposed convolutions: sub-pixel form (default) or nn.ConvTranspose")
-  p.add_argument("--devices", type=int, default=1, help="split each batch over this many devices (0: all)")
+  p.add_argument("--devices", type=lambda s: s if s == "all" else int(s), default=1,
+                 help="split each batch over this many devices, or all of them (all)")
   p.add_argument("--torch-variants", default="", help="semicolon-separated PyTorch forms to time (default all)")
   p.add_argument("--ynn-convolutions", action=argparse.BooleanOptionalAction, default=False,
                  help="on a CPU, compile the JAX steps with XLA's YNNPACK convolutions (its default) rather than "
@@ -193,7 +194,7 @@ def main(argv=None):
   convs = "" if jax.default_backend() != "cpu" else (
       ", YNNPACK convolutions" if args.ynn_convolutions else ", XLA's own convolutions (as train.gan)")
   print(f"GAN step, DCGAN 28x28 width {args.width} ({args.conv_transpose} transposed convs{convs}), Adam, batch over "
-        f"{args.devices or jax.device_count()} device(s) — {machine()}, jax {jax.__version__}, "
+        f"{jax.device_count() if args.devices == 'all' else args.devices} device(s) — {machine()}, jax {jax.__version__}, "
         f"median of {args.repeats} after warm-up, calls interleaved")
   if convs:
     notes.insert(0, f"JAX rows compiled with{convs[1:]}")
