@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Sequence
 
 import jax
+from jax.experimental import checkify
 
 from jaxtricks import loop, parallel
 from jaxtricks.data import load, pipeline
-from jaxtricks.errors import WorkdirError, require
+from jaxtricks.errors import DataError, WorkdirError, require
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,21 +137,42 @@ def evaluator(per_example: Callable[[Any, dict], dict], data: dict, *, batch_siz
   return evaluate
 
 
+def checked_first_step(train_step, jitted_step):
+  """`jitted_step`, whose first call is preceded by a checked run of the same step: `train_step` under
+  jax.experimental.checkify (user checks: the library's debug_checks, e.g. labels in [0, C)), jitted to return the
+  error alone, so XLA drops all but the checks (a small compile; the step's result is not used). The step that
+  trains is `jitted_step` itself, unchanged: same program, same numbers. A failed check raises DataError."""
+  checked = jax.jit(lambda *args: checkify.checkify(train_step, errors=checkify.user_checks)(*args)[0])
+  first = [True]
+
+  def step(state, batch, key):
+    if first[0]:
+      first[0] = False
+      failed = checked(state, batch, key).get()
+      if failed is not None:
+        what = failed.removesuffix(" (`check` failed)").strip().splitlines()[0]
+        raise DataError(None, f"the first training batch fails a check ({what}); fix the training data (the "
+                        "{data_dir} folder)")
+    return jitted_step(state, batch, key)
+  return step
+
+
 def train(config: BaseConfig, *, steps: int, init_fn: Callable[[], Any], train_step, batches, key: jax.Array,
           mesh, state_sharding=None, actions: Iterable[loop.Periodic] = (), fingerprint: dict | None = None,
           progress_keys: tuple[str, ...] = ("loss", "accuracy"),
-          divergence_advice: str = "Resume from it with a lower {lr}") -> Any:
+          divergence_advice: str = "Resume from it with a lower {lr}", check_first_step: bool = True) -> Any:
   """jits `train_step(state, batch, key)` once for the mesh (state as `state_sharding`, default replicated; batch
   split along 'data'; state donated; on a CPU compiled as `config.cpu_ynn_convolutions` says) and runs the loop
-  with the common settings of `config`."""
+  with the common settings of `config`. With `check_first_step` the first step's checks run first
+  (`checked_first_step`)."""
   state_sharding = parallel.replicated(mesh) if state_sharding is None else state_sharding
+  step = parallel.jit_step(train_step, mesh, state_sharding,
+                           compiler_options=parallel.cpu_compiler_options(ynn_convolutions=config.cpu_ynn_convolutions))
   return loop.run(
       loop.LoopConfig(steps=steps, workdir=config.workdir, checkpoint_every=config.checkpoint_every,
                       progress=config.progress, progress_keys=progress_keys, divergence_advice=divergence_advice,
                       tensorboard=config.tensorboard),
-      init_fn=init_fn, train_step=parallel.jit_step(
-          train_step, mesh, state_sharding,
-          compiler_options=parallel.cpu_compiler_options(ynn_convolutions=config.cpu_ynn_convolutions)),
+      init_fn=init_fn, train_step=checked_first_step(train_step, step) if check_first_step else step,
       batches=batches, key=key,
       actions=actions, fingerprint=fingerprint, state_sharding=state_sharding)
 

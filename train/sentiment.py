@@ -72,6 +72,7 @@ def make_model(config: Config):
 
 def objective(config: Config, logits_B: jax.Array, batch: dict, step=None) -> jax.Array:
   labels_B = batch["label"]
+  losses.check_in_range("objective", "labels", labels_B, 0, 2)   # under checkify: the first step
   if config.loss == "margin":
     return losses.margin_binary_cross_entropy(logits_B, labels_B, margin=config.margin).mean()
   return optax.sigmoid_binary_cross_entropy(logits_B, labels_B.astype(logits_B.dtype)).mean()
