@@ -26,7 +26,7 @@ from jax.experimental import checkify
 
 from jaxtricks import loop, parallel
 from jaxtricks.data import load, pipeline
-from jaxtricks.errors import DataError, WorkdirError, require
+from jaxtricks.errors import ConfigError, DataError, WorkdirError, require
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,13 +168,42 @@ def train(config: BaseConfig, *, steps: int, init_fn: Callable[[], Any], train_s
   state_sharding = parallel.replicated(mesh) if state_sharding is None else state_sharding
   step = parallel.jit_step(train_step, mesh, state_sharding,
                            compiler_options=parallel.cpu_compiler_options(ynn_convolutions=config.cpu_ynn_convolutions))
-  return loop.run(
-      loop.LoopConfig(steps=steps, workdir=config.workdir, checkpoint_every=config.checkpoint_every,
-                      progress=config.progress, progress_keys=progress_keys, divergence_advice=divergence_advice,
-                      tensorboard=config.tensorboard),
-      init_fn=init_fn, train_step=checked_first_step(train_step, step) if check_first_step else step,
-      batches=batches, key=key,
-      actions=actions, fingerprint=fingerprint, state_sharding=state_sharding)
+  bound = (Path(config.workdir) / "config.json").exists()
+  try:
+    return loop.run(
+        loop.LoopConfig(steps=steps, workdir=config.workdir, checkpoint_every=config.checkpoint_every,
+                        progress=config.progress, progress_keys=progress_keys, divergence_advice=divergence_advice,
+                        tensorboard=config.tensorboard),
+        init_fn=init_fn, train_step=checked_first_step(train_step, step) if check_first_step else step,
+        batches=batches, key=key,
+        actions=actions, fingerprint=fingerprint, state_sharding=state_sharding)
+  except jax.errors.JaxRuntimeError as e:
+    what = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if "out of memory" not in what.lower() and "RESOURCE_EXHAUSTED" not in what:
+      raise
+    _settle_failed_computations()
+    _unbind_untrained(Path(config.workdir), bound)
+    raise ConfigError(None, f"the run does not fit in the device's memory ({what[-160:]}); make it smaller (a lower "
+                      "{batch_size}, a smaller model) or use a device with more memory") from None
+  except DataError:   # the first step's checks failed
+    _unbind_untrained(Path(config.workdir), bound)
+    raise
+
+
+def _settle_failed_computations() -> None:
+  """Collects a failed computation's error, which JAX would otherwise raise again at exit (a traceback)."""
+  try:
+    jax.effects_barrier()
+  except jax.errors.JaxRuntimeError:
+    pass
+
+
+def _unbind_untrained(workdir: Path, bound_before: bool) -> None:
+  """A run that failed before its first checkpoint leaves its workdir free for other settings: the config.json it
+  wrote goes (a stopgap until the loop writes config.json only once the first step has run)."""
+  if bound_before or jax.process_index() != 0 or any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):
+    return
+  (workdir / "config.json").unlink(missing_ok=True)
 
 
 def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], evaluate: Callable[[Any], dict],

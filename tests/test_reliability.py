@@ -250,6 +250,31 @@ def test_row_fewer_steps_than_done(tmp, capsys):
   assert _one_line(capsys) == f"{tmp / 'w'}: already at step 4 >= the 3 steps asked for; nothing to train"
 
 
+# ---- issue 36, item 5: tracebacks for user mistakes or a damaged environment
+
+def _limited_memory():   # the child's address space capped, so an allocation that cannot fit fails at once
+  import resource
+  resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))
+
+
+def test_row_out_of_memory_then_a_smaller_run(tmp):
+  """A width whose weights cannot be allocated: one line, exit 2; the workdir is not bound to the failed settings,
+  so the same command with a smaller width runs there."""
+  env = child_env(TFDS_DATA_DIR=str(tmp / "tfds"), JAXTRICKS_OFFLINE="1")
+  argv = [sys.executable, "-m", "train.gan", "--data-dir", str(tmp / "raw"), "--workdir", str(tmp / "w"), "--steps",
+          "1", "--batch-size", "8", "--fid-every", "0", "--no-progress", "--no-tensorboard", "--width"]
+  r = subprocess.run(argv + ["20000"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+                     preexec_fn=_limited_memory)
+  lines = _lines(r.stderr)
+  assert r.returncode == cli.EXIT_USAGE and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+  assert lines[0].startswith("python -m train.gan: error: the run does not fit in the device's memory (") and (
+      "make it smaller (a lower --batch-size, a smaller model)") in lines[0], lines
+  assert not (tmp / "w" / "config.json").exists()
+  r = subprocess.run(argv + ["8"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert json.loads((tmp / "w" / "config.json").read_text())["width"] == 8
+
+
 def test_docs_list_every_row():
   doc = (REPO / "docs" / "reliability.md").read_text()
   table = doc[doc.index("## Reliability"):]
