@@ -209,7 +209,8 @@ def _unbind_untrained(workdir: Path, bound_before: bool) -> None:
 def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], evaluate: Callable[[Any], dict],
                         fingerprint: dict | None = None) -> dict:
   """No training: {"step": s, **evaluate(state)} of the newest intact checkpoint in `workdir`, after checking the
-  run's settings against `fingerprint`; printed and written to <workdir>/eval.json (a program's --eval-only)."""
+  run's settings against `fingerprint`; printed and written to <workdir>/eval.json (a program's --eval-only;
+  WorkdirError after the printing when eval.json cannot be written)."""
   workdir = Path(workdir)
   if not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):   # looked for, never created
     raise WorkdirError("workdir", f"{workdir}: no checkpoint to evaluate; train a run there first")
@@ -217,6 +218,10 @@ def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], eval
     loop.compare_fingerprints(workdir, loop.read_config(workdir / "config.json"), fingerprint)
   state, _, step = loop.restore(workdir, jax.eval_shape(init_fn))
   values = {"step": step, **evaluate(state)}
-  loop.write_config(workdir / "eval.json", values)   # whole or absent
   print(f"{workdir} step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items() if k != "step"))
+  try:   # printed first: a read-only workdir (a colleague's run, a shared disk) still gives its numbers
+    loop.write_config(workdir / "eval.json", values)   # whole or absent
+  except OSError as e:
+    raise WorkdirError("workdir", f"{workdir}: eval.json cannot be written there ({e.strerror or e}); the values "
+                       "printed above are not saved: make the folder writable to keep them") from None
   return values

@@ -3,11 +3,13 @@ signal, on the smallest classifier run that shows it; that table lists every row
 Runs go through cli.main in this process, except the signal rows, which run the program as a child process that
 signals its own pid (tests/killed_run.py)."""
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import chex
 import pytest
@@ -33,7 +35,10 @@ def _classify(tmp, *args, workdir=None):
 
 
 def _one_line(capsys) -> str:
-  err = capsys.readouterr().err
+  return _one_line_of(capsys.readouterr().err)
+
+
+def _one_line_of(err: str) -> str:
   lines = without_progress_bars(err)
   assert len(lines) == 1 and "Traceback" not in err, err
   return lines[0]
@@ -273,6 +278,46 @@ def test_row_out_of_memory_then_a_smaller_run(tmp):
   r = subprocess.run(argv + ["8"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
   assert json.loads((tmp / "w" / "config.json").read_text())["width"] == 8
+
+
+@contextlib.contextmanager
+def read_only(folder):
+  """`folder` read-only for this process: a read-only bind mount where it may mount (root, as CI runs: root ignores
+  permission bits), else its permission bits."""
+  folder = str(folder)
+  if os.geteuid() != 0:
+    modes = {p: p.stat().st_mode for p in [Path(folder), *Path(folder).rglob("*")]}
+    for p, mode in modes.items():
+      p.chmod(mode & ~0o222)
+    try:
+      yield
+    finally:
+      for p, mode in modes.items():
+        p.chmod(mode)
+    return
+  if subprocess.run(["mount", "--bind", folder, folder], capture_output=True).returncode:
+    pytest.skip("cannot make a read-only folder: root here, but not allowed to mount")
+  try:
+    subprocess.run(["mount", "-o", "remount,ro,bind", folder, folder], check=True, capture_output=True)
+    yield
+  finally:
+    subprocess.run(["umount", folder], check=True)
+
+
+def test_row_eval_only_on_a_read_only_workdir(tmp, capsys):
+  """The accuracy is printed first; then one line says eval.json could not be written, exit 2."""
+  assert _classify(tmp, "--steps", "2") == 0
+  capsys.readouterr()
+  with read_only(tmp / "w"):
+    rc = _classify(tmp, "--steps", "2", "--eval-only")
+    captured = capsys.readouterr()
+  assert rc == cli.EXIT_USAGE
+  assert captured.out.startswith(f"{tmp / 'w'} step 2: test/accuracy="), captured.out
+  line = _one_line_of(captured.err)
+  assert line == (f"classify: error: --workdir {tmp / 'w'}: eval.json cannot be written there (Read-only file "
+                  "system); the values printed above are not saved: make the folder writable to keep them") or (
+      os.geteuid() != 0 and "eval.json cannot be written there (Permission denied)" in line), line
+  assert not (tmp / "w" / "eval.json").exists()
 
 
 def test_docs_list_every_row():
