@@ -26,7 +26,7 @@ from jax.experimental import checkify
 
 from jaxtricks import loop, parallel
 from jaxtricks.data import load, pipeline
-from jaxtricks.errors import ConfigError, DataError, WorkdirError, require
+from jaxtricks.errors import ConfigError, DataError, DivergenceError, WorkdirError, require
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +188,10 @@ def train(config: BaseConfig, *, steps: int, init_fn: Callable[[], Any], train_s
   except DataError:   # the first step's checks failed
     _unbind_untrained(Path(config.workdir), bound)
     raise
+  except DivergenceError as e:   # with no checkpoint to resume from, the advice is to run again
+    if "last good checkpoint: none" not in e.problem:
+      raise
+    raise DivergenceError(e.setting, e.problem.replace("Resume from it with", "Run again with")) from None
 
 
 def _settle_failed_computations() -> None:

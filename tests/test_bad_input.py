@@ -52,6 +52,12 @@ ROWS = [
      "{tmp}/untrained: no checkpoint to evaluate"),
     ("`--workdir` not writable", "classify", ["--data-dir", "{raw}", "--workdir", "{tmp}/file/run"],
      lambda tmp: (tmp / "file").write_text(""), "not writable"),
+    ("`--fid-samples 1`", "gan", ["--fid-samples", "1"], None, "--fid-samples must be >= 2 (an FID compares "
+     "covariances"),
+    ("`--fid-samples 1` (ebm)", "ebm", ["--fid-samples", "1"], None, "--fid-samples must be >= 2"),
+    ("`--maxlen 2` with `--model cnn` (sentiment)", "sentiment", ["--model", "cnn", "--maxlen", "2"], None,
+     "--maxlen 2 is shorter than the CNN's convolution (width 3): nothing of a review would be left to classify; "
+     "use --maxlen 3 or more"),
 ]
 
 

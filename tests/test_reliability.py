@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REPO, child_env, error_lines, make_raw_folder, without_progress_bars
 from jaxtricks import cli, loop
-from train import classify, ebm as train_ebm, ebm_sample, sentiment
+from train import classify, ebm as train_ebm, ebm_sample, feature_net, gan as train_gan, sentiment
 
 RUN = ["--model", "cnn", "--batch-size", "16", "--checkpoint-every", "2", "--no-progress", "--no-tensorboard"]
 
@@ -318,6 +318,72 @@ def test_row_eval_only_on_a_read_only_workdir(tmp, capsys):
                   "system); the values printed above are not saved: make the folder writable to keep them") or (
       os.geteuid() != 0 and "eval.json cannot be written there (Permission denied)" in line), line
   assert not (tmp / "w" / "eval.json").exists()
+
+
+def test_row_feature_net_output_is_a_directory(tmp, capsys):
+  """Refused before the training (it was found when the weights were written, after it)."""
+  (tmp / "weights").mkdir()
+  rc = cli.main(feature_net.Config, feature_net.run, argv=["--output", str(tmp / "weights")], prog="feature_net")
+  assert rc == cli.EXIT_USAGE
+  assert _one_line(capsys) == f"feature_net: error: --output {tmp / 'weights'}: is a directory; give a file name for the weights"
+
+
+def _cache_of(tmp) -> Path:
+  """The prepared-data cache of the fake Fashion-MNIST (builders.cache_dir), prepared now."""
+  from jaxtricks.data import builders, load
+  load("fashion_mnist", "test", data_dir=str(tmp / "raw"))
+  return Path(builders.cache_dir(builders.BUILDERS["fashion_mnist"].SOURCE, str(tmp / "raw"), None))
+
+
+@pytest.mark.parametrize("damage", ["dataset_info.json not JSON", "record file truncated"])
+def test_row_damaged_data_cache(damage, tmp, capsys):
+  """TFDS's or ArrayRecord's error names the cache folder to delete; deleting it rebuilds the cache."""
+  cache = _cache_of(tmp)
+  version = next(cache.rglob("dataset_info.json")).parent
+  if damage == "dataset_info.json not JSON":
+    (version / "dataset_info.json").write_text("{not json")
+  else:
+    for kept in version.glob("*.arrays.npz"):
+      kept.unlink()
+    record = next(version.glob("*-train.array_record-*"))
+    record.write_bytes(record.read_bytes()[:5000])
+  assert _classify(tmp, "--steps", "1") == cli.EXIT_USAGE
+  line = _one_line(capsys)
+  assert line.startswith(f"classify: error: {cache}: the prepared data cache is damaged (") and line.endswith(
+      "); delete that folder and run again (it is rebuilt from the raw files)"), line
+  shutil.rmtree(cache)
+  assert _cache_of(tmp) == cache
+
+
+def test_row_read_only_complete_data_cache(tmp, capsys):
+  """A prepared cache on a read-only file system (a cluster's shared cache) is read, not locked."""
+  _cache_of(tmp)
+  with read_only(tmp / "tfds"):
+    assert _classify(tmp, "--steps", "1") == 0
+
+
+def test_row_home_read_only(tmp, capsys, monkeypatch):
+  """No TFDS_DATA_DIR and a read-only HOME: the default cache cannot be made; one line says what to set."""
+  (tmp / "home").mkdir()
+  monkeypatch.delenv("TFDS_DATA_DIR")
+  monkeypatch.setenv("HOME", str(tmp / "home"))
+  with read_only(tmp / "home"):
+    assert _classify(tmp, "--steps", "1") == cli.EXIT_USAGE
+  line = _one_line(capsys)
+  assert line.startswith(f"classify: error: {tmp / 'home' / 'tensorflow_datasets' / 'jaxtricks'}/") and (
+      "the prepared-data cache cannot be written there (") in line and line.endswith(
+      "set TFDS_DATA_DIR to a writable folder (the default is ~/tensorflow_datasets)"), line
+  assert not (tmp / "w").exists()   # refused before the workdir is made
+
+
+def test_row_gan_divergence_names_its_own_flags(tmp, capsys):
+  """train.gan has --lr-g and --lr-d, not --lr; with no checkpoint yet the advice is to run again, not resume."""
+  rc = cli.main(train_gan.Config, train_gan.run, argv=[
+      "--data-dir", str(tmp / "raw"), "--workdir", str(tmp / "w"), "--steps", "6", "--batch-size", "8", "--width",
+      "8", "--lr-g", "1e30", "--lr-d", "1e30", "--fid-every", "0", "--no-progress", "--no-tensorboard"], prog="gan")
+  line = _one_line(capsys)
+  assert rc == cli.EXIT_DIVERGED and "training diverged at step" in line, line
+  assert line.endswith(f"last good checkpoint: none in {tmp / 'w'}. Run again with a lower --lr-g and --lr-d"), line
 
 
 def test_docs_list_every_row():

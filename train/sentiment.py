@@ -56,6 +56,10 @@ class Config(harness.BaseConfig):
     harness.require_positive(self, "batch_size", "eval_batch_size", "lr")
     require(self.num_words == 0 or self.num_words > 3, "num_words", f"must be > 3 (or 0), got {self.num_words}")
     require(self.maxlen >= 0, "maxlen", f"must be >= 0 (0: the seed's), got {self.maxlen}")
+    width = CNNClassifier.kernel_size   # the CNN's VALID convolution leaves maxlen - width + 1 positions to pool
+    require(self.model != "cnn" or self.setting("maxlen") >= width, "maxlen",
+            f"{self.setting('maxlen')} is shorter than the CNN's convolution (width {width}): nothing of a review would "
+            f"be left to classify; use {{maxlen}} {width} or more")
 
   def setting(self, name: str):
     """num_words, maxlen or epochs: the flag, or the seed's value for the model when the flag is 0."""
