@@ -39,7 +39,10 @@ def _check_labels(name: str, logits, labels) -> None:
 
 
 def _concrete(x) -> bool:
-  """A value known on the host without a device sync (Python or NumPy), so it can be checked eagerly."""
+  """A value known now (Python, NumPy, or a jax.Array outside any trace: eager use), so it is checked at once;
+  a traced value is left to checkify."""
+  if isinstance(x, jax.Array):
+    return not isinstance(x, jax.core.Tracer)
   return isinstance(x, (int, float, np.integer, np.floating, np.ndarray, list, tuple))
 
 
@@ -252,5 +255,6 @@ def model_nll(outputs_BK: chex.Array, labels: chex.Array, *, num_classes: int) -
   EXACT's p when the outputs carry a sigma head (split_sigma_head)."""
   logits, sigma = split_sigma_head(outputs_BK, num_classes=num_classes)
   if sigma is None:
+    _check_labels("model_nll", logits, labels)
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   return exact_log_loss(logits, sigma, labels)

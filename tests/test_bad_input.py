@@ -188,6 +188,7 @@ def test_row_label_outside_the_classes(label, tmp, capsys, monkeypatch):
                                                   "(objective: labels must be in [0, 10), got values from"), line
   assert line.endswith("fix the training data (the --data-dir folder)"), line
   assert not (tmp / "w" / "checkpoints").exists() or not any((tmp / "w" / "checkpoints").iterdir())
+  assert not (tmp / "w" / "config.json").exists()   # not bound to the settings of a run that never trained
 
 
 def test_checked_first_step_runs_the_checks_once_and_trains_with_the_plain_step():

@@ -251,7 +251,7 @@ class TestBoundaries:
   mu = np.zeros((2, 3), np.float32)
   labels = np.array([0, 2])
 
-  @pytest.mark.parametrize("sigma", [-1.0, 0.0, np.float32(-2.0), np.array([1.0, -1.0]), float("nan")])
+  @pytest.mark.parametrize("sigma", [-1.0, 0.0, np.float32(-2.0), np.array([1.0, -1.0]), float("nan"), jnp.float32(-1)])
   @pytest.mark.parametrize("fn", [losses.exact_loss, losses.exact_probability, losses.exact_log_loss])
   def test_sigma_not_positive(self, fn, sigma):
     with pytest.raises(ValueError, match="sigma must be positive"):
@@ -270,6 +270,8 @@ class TestBoundaries:
       fn(self.mu, np.array([-1, 2]))
     with pytest.raises(ValueError, match=r"labels must be in \[0, 3\), got values from 0 to 3"):
       fn(self.mu, [0, 3])
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\), got values from 0 to 3"):
+      fn(self.mu, jnp.array([0, 3]))   # a jax.Array outside any trace: checked at once too
     with pytest.raises(ValueError, match="labels must be integer class indices"):
       fn(self.mu, np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="need a class axis"):

@@ -165,6 +165,8 @@ def cifar10_from_binary(path, split: str) -> tuple[np.ndarray, np.ndarray]:
                           f"{_CIFAR_RECORD}-byte records")
   records = np.frombuffer(raw, np.uint8).reshape(-1, _CIFAR_RECORD)
   images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  if len(records) and records[:, 0].max() >= len(CIFAR10_CLASSES):
+    raise DataError(None, f"{path}: {split} label {records[:, 0].max()} is not one of {len(CIFAR10_CLASSES)} classes")
   return images, records[:, 0].astype(np.int64)
 
 
@@ -200,10 +202,11 @@ def builder(name: str, *, data_dir: str | None = None, tfds_dir: str | None = No
     raise DataError(None, f"unknown data set {name!r}; known: {', '.join(BUILDERS)}")
   cache = cache_dir(BUILDERS[name].SOURCE, data_dir, tfds_dir)
   make = lambda: BUILDERS[name](raw_data_dir=data_dir, data_dir=cache, file_format="array_record", **kwargs)
-  with cache_damage_named(cache):
+  with cache_damage_named(cache):   # reading a prepared cache; preparing one names its own errors
     b = make()
-    prepare(b)
-    if not b.info.splits:   # another process prepared the cache while this one waited for the lock: read it now
+  prepare(b)
+  if not b.info.splits:   # another process prepared the cache while this one waited for the lock: read it now
+    with cache_damage_named(cache):
       b = make()
   return b
 

@@ -178,11 +178,12 @@ def load_text(name: str, split: str, *, data_dir: str | None = None,
   if name not in TEXT_BUILDERS:
     raise DataError(None, f"unknown text data set {name!r}; known: {', '.join(TEXT_BUILDERS)}")
   cache = builders.cache_dir(TEXT_BUILDERS[name].SOURCE, data_dir, tfds_dir)
-  with builders.cache_damage_named(cache):
+  with builders.cache_damage_named(cache):   # reading a prepared cache; preparing one names its own errors
     b = TEXT_BUILDERS[name](raw_data_dir=data_dir, data_dir=cache, file_format="array_record")
-    builders.prepare(b)
-    if split not in b.info.splits:
-      raise DataError(None, f"{name} has no split {split!r}; it has {', '.join(b.info.splits)}")
+  builders.prepare(b)
+  if split not in b.info.splits:
+    raise DataError(None, f"{name} has no split {split!r}; it has {', '.join(b.info.splits)}")
+  with builders.cache_damage_named(cache):
     source = b.as_data_source(split=split)
     examples = sorted(source.__getitems__(range(len(source))), key=lambda ex: ex["index"])
   texts = [ex["text"].decode("utf-8") if isinstance(ex["text"], bytes) else str(ex["text"]) for ex in examples]
