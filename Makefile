@@ -75,7 +75,7 @@ upgrade: interpreter
 	      "and say in CHANGELOG.md which numbers moved."
 
 bench: setup data
-	$(PY) -m benchmarks.input_pipeline
+	$(PY) -m benchmarks.speed.input_pipeline
 
 clean:
 	rm -rf $(VENV) $(VENV)-upgrade *.egg-info .pytest_cache build

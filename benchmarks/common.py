@@ -1,6 +1,6 @@
-"""Timing helpers: warm-up excluded, block_until_ready, median of repeats."""
+"""What every benchmark shares: timing (warm-up excluded, block_until_ready, median of repeats), the machine,
+XLA's FLOP count, the printed table and its results file (benchmarks.tools.report renders it)."""
 
-import importlib
 import json
 import os
 import platform
@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 
 import jax
-
-from jaxtricks import loop
 
 
 def cpu_model() -> str:
@@ -88,99 +86,47 @@ def table(header: list[str], rows: list[list]) -> str:
   return "\n".join(lines)
 
 
-def loop_minutes(workdir) -> float:
-  """A run's training-loop wall time (evaluations included) from its metrics.jsonl steps/s; holds across resumes."""
-  rows = loop.metric(loop.read_metrics(workdir), "steps_per_sec")
-  return sum((s - s0) / v for (s0, _), (s, v) in zip([(0, 1.0)] + rows, rows)) / 60
-
-
-def flag_argv(flags: dict) -> list[str]:
-  """--flag value for each keyword (True/False: --flag / --no-flag), as the programs' parsers read them."""
-  argv = []
-  for name, value in flags.items():
-    flag = "--" + name.replace("_", "-")
-    argv += [flag] if value is True else [f"--no-{flag[2:]}"] if value is False else [flag, str(value)]
-  return argv
-
-
-def train(program: str, **flags) -> list[str]:
-  """Runs `python -m train.<program>` in this process through its public main, with --flag value for each
-  keyword (True/False: --flag / --no-flag); raises SystemExit on failure. Returns the argv it ran with.
-  A finished run returns at once (runs resume)."""
-  return run_program(program, flag_argv(flags))
-
-
-def run_program(program: str, argv: list[str]) -> list[str]:
-  """`python -m train.<program> *argv` in this process (its public main); SystemExit on failure; returns argv."""
-  rc = importlib.import_module(f"train.{program}").main(argv)
-  if rc:
-    raise SystemExit(f"python -m train.{program} {' '.join(argv)} exited with {rc}")
-  return argv
-
-
-def pending_runs(names: list[str], seeds: list[int], recorded: dict, argv_of, max_runs: int = 0,
-                 seed_major: bool = True) -> list:
-  """The (name, seed) runs a resumable multi-run benchmark (a multi-seed table) still has to train: those whose
-  key "name/seed" is not in `recorded` (its committed results file) with the argv `argv_of(name, seed)` they
-  would run with now. Seed-major by default, every name's first seed before any name's second, so a study cut
-  short by a session has one run of each; `seed_major=False`: all seeds of a name before the next name. At most
-  `max_runs` (0: all)."""
-  pairs = ([(name, seed) for seed in seeds for name in names] if seed_major else
-           [(name, seed) for name in names for seed in seeds])
-  todo = [(name, seed) for name, seed in pairs if recorded.get(f"{name}/{seed}", {}).get("argv") != argv_of(name, seed)]
-  return todo[:max_runs] if max_runs else todo
-
-
-def run_machines(runs: dict) -> str:
-  """The machines a multi-run table's recorded runs came from, with how many runs and their dates each (the VM's
-  host changes between sessions, so one table may hold runs of several)."""
-  by = {}
-  for run in runs.values():
-    by.setdefault(run.get("machine", "machine not recorded"), []).append(run.get("date", "")[:10])
-  return "; ".join(f"{m}: {len(d)} run{'s' * (len(d) > 1)} ({', '.join(sorted(set(d)))})" for m, d in by.items())
-
-
-def results_machines(data: dict) -> str:
-  """Where a results file's table was measured: the machines of its runs where every run records one, else the
-  machine that wrote the file."""
-  runs = data.get("runs") or {}
-  if runs and all(isinstance(r, dict) and "machine" in r for r in runs.values()):
-    return f"runs on {run_machines(runs)}"
-  return data["machine"]
-
-
-def update_results_md(results, marker: str, md=Path(__file__).parent / "RESULTS.md") -> int:
-  """Rewrites the text between RESULTS.md's markers `<!-- marker:begin -->` ... `<!-- marker:end -->` with the
-  table of results file `results`, its command and the machines of its runs. 2 when the markers are missing."""
-  data = json.loads(Path(results).read_text())
-  begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
-  md = Path(md)
-  text = md.read_text()
-  if begin not in text or end not in text:
-    print(f"{md} lacks the markers {begin} ... {end}", file=sys.stderr)
-    return 2
-  block = (f"`{data['command']}`, jax {data['jax']} — {results_machines(data)}.\n\n"
-           f"{table(data['header'], data['rows'])}\n")
-  head, rest = text.split(begin, 1)
-  md.write_text(f"{head}{begin}\n{block}{end}{rest.split(end, 1)[1]}")
-  print(f"rewrote the {marker} table in {md}")
-  return 0
-
-
 def env_prefix() -> list[str]:
   """The environment settings that change what XLA runs (XLA_FLAGS, JAX_NUM_CPU_DEVICES), as a command's prefix."""
   return [f"{k}={shlex.quote(os.environ[k])}" for k in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES") if os.environ.get(k)]
 
 
+# flags whose value names a file of the machine that ran the command: recorded as a placeholder, so that a printed
+# command names no local path and pastes into any shell
+LOCAL_PATH_FLAGS = {"--torch-python": "PY"}
+
+
+def portable_argv(argv: list[str]) -> list[str]:
+  """argv with the value of each LOCAL_PATH_FLAGS flag replaced by its placeholder (`--torch-python PY`)."""
+  out = list(argv)
+  for i, arg in enumerate(out):
+    name = arg.split("=", 1)[0]
+    if name in LOCAL_PATH_FLAGS and "=" in arg:
+      out[i] = f"{name}={LOCAL_PATH_FLAGS[name]}"
+    elif i and out[i - 1] in LOCAL_PATH_FLAGS:
+      out[i] = LOCAL_PATH_FLAGS[out[i - 1]]
+  return out
+
+
+def command(module: str, argv: list[str]) -> str:
+  """The shell command that ran `python -m module *argv`, quoted (shlex) so that it pastes into bash, with the
+  environment settings that change what XLA runs in front and no local path (portable_argv)."""
+  return " ".join([*env_prefix(), shlex.join(["python", "-m", module, *portable_argv(argv)])])
+
+
 def write_results(path, module: str, argv, header: list[str], rows: list[list], **extra) -> None:
-  """Saves a printed table with its command, machine and date as JSON (benchmarks.report renders it)."""
-  argv = sys.argv[1:] if argv is None else list(argv)
+  """Saves a printed table with its command, machine and date as JSON (benchmarks.tools.report renders it). A file
+  of runs (`{"runs": [...]}`: a peer-timing kind measured again on other days and hosts) gets this run appended;
+  any other file is replaced."""
+  argv = portable_argv(sys.argv[1:] if argv is None else list(argv))
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps({
-      "command": " ".join([*env_prefix(), "python -m", module, *map(shlex.quote, argv)]), "machine": machine(),
-      "jax": jax.__version__,
-      "date": time.strftime("%Y-%m-%d"), "argv": argv, "header": header, "rows": rows, **extra}, indent=1))
+  run = {"command": command(module, argv), "machine": machine(), "jax": jax.__version__,
+         "date": time.strftime("%Y-%m-%d"), "argv": argv, "header": header, "rows": rows, **extra}
+  previous = json.loads(path.read_text()) if path.exists() else {}
+  if isinstance(previous.get("runs"), list):
+    run = {**previous, "runs": [*previous["runs"], run]}
+  path.write_text(json.dumps(run, indent=1))
 
 
 def classifier_step(model, input_shape: tuple[int, ...], lr: float = 1e-3, *, jit: bool = True):

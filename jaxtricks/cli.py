@@ -12,7 +12,8 @@ one more release as `new`, with one line on stderr naming the new spelling.
 `main` turns the library's errors (jaxtricks.errors), which name settings, into one line that names this
 program's flags. Exit codes: 0 done; 2 a user mistake (bad flag, missing data, unusable workdir), one line on
 stderr; 3 training diverged (the last good checkpoint is kept); 130 interrupted (SIGINT: the loop saves a
-checkpoint first; a second SIGINT, or one outside the loop, stops at once).
+checkpoint first; a second SIGINT, or one outside the loop, stops at once); 143 and 129 the same for SIGTERM and
+SIGHUP (preemption).
 """
 
 import argparse
@@ -168,9 +169,9 @@ def main(config_cls: type, run: Callable[[Any], Any], argv: Sequence[str] | None
   except DivergenceError as e:
     print(f"{prog}: {message(e, flags)}", file=sys.stderr)
     return EXIT_DIVERGED
-  except Interrupted as e:
+  except Interrupted as e:   # SIGINT 130; SIGTERM, SIGHUP (preemption) 143, 129
     print(f"{prog}: {message(e, flags)}", file=sys.stderr)
-    return EXIT_INTERRUPTED
+    return 128 + e.signum
   except KeyboardInterrupt:
     print(f"{prog}: interrupted", file=sys.stderr)
     return EXIT_INTERRUPTED

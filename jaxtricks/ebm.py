@@ -205,7 +205,7 @@ def fresh_samples(model: nn.Module, params, stats, key: jax.Array, image_shape: 
 
 
 def buffer_from_checkpoint(tree: dict, data_range=(0.0, 1.0)) -> replay.ReplayBuffer:
-  """The replay buffer of a state restored as plain dicts (loop.restore without a target)."""
+  """The replay buffer of a state restored as plain dicts (checkpoints.restore without a target)."""
   b = tree["buffer"]
   return replay.ReplayBuffer(data=b["data"], count=b["count"], pointer=b["pointer"], data_range=tuple(data_range))
 

@@ -47,7 +47,26 @@ class DivergenceError(JaxtricksError, RuntimeError):
 
 
 class Interrupted(JaxtricksError):
-  """The run was stopped by SIGINT (Ctrl-C) after saving a checkpoint of the step it had reached."""
+  """The run was stopped by a signal (SIGINT: Ctrl-C; SIGTERM, SIGHUP: preemption) after saving a checkpoint of the
+  step it had reached; `signum` is that signal's number (a program exits 128 + signum, as a shell reports it)."""
+
+  def __init__(self, setting: str | None, problem: str, signum: int = 2):   # 2: SIGINT
+    self.signum = signum
+    super().__init__(setting, problem)
+
+
+def exit_status(error: BaseException | None) -> int:
+  """The status a program exits with when `error` ends it (jaxtricks.cli's codes): 0 none, 2 a user mistake or an
+  unusable workdir, 3 divergence, 128 + signal number when stopped by a signal, 1 anything else."""
+  if error is None:
+    return 0
+  if isinstance(error, Interrupted):
+    return 128 + error.signum
+  if isinstance(error, KeyboardInterrupt):
+    return 130
+  if isinstance(error, DivergenceError):
+    return 3
+  return 2 if isinstance(error, JaxtricksError) else 1
 
 
 def require(ok: bool, setting: str | None, problem: str) -> None:

@@ -24,9 +24,10 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 import jax
 from jax.experimental import checkify
 
-from jaxtricks import loop, parallel
+from jaxtricks import checkpoints, loop, parallel
 from jaxtricks.data import load, pipeline
 from jaxtricks.errors import ConfigError, DataError, DivergenceError, WorkdirError, require
+from jaxtricks.workdir import compare_fingerprints, read_config, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +87,7 @@ def require_positive(config, *names: str) -> None:
 
 
 def fingerprint(config, names: Sequence[str]) -> dict[str, Any]:
-  """The settings that define a run's state; resuming with other values is refused (loop.prepare_workdir)."""
+  """The settings that define a run's state; resuming with other values is refused (workdir.prepare)."""
   values = dataclasses.asdict(config)
   return {k: values[k] for k in names}
 
@@ -163,23 +164,28 @@ def train(config: BaseConfig, *, steps: int, init_fn: Callable[[], Any], train_s
           divergence_advice: str = "Resume from it with a lower {lr}", check_first_step: bool = True) -> Any:
   """jits `train_step(state, batch, key)` once for the mesh (state as `state_sharding`, default replicated; batch
   split along 'data'; state donated; on a CPU compiled as `config.cpu_ynn_convolutions` says) and runs the loop
-  with the common settings of `config`. With `check_first_step` the first step's checks run first
-  (`checked_first_step`)."""
+  with the common settings of `config`. `progress_keys`: the metrics on the progress bar; `divergence_advice`: the
+  sentence that ends a divergence's message ({name}: a setting, jaxtricks.errors; "Resume from it with" becomes
+  "Run again with" when no checkpoint was saved). With `check_first_step` the first step's checks run first
+  (`checked_first_step`). Running out of memory is a ConfigError; a run that fails before its first checkpoint
+  leaves its workdir unbound (`_unbind_untrained`)."""
   state_sharding = parallel.replicated(mesh) if state_sharding is None else state_sharding
+  loop_config = loop.LoopConfig(steps=steps, workdir=config.workdir, checkpoint_every=config.checkpoint_every,
+                                progress=config.progress, tensorboard=config.tensorboard)
   step = parallel.jit_step(train_step, mesh, state_sharding,
                            compiler_options=parallel.cpu_compiler_options(ynn_convolutions=config.cpu_ynn_convolutions))
   bound = (Path(config.workdir) / "config.json").exists()
   try:
-    return loop.run(
-        loop.LoopConfig(steps=steps, workdir=config.workdir, checkpoint_every=config.checkpoint_every,
-                        progress=config.progress, progress_keys=progress_keys, divergence_advice=divergence_advice,
-                        tensorboard=config.tensorboard),
-        init_fn=init_fn, train_step=checked_first_step(train_step, step) if check_first_step else step,
-        batches=batches, key=key,
-        actions=actions, fingerprint=fingerprint, state_sharding=state_sharding)
+    return loop.run(loop_config, init_fn=init_fn, train_step=checked_first_step(train_step, step) if check_first_step
+                    else step, batches=batches, key=key, actions=actions, fingerprint=fingerprint,
+                    state_sharding=state_sharding, shown=progress_keys)
+  except DivergenceError as e:
+    if "last good checkpoint: none" in e.problem:   # nothing to resume from
+      divergence_advice = divergence_advice.replace("Resume from it with", "Run again with")
+    raise DivergenceError(None, f"{e.problem} {divergence_advice}") from None
   except jax.errors.JaxRuntimeError as e:
     what = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    if "out of memory" not in what.lower() and "RESOURCE_EXHAUSTED" not in what:
+    if ("out of memory" not in what.lower() and "RESOURCE_EXHAUSTED" not in what) or "No space left" in what:
       raise
     _settle_failed_computations()
     _unbind_untrained(Path(config.workdir), bound)
@@ -188,10 +194,6 @@ def train(config: BaseConfig, *, steps: int, init_fn: Callable[[], Any], train_s
   except DataError:   # the first step's checks failed
     _unbind_untrained(Path(config.workdir), bound)
     raise
-  except DivergenceError as e:   # with no checkpoint to resume from, the advice is to run again
-    if "last good checkpoint: none" not in e.problem:
-      raise
-    raise DivergenceError(e.setting, e.problem.replace("Resume from it with", "Run again with")) from None
 
 
 def _settle_failed_computations() -> None:
@@ -205,7 +207,7 @@ def _settle_failed_computations() -> None:
 def _unbind_untrained(workdir: Path, bound_before: bool) -> None:
   """A run that failed before its first checkpoint leaves its workdir free for other settings: the config.json it
   wrote goes (a stopgap until the loop writes config.json only once the first step has run)."""
-  if bound_before or jax.process_index() != 0 or any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):
+  if bound_before or jax.process_index() != 0 or checkpoints.steps(workdir):
     return
   (workdir / "config.json").unlink(missing_ok=True)
 
@@ -216,15 +218,15 @@ def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], eval
   run's settings against `fingerprint`; printed and written to <workdir>/eval.json (a program's --eval-only;
   WorkdirError after the printing when eval.json cannot be written)."""
   workdir = Path(workdir)
-  if not any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):   # looked for, never created
+  if not checkpoints.steps(workdir):   # looked for, never created
     raise WorkdirError("workdir", f"{workdir}: no checkpoint to evaluate; train a run there first")
   if fingerprint is not None and (workdir / "config.json").exists():
-    loop.compare_fingerprints(workdir, loop.read_config(workdir / "config.json"), fingerprint)
-  state, _, step = loop.restore(workdir, jax.eval_shape(init_fn))
+    compare_fingerprints(workdir, read_config(workdir / "config.json"), fingerprint)
+  state, _, step = checkpoints.restore(workdir, jax.eval_shape(init_fn))
   values = {"step": step, **evaluate(state)}
   print(f"{workdir} step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items() if k != "step"))
   try:   # printed first: a read-only workdir (a colleague's run, a shared disk) still gives its numbers
-    loop.write_config(workdir / "eval.json", values)   # whole or absent
+    write_json(workdir / "eval.json", values)   # whole or absent
   except OSError as e:
     raise WorkdirError("workdir", f"{workdir}: eval.json cannot be written there ({e.strerror or e}); the values "
                        "printed above are not saved: make the folder writable to keep them") from None

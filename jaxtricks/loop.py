@@ -1,39 +1,35 @@
-"""The one training loop every `train.*` program uses, in parts that can be read and tested one by one.
+"""The one training loop every `train.*` program uses.
 
     state = loop.run(config, init_fn=init, train_step=step, batches=batches, key=key,
                      actions=[loop.Periodic(every=1000, fn=evaluate)])
 
-* `prepare_workdir` creates the workdir and refuses one that holds a run of another configuration.
-* `restore_or_init` returns the state to start from: the workdir's latest checkpoint, or `init_fn()`.
-* `open_log` writes metrics.jsonl (the source of truth), TensorBoard event files and PNG grids (jaxtricks.writers);
-  `read_metrics` reads metrics.jsonl back.
-* `Periodic` actions run every N steps and after the last one (evaluation, sample grids, any callback); what
-  they return is logged: floats as metrics, image batches as grids.
-* `check_finite` is the divergence guard: a non-finite metric or |loss| > `max_abs_loss` stops the run with
-  DivergenceError before anything is saved, and so does a state with a non-finite value at a checkpoint, so the
-  last checkpoint on disk is the last good one.
-* `run` puts them together. `train_step(state, batch, key) -> (state, metrics)` is pure and already jitted; the
-  loop passes `fold_in(key, step)` and never synchronizes on the step just dispatched: metrics are read one step
-  late. Orbax checkpoints every `checkpoint_every` steps and at the end hold {state, key}; `state` is any pytree.
-  The batch of step s depends only on (key, s), so a resumed run equals an uninterrupted one.
-* Data parallel: with `state_sharding` (jaxtricks.parallel) the state is placed, and restored, with those
-  shardings; in a multi-process run only process 0 writes metrics, events, PNGs and config.json, and every
-  process takes part in orbax's saves.
+`train_step(state, batch, key) -> (state, metrics)` is pure and already jitted; the loop passes
+`fold_in(key, step)` and never synchronizes on the step just dispatched: metrics are read one step late. The batch
+of step s depends only on (key, s), so a resumed run equals an uninterrupted one. Around the steps:
+
+* the workdir is checked, locked and fingerprinted (jaxtricks.workdir); the run starts from its newest intact
+  checkpoint or from `init_fn()`, and saves {state, key} every `checkpoint_every` steps and at the end
+  (jaxtricks.checkpoints; `state_sharding` places and restores the state on a mesh);
+* metrics go to metrics.jsonl (the source of truth), TensorBoard events and PNG grids (jaxtricks.writers);
+  `read_metrics` reads them back. In a multi-process run only process 0 writes them and config.json; every process
+  takes part in orbax's saves;
+* `Periodic` actions run every N steps and after the last one (evaluation, sample grids, any callback); what they
+  return is logged: floats as metrics, image batches as grids;
+* the divergence guard: a non-finite metric or |loss| > `max_abs_loss` stops the run (DivergenceError) before
+  anything is saved, and so does a state with a non-finite value at a checkpoint, so the last checkpoint on disk
+  is the last good one;
+* SIGINT, SIGTERM or SIGHUP (preemption) stop the run after the step in flight, with a checkpoint (Interrupted);
+  a failed write (disk full, folder removed) stops it with WorkdirError naming the last complete checkpoint. Every
+  way out closes the checkpoints and the writers in one place, with a deadline: the program exits, never hangs.
 
 Errors are jaxtricks.errors types naming the settings `workdir` and `steps`; the program words them as flags.
 """
 
 import contextlib
 import dataclasses
-import errno
-import fcntl
 import json
 import math
-import os
-import shutil
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -41,11 +37,12 @@ from typing import Any, Callable, Iterable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
-from jaxtricks import writers
+from jaxtricks import checkpoints, errors, writers
 from jaxtricks.errors import ConfigError, DivergenceError, Interrupted, WorkdirError
+from jaxtricks.signals import StopRequests
+from jaxtricks.workdir import WorkdirLock, compare_fingerprints, prepare, write_config
 
 State = Any
 Metrics = dict[str, jax.Array]
@@ -59,8 +56,6 @@ class LoopConfig:
   max_abs_loss: float = 1e8      # JEM's bound
   keep_checkpoints: int = 2
   progress: bool = True
-  progress_keys: tuple[str, ...] = ("loss", "accuracy")   # metrics shown on the progress bar
-  divergence_advice: str = "Resume from it with a lower {lr}"   # {name}: a setting (jaxtricks.errors)
   tensorboard: bool = True
 
 
@@ -76,6 +71,159 @@ class Periodic:
 
   def due(self, step: int, last_step: int) -> bool:
     return bool(self.every and step % self.every == 0) or (self.at_end and step == last_step)
+
+
+def run(config: LoopConfig, *, init_fn: Callable[[], State],
+        train_step: Callable[[State, Any, jax.Array], tuple[State, Metrics]],
+        batches: Callable[[int], Any], key: jax.Array, actions: Iterable[Periodic] = (),
+        fingerprint: dict[str, Any] | None = None, state_sharding: Any = None,
+        shown: tuple[str, ...] = ("loss", "accuracy")) -> State:
+  """Runs `config.steps` steps (resuming from the workdir's newest intact checkpoint) and returns the final state.
+  One run per workdir at a time (WorkdirLock, process 0). `shown`: the metrics on the progress bar."""
+  if config.steps <= 0:
+    raise ConfigError("steps", f"must be positive, got {config.steps}")
+  workdir = Path(config.workdir)
+  fingerprint = json.loads(json.dumps(fingerprint or {}))
+  prepare(workdir, fingerprint)
+  lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock, StopRequests() as stop, checkpoints.quiet_write_errors():
+    state, key, start = _resume(workdir, fingerprint, init_fn, key, state_sharding)
+    with _Outputs(config, workdir, fingerprint, start, shown) as out:
+      if start >= config.steps:
+        print(f"{workdir}: already at step {start} >= the {config.steps} steps asked for; nothing to train",
+              file=sys.stderr)
+      step = start
+      while step < config.steps:
+        t0 = time.perf_counter()
+        state, metrics = train_step(state, batches(step), jax.random.fold_in(key, step))
+        if step == start:
+          jax.block_until_ready(metrics)
+          out.log.write_scalars(step + 1, {"first_step_s": time.perf_counter() - t0})
+        step += 1
+        out.report(step, metrics)   # writes the previous step's metrics: this one's are still being computed
+        if step % config.checkpoint_every == 0 or step == config.steps or stop.signum:
+          out.save(step, state, key)
+        if stop.signum:
+          out.stop(step, stop.signum)
+        for action in actions:
+          if action.due(step, config.steps):
+            out.write(step, action.fn(step, state) or {}, announce=action.announce)
+      out.flush()
+  return state
+
+
+def _resume(workdir: Path, fingerprint: dict, init_fn: Callable[[], State], key: jax.Array,
+            state_sharding: Any) -> tuple[State, jax.Array, int]:
+  """(state, key, step to start from), after checking the settings saved with the newest checkpoint (they travel
+  with each checkpoint: a missing config.json hides nothing) and writing config.json if it is missing."""
+  mngr = checkpoints.manager(workdir)
+  try:
+    latest = mngr.latest_step()
+    saved = checkpoints.saved_config(mngr, latest) if latest is not None else None
+    if saved is not None:
+      compare_fingerprints(workdir, saved, fingerprint)
+    if jax.process_index() == 0 and not (workdir / "config.json").exists():
+      write_config(workdir, fingerprint)
+    return checkpoints.restore_or_init(mngr, workdir, init_fn, key, state_sharding)
+  finally:
+    mngr.close()
+
+
+class _Outputs:
+  """What a run writes while it trains: checkpoints, metrics (one step late, through the divergence guard) and the
+  progress bar. Its exit is the one way out of a run: every error is reworded there, and the checkpoints and
+  writers are closed with a deadline (checkpoints.close), so that no thread left behind keeps the program alive."""
+
+  def __init__(self, config: LoopConfig, workdir: Path, fingerprint: dict, start: int, shown: tuple[str, ...]):
+    self.config, self.workdir, self.fingerprint, self.shown = config, workdir, fingerprint, shown
+    self.step, self.pending = start, None   # the last step done; its metrics, not yet written
+    self.t_last, self.step_last = time.perf_counter(), start
+    self.mngr = checkpoints.manager(workdir, config.keep_checkpoints)
+    self.log = None
+    self.bar = tqdm(total=config.steps, initial=start, disable=not config.progress, dynamic_ncols=True,
+                    desc=workdir.name, mininterval=0.5)
+
+  def __enter__(self):
+    try:
+      self.log = open_log(self.workdir, self.step, tensorboard=self.config.tensorboard)
+    except BaseException as e:
+      self.__exit__(type(e), e, e.__traceback__)
+      raise
+    return self
+
+  def report(self, step: int, metrics: Metrics) -> None:
+    self.flush()
+    self.step, self.pending = step, metrics
+    self.bar.update(1)
+
+  def flush(self) -> None:
+    """Writes the pending metrics, after the divergence guard has passed them."""
+    if self.pending is None:
+      return
+    values = {k: float(v) for k, v in jax.device_get(self.pending).items()}
+    self.pending = None
+    check_finite(self.step, values, self.config.max_abs_loss)
+    now = time.perf_counter()
+    values["steps_per_sec"] = (self.step - self.step_last) / max(now - self.t_last, 1e-9)
+    self.t_last, self.step_last = now, self.step
+    self.log.write_scalars(self.step, values)
+    self.bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k in self.shown}, refresh=False)
+
+  def save(self, step: int, state: State, key: jax.Array) -> None:
+    """A checkpoint only of a state whose step's metrics and values passed the guard."""
+    self.flush()
+    check_state_finite(step, state)
+    checkpoints.save(self.mngr, step, state, key, self.fingerprint)
+
+  def stop(self, step: int, signum: int) -> None:
+    self.mngr.wait_until_finished()
+    raise Interrupted(None, f"interrupted at step {step}; checkpoint saved: step {step} in {self.workdir}. Run the "
+                      "same command again to resume", signum)
+
+  def write(self, step: int, values: dict, announce: bool = False) -> None:
+    scalars = log_values(self.log, step, values)
+    if announce and scalars:
+      self.bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+
+  def __exit__(self, exc_type, raised, tb):
+    self.bar.close()
+    error = raised
+    if isinstance(error, DivergenceError):
+      error = self._diverged(error)
+    elif checkpoints.write_failure(error):
+      error = self._write_failed(error)
+    failed, stuck = checkpoints.close(self.mngr)
+    if error is None and failed is not None:   # the last save failed as it was being finished
+      error = self._write_failed(failed)
+    error = self._close_log(error)
+    checkpoints.exit_when_stuck(stuck, errors.exit_status(error))
+    if error is not raised:
+      raise error from None
+    return False   # `raised` (or nothing) goes on
+
+  def _diverged(self, error: DivergenceError) -> DivergenceError:
+    with contextlib.suppress(Exception):
+      self.mngr.wait_until_finished()
+    last = self.mngr.latest_step()
+    last = f"step {last}" if last is not None else "none"
+    return DivergenceError(None, f"{error.problem}; last good checkpoint: {last} in {self.workdir}.")
+
+  def _write_failed(self, error: BaseException) -> WorkdirError:
+    with contextlib.suppress(Exception):   # earlier saves still in flight complete (or fail) first
+      self.mngr.wait_until_finished()
+    last = checkpoints.steps(self.workdir)
+    return WorkdirError("workdir", f"{self.workdir}: writing failed at step {self.step} "
+                        f"({checkpoints.write_failure(error)}); last complete checkpoint: "
+                        f"{f'step {last[-1]}' if last else 'none'}. Free space (or fix the directory) and run again "
+                        "to resume from it")
+
+  def _close_log(self, error: BaseException | None) -> BaseException | None:
+    try:
+      if self.log is not None:
+        self.log.close()
+    except OSError as e:   # a full disk fails the last flush too: one report is enough
+      return error or self._write_failed(e)
+    return error
 
 
 def check_finite(step: int, metrics: dict[str, float], max_abs_loss: float) -> None:
@@ -100,258 +248,6 @@ def check_state_finite(step: int, state: State) -> None:
   """Raises DivergenceError when any floating-point leaf of the state (params, optimizer state...) is not finite."""
   if not bool(_all_finite(state)):
     raise DivergenceError(None, f"training diverged at step {step}: the state holds non-finite values")
-
-
-_OURS = ("config.json", "checkpoints", "metrics.jsonl", ".lock")   # what makes a folder a workdir of ours
-
-
-def prepare_workdir(workdir: Path, fingerprint: dict[str, Any]) -> None:
-  """Creates the workdir; refuses a file, a non-empty folder that is not a workdir of ours, an unreadable
-  config.json and one that holds a run with a different fingerprint. (config.json is written by run, once the
-  checkpoints' own settings have been checked too.)"""
-  if workdir.exists() and not workdir.is_dir():
-    raise WorkdirError("workdir", f"{workdir}: is a file, not a directory; choose a directory")
-  if workdir.is_dir() and not any((workdir / name).exists() for name in _OURS):
-    others = [p.name for p in workdir.iterdir() if not p.name.startswith(".write_test.")]
-    if others:
-      raise WorkdirError("workdir", f"{workdir}: not empty ({len(others)} entries, e.g. {sorted(others)[0]!r}) and not "
-                         "a workdir of a jaxtricks run; choose a new or empty directory")
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / f".write_test.{jax.process_index()}.{os.getpid()}"   # one per process: they run at once
-    probe.write_text("")
-    probe.unlink()
-  except OSError as e:
-    raise WorkdirError("workdir", f"{workdir}: not writable ({e.strerror}); choose another directory") from None
-  path = workdir / "config.json"
-  if path.exists():
-    compare_fingerprints(workdir, read_config(path), fingerprint)
-
-
-def read_config(path: Path) -> dict:
-  """A workdir's config.json; WorkdirError naming it when it cannot be read as a JSON object."""
-  try:
-    saved = json.loads(path.read_text())
-    if not isinstance(saved, dict):
-      raise ValueError(f"a JSON {type(saved).__name__}, not an object")
-  except (OSError, ValueError) as e:
-    what = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:120]
-    raise WorkdirError(None, f"{path}: not a readable config ({what}); restore it, or delete it to take the settings "
-                       "from the latest checkpoint") from None
-  return saved
-
-
-def write_config(path: Path, fingerprint: dict) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(fingerprint, indent=1))
-  tmp.replace(path)   # whole or absent
-
-
-def compare_fingerprints(workdir: Path, saved: dict, fingerprint: dict) -> None:
-  """WorkdirError naming each setting where `fingerprint` (compared as JSON reads it back) differs from `saved`."""
-  fingerprint = json.loads(json.dumps(fingerprint))
-  diff = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
-  if diff:
-    what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-    raise WorkdirError("workdir", f"{workdir} holds a run of another configuration ({what}); "
-                       "use a new {workdir} or the same settings")
-
-
-class WorkdirLock:
-  """One run per workdir: an exclusive lock on `<workdir>/.lock` (fcntl.flock) holding the owner's pid. The
-  kernel drops the lock when its process dies, however it dies, so a killed run's lock is simply taken over."""
-
-  def __init__(self, workdir: Path):
-    self.path = workdir / ".lock"
-    self.file = None
-
-  def __enter__(self):
-    self.file = open(self.path, "a+")
-    try:
-      fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-      if e.errno not in (errno.EAGAIN, errno.EACCES):
-        raise
-      self.file.seek(0)
-      owner = self.file.read().strip() or "?"
-      self.file.close()
-      raise WorkdirError("workdir", f"{self.path.parent}: another run (pid {owner}) is using it; wait for it to end "
-                         "or choose another {workdir}") from None
-    self.file.seek(0)
-    self.file.truncate()
-    self.file.write(f"{os.getpid()}\n")
-    self.file.flush()
-    return self
-
-  def __exit__(self, *exc):
-    fcntl.flock(self.file, fcntl.LOCK_UN)
-    self.file.close()
-
-
-def checkpoint_manager(workdir: str | Path, keep: int = 2) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      Path(workdir).absolute() / "checkpoints", item_handlers=ocp.StandardCheckpointHandler(),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
-
-
-def with_shardings(abstract_state: State, shardings) -> State:
-  """ShapeDtypeStructs carrying `shardings` (a pytree prefix of the state), for restoring onto a mesh."""
-  if shardings is None:
-    return abstract_state
-  return jax.tree.map(lambda sh, sub: jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), sub),
-                      shardings, abstract_state, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
-
-
-def _on_default_device(abstract: State) -> State:
-  # leaves without a sharding go to the default device, whatever devices the checkpoint was saved from
-  default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  return jax.tree.map(
-      lambda s: s if getattr(s, "sharding", None) is not None else jax.ShapeDtypeStruct(s.shape, s.dtype,
-                                                                                        sharding=default),
-      abstract)
-
-
-def _restore_from(mngr: ocp.CheckpointManager, workdir, abstract_state: State | None, step: int, key_sharding=None):
-  if abstract_state is None:   # as saved: plain arrays on the default device, laid out by the checkpoint's metadata
-    tree = mngr.item_metadata(step).tree
-    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree)
-  else:
-    key = jax.ShapeDtypeStruct((2,), np.uint32, sharding=key_sharding)
-    abstract = {"state": abstract_state, "key": key}
-  tree = mngr.restore(step, args=ocp.args.StandardRestore(_on_default_device(abstract)))
-  return tree["state"], tree["key"]
-
-
-def _leaf_table(tree) -> dict[str, tuple]:
-  """{path: (shape, dtype)} of a pytree of arrays, ShapeDtypeStructs or orbax ArrayMetadata, with dict keys,
-  attribute names and sequence indices all written alike (a dataclass state saves as a dict of its fields)."""
-  name = lambda k: str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {"/".join(name(k) for k in path): (tuple(leaf.shape), np.dtype(leaf.dtype).name) for path, leaf in leaves}
-
-
-def _misfit(mngr: ocp.CheckpointManager, step: int, abstract_state: State) -> str | None:
-  """Why an intact checkpoint does not fit `abstract_state` (None if it fits); OSError/ValueError if its metadata
-  cannot be read (the checkpoint is damaged)."""
-  saved = _leaf_table(mngr.item_metadata(step).tree["state"])
-  want = _leaf_table(abstract_state)
-  if saved == want:
-    return None
-  for k in sorted(set(saved) | set(want)):
-    if saved.get(k) != want.get(k):
-      return f"{k}: {saved.get(k, 'absent')} there, {want.get(k, 'absent')} here"
-  return "different structure"
-
-
-def _restore_newest_intact(mngr: ocp.CheckpointManager, workdir: Path, abstract_state: State | None,
-                           key_sharding=None, move_damaged: bool = False):
-  """(state, key, step) of the newest checkpoint that restores. A damaged one (unreadable metadata or data) is
-  reported on stderr and skipped; with `move_damaged` it is moved to <workdir>/damaged_checkpoints/ (kept, not
-  deleted) so that the run can save that step again. An intact checkpoint of another model is refused
-  (WorkdirError) rather than skipped, and so is a workdir whose every checkpoint is damaged."""
-  steps = sorted(mngr.all_steps(), reverse=True)
-  damaged = []
-  for step in steps:
-    try:
-      if abstract_state is not None:
-        misfit = _misfit(mngr, step, abstract_state)
-        if misfit:
-          raise WorkdirError("workdir", f"{workdir}: checkpoint {step} does not fit this model ({misfit[:200]}); "
-                             "use a new {workdir}")
-      state, key = _restore_from(mngr, workdir, abstract_state, step, key_sharding)
-    except WorkdirError:
-      raise
-    except Exception as e:  # pylint: disable=broad-except  (orbax and tensorstore raise many kinds on damage)
-      damaged.append((step, f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"))
-      continue
-    for bad, why in damaged:
-      where = ""
-      if move_damaged and jax.process_index() == 0:
-        target = workdir / "damaged_checkpoints" / f"{bad}"
-        target.parent.mkdir(exist_ok=True)
-        while target.exists():
-          target = target.with_name(target.name + "+")
-        shutil.move(str(workdir / "checkpoints" / str(bad)), str(target))
-        where = f"; moved to {target}"
-      print(f"{workdir}: checkpoint {bad} is damaged ({why}){where}; resuming from step {step}, the newest intact "
-            "one", file=sys.stderr)
-    return state, key, step
-  bad, why = damaged[0]
-  raise WorkdirError("workdir", f"{workdir}: checkpoint {bad} is damaged ({why}) and no older one is intact "
-                     f"(steps {', '.join(map(str, steps))}); move {workdir / 'checkpoints'} away to start over")
-
-
-def restore(workdir: str | Path, abstract_state: State | None = None,
-            step: int | None = None) -> tuple[State, jax.Array, int]:
-  """Returns (state, key, step) of a checkpoint in `workdir`: `step`, or the newest intact one. Without
-  `abstract_state` the state comes back as saved: nested dicts of arrays on the default device."""
-  workdir = Path(workdir)
-  mngr = checkpoint_manager(workdir)
-  try:
-    if step is not None:
-      return (*_restore_from(mngr, workdir, abstract_state, step), step)
-    if mngr.latest_step() is None:
-      raise WorkdirError("workdir", f"{workdir}: no checkpoint")
-    return _restore_newest_intact(mngr, workdir, abstract_state)
-  finally:
-    mngr.close()
-
-
-def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict | None:
-  """The settings that defined the run, as saved with checkpoint `step` (None for a checkpoint without them)."""
-  try:
-    return (mngr.metadata(step).custom_metadata or {}).get("config")
-  except Exception:  # pylint: disable=broad-except  (a damaged checkpoint: restoring it will say so)
-    return None
-
-
-def init_once(init_fn: Callable[[], State], out_shardings: Any = None) -> State:
-  """init_fn() as one compiled program (placed by `out_shardings`, if given): an eager init compiles each of its
-  hundreds of small ops alone (seconds per start). XLA's default optimization level on purpose: a lower LLVM level
-  compiles an init 2.5-4x faster but changes the last bit of some initial weights (measured 2026-12-02), and runs
-  must reproduce the results made with an eager init."""
-  return jax.jit(init_fn, **({"out_shardings": out_shardings} if out_shardings is not None else {}))()
-
-
-def restore_or_init(mngr: ocp.CheckpointManager, workdir: Path, init_fn: Callable[[], State], key: jax.Array,
-                    state_sharding: Any = None) -> tuple[State, jax.Array, int]:
-  """(state, key, step to start from): the newest intact checkpoint's, or init_fn()'s and the given key at step
-  0. With `state_sharding` (a sharding or pytree prefix of shardings) the state is placed, or restored, that way
-  and the key replicated on the same mesh. Damaged checkpoints are moved aside (see _restore_newest_intact)."""
-  key = jnp.asarray(key, dtype=np.uint32)
-  key_sharding = None
-  if state_sharding is not None:
-    mesh = jax.tree.leaves(state_sharding, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))[0].mesh
-    key_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  if mngr.latest_step() is not None:
-    abstract = with_shardings(jax.eval_shape(init_fn), state_sharding)
-    return _restore_newest_intact(mngr, workdir, abstract, key_sharding, move_damaged=True)
-  state = init_once(init_fn, state_sharding)
-  if state_sharding is not None:
-    key = jax.device_put(key, key_sharding)
-  return state, key, 0
-
-
-class _SigintFlag:
-  """While active (main thread only): the first SIGINT asks the loop to stop after the step in flight, with a
-  checkpoint; a second one stops at once (KeyboardInterrupt)."""
-
-  def __init__(self):
-    self.requested, self.previous = False, None
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      self.previous = signal.signal(signal.SIGINT, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    if self.requested:
-      raise KeyboardInterrupt
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self.previous is not None:
-      signal.signal(signal.SIGINT, self.previous)
 
 
 def open_log(workdir: Path, start: int, *, tensorboard: bool = True) -> writers.Writer:
@@ -400,124 +296,3 @@ def log_values(log: writers.Writer, step: int, values: dict) -> dict[str, float]
   if scalars:
     log.write_scalars(step, scalars)
   return scalars
-
-
-def run(config: LoopConfig, *, init_fn: Callable[[], State],
-        train_step: Callable[[State, Any, jax.Array], tuple[State, Metrics]],
-        batches: Callable[[int], Any], key: jax.Array, actions: Iterable[Periodic] = (),
-        fingerprint: dict[str, Any] | None = None, state_sharding: Any = None) -> State:
-  """Runs `config.steps` steps (resuming from the workdir's newest intact checkpoint) and returns the final state.
-  One run per workdir at a time (WorkdirLock, process 0); SIGINT stops after the step in flight with a checkpoint
-  (Interrupted)."""
-  if config.steps <= 0:
-    raise ConfigError("steps", f"must be positive, got {config.steps}")
-  workdir = Path(config.workdir)
-  fingerprint = json.loads(json.dumps(fingerprint or {}))
-  prepare_workdir(workdir, fingerprint)
-  lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
-  with lock, _SigintFlag() as sigint:
-    return _run_locked(config, workdir, fingerprint, sigint, init_fn=init_fn, train_step=train_step,
-                       batches=batches, key=key, actions=list(actions), state_sharding=state_sharding)
-
-
-def _run_locked(config: LoopConfig, workdir: Path, fingerprint: dict, sigint: _SigintFlag, *, init_fn, train_step,
-                batches, key, actions, state_sharding) -> State:
-  mngr = checkpoint_manager(workdir, config.keep_checkpoints)
-  try:
-    latest = mngr.latest_step()
-    if latest is not None:   # the settings travel with each checkpoint: a missing config.json hides nothing
-      saved = saved_config(mngr, latest)
-      if saved is not None:
-        compare_fingerprints(workdir, saved, fingerprint)
-    if jax.process_index() == 0 and not (workdir / "config.json").exists():
-      write_config(workdir / "config.json", fingerprint)
-    state, key, start = restore_or_init(mngr, workdir, init_fn, key, state_sharding)
-    if start != latest and latest is not None:   # damaged checkpoints were moved aside
-      mngr.close()
-      mngr = checkpoint_manager(workdir, config.keep_checkpoints)
-    log = open_log(workdir, start, tensorboard=config.tensorboard)
-  except BaseException:
-    mngr.close()
-    raise
-  bar = tqdm(total=config.steps, initial=start, disable=not config.progress, dynamic_ncols=True,
-             desc=workdir.name, mininterval=0.5)
-  pending: tuple[int, Metrics] | None = None
-  t_last, step_last = time.perf_counter(), start
-
-  def emit(step: int, metrics: Metrics) -> None:
-    nonlocal t_last, step_last
-    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    check_finite(step, values, config.max_abs_loss)
-    now = time.perf_counter()
-    values["steps_per_sec"] = (step - step_last) / max(now - t_last, 1e-9)
-    t_last, step_last = now, step
-    log.write_scalars(step, values)
-    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k in config.progress_keys}, refresh=False)
-
-  def save(step: int) -> None:   # a checkpoint only of a state whose step's metrics and values passed the guard
-    check_state_finite(step, state)
-    mngr.save(step, args=ocp.args.StandardSave({"state": state, "key": key}), custom_metadata={"config": fingerprint})
-
-  step = start
-  try:
-    if start >= config.steps:
-      print(f"{workdir}: already at step {start} >= the {config.steps} steps asked for; nothing to train",
-            file=sys.stderr)
-    while step < config.steps:
-      t0 = time.perf_counter()
-      state, metrics = train_step(state, batches(step), jax.random.fold_in(key, step))
-      if step == start:
-        jax.block_until_ready(metrics)
-        log.write_scalars(step + 1, {"first_step_s": time.perf_counter() - t0})
-      if pending is not None:
-        emit(*pending)
-      pending = (step + 1, metrics)
-      step += 1
-      bar.update(1)
-      due = step % config.checkpoint_every == 0 or step == config.steps
-      if due or sigint.requested:
-        emit(*pending)
-        pending = None
-        save(step)
-      if sigint.requested:
-        mngr.wait_until_finished()
-        raise Interrupted(None, f"interrupted at step {step}; checkpoint saved: step {step} in {workdir}. Run the same "
-                          "command again to resume")
-      for action in actions:
-        if action.due(step, config.steps):
-          scalars = log_values(log, step, action.fn(step, state) or {})
-          if action.announce and scalars:
-            bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
-    if pending is not None:
-      emit(*pending)
-  except DivergenceError as e:
-    mngr.wait_until_finished()
-    last = mngr.latest_step()
-    raise DivergenceError(
-        None, f"{e.problem}; last good checkpoint: {f'step {last}' if last is not None else 'none'} in {workdir}. "
-        f"{config.divergence_advice}") from None
-  except OSError as e:   # disk full, directory removed or made read-only while running
-    try:
-      mngr.wait_until_finished()   # earlier saves still in flight complete (or fail) first
-    except OSError:
-      pass
-    last = _complete_steps(workdir)
-    raise WorkdirError(
-        "workdir", f"{workdir}: writing failed at step {step} ({e.strerror or e}); last complete checkpoint: "
-        f"{f'step {last[-1]}' if last else 'none'}. Free space (or fix the directory) and run again to resume "
-        "from it") from None
-  finally:
-    bar.close()
-    try:
-      mngr.wait_until_finished()
-      mngr.close()
-    except OSError:
-      pass   # reported above; orbax leaves an unfinished save in a temporary directory, never as a step
-    log.close()
-  return state
-
-
-def _complete_steps(workdir: Path) -> list[int]:
-  """Steps whose checkpoint orbax finished (a save cut short stays in a temporary directory)."""
-  folder = workdir / "checkpoints"
-  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []

@@ -11,6 +11,8 @@ tensorboard package; protobuf is its one heavy dependency) and read back by `rea
 the TFRecord framing and the Event protos that tensorboardX ships.
 """
 
+import contextlib
+import errno
 import json
 import os
 import struct
@@ -32,7 +34,8 @@ class JsonlWriter:
   """metrics.jsonl: one JSON object per call, {"step": s, **scalars}, flushed at once.
 
   `resume_step`: on a resumed run, lines of steps after it (they are redone) and a half-written last line (what a
-  kill mid-write leaves) are dropped first; `trimmed` says how many lines went, `partial` whether one was cut."""
+  kill mid-write leaves) are dropped first; `trimmed` says how many lines went, `partial` whether one was cut.
+  A file deleted while the run writes it is an error (FileNotFoundError), not rows written to no file."""
 
   def __init__(self, path: str | Path, resume_step: int = 0):
     self.path = Path(path)
@@ -52,6 +55,9 @@ class JsonlWriter:
     self.file = self.path.open("a")
 
   def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+    if os.fstat(self.file.fileno()).st_nlink == 0:   # unlinked: what is written now would be lost
+      raise FileNotFoundError(errno.ENOENT, f"{self.path.name} was deleted while the run was writing it",
+                              str(self.path))
     self.file.write(json.dumps({"step": step, **scalars}) + "\n")
     self.file.flush()
 
@@ -99,11 +105,20 @@ class TensorBoardWriter:
       self.writer.add_image(name, image_grids.grid(x, ncol=self.ncol), step, dataformats="HWC")
 
   def close(self) -> None:
-    self.writer.close()
+    try:
+      self.writer.close()
+    except OSError:   # its last flush failed (a full disk): the rest of tensorboardX's close, without flushing
+      for file_writer in (self.writer.all_writers or {}).values():
+        events = file_writer.event_writer
+        events._worker.stop()   # pylint: disable=protected-access
+        with contextlib.suppress(OSError):
+          events._ev_writer.close()   # pylint: disable=protected-access  (the file is closed even when this raises)
+        events._closed = True   # pylint: disable=protected-access  (so its exit hook does not flush again)
+      raise
 
 
 class MultiWriter:
-  """Every call goes to each writer in turn."""
+  """Every call goes to each writer in turn; `close` closes each, then raises the first error (if any)."""
 
   def __init__(self, writers):
     self.writers = list(writers)
@@ -117,8 +132,14 @@ class MultiWriter:
       w.write_images(step, images)
 
   def close(self) -> None:
+    errors = []
     for w in self.writers:
-      w.close()
+      try:
+        w.close()
+      except Exception as e:  # pylint: disable=broad-except  (the others are closed all the same)
+        errors.append(e)
+    if errors:
+      raise errors[0]
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -8,7 +8,7 @@ os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 # Every program the tests compile, here and in the trainers they start (children inherit the environment), at LLVM
 # optimization level 1 instead of XLA's default 3: the same HLO programs, whose floats may differ in the last bits
-# (an init's weights do: jaxtricks.loop.init_once), at a fraction of the compile time of inits (2.5-4x) and ~13% off
+# (an init's weights do: jaxtricks.checkpoints.init_once), at a fraction of the compile time of inits (2.5-4x) and ~13% off
 # the trainer tests (2026-12-02). No test compares against a level-3 result except in a child started with the
 # production flags (test_loop's bitwise test, PRODUCTION_XLA_FLAGS).
 TEST_XLA_LEVEL = "--xla_backend_optimization_level=1"

@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import REPO, child_env, error_lines, make_raw_folder, without_progress_bars
-from jaxtricks import cli, harness, loop, losses
+from jaxtricks import checkpoints, cli, harness, losses
 from jaxtricks.errors import DataError
 from train import classify, ebm as train_ebm, gan as train_gan, sentiment
 
@@ -146,7 +146,7 @@ def test_row_workdir_of_another_model(tmp, capsys):
   rc = _main("gan", ["--data-dir", "{raw}", "--steps", "3"], tmp)
   err = capsys.readouterr().err
   assert rc == cli.EXIT_USAGE and "holds a run of another configuration" in _error_line(err), err
-  assert loop.checkpoint_manager(tmp / "w").latest_step() == 3
+  assert checkpoints.manager(tmp / "w").latest_step() == 3
 
 
 def test_row_disk_full_while_saving(tmp, capsys, monkeypatch):
@@ -165,9 +165,9 @@ def test_row_disk_full_while_saving(tmp, capsys, monkeypatch):
   assert rc == cli.EXIT_USAGE
   assert "writing failed at step 20 (No space left on device); last complete checkpoint: step 10" in err, err
   monkeypatch.setattr(ocp.CheckpointManager, "save", save)
-  assert loop.checkpoint_manager(tmp / "w").latest_step() == 10
+  assert checkpoints.manager(tmp / "w").latest_step() == 10
   assert _main("classify", args, tmp) == 0
-  assert loop.checkpoint_manager(tmp / "w").latest_step() == 30
+  assert checkpoints.manager(tmp / "w").latest_step() == 30
 
 
 @pytest.mark.parametrize("label", [-1, 10])

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import langevin as bench_langevin
+from benchmarks.speed import langevin as bench_langevin
 
 
 def test_langevin_benchmark_runs_at_toy_size(capsys):
@@ -21,7 +21,7 @@ def test_langevin_benchmark_runs_at_toy_size(capsys):
 
 
 def test_ynn_convolutions_benchmark_compares_both_compiles_at_toy_size(tmp_path, capsys):
-  from benchmarks import ynn_convolutions
+  from benchmarks.speed import ynn_convolutions
   from jaxtricks import parallel
   out_json = tmp_path / "ynn.json"
   rc = ynn_convolutions.main(["--cores", "langevin", "--chains", "2", "--steps", "1", "--channels", "4",
@@ -45,48 +45,107 @@ def test_functional_ports_of_the_energy_net_agree():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_readme_results_section_is_what_the_result_files_give():
-  """README's Results section is generated (python -m benchmarks.report), never hand-edited."""
-  from benchmarks import report
+def test_docs_results_tables_are_what_the_result_files_give():
+  """docs/results.md's tables are generated (python -m benchmarks.tools.report), never hand-edited."""
+  from benchmarks.tools import report
   assert report.main(["--check"]) == 0
 
 
-def test_results_md_tables_are_the_result_files():
-  """Every row of every table in benchmarks/results/*.json stands in benchmarks/RESULTS.md as the benchmark printed
-  it (common.table's formatting; a missing value, nan, shown as '–'): no hand-copied number drifts from its file."""
+def _result_runs(data: dict) -> list[dict]:
+  """The runs of a results file: each run of a file of runs ({"runs": [...]}), else the file itself."""
+  return data["runs"] if isinstance(data.get("runs"), list) else [data]
+
+
+def test_each_result_files_tables_stand_in_the_readme_of_the_benchmark_that_wrote_it():
+  """Every row of every table of every run in benchmarks/results/*.json stands, as the benchmark printed it
+  (common.table's formatting; a missing value, nan, shown as '–'), in the README of the folder of the module its
+  command names (benchmarks.studies.exact.exact_table -> benchmarks/studies/exact/README.md): results by technique,
+  and no hand-copied number drifts from its file."""
   import json
   import math
+  import shlex
   from pathlib import Path
 
-  root = Path(__file__).resolve().parents[1] / "benchmarks"
-  text = (root / "RESULTS.md").read_text()
+  repo = Path(__file__).resolve().parents[1]
   cell = lambda v: "–" if isinstance(v, float) and math.isnan(v) else (f"{v:.4g}" if isinstance(v, float) else str(v))
   checked = 0
-  for path in sorted((root / "results").glob("*.json")):
-    data = json.loads(path.read_text())
-    tables = [data] + ([data["compare"]] if data.get("compare") else [])
-    for t in (t for t in tables if "rows" in t):
-      for row in t["rows"]:
-        line = "| " + " | ".join(cell(v) for v in row) + " |"
-        assert line in text, f"{path.name}: {line} is not in RESULTS.md"
-        checked += 1
+  for path in sorted((repo / "benchmarks" / "results").glob("*.json")):
+    for run in _result_runs(json.loads(path.read_text())):
+      if "command" not in run:
+        continue
+      argv = shlex.split(run["command"])
+      module = argv[argv.index("-m") + 1] if "-m" in argv else "benchmarks.tools.device_check"
+      readme = repo / Path(*module.split(".")[:-1]) / "README.md"
+      text = readme.read_text()
+      for t in (t for t in [run] + ([run["compare"]] if run.get("compare") else []) if "rows" in t):
+        for row in t["rows"]:
+          line = "| " + " | ".join(cell(v) for v in row) + " |"
+          assert line in text, f"{path.name}: {line} is not in {readme.relative_to(repo)}"
+          checked += 1
   assert checked >= 50, checked
 
 
+def test_recorded_commands_paste_into_a_shell_and_name_no_local_path():
+  """Each results file's command (and so each command docs/results.md prints) is shell-quoted: bash splits it
+  into `python -m MODULE` and the recorded argv, and joining those back (shlex.join) gives the command; no word is
+  a path outside the repository (`--torch-python PY`, not a virtualenv of the machine that ran it)."""
+  import json
+  import shlex
+  from pathlib import Path
+
+  repo = Path(__file__).resolve().parents[1]
+  checked = 0
+  for path in sorted((repo / "benchmarks" / "results").glob("*.json")):
+    for run in _result_runs(json.loads(path.read_text())):
+      if "argv" not in run or "command" not in run:
+        continue
+      words = shlex.split(run["command"])
+      start = words.index("python")
+      assert words[start + 1] == "-m" and words[start + 3:] == run["argv"], path.name
+      assert run["command"].endswith(shlex.join(words[start:])), path.name
+      assert not [w for w in words if w.startswith(("/", "~")) or "venv" in w], (path.name, run["command"])
+      checked += 1
+  assert checked >= 20, checked
+  text = (repo / "docs" / "results.md").read_text()
+  assert "--torch-python PY" in text and "/work" not in text and "venv/bin" not in text
+
+
+def test_write_results_records_a_portable_command_and_appends_to_a_file_of_runs(tmp_path):
+  """--torch-python's value is recorded as PY, the command is quoted as bash reads it, and a file of runs gets the
+  new run appended; report shows the latest run of each machine."""
+  import json
+  import shlex
+
+  from benchmarks.common import write_results
+  from benchmarks.tools.report import latest_per_machine
+  argv = ["--variants", "a (b);c", "--torch-python", "/somewhere/venv/bin/python"]
+  write_results(tmp_path / "one.json", "benchmarks.speed.x", argv, ["h"], [[1]])
+  one = json.loads((tmp_path / "one.json").read_text())
+  assert one["argv"] == ["--variants", "a (b);c", "--torch-python", "PY"]
+  assert shlex.split(one["command"])[-4:] == one["argv"] and "somewhere" not in one["command"]
+  (tmp_path / "runs.json").write_text(json.dumps({"runs": [{**one, "machine": "host A", "rows": [[0]]},
+                                                           {**one, "machine": "host B"}]}))
+  write_results(tmp_path / "runs.json", "benchmarks.speed.x", argv, ["h"], [[2]])
+  runs = json.loads((tmp_path / "runs.json").read_text())
+  assert [r["rows"] for r in runs["runs"]] == [[[0]], [[1]], [[2]]]
+  runs["runs"][2]["machine"] = "host A"
+  assert [r["rows"] for r in latest_per_machine(runs)] == [[[1]], [[2]]]   # B's run, then A's latest
+
+
 def test_exact_table_runs_seed_major_end_to_end_and_resumes_from_its_results_file(tmp_path, monkeypatch, capsys):
-  """benchmarks.exact_table trains each recipe through train.classify's main (tiny fake MNIST: one step per
+  """studies.exact.exact_table trains each recipe through train.classify's main (tiny fake MNIST: one step per
   epoch), every recipe's seed 0 before any seed 1 (a table cut short has one run of each), writes its result file
   with one row per recipe and the curve picture; run again with the run folders gone (a new session), it trains
   nothing: the finished runs are in the results file."""
   import json
   import shutil
 
-  from benchmarks import exact_table
+  from benchmarks.studies.exact import exact_table
   from conftest import make_raw_folder
   make_raw_folder(tmp_path / "raw", name="mnist")
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-  recipes = ["ce (SGD, clip 10)", "exact (published)"]
-  argv = ["--dataset", "mnist", "--epochs", "2", "--seeds", "0,1", "--recipes", ",".join(recipes),
+  recipes = ["ce (SGD, clip 10)", "exact (published)"]   # the labels of the ids below: run keys and table rows
+  argv = ["--dataset", "mnist", "--epochs", "2", "--seeds", "0,1", "--recipes", "ce_sgd,exact_published",
           "--data-dir", str(tmp_path / "raw"), "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
           "--png", str(tmp_path / "png")]
   exact_table.main(argv + ["--max-runs", "2"])
@@ -116,7 +175,7 @@ def test_exact_table_runs_seed_major_end_to_end_and_resumes_from_its_results_fil
 
 
 def test_pending_runs_are_seed_major_or_name_major_skip_recorded_ones_and_redo_changed_flags():
-  from benchmarks.common import pending_runs
+  from benchmarks.studies.common import pending_runs
   argv_of = lambda name, seed: ["--loss", name, "--seed", str(seed)]
   recorded = {"a/0": {"argv": argv_of("a", 0)}, "b/0": {"argv": ["--loss", "b", "--seed", "0", "--lr", "1"]}}
   assert pending_runs(["a", "b"], [0, 1], recorded, argv_of) == [("b", 0), ("a", 1), ("b", 1)]
@@ -125,23 +184,58 @@ def test_pending_runs_are_seed_major_or_name_major_skip_recorded_ones_and_redo_c
   assert pending_runs(["a", "b"], [0, 1], recorded, argv_of, seed_major=False) == [("a", 1), ("b", 0), ("b", 1)]
 
 
-def test_exact_table_recipe_names_keep_the_commas_inside_a_name():
-  from benchmarks.exact_table import recipe_names
-  assert recipe_names("exact, learned sigma (Adam),ce (SGD, clip 10)") == ["exact, learned sigma (Adam)",
-                                                                         "ce (SGD, clip 10)"]
-  assert recipe_names("") == []
+def test_study_recipes_are_identifiers_with_distinct_labels_and_flags_take_the_identifiers():
+  """Each study's recipes (exact_table's RECIPES, mobilenet_table's ROWS, gan_convergence's IDS) are Python
+  identifiers mapped to distinct display labels; the flags take comma-separated ids and name an unknown one."""
+  from benchmarks.studies.exact import exact_table
+  from benchmarks.studies.gan import gan_convergence
+  from benchmarks.studies.mobilenet import mobilenet_table
+  labels = {"exact": exact_table.LABELS, "mobilenet": {k: v[0] for k, v in mobilenet_table.ROWS.items()},
+            "gan": gan_convergence.IDS}
+  for study, by_id in labels.items():
+    assert all(i.isidentifier() for i in by_id), study
+    assert len(set(by_id.values())) == len(by_id), study
+  assert set(gan_convergence.IDS.values()) == set(gan_convergence.VARIANTS)
+  assert exact_table.recipe_labels("exact_learned_sigma_adam, ce_sgd") == ["exact, learned sigma (Adam)",
+                                                                          "ce (SGD, clip 10)"]
+  assert exact_table.recipe_labels("") == []
+  assert all(set(ids) <= set(exact_table.RECIPES) for ids in exact_table.DEFAULTS.values())
   with pytest.raises(ValueError, match="'nope'"):
-    recipe_names("ce (Adam),nope")
+    exact_table.recipe_labels("ce_adam,nope")
+  assert mobilenet_table.rows_of("cpu94,cpu94_stem2") == ["cpu94", "cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)"]
+  with pytest.raises(ValueError, match="'cpu94 with the stride-2 stem"):
+    mobilenet_table.rows_of("cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)")   # a label is no id
+  assert gan_convergence.variant_labels("single_optimistic_adam") == ["single, optimistic Adam"]
+
+
+def test_one_slug_names_every_recorded_run_folder():
+  """common.slug of a run's label gives the run folder its recorded argv names, in every results file whose runs
+  record one: a table resumes from its results file only while the flags it would run with equal the recorded."""
+  import json
+  import re
+  from pathlib import Path
+
+  from benchmarks.studies.common import slug
+  checked = 0
+  for path in sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "results").glob("*.json")):
+    runs = json.loads(path.read_text()).get("runs")
+    for key, run in (runs.items() if isinstance(runs, dict) else []):
+      if isinstance(run, dict) and "--workdir" in run.get("argv", []):
+        workdir = Path(run["argv"][run["argv"].index("--workdir") + 1]).name
+        assert re.sub(r"-e[0-9.]+-s[0-9]+$", "", workdir).endswith(slug(key.rsplit("/", 1)[0])), (path.name, key)
+        checked += 1
+  assert checked >= 40, checked
+  assert slug("ce (SGD, clip 10) + rotate/shift") == "ce-SGD-clip-10--rotate-shift"   # as the recorded folders
 
 
 def test_torch_peer_is_absent_with_a_reason_where_the_interpreter_has_no_torch(tmp_path):
-  """The PyTorch rows come from benchmarks/torch_peer.py under --torch-python; an interpreter without torch gives
-  no rows and a note naming it, not an error."""
+  """The PyTorch rows come from benchmarks/speed/torch_peer.py under --torch-python; an interpreter without torch
+  gives no rows and a note naming it, not an error."""
   import stat
   fake = tmp_path / "python"
   fake.write_text("#!/bin/sh\nexit 1\n")
   fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-  from benchmarks.torch_peer import TorchPeer
+  from benchmarks.speed.torch_peer import TorchPeer
   peer, why = TorchPeer.start(str(fake))
   assert peer is None and str(fake) in why and "no PyTorch" in why
 
@@ -150,7 +244,7 @@ def test_gan_convergence_table_compares_per_second_and_judges_the_goal():
   """Known curves: alternating's FID (EMA) falls 400 -> 200 -> 100 over 2 evaluations at 10 ms a step; the single
   loss at 8 ms a step ends at 110 after 2,000 steps = 16 s, where alternating's mean curve (at 20 s: 100, at 10 s:
   200) reads 140; 110 lies in alternating's final range [90, 110] and 8 <= 0.9 x 10, so the goal is met."""
-  from benchmarks.gan_convergence import summarize
+  from benchmarks.studies.gan.gan_convergence import summarize
   run = lambda fids: {"step": [1000, 2000], "fid": fids, "fid_ema": fids, "seconds": [10.0, 20.0]}
   runs = {"alternating/0": run([200.0, 90.0]), "alternating/1": run([200.0, 110.0]),
           "alternating/2": run([200.0, 100.0]),
@@ -170,12 +264,12 @@ def test_gan_convergence_table_compares_per_second_and_judges_the_goal():
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_gan_convergence_records_fid_and_training_seconds_and_resumes_from_its_results_file(tmp_path, monkeypatch):
-  """benchmarks.gan_convergence runs a variant through train.gan's main (tiny DCGAN, 4 steps), records FID of G and
+  """studies.gan.gan_convergence runs a variant through train.gan's main (tiny DCGAN, 4 steps), records FID of G and
   of its EMA with the loop's training seconds at each evaluation, and skips recorded runs on a rerun."""
   import json
 
-  from benchmarks import gan_convergence
-  argv = ["--variants", "single, optimistic Adam", "--seeds", "0", "--steps", "4", "--fid-every", "2",
+  from benchmarks.studies.gan import gan_convergence
+  argv = ["--variants", "single_optimistic_adam", "--seeds", "0", "--steps", "4", "--fid-every", "2",
           "--fid-samples", "64", "--width", "4", "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
           "--png", str(tmp_path / "png")]
   gan_convergence.main(argv)
@@ -196,11 +290,11 @@ def test_gan_convergence_records_fid_and_training_seconds_and_resumes_from_its_r
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_ebm_ensemble_compares_each_model_alone_with_all_sharing_one_buffer(tmp_path):
-  """benchmarks.ebm_ensemble trains the models (tiny), samples each alone and all together with the same chains and
+  """studies.ebm.ebm_ensemble trains the models (tiny), samples each alone and all together with the same chains and
   steps in all, and writes one FID row per configuration and the grid."""
   import json
 
-  from benchmarks import ebm_ensemble
+  from benchmarks.studies.ebm import ebm_ensemble
   ebm_ensemble.main(["--seeds", "0,1", "--steps", "2", "--num", "32", "--rounds", "2", "--langevin-steps", "2",
                      "--train-flags", "--channels 4 --batch-size 16 --buffer-size 32 --fid-samples 32 --langevin-steps 2 "
                      "--fresh-steps 2 --unroll 1",
@@ -217,7 +311,7 @@ def test_per_class_accuracy_counts_dead_units_of_a_known_net(monkeypatch):
   the dense layer is 100% dead, the convolutions (positive weights on positive images) are alive."""
   import jax
   import jax.numpy as jnp
-  from benchmarks import exact_table
+  from benchmarks.studies.exact import exact_table
   from jaxtricks.models.cnn import CNN
   params = CNN().init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
   params["Conv_0"]["kernel"] = jnp.abs(params["Conv_0"]["kernel"])
@@ -236,14 +330,14 @@ def test_per_class_accuracy_counts_dead_units_of_a_known_net(monkeypatch):
 
 
 def test_mobilenet_table_runs_cpu94_and_its_ablations_records_each_change_and_resumes(tmp_path, monkeypatch):
-  """benchmarks.mobilenet_table runs `train.classify --recipe cpu94` with each ablation's flags on top (checked by
+  """studies.mobilenet.mobilenet_table runs `train.classify --recipe cpu94` with each row's flags on top (checked by
   parsing the argv it ran as train.classify does), records the per-epoch curves the run wrote, gives an ablation
   row its change against cpu94's seed 0, draws the picture with the 89.71% run beside, and does not train a
   recorded run again. The runs are stand-ins that write known curves (training MobileNet itself: test_mobilenet)."""
   import json
   from pathlib import Path
 
-  from benchmarks import mobilenet_table
+  from benchmarks.studies.mobilenet import mobilenet_table
   from jaxtricks import cli
   from train import classify
   final = {"cpu94": 0.9412, "cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)": 0.9236}
@@ -261,7 +355,7 @@ def test_mobilenet_table_runs_cpu94_and_its_ablations_records_each_change_and_re
 
   monkeypatch.setattr(mobilenet_table, "run_program", fake_run)
   row = "cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)"
-  argv = ["--rows", f"cpu94;{row}", "--seeds", "0", "--epochs", "2", "--root", str(tmp_path / "runs"),
+  argv = ["--rows", "cpu94,cpu94_stem2", "--seeds", "0", "--epochs", "2", "--root", str(tmp_path / "runs"),
           "--out", str(tmp_path / "out"), "--png", str(tmp_path / "png"), "--extra", "--batch-size 64"]
   assert mobilenet_table.main(argv) == 0
   (_, base), (_, ablated) = ran
@@ -282,7 +376,7 @@ def test_mobilenet_table_runs_cpu94_and_its_ablations_records_each_change_and_re
 def test_mobilenet_table_goal_needs_every_seed_the_mean_and_the_time_budget():
   """Issue 15's goal from the recorded runs: pending until all seeds are in; met only with the mean >= 94.0% and
   every run within 150 train-step minutes."""
-  from benchmarks.mobilenet_table import goal
+  from benchmarks.studies.mobilenet.mobilenet_table import goal
 
   def run(acc, minutes):
     return {"curve": [[469, 0.5], [938, acc]], "train_minutes": minutes}
@@ -298,7 +392,7 @@ def test_mobilenet_table_goal_needs_every_seed_the_mean_and_the_time_budget():
 def test_mobilenet_table_measures_the_first_recipes_ablation_against_the_first_recipe():
   """A row that REFERENCE ties to another row gets its change against that row's seed 0, and says so; the others
   against cpu94's."""
-  from benchmarks import mobilenet_table as mt
+  from benchmarks.studies.mobilenet import mobilenet_table as mt
   stem_of_first = "the first cpu94 with the stride-2 stem"
   assert mt.REFERENCE[stem_of_first] == mt.FIRST and mt.ABLATIONS[stem_of_first]["augment"] == "crop_flip_erase"
 
@@ -312,12 +406,12 @@ def test_mobilenet_table_measures_the_first_recipes_ablation_against_the_first_r
 
 
 def test_mobilenet_flips_reevaluates_each_recorded_run_and_names_the_ones_without_checkpoints(tmp_path, monkeypatch):
-  """benchmarks.mobilenet_flips restores a finished train.classify run's newest checkpoint and evaluates it again:
+  """studies.mobilenet.mobilenet_flips restores a finished train.classify run's newest checkpoint and evaluates it again:
   plainly (which must give the accuracy the run logged at its last step) and with the flip-averaged softmax."""
   import json
 
-  from benchmarks import mobilenet_flips
-  from benchmarks.common import run_program
+  from benchmarks.studies.common import run_program
+  from benchmarks.studies.mobilenet import mobilenet_flips
   from conftest import make_raw_folder
   from jaxtricks import loop
   make_raw_folder(tmp_path / "raw")
@@ -340,9 +434,9 @@ def test_mobilenet_flips_reevaluates_each_recorded_run_and_names_the_ones_withou
 
 
 def test_mobilenet_flips_seed_means_average_each_rows_seeds_and_skip_single_runs():
-  """The mean rows of benchmarks.mobilenet_flips: mean ± sample std over a row's seeds (the table's convention),
+  """The mean rows of studies.mobilenet.mobilenet_flips: mean ± sample std over a row's seeds (the table's convention),
   the mean change, the mean NLLs; a row with one seed gets none."""
-  from benchmarks.mobilenet_flips import seed_means
+  from benchmarks.studies.mobilenet.mobilenet_flips import seed_means
   measured = {"cpu94/0": {"plain": 93.81, "flips": 94.15, "nll": 0.28, "nll_flips": 0.26},
               "cpu94/1": {"plain": 93.45, "flips": 94.21, "nll": 0.30, "nll_flips": 0.24},
               "cpu94 with the stride-2 stem/0": {"plain": 92.90, "flips": 93.34, "nll": 0.29, "nll_flips": 0.27}}
@@ -353,7 +447,7 @@ def test_mobilenet_flips_seed_means_average_each_rows_seeds_and_skip_single_runs
 
 def test_mobilenet_flips_row_and_seed_splits_at_the_last_slash():
   """Table run keys are 'row/seed' and row names may hold anything but end before the last slash."""
-  from benchmarks.mobilenet_flips import row_and_seed
+  from benchmarks.studies.mobilenet.mobilenet_flips import row_and_seed
   assert row_and_seed("cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)/0") == \
       ("cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)", 0)
   assert row_and_seed("a/b/12") == ("a/b", 12)

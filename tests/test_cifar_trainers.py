@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import make_cifar_folder
-from jaxtricks import cli, loop, metrics
+from jaxtricks import checkpoints, cli, loop, metrics
 from jaxtricks.models.feature_net import FeatureNet
 from train import classify, ebm as train_ebm, gan as train_gan
 
@@ -36,7 +36,7 @@ def test_trainer_runs_on_cifar10(program, tmp_path, monkeypatch):
   argv = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "raw"), "--workdir", str(tmp_path / "w"),
           "--steps", "2", "--checkpoint-every", "2", "--no-progress", "--no-tensorboard", *extra]
   assert cli.main(module.Config, module.run, argv=argv) == 0
-  state, _, step = loop.restore(tmp_path / "w")
+  state, _, step = checkpoints.restore(tmp_path / "w")
   assert step == 2
   kernels = [np.shape(v) for path, v in _leaves(state["params"]) if path.endswith("kernel")]
   # a conv that reads the 3 colour channels (the EBM's strided net reads them as 2x2 patches: 4 x 3)

@@ -1,6 +1,6 @@
-"""benchmarks/device_check.sh at toy size on the CPU: an item runs under its guard and its results come back in
-the one archive; an item whose guard does not fit the budget is skipped, not started; benchmarks.device_results
-turns the archive into result files (the toy MobileNet's step rate among them)."""
+"""benchmarks/tools/device_check.sh at toy size on the CPU: an item runs under its guard and its results come back
+in the one archive; an item whose guard does not fit the budget is skipped, not started;
+benchmarks.tools.device_results turns the archive into result files (the toy MobileNet's step rate among them)."""
 
 import json
 import subprocess
@@ -15,13 +15,13 @@ pytestmark = pytest.mark.slow
 
 
 def _device_check(out, data, *items, **env):
-  return subprocess.run(["bash", "benchmarks/device_check.sh", str(out), str(data), *items], cwd=REPO,
+  return subprocess.run(["bash", "benchmarks/tools/device_check.sh", str(out), str(data), *items], cwd=REPO,
                         env=child_env(TOY="1", PYTHON=sys.executable, **env), capture_output=True, text=True,
                         timeout=600)
 
 
 def test_device_check_runs_an_item_and_skips_what_the_budget_cannot_hold(tmp_path):
-  from benchmarks import device_results
+  from benchmarks.tools import device_results
   make_raw_folder(tmp_path / "raw")   # a tiny Fashion-MNIST as the script's DATA: its plumbing, not its numbers
   # 320 s: the 300 s guard of the first item fits even when the versions step is slow on a loaded machine (7 s
   # seen, which a 305 s budget could not hold); the toy GAN's 315 s guard fits only in the first 5 s, long gone

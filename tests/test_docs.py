@@ -39,7 +39,7 @@ NOT_HERE = {
     "python -m pytest": "the test suite itself",
     "apt-get": "installs packages",
     "git": "a repository operation",
-    "bash benchmarks/device_bundle.sh": "packs wheels for the GPU machine",
+    "bash benchmarks/tools/device_bundle.sh": "packs wheels for the GPU machine",
 }
 
 
@@ -169,7 +169,7 @@ def test_every_command_pastes_into_bash():
     assert not bad, f"{doc}: `{command}` has unquoted {bad}: quote it (shlex.join) so it pastes into bash"
 
 
-LOCAL_PATH = re.compile(r"(?<![\w.])(/work/|/root/|/home/|/tmp/|/opt/|/mnt/|/data/|\.\./shared|\.pyenv/|site-packages)")
+LOCAL_PATH = re.compile(r"(?<![\w.])(/work/|/root/|/home/|/tmp/|/opt/|/mnt/|/data/|\.\./shared|\.pyenv/|/site-packages)")
 
 
 def test_no_document_names_a_path_of_one_machine():
@@ -223,7 +223,11 @@ for mod in jobs["help"]:
 cli.main = parse_only                                    # train.*: the whole config, its own checks included
 argparse.ArgumentParser.parse_args = parse_then_stop     # benchmarks: their argparse parser
 for mod, argv in jobs["parse"]:
-  m = importlib.import_module(mod)
+  try:
+    m = importlib.import_module(mod)
+  except ImportError as e:
+    report["parse"].append(f"no such program: {e}")
+    continue
   report["parse"].append(outcome(lambda: call_main(m, argv)))
 print(json.dumps(report))
 """
@@ -239,7 +243,7 @@ def parsed():
       continue
     _, words = _split(command)
     target = _python_module(words)
-    if target:
+    if target and target[0] == target[0].lower():   # not a placeholder such as train.NAME
       jobs.append((doc, command, target))
   payload = {"help": _programs(), "parse": [list(t) for _, _, t in jobs]}
   p = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(payload), cwd=REPO, capture_output=True,

@@ -1,8 +1,9 @@
 """SIGKILL at a random step, or while a checkpoint is being written, then resume: the classifier, the GAN and the
-EBM end with the same state as an uninterrupted run, and no half-written checkpoint is ever taken for a step."""
+EBM end with the same state as an uninterrupted run, and no half-written checkpoint is ever taken for a step. The
+same for the classifier stopped by SIGTERM or SIGHUP (preemption), bit for bit."""
 
-import os
 import random
+import signal
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, child_env, make_raw_folder
-from jaxtricks import loop
+from jaxtricks import checkpoints
 
 STEPS, EVERY = 12, 4
 ARGS = {
@@ -43,7 +44,7 @@ def _run(module, raw, workdir, killer=None):
 
 
 def _state(workdir, step):   # on this process's device, whatever devices the run was split over
-  state, key, _ = loop.restore(workdir, step=step)
+  state, key, _ = checkpoints.restore(workdir, step=step)
   return {"state": state, "key": key}
 
 
@@ -68,8 +69,7 @@ def test_sigkill_then_resume_equals_uninterrupted(module, when, raw, tmp_path):
   killer = str(k) if when == "step" else f"save:{k}"
   killed = _run(module, raw, tmp_path / "w", killer)
   assert killed.returncode == -9, (killer, killed.stderr[-2000:])
-  folder = tmp_path / "w" / "checkpoints"
-  steps = sorted(int(d) for d in os.listdir(folder) if d.isdigit()) if folder.exists() else []
+  steps = checkpoints.steps(tmp_path / "w")
   assert all(s % EVERY == 0 and s <= k for s in steps), (killer, steps)
   for s in steps:   # every checkpoint that orbax lists as a step is whole: it restores
     _state(tmp_path / "w", s)
@@ -82,3 +82,18 @@ def test_sigkill_then_resume_equals_uninterrupted(module, when, raw, tmp_path):
   before = jax.tree.leaves(_state(raw / f"straight-{module}", STEPS - EVERY)["state"]["params"])
   after = jax.tree.leaves(straight["state"]["params"])
   assert any(not np.allclose(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.xdist_group("faults")
+@pytest.mark.parametrize("name", ["sigterm", "sighup"])
+def test_preemption_then_resume_equals_uninterrupted(name, raw, tmp_path):
+  """SIGTERM or SIGHUP (preemption) after a random step k: step k + 1 is saved, the program exits 128 + the signal,
+  and the resumed run ends with the uninterrupted run's state, bit for bit."""
+  k = random.Random().randrange(1, STEPS - 1)
+  stopped = _run("classify", raw, tmp_path / "w", f"{name}:{k}")
+  assert stopped.returncode == 128 + getattr(signal, name.upper()), (k, stopped.stderr[-2000:])
+  assert checkpoints.steps(tmp_path / "w")[-1] == k + 1
+  resumed = _run("classify", raw, tmp_path / "w")
+  assert resumed.returncode == 0, (k, resumed.stderr[-2000:])
+  chex.assert_trees_all_equal(_straight("classify", raw), _state(tmp_path / "w", STEPS),
+                              custom_message=f"{name} after step {k}")

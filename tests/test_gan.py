@@ -122,7 +122,7 @@ def test_alternating_step_equals_two_updates_by_hand():
 
 @pytest.mark.parametrize("mode", ["alternating", "single", "single-subtract"])
 def test_train_step_draws_z_from_its_key_then_steps_then_updates_the_ema(mode):
-  """gan.train_step (what train.gan and benchmarks.gan_convergence run) is the named step on z ~ N(0, I) from the
+  """gan.train_step (what train.gan and benchmarks.studies.gan.gan_convergence run) is the named step on z ~ N(0, I) from the
   key (alternating: G's own z from fold_in(key, 1)), then G's EMA."""
   tx = gan.adam_players(lr_g=1e-3, lr_d=4e-3, eps=1e-3)
   state = gan.with_ema(_state(tx))

@@ -1,6 +1,9 @@
 """The layers of the code and which way their imports point (CONTRIBUTING.md, Layout):
 
-    programs (train/)  ->  harness (cli, harness, loop, writers)  ->  techniques  ->  models, data, parallel  ->  errors
+    programs (train/)  ->  harness (cli, harness, loop)  ->  the loop's parts (checkpoints, workdir, signals, writers)
+                       ->  techniques  ->  models, data, parallel  ->  errors
+
+and no function in the library or the programs is over MAX_FUNCTION_LINES lines (one that long is two ideas).
 
 Read from the source with `ast`, so a new import that breaks the rule fails here, not in review."""
 
@@ -18,8 +21,10 @@ RANKS = {
     "errors": 0,
     "data": 1, "models": 1, "images": 1, "parallel": 1, "assets": 1,
     "losses": 2, "langevin": 2, "replay": 2, "metrics": 2, "gan": 2, "ebm": 2, "classifier": 2, "optim": 2,
-    "writers": 3, "loop": 3, "harness": 3, "cli": 3,
+    "writers": 3, "checkpoints": 3, "workdir": 3, "signals": 3,
+    "loop": 4, "harness": 4, "cli": 4,
 }
+MAX_FUNCTION_LINES = 60   # from the def line to the last line, docstring included
 
 
 def _modules(folder: Path, package: str) -> dict[str, Path]:
@@ -94,6 +99,43 @@ def test_the_graph_reader_sees_a_cycle(tmp_path, monkeypatch):
   assert _graph("pkg") == {"pkg": set(), "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}}
 
 
+def test_the_loop_parts_import_no_part_above_them():
+  """checkpoints, workdir, signals and writers are the loop's parts: each stands alone (errors and the layers
+  below), so the loop reads top to bottom over them and never the other way round."""
+  graph = _graph("jaxtricks")
+  parts = {f"jaxtricks.{m}" for m in ("checkpoints", "workdir", "signals", "writers")}
+  assert parts <= set(graph)
+  for m in parts:
+    assert not graph[m] & (parts | {"jaxtricks.loop", "jaxtricks.harness", "jaxtricks.cli"}), (m, graph[m])
+  assert parts - {"jaxtricks.writers"} <= graph["jaxtricks.loop"]
+
+
+def _long_functions(folder: Path) -> list[str]:
+  """`path:line name (n lines)` of each function (or method) in `folder` over MAX_FUNCTION_LINES lines."""
+  found = []
+  for path in sorted(folder.rglob("*.py")):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        lines = node.end_lineno - node.lineno + 1
+        if lines > MAX_FUNCTION_LINES:
+          found.append(f"{path.relative_to(folder.parent)}:{node.lineno} {node.name} ({lines} lines)")
+  return found
+
+
+@pytest.mark.parametrize("folder", ["jaxtricks", "train"])
+def test_no_function_over_60_lines(folder):
+  long = _long_functions(REPO / folder)
+  assert not long, f"split these into functions of at most {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def test_the_length_check_sees_a_long_function(tmp_path):
+  body = lambda n, indent: "".join(f"{indent}x{i} = {i}\n" for i in range(n))
+  (tmp_path / "pkg").mkdir()
+  (tmp_path / "pkg" / "m.py").write_text(f"def fits():\n{body(59, '  ')}\n\nclass C:\n  def long(self):\n"
+                                         f"{body(60, '    ')}")
+  assert _long_functions(tmp_path / "pkg") == ["pkg/m.py:64 long (61 lines)"]   # 60 lines pass, 61 do not
+
+
 def test_library_never_imports_programs_or_benchmarks():
   for m, path in _modules(REPO / "jaxtricks", "jaxtricks").items():
     text = path.read_text()
@@ -108,10 +150,56 @@ def test_no_program_imports_another_program():
 
 
 def test_benchmarks_import_no_program():
-  """Benchmarks use the library; one that trains calls a program's main through benchmarks.common.train."""
+  """Benchmarks use the library; a study that trains calls a program's main through benchmarks.studies.common.train."""
   programs = set(_modules(REPO / "train", "train"))
   for m, path in _modules(REPO / "benchmarks", "benchmarks").items():
     assert not _imports(path, programs | {"train"}), m
+
+
+# benchmarks/ by kind: what each kind's modules may import of benchmarks/ (besides themselves)
+BENCHMARK_KINDS = {
+    "benchmarks.common": set(),
+    "benchmarks.speed": {"benchmarks.common", "benchmarks.speed"},
+    "benchmarks.studies.common": {"benchmarks.common"},
+    "benchmarks.studies": {"benchmarks.common", "benchmarks.studies.common"},   # no study imports another study
+    "benchmarks.tools": {"benchmarks.common", "benchmarks.studies.common", "benchmarks.tools"},
+}
+
+
+def _kind(module: str) -> str | None:
+  """The BENCHMARK_KINDS entry of a module of benchmarks/ (the longest prefix), None for one outside every kind."""
+  kinds = [k for k in BENCHMARK_KINDS if module == k or module.startswith(k + ".")]
+  return max(kinds, key=len) if kinds else None
+
+
+def test_benchmarks_are_filed_by_kind_and_import_only_what_their_kind_may():
+  """benchmarks/ holds speed benchmarks (speed/), studies (studies/<technique>/, sharing studies/common.py only),
+  tools (tools/) and the shared helpers (common.py); a speed benchmark imports no study or tool, a study imports no
+  other study, a speed benchmark or a tool."""
+  graph = _graph("benchmarks")
+  loose = [m for m in graph if m != "benchmarks" and _kind(m) is None and not m.endswith(("speed", "studies", "tools"))]
+  assert not loose, f"file these under speed/, studies/<technique>/ or tools/: {loose}"
+  assert [m for m in graph if m.startswith("benchmarks.studies.") and m.count(".") == 3], "no study found"
+  for m, deps in graph.items():
+    kind = _kind(m)
+    allowed = BENCHMARK_KINDS.get(kind, set()) if kind else set()
+    bad = [d for d in deps - {"benchmarks"} if not any(d == a or d.startswith(a + ".") for a in allowed)]
+    if kind == "benchmarks.studies":   # its own module only, never another study
+      bad = [d for d in bad if d != m]
+    assert not bad, (m, bad)
+
+
+def test_the_benchmark_kind_rule_sees_a_study_importing_another(tmp_path, monkeypatch):
+  """The rule can fail: a study that imports another study is reported."""
+  for folder in ("benchmarks", "benchmarks/studies", "benchmarks/studies/a", "benchmarks/studies/b"):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "__init__.py").write_text("")
+  (tmp_path / "benchmarks" / "common.py").write_text("")
+  (tmp_path / "benchmarks" / "studies" / "a" / "x.py").write_text("from benchmarks.common import table\n")
+  (tmp_path / "benchmarks" / "studies" / "b" / "y.py").write_text("from benchmarks.studies.a.x import table\n")
+  monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+  with pytest.raises(AssertionError, match="benchmarks.studies.b.y"):
+    test_benchmarks_are_filed_by_kind_and_import_only_what_their_kind_may()
 
 
 def _strings_outside_docstrings(path: Path):
@@ -138,7 +226,7 @@ def test_techniques_import_without_the_harness(modules):
   """A fresh interpreter that imports the techniques has not loaded orbax, tqdm, tensorboardX or jaxtricks.cli."""
   code = (f"import sys; import {modules}; "
           "print(sorted(m for m in sys.modules if m.split('.')[0] in ('orbax', 'tqdm', 'tensorboardX') "
-          "or m in ('jaxtricks.cli', 'jaxtricks.loop', 'jaxtricks.harness')))")
+          "or m in ('jaxtricks.cli', 'jaxtricks.loop', 'jaxtricks.harness', 'jaxtricks.checkpoints')))")
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == "[]", out.stdout

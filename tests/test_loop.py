@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtricks import loop, writers
+from jaxtricks import checkpoints, loop, writers
 from jaxtricks.errors import ConfigError, DivergenceError, WorkdirError
 
 
@@ -65,7 +65,7 @@ def test_divergence_guard_keeps_last_good_checkpoint(tmp_path, bad):
   with pytest.raises(DivergenceError, match=r"diverged at step 8.*last good checkpoint: step 5") as e:
     _run(tmp_path, 20, **bad)
   assert "\n" not in str(e.value)
-  state, _, step = loop.restore(tmp_path, jax.eval_shape(_toy()["init_fn"]))
+  state, _, step = checkpoints.restore(tmp_path, jax.eval_shape(_toy()["init_fn"]))
   assert step == 5 and int(state["step"]) == 5
   assert np.all(np.isfinite(state["w"]))
   # nothing from the failing step was logged as a good step
@@ -101,13 +101,13 @@ def test_action_results_are_logged_as_metrics_and_grids(tmp_path):
 
 def test_restore_or_init_inits_then_restores(tmp_path):
   toy = _toy()
-  mngr = loop.checkpoint_manager(tmp_path)
-  state, key, start = loop.restore_or_init(mngr, tmp_path, toy["init_fn"], toy["key"])
+  mngr = checkpoints.manager(tmp_path)
+  state, key, start = checkpoints.restore_or_init(mngr, tmp_path, toy["init_fn"], toy["key"])
   assert start == 0 and int(state["step"]) == 0
   mngr.close()
   _run(tmp_path, 5)
-  mngr = loop.checkpoint_manager(tmp_path)
-  state, key, start = loop.restore_or_init(mngr, tmp_path, toy["init_fn"], jax.random.PRNGKey(99))
+  mngr = checkpoints.manager(tmp_path)
+  state, key, start = checkpoints.restore_or_init(mngr, tmp_path, toy["init_fn"], jax.random.PRNGKey(99))
   mngr.close()
   assert start == 5 and int(state["step"]) == 5
   np.testing.assert_array_equal(key, jax.random.PRNGKey(0))   # the run's own key, not the one passed
@@ -115,11 +115,11 @@ def test_restore_or_init_inits_then_restores(tmp_path):
 
 _BITWISE_CHILD = """
 import sys, flax.linen as nn, jax, jax.numpy as jnp, numpy as np
-from jaxtricks import loop
+from jaxtricks import checkpoints
 net = nn.Sequential([nn.Conv(4, (3, 3)), nn.Dense(3)])
 init_fn = lambda: net.init(jax.random.PRNGKey(3), jnp.zeros((1, 8, 8, 1)))
-mngr = loop.checkpoint_manager(sys.argv[1])
-state, _, start = loop.restore_or_init(mngr, sys.argv[1], init_fn, jax.random.PRNGKey(0))
+mngr = checkpoints.manager(sys.argv[1])
+state, _, start = checkpoints.restore_or_init(mngr, sys.argv[1], init_fn, jax.random.PRNGKey(0))
 mngr.close()
 eager = init_fn()
 assert start == 0 and len(jax.tree.leaves(eager)) == len(jax.tree.leaves(state)) == 4
@@ -129,7 +129,7 @@ for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(state)):
 
 
 def test_first_state_is_bitwise_an_eager_init(tmp_path):
-  """restore_or_init compiles init_fn (loop.init_once): the state must hold the very bits an eager init gives, so
+  """restore_or_init compiles init_fn (checkpoints.init_once): the state must hold the very bits an eager init gives, so
   runs and results made with an eager init reproduce (at XLA's LLVM levels 0-2 this net's Dense kernel differs in
   the last bit: measured 2026-12-02). In a child with the production XLA_FLAGS, not the tests' lower level."""
   import subprocess
@@ -142,7 +142,7 @@ def test_first_state_is_bitwise_an_eager_init(tmp_path):
 
 def test_restore_without_target_gives_the_saved_arrays(tmp_path):
   final = _run(tmp_path, 5)
-  tree, key, step = loop.restore(tmp_path)
+  tree, key, step = checkpoints.restore(tmp_path)
   assert step == 5 and set(tree) == {"w", "step"}
   np.testing.assert_array_equal(tree["w"], final["w"])
 
@@ -159,7 +159,7 @@ def test_non_finite_state_is_never_saved(tmp_path):
   config = loop.LoopConfig(steps=20, workdir=str(tmp_path), checkpoint_every=5, progress=False, tensorboard=False)
   with pytest.raises(DivergenceError, match=r"step 10: the state holds non-finite values.*last good checkpoint: step 5"):
     loop.run(config, **{**toy, "init_fn": lambda: {**init(), "moment": jnp.zeros(2)}, "train_step": poisoned})
-  assert loop.checkpoint_manager(tmp_path).latest_step() == 5
+  assert checkpoints.manager(tmp_path).latest_step() == 5
 
 
 def test_resume_trims_redone_steps_and_a_half_written_line(tmp_path):
@@ -198,14 +198,14 @@ def test_other_configuration_refused(tmp_path):
   _run(tmp_path, 5, fingerprint={"model": "cnn"})
   with pytest.raises(WorkdirError, match="another configuration .*model: 'cnn' there, 'mobilenet' now"):
     _run(tmp_path, 10, fingerprint={"model": "mobilenet"})
-  assert loop.checkpoint_manager(tmp_path).latest_step() == 5   # nothing lost
+  assert checkpoints.manager(tmp_path).latest_step() == 5   # nothing lost
 
 
 def test_checkpoint_of_another_shape_refused(tmp_path):
   _run(tmp_path, 5)
   abstract = {"w": jax.ShapeDtypeStruct((4,), jnp.float32), "step": jax.ShapeDtypeStruct((), jnp.int32)}
   with pytest.raises(WorkdirError, match="does not fit this model"):
-    loop.restore(tmp_path, abstract)
+    checkpoints.restore(tmp_path, abstract)
 
 
 def test_unwritable_workdir(tmp_path):
@@ -218,3 +218,38 @@ def test_nonpositive_steps(tmp_path):
   with pytest.raises(ConfigError, match="steps must be positive") as e:
     _run(tmp_path, 0)
   assert e.value.render(lambda s: "--" + s) == "--steps must be positive, got 0"
+
+
+def test_write_failure_reads_tensorstore_errors():
+  """A failed write is named the same whether Python or tensorstore (a ValueError with the OS error code) reports it;
+  other errors, and ours, are not failed writes."""
+  from jaxtricks import checkpoints
+  full = ValueError("RESOURCE_EXHAUSTED: Error writing local file \"x\": Failed to write 217 bytes to file 3: No space "
+                    "left on device [os_error_code='28'] [tensorstore_spec='{}']")
+  assert checkpoints.write_failure(full) == "No space left on device"
+  assert checkpoints.write_failure(ValueError("FAILED_PRECONDITION: ... [os_error_code='20']")) == "Not a directory"
+  assert checkpoints.write_failure(OSError(28, "No space left on device")) == "No space left on device"
+  try:
+    try:
+      raise OSError(30, "Read-only file system")
+    except OSError as e:
+      raise RuntimeError("wrapped") from e
+  except RuntimeError as wrapped:
+    assert checkpoints.write_failure(wrapped) == "Read-only file system"
+  assert checkpoints.write_failure(ValueError("shapes differ")) is None
+  assert checkpoints.write_failure(WorkdirError("workdir", "not writable")) is None
+  assert checkpoints.write_failure(None) is None
+
+
+def test_last_resort_exit_when_a_thread_will_not_stop():
+  """A thread that never ends would keep the interpreter from exiting; exit_when_stuck ends the process with the
+  given status once it has had its time (without it this child hangs and the timeout fails the test)."""
+  import subprocess
+  import sys
+  from conftest import REPO, child_env
+  code = ("import threading; from jaxtricks import checkpoints; checkpoints.THREADS_TIMEOUT_S = 0.5; "
+          "t = threading.Thread(target=threading.Event().wait); t.start(); "
+          "checkpoints.exit_when_stuck([t], 2); print('printed before the exit')")
+  r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=child_env(), capture_output=True, text=True,
+                     timeout=120)
+  assert r.returncode == 2 and r.stdout == "printed before the exit\n", (r.returncode, r.stdout, r.stderr[-2000:])

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import chex
 import pytest
 
 from conftest import REPO, child_env, error_lines, make_raw_folder, without_progress_bars
-from jaxtricks import cli, loop
+from jaxtricks import checkpoints, cli, loop
 from train import classify, ebm as train_ebm, ebm_sample, feature_net, gan as train_gan, sentiment
 
 RUN = ["--model", "cnn", "--batch-size", "16", "--checkpoint-every", "2", "--no-progress", "--no-tensorboard"]
@@ -45,11 +46,7 @@ def _one_line_of(err: str) -> str:
 
 
 def _params(workdir, step):   # on this process's device, whatever devices the run was split over
-  return loop.restore(workdir, step=step)[0]
-
-
-def _steps(workdir):
-  return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  return checkpoints.restore(workdir, step=step)[0]
 
 
 # ---- 1: non-finite values are refused as flags and never saved (the loop refuses a non-finite state at any
@@ -70,7 +67,7 @@ def test_row_lr_inf_through_the_optimizer_saves_nothing_bad(tmp, capsys):
   assert _classify(tmp, "--steps", "2") == 0
   rc = _classify(tmp, "--steps", "6", "--lr", "1e38")
   assert rc == cli.EXIT_DIVERGED and "last good checkpoint: step 2" in _one_line(capsys)
-  assert _steps(tmp / "w") == [2]
+  assert checkpoints.steps(tmp / "w") == [2]
   chex.assert_tree_all_finite(_params(tmp / "w", 2))
 
 
@@ -123,7 +120,7 @@ def test_row_every_checkpoint_damaged(tmp, capsys):
   capsys.readouterr()
   assert _classify(tmp, "--steps", "4") == cli.EXIT_USAGE
   assert "checkpoint 2 is damaged" in _one_line(capsys)
-  assert _steps(tmp / "w") == [2]   # left as it was
+  assert checkpoints.steps(tmp / "w") == [2]   # left as it was
 
 
 # ---- 5: a half-written metrics line
@@ -165,8 +162,8 @@ def test_row_config_json_removed_then_other_settings(tmp, capsys):
 
 def test_row_two_runs_on_one_workdir(tmp, capsys):
   (tmp / "w").mkdir()
-  holder = subprocess.Popen([sys.executable, "-c", "import pathlib, sys, time; from jaxtricks import loop; "
-                             f"lock = loop.WorkdirLock(pathlib.Path({str(tmp / 'w')!r})); lock.__enter__(); print('held'); "
+  holder = subprocess.Popen([sys.executable, "-c", "import pathlib, sys, time; from jaxtricks import workdir; "
+                             f"lock = workdir.WorkdirLock(pathlib.Path({str(tmp / 'w')!r})); lock.__enter__(); print('held'); "
                              "sys.stdout.flush(); time.sleep(120)"], cwd=REPO, env=child_env(),
                             stdout=subprocess.PIPE, text=True)
   try:
@@ -199,11 +196,14 @@ def test_row_workdir_is_a_file(tmp, capsys):
 
 # ---- 10, 11: SIGINT
 
-def _signalled(tmp, mode, steps=8):
+def _signalled(tmp, mode, steps=8, workdir=None):
+  """The classifier as a child (tests/killed_run.py with `mode`; None: `python -m train.classify`). A child that
+  does not exit within the timeout (a hang) fails the test (subprocess.TimeoutExpired)."""
   env = child_env(TFDS_DATA_DIR=str(tmp / "tfds"), JAXTRICKS_OFFLINE="1")
   env.pop("JAXTRICKS_DATA", None)
-  argv = [sys.executable, "tests/killed_run.py", "classify", mode, "--data-dir", str(tmp / "raw"), "--workdir",
-          str(tmp / "w"), "--steps", str(steps), *RUN]
+  program = ["tests/killed_run.py", "classify", mode] if mode else ["-m", "train.classify"]
+  argv = [sys.executable, *program, "--data-dir", str(tmp / "raw"), "--workdir", str(workdir or tmp / "w"), "--steps",
+          str(steps), *RUN]
   return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -218,7 +218,7 @@ def test_row_sigint_mid_run_saves_then_exits_130(tmp):
   lines = _lines(r.stderr)
   assert len(lines) == 1 and lines[0].endswith(f"interrupted at step 3; checkpoint saved: step 3 in {tmp / 'w'}. Run "
                                                "the same command again to resume"), r.stderr
-  assert _steps(tmp / "w") == [2, 3]   # step 3 saved on the way out, though it is not a checkpoint step
+  assert checkpoints.steps(tmp / "w") == [2, 3]   # step 3 saved on the way out, though it is not a checkpoint step
 
 
 def test_row_second_sigint_exits_at_once(tmp):
@@ -232,6 +232,131 @@ def test_row_sigint_during_compile(tmp):
   assert r.returncode == cli.EXIT_INTERRUPTED, r.stderr[-2000:]
   lines = _lines(r.stderr)
   assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in r.stderr, r.stderr
+
+
+# ---- 16, 17: preemption: SIGTERM and SIGHUP as SIGINT (tests/test_faults.py: the resumed run equals an
+# uninterrupted one)
+
+@pytest.mark.parametrize("name", ["sigterm", "sighup"])
+def test_row_preemption_signal_saves_then_exits(tmp, name):
+  """SIGTERM (or SIGHUP) after step 2: step 3 completes, is saved, and the program exits 128 + the signal."""
+  r = _signalled(tmp, f"{name}:2")
+  assert r.returncode == 128 + getattr(signal, name.upper()), r.stderr[-2000:]
+  lines = _lines(r.stderr)
+  assert len(lines) == 1 and lines[0].endswith(f"interrupted at step 3; checkpoint saved: step 3 in {tmp / 'w'}. Run "
+                                               "the same command again to resume"), r.stderr
+  assert checkpoints.steps(tmp / "w") == [2, 3]
+
+
+def test_row_second_sigterm_exits_at_once(tmp):
+  r = _signalled(tmp, "sigterm2:3")
+  assert r.returncode == 128 + signal.SIGTERM and len(_lines(r.stderr)) == 1, r.stderr[-2000:]
+  assert "stopped at once by a second SIGTERM" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---- 18: a checkpoint that cannot be written ends the program (orbax's threads of the failed save used to keep it
+# alive for 20 minutes after its message)
+
+@pytest.mark.parametrize("when", ["at start", "mid-run"])
+def test_row_checkpoints_folder_is_a_file(tmp, when):
+  """<workdir>/checkpoints is a file from the start, or is made one after step 3 (the checkpoint of step 2, whole,
+  moved aside first): one line, exit 2, well within the child's timeout; the moved checkpoint still restores."""
+  if when == "at start":
+    (tmp / "w").mkdir()
+    (tmp / "w" / "checkpoints").write_text("")
+  r = _signalled(tmp, None if when == "at start" else "checkpoints-file:3", steps=6)
+  assert r.returncode == cli.EXIT_USAGE, r.stderr[-3000:]
+  lines = _lines(r.stderr)
+  assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+  assert "(Not a directory); last complete checkpoint: none. Free space (or fix the directory)" in lines[0], lines
+  if when == "mid-run":
+    (tmp / "w" / "checkpoints").unlink()
+    (tmp / "w" / "checkpoints.moved").rename(tmp / "w" / "checkpoints")
+    assert checkpoints.steps(tmp / "w") == [2]
+    chex.assert_tree_all_finite(_params(tmp / "w", 2))
+
+
+# ---- 19, 20: a full disk, real (a 48 MB tmpfs) and simulated (tensorstore's error, the metrics writer's ENOSPC)
+
+@pytest.fixture
+def small_disk(tmp):
+  """A 48 MB tmpfs at tmp/disk (mounting needs root: CI runs as root): room for the three 8 MB checkpoints a run
+  has on disk at most (two kept, one being written)."""
+  disk = tmp / "disk"
+  disk.mkdir()
+  r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], capture_output=True, text=True)
+  if r.returncode:
+    pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode}): the simulated rows cover disk full")
+  yield disk
+  subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_row_disk_full_for_real(tmp, small_disk):
+  """The file system fills up after step 3 (a filler file): one line naming the full disk, exit 2, step 2 intact;
+  with space freed the same command resumes and ends with the state of an uninterrupted run, bit for bit."""
+  w = small_disk / "w"
+  r = _signalled(tmp, "fill:3", workdir=w)
+  assert r.returncode == cli.EXIT_USAGE, r.stderr[-3000:]
+  lines = _lines(r.stderr)
+  assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+  assert "(No space left on device); last complete checkpoint: step 2. Free space" in lines[0], lines
+  assert checkpoints.steps(w) == [2]
+  (small_disk / "filler").unlink()
+  assert _signalled(tmp, None, workdir=w).returncode == 0
+  assert _signalled(tmp, None, workdir=tmp / "straight").returncode == 0
+  chex.assert_trees_all_equal(checkpoints.restore(w, step=8), checkpoints.restore(tmp / "straight", step=8))
+
+
+_TENSORSTORE_ENOSPC = ('RESOURCE_EXHAUSTED: Error writing local file "{}": Failed to write 4096 bytes to file 7: No '
+                       "space left on device [os_error_code='28'] [tensorstore_spec='{{}}']")
+
+
+def test_row_disk_full_simulated(tmp, capsys, monkeypatch):
+  """tensorstore's error for a full disk (a ValueError, as it arrives from a real one) from the save of step 4, then
+  ENOSPC from metrics.jsonl (whose close fails again): one line each, exit 2; each rerun resumes from step 2."""
+  import orbax.checkpoint as ocp
+  from jaxtricks import writers
+  assert _classify(tmp, "--steps", "2") == 0
+  save = ocp.CheckpointManager.save
+
+  def full_disk(self, step, *a, **k):
+    if step == 4:
+      raise ValueError(_TENSORSTORE_ENOSPC.format(tmp / "w" / "checkpoints" / "4.orbax-checkpoint-tmp"))
+    return save(self, step, *a, **k)
+  with monkeypatch.context() as m:
+    m.setattr(ocp.CheckpointManager, "save", full_disk)
+    capsys.readouterr()
+    assert _classify(tmp, "--steps", "6") == cli.EXIT_USAGE
+    assert _one_line(capsys).endswith(f"--workdir {tmp / 'w'}: writing failed at step 4 (No space left on device); "
+                                      "last complete checkpoint: step 2. Free space (or fix the directory) and run "
+                                      "again to resume from it")
+  enospc = OSError(28, os.strerror(28))
+  with monkeypatch.context() as m:
+    m.setattr(writers.JsonlWriter, "write_scalars", lambda self, step, values: (_ for _ in ()).throw(enospc))
+    m.setattr(writers.JsonlWriter, "close", lambda self: (_ for _ in ()).throw(enospc))
+    assert _classify(tmp, "--steps", "6") == cli.EXIT_USAGE
+    assert "writing failed at step 2 (No space left on device); last complete checkpoint: step 2" in _one_line(capsys)
+  assert checkpoints.steps(tmp / "w") == [2]
+  assert _classify(tmp, "--steps", "6") == 0
+  assert [r["step"] for r in loop.read_metrics(tmp / "w") if "loss" in r] == list(range(1, 7))
+
+
+def test_row_metrics_jsonl_deleted_mid_run(tmp, capsys):
+  """metrics.jsonl deleted after step 3: the next write (step 3's metrics, read one step late) says so (one line,
+  exit 2) instead of writing to no file;
+  the rerun resumes from step 2 and writes a new metrics.jsonl from step 3 on."""
+  def delete(step, state):
+    if step == 3:
+      (tmp / "w" / "metrics.jsonl").unlink()
+  argv = ["--data-dir", str(tmp / "raw"), "--workdir", str(tmp / "w"), *RUN, "--steps", "6"]
+  rc = cli.main(classify.Config, lambda c: classify.run(c, actions=[loop.Periodic(1, delete, at_end=False)]),
+                argv=argv, prog="classify")
+  assert rc == cli.EXIT_USAGE
+  line = _one_line(capsys)
+  assert "writing failed at step 3 (metrics.jsonl was deleted while the run was writing it); last complete " \
+         "checkpoint: step 2" in line, line
+  assert _classify(tmp, "--steps", "6") == 0
+  assert [r["step"] for r in loop.read_metrics(tmp / "w") if "loss" in r] == [3, 4, 5, 6]
 
 
 # ---- 12, 13, 15

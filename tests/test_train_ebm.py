@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, child_env, make_raw_folder, require_real_data
-from jaxtricks import cli, ebm, loop
+from jaxtricks import checkpoints, cli, ebm, loop
 from train import ebm as train_ebm
 from train import ebm_sample
 
@@ -36,7 +36,7 @@ def _ebm(tmp_path, *args, killer=None):
 def _checkpoint(workdir, step):
   """The checkpoint as saved, on this process's one device whatever devices the run split itself over (the
   EBM makes the CPU one device per core by default)."""
-  state, key, _ = loop.restore(workdir, step=step)
+  state, key, _ = checkpoints.restore(workdir, step=step)
   return {"state": state, "key": key}
 
 

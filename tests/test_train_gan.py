@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import make_raw_folder
-from jaxtricks import cli, gan, loop
+from jaxtricks import checkpoints, cli, gan, loop
 from train import gan as train_gan
 
 
@@ -24,10 +24,10 @@ def test_tiny_run_writes_samples_fid_and_resumes(tmp_path, monkeypatch, mode):
   assert cli.main(train_gan.Config, train_gan.run, argv=args + ["--steps", "6"]) == 0   # resumes at 3
   straight = [a if a != str(tmp_path / "run") else str(tmp_path / "straight") for a in args]
   assert cli.main(train_gan.Config, train_gan.run, argv=straight + ["--steps", "6"]) == 0
-  resumed, _, _ = loop.restore(tmp_path / "run")
-  uninterrupted, _, _ = loop.restore(tmp_path / "straight")
+  resumed, _, _ = checkpoints.restore(tmp_path / "run")
+  uninterrupted, _, _ = checkpoints.restore(tmp_path / "straight")
   chex.assert_trees_all_close(resumed, uninterrupted, rtol=1e-6, atol=1e-6)   # params, BN stats, optimizers
-  before, _, _ = loop.restore(tmp_path / "run", step=3)
+  before, _, _ = checkpoints.restore(tmp_path / "run", step=3)
   assert not np.allclose(jax.tree.leaves(before["params"])[0], jax.tree.leaves(resumed["params"])[0])
   assert (tmp_path / "run" / "samples_000003.png").exists() and (tmp_path / "run" / "samples_000006.png").exists()
   lines = loop.read_metrics(tmp_path / "run")
@@ -59,7 +59,7 @@ def test_ema_of_the_generator(tmp_path, monkeypatch):
           "1", "--fid-samples", "64", "--sample-every", "10", "--checkpoint-every", "1", "--no-progress",
           "--no-tensorboard", "--ema-decay", "0.5", "--workdir", str(tmp_path / "w")]
   assert cli.main(train_gan.Config, train_gan.run, argv=args + ["--steps", "2"]) == 0
-  s1, s2 = (loop.restore(tmp_path / "w", step=s)[0] for s in (1, 2))
+  s1, s2 = (checkpoints.restore(tmp_path / "w", step=s)[0] for s in (1, 2))
   want = jax.tree.map(lambda e, g: 0.5 * e + 0.5 * g, s1["ema_g"], s2["params"]["G"])
   chex.assert_trees_all_close(s2["ema_g"], want, rtol=1e-5, atol=1e-7)
   assert not np.allclose(jax.tree.leaves(s2["ema_g"])[0], jax.tree.leaves(s2["params"]["G"])[0])

@@ -20,9 +20,10 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxtricks import cli, ebm, harness, loop, parallel, replay
+from jaxtricks import checkpoints, cli, ebm, harness, parallel, replay
 from jaxtricks.errors import WorkdirError, require
 from jaxtricks.images import save_grid
+from jaxtricks.workdir import read_config
 
 # the keys of a train.ebm workdir's config.json (its fingerprint)
 TRAIN_EBM_SETTINGS = {"dataset", "batch_size", "net", "channels", "buffer_size", "buffer_dtype", "seed"}
@@ -79,11 +80,11 @@ def load_model(workdir: Path) -> tuple[dict, dict]:
   path = workdir / "config.json"
   if not path.is_file():
     raise WorkdirError("workdir", f"{workdir}: no config.json there; is it a workdir of train.ebm?")
-  saved = loop.read_config(path)
+  saved = read_config(path)
   saved.setdefault("net", "resnet")   # workdirs from before --net had only the residual net
   if set(saved) != TRAIN_EBM_SETTINGS:
     raise WorkdirError("workdir", f"{workdir}: config.json is not from train.ebm (keys {sorted(saved)})")
-  state, _, _ = loop.restore(workdir)
+  state, _, _ = checkpoints.restore(workdir)
   return saved, state
 
 

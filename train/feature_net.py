@@ -22,7 +22,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from jaxtricks import cli, loop, metrics
+from jaxtricks import checkpoints, cli, metrics
 from jaxtricks.data import load
 from jaxtricks.errors import ConfigError, require
 from jaxtricks.models.feature_net import FeatureNet
@@ -79,7 +79,7 @@ def run(config: Config):
     raise ConfigError(None, f"python -m train.classify {' '.join(recipe_argv(config))} failed "
                             f"(exit {child.returncode}); weights not written")
   output, workdir = config.paths()
-  state, _, _ = loop.restore(Path(workdir))
+  state, _, _ = checkpoints.restore(Path(workdir))
   params = jax.device_get(state["params"])
   images, labels = load(config.dataset, "test", data_dir=config.data_dir or None)
   _, probs = metrics.feature_net_outputs(images, net=(FeatureNet(), params))

@@ -51,7 +51,7 @@ class ConvTranspose(nn.Module):
   """nn.ConvTranspose(features, (k, k), (s, s), padding='SAME') — same parameters ('kernel' [k, k, C, O], 'bias'),
   same initializers, same outputs up to float rounding — computed by `conv_transpose_subpixel`. XLA:CPU runs the
   gradient of nn.ConvTranspose's lhs-dilated convolution slowly (DCGAN's 7->14 layer at batch 64: 125 ms for
-  forward + backward against 19 ms in this form; `python -m benchmarks.gan_parts`, benchmarks/RESULTS.md)."""
+  forward + backward against 19 ms in this form; `python -m benchmarks.speed.gan_parts`, benchmarks/RESULTS.md)."""
   features: int
   kernel_size: tuple[int, int]
   strides: tuple[int, int] = (1, 1)

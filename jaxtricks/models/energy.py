@@ -15,7 +15,7 @@ def avg_pool_2x2(x_BHWC: jax.Array) -> jax.Array:
   `nn.avg_pool(x, (2, 2), (2, 2), padding="SAME")`. Written as pad + reshape + mean because its gradient is a
   broadcast, whereas XLA constant-folds the gradient of `reduce_window` in an unrolled Langevin chain: compiling
   20 unrolled steps of 256 chains of the 64-channel net took 67 s with reduce_window and 3.6 s with this, at
-  the same speed (`python -m benchmarks.langevin --pooling 64,256`, benchmarks/RESULTS.md)."""
+  the same speed (`python -m benchmarks.speed.langevin --pooling 64,256`, benchmarks/RESULTS.md)."""
   b, h, w, c = x_BHWC.shape
   x = jnp.pad(x_BHWC, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
   return x.reshape(b, (h + 1) // 2, 2, (w + 1) // 2, 2, c).mean(axis=(2, 4))

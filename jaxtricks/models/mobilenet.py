@@ -30,7 +30,7 @@ def depthwise_conv_shifted(x_BHWC: jax.Array, kernel_KK1C: jax.Array, stride: in
   """A depthwise convolution (feature_group_count = C, 'SAME', no bias) as a sum of k*k shifted, per-channel
   scaled copies of the padded input: elementwise work that XLA fuses into one loop, forward and backward.
   Same values as lax.conv_general_dilated(..., feature_group_count=C), whose gradient XLA:CPU runs 3-11x more
-  slowly (3x3, batch 128, 28x28x64 ... 7x7x512; `python -m benchmarks.mobilenet_recipes --layers`)."""
+  slowly (3x3, batch 128, 28x28x64 ... 7x7x512; `python -m benchmarks.speed.mobilenet_recipes --layers`)."""
   _, h, w, _ = x_BHWC.shape
   k = kernel_KK1C.shape[0]
   (top, bottom), (left, right) = _same_padding(h, k, stride), _same_padding(w, k, stride)

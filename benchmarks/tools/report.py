@@ -1,0 +1,252 @@
+"""docs/results.md's tables, written from the committed result files: no hand-edited numbers.
+
+    python -m benchmarks.tools.report           # rewrites docs/results.md between the results markers
+    python -m benchmarks.tools.report --check   # exit 1 when docs/results.md is not what the result files give
+
+Sources: benchmarks/results/*.json, each written by the benchmark named in it (its "command", shell-quoted, with
+no local path: `--torch-python PY`), and the sample grids in docs/ (copied there from the runs named below by
+`--grids`). A table whose file is missing is left out with a line saying which command makes it. A file of runs
+(the peer timings, measured again on other days and hosts) shows the latest run of each machine; the study's
+README keeps the older ones.
+"""
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from benchmarks.common import table
+from benchmarks.studies.common import results_machines, run_machines
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs"
+RESULTS_MD = DOCS / "results.md"
+BEGIN, END = "<!-- results:begin (python -m benchmarks.tools.report) -->", "<!-- results:end -->"
+HEADER = """# Results
+
+Every table below is generated from the committed result files (`benchmarks/results/*.json`) by
+`python -m benchmarks.tools.report`; a test keeps them in step. Each command is shell-quoted as run (`PY`: a
+Python with PyTorch). The full text of each study, its verdict first and every older run, is in its README:
+[EXACT](../benchmarks/studies/exact/README.md), [GAN](../benchmarks/studies/gan/README.md),
+[EBM](../benchmarks/studies/ebm/README.md), [MobileNet](../benchmarks/studies/mobilenet/README.md),
+[margin loss](../benchmarks/studies/margin/README.md), [speed](../benchmarks/speed/README.md).
+"""
+
+# (picture in docs/, the run file it is copied from by --grids, caption)
+GRIDS = [
+    ("gan_single_1500.png", "runs/gan_fid/single-w32-n1500-s0/samples_001500.png",
+     "GAN, one loss (train.gan --mode single: the freeze form, one D forward on the fakes), 1,500 steps, seed 0 — `python -m benchmarks.studies.gan.gan_fid`"),
+    ("gan_alternating_1500.png", "runs/gan_fid/alternating-w32-n1500-s0/samples_001500.png",
+     "GAN, alternating updates, 1,500 steps, seed 0 — `python -m benchmarks.studies.gan.gan_fid`"),
+    ("gan_alternating_w16_20000.png", "runs/gan_convergence/alternating-w16-n20000-s0/samples_020000.png",
+     "GAN at convergence, alternating updates, width 16, 20,000 steps, samples of the EMA of G, seed 0 — `python -m benchmarks.studies.gan.gan_convergence`"),
+    ("gan_single_w16_20000.png", "runs/gan_convergence/single-w16-n20000-s0/samples_020000.png",
+     "GAN at convergence, one loss (the fused freeze form), width 16, 20,000 steps, samples of the EMA of G, seed 0 — `python -m benchmarks.studies.gan.gan_convergence`"),
+    ("gan_cifar10_1000.png", "runs/gan_cifar10_cpu/samples_001000.png",
+     "GAN on CIFAR-10 (32x32x3), one loss, width 32, samples of the EMA of G after 1,000 steps on the 2-core CPU, seed 0 — `" + shlex.join(["python", "-m", "train.gan", "--dataset", "cifar10", "--steps", "3000", "--width", "32", "--ema-decay", "0.999", "--sample-every", "1000", "--workdir", "runs/gan_cifar10_cpu"]) + "`"),
+    ("gan_cifar10_3000.png", "runs/gan_cifar10_cpu/samples_003000.png",
+     "The same run after 3,000 steps"),
+    ("ebm_buffer_3000.png", None,
+     "EBM replay buffer after 3,000 steps — `python -m train.ebm --steps 3000 --workdir runs/ebm-long`"),
+]
+
+
+def _load(name: str) -> dict | None:
+  path = RESULTS / name
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def latest_per_machine(data: dict) -> list[dict]:
+  """The runs of a file of runs (`{"runs": [...]}`, oldest first) to show: the latest of each machine, in the order
+  of those runs; a file of one run: that run."""
+  runs = data["runs"] if isinstance(data.get("runs"), list) else [data]
+  latest = {run["machine"]: run for run in runs}
+  return [run for run in runs if latest[run["machine"]] is run]
+
+
+def _study(folder: str) -> str:
+  """A link to a study's README (its verdict and full text), from docs/."""
+  return f"[benchmarks/{folder}/README.md](../benchmarks/{folder}/README.md)"
+
+
+def _table_section(title: str, name: str, make: str, note: str = "", note_key: str = "", picture: str = "",
+                   study: str = "") -> str:
+  """The table of results file `name`; `note_key`: a field of that file printed under the table; `picture`: a
+  PNG in docs/ drawn by the same command, shown under the table when it exists; `study`: the folder whose README
+  holds the verdict."""
+  data = _load(name)
+  if data is None:
+    return f"### {title}\n\nNot measured yet: {make} writes `benchmarks/results/{name}`.\n"
+  note = data.get(note_key, "") if note_key else note
+  shown = f"\n![{picture[:-4]}]({picture})\n" if picture and (DOCS / picture).exists() else ""
+  more = f" Verdict and details: {_study(study)}." if study else ""
+  return (f"### {title}\n\n`{data['command']}` — {results_machines(data)}, jax {data['jax']}, "
+          f"{data['date']}.{more}\n\n"
+          f"{table(data['header'], data['rows'])}\n" + (f"\n{note}\n" if note else "") + shown)
+
+
+EXACT_TABLES = [
+    ("mnist", "MNIST, the EXACT paper's row: its recipes on our small CNN (docs/techniques.md#exact)"),
+    ("fashion_mnist", "Fashion-MNIST: every loss at convergence (docs/techniques.md#exact)"),
+]
+
+
+# what a reader of the table needs beside it (the measurements behind each sentence: the study's README)
+EXACT_NOTES = {
+    "mnist": "`ce (SGD lr 0.5, clip 10)` is the authors' CE learning rate: it killed this batch-norm-free CNN in 2 of "
+             "3 seeds (every dense unit dead, every image called \"1\"); EXACT's recipe runs at the same rate because "
+             "its gradient normalizer and logit batch-norm bound the first steps.",
+    "fashion_mnist": "The learned-σ rows of `exact` (13%) and `exact_log_mean` (32%) are the "
+                     "unscheduled form: σ, an 11th output trained on −E[p], goes to its floor and the gradient is "
+                     "exactly 0 from step 165–233 on; EXACT as published (σ scheduled 10 → 1, margin, logit "
+                     "batch-norm, gradient normalizer) is the `exact (published)` row. `soft_acc` seed 2 never learns "
+                     "Trouser (its gradient vanishes for a class given up).",
+}
+
+
+def exact_tables() -> str:
+  """Issue 14's tables (benchmarks.studies.exact.exact_table: each recipe several seeds until its test curve is flat)
+  with their per-epoch pictures, which exact_table draws; the 2-epoch loss comparison they replace stays in the study's README."""
+  parts = []
+  for dataset, title in EXACT_TABLES:
+    data = _load(f"exact_table_{dataset}.json")
+    if data is None:
+      make = shlex.join(["python", "-m", "benchmarks.studies.exact.exact_table", "--dataset", dataset])
+      parts.append(f"### {title}\n\nNot measured yet: `{make}`.\n")
+      continue
+    picture = f"exact_table_{dataset}.png"
+    parts.append(f"### {title}\n\n`{data['command']}`, jax {data['jax']} — runs on {run_machines(data['runs'])}; "
+                 f"{data['epochs']:g} epochs, test accuracy after the last. Recipes and verdicts: "
+                 f"{_study('studies/exact')}.\n\n"
+                 + (f"![{dataset} test accuracy per epoch]({picture})\n\n" if (DOCS / picture).exists() else "")
+                 + f"{table(data['header'], data['rows'])}\n"
+                 + (f"\n{EXACT_NOTES[dataset]}\n" if dataset in EXACT_NOTES else ""))
+  return "\n".join(parts)
+
+
+def langevin_gpu() -> str:
+  data = _load("langevin_gpu.json")
+  title = "### Langevin chains on a GPU: JAX vs PyTorch eager (docs/techniques.md#ebm)"
+  if data is None:
+    return f"{title}\n\nNot measured yet: `bash benchmarks/tools/device_check.sh OUT DATA langevin` on a GPU machine.\n"
+  cmp = data["compare"]
+  rows = [[r[0], r[2], r[3], r[4], r[5]] for r in cmp["rows"]]
+  return (f"{title}\n\n`{data['command']}` — {data['machine']}, jax {data['jax']}, {data['date']}. "
+          f"{cmp['title']}. {data['flops_note']} Details: {_study('speed')}.\n\n"
+          f"{table(['variant', 'ms per step', 'samples*steps/s', 'of matmul peak', 'speed vs PyTorch'], rows)}\n")
+
+
+PEER_FILES = ["langevin_cpu_peers.json", "gan_step_peers.json"]
+LAYOUT_FILES = ["cpu_devices.json", "cpu_devices_onednn.json", "cpu_devices_ynn.json"]
+
+
+def _peer_run(run: dict) -> str:
+  if "compare" in run:
+    cmp = run["compare"]
+    rows = [[r[0], r[2], r[3], r[5], r[6]] for r in cmp["rows"]]
+    body = table(["variant", "ms per step", "samples*steps/s", "speed vs PyTorch eager", "vs best PyTorch float32"],
+                 rows)
+    note = cmp["title"]
+  else:
+    body, note = table(run["header"], run["rows"]), "; ".join(run.get("peers", []))
+  return f"`{run['command']}` — {run['machine']}, jax {run['jax']}, {run['date']}. {note}\n\n{body}"
+
+
+def cpu_peers() -> str:
+  """Issue 18's CPU comparisons, the latest run of each machine (the VM's host and speed change from day to day;
+  the older runs are in benchmarks/speed/README.md): Langevin chains and the GAN step against PyTorch, and each
+  program's step on one XLA device vs one per core."""
+  title = "### Speed against PyTorch on the CPU (docs/techniques.md#ebm, #gan)"
+  peers = [d for d in map(_load, PEER_FILES) if d]
+  layouts = [d for d in map(_load, LAYOUT_FILES) if d]
+  if not peers and not layouts:
+    make = shlex.join(["python", "-m", "benchmarks.speed.langevin", "--torch-python", "PY", "--json",
+                       "benchmarks/results/langevin_cpu_peers.json"])
+    return f"{title}\n\nNot measured yet: `{make}` (and gan_step, cpu_devices likewise).\n"
+  parts = [f"{title}\n\nThe latest run on each machine; every run, with what changed between them: {_study('speed')}."]
+  parts += [_peer_run(run) for data in peers for run in latest_per_machine(data)]
+  parts += [f"`{run['command']}` — {run['machine']}, jax {run['jax']}, {run['date']}.\n\n"
+            f"{table(run['header'], run['rows'])}" for data in layouts for run in latest_per_machine(data)]
+  return "\n\n".join(parts) + "\n"
+
+
+def _cmd(*argv: str) -> str:
+  """A command as a reader pastes it: shell-quoted, in backticks."""
+  return f"`{shlex.join(argv)}`"
+
+
+DEVICE_CHECK = "bash benchmarks/tools/device_check.sh OUT DATA {item}` on a GPU machine, then " \
+               "`python -m benchmarks.tools.device_results OUT/device_check.tgz"
+
+
+def section() -> str:
+  grids = "\n".join(f"![{png[:-4]}]({png})\n*{caption}*\n" for png, _, caption in GRIDS if (DOCS / png).exists())
+  parts = [
+      "### Samples\n\n" + grids,
+      exact_tables(),
+      _table_section("IMDB: BCE vs the margin loss (docs/techniques.md#margin)", "imdb_table_imdb.json",
+                     _cmd("python", "-m", "benchmarks.studies.margin.imdb_table", "--seeds", "0,1,2,3,4"),
+                     study="studies/margin"),
+      _table_section("SST-2 dev, CNN", "imdb_table_sst2.json",
+                     _cmd("python", "-m", "benchmarks.studies.margin.imdb_table", "--models", "cnn", "--dataset",
+                          "sst2"), study="studies/margin"),
+      _table_section("GAN step: one loss vs alternating updates (docs/techniques.md#gan)", "gan_step.json",
+                     _cmd("python", "-m", "benchmarks.speed.gan_step"), study="speed"),
+      _table_section("GAN step on a GPU", "gan_step_gpu.json", "`" + DEVICE_CHECK.format(item="gan_step") + "`",
+                     note_key="flops_note", study="speed"),
+      _table_section("GAN quality after equal steps", "gan_fid.json",
+                     _cmd("python", "-m", "benchmarks.studies.gan.gan_fid"), study="studies/gan"),
+      _table_section("GAN to convergence: one loss and its variants vs alternating, FID vs steps and vs seconds",
+                     "gan_convergence.json", _cmd("python", "-m", "benchmarks.studies.gan.gan_convergence"),
+                     note_key="note", picture="gan_convergence.png", study="studies/gan"),
+      langevin_gpu(),
+      cpu_peers(),
+      _table_section("MobileNet on 2 CPU cores: --recipe cpu94 and what each of its changes bought",
+                     "mobilenet_table.json", _cmd("python", "-m", "benchmarks.studies.mobilenet.mobilenet_table"),
+                     note_key="note", picture="mobilenet_cpu94.png", study="studies/mobilenet"),
+      _table_section("MobileNet on 2 CPU cores: the finished runs again, with test-time flips",
+                     "mobilenet_flips.json", _cmd("python", "-m", "benchmarks.studies.mobilenet.mobilenet_flips"),
+                     note="Each run's final checkpoint evaluated plainly and with the softmax averaged over each test "
+                          "image and its mirror (`train.classify --eval-only --eval-flips`; no training). The goal's "
+                          "measure stays the plain accuracy (the seed's 95% is one); the flips are what closes the "
+                          "rest of the way at no training cost.", study="studies/mobilenet"),
+      _table_section("MobileNet on a GPU: the seed's recipe and the CPU recipe scaled up "
+                     "(docs/techniques.md#mobilenet)", "mobilenet_gpu.json", "`" + DEVICE_CHECK.format(item="mobilenet") + "`",
+                     study="studies/mobilenet"),
+      _table_section("The test suite on a GPU", "tests_gpu.json", "`" + DEVICE_CHECK.format(item="tests") + "`"),
+      _table_section("Short CIFAR-10 runs on a GPU", "cifar_gpu.json", "`" + DEVICE_CHECK.format(item="cifar") + "`"),
+  ]
+  return "\n".join(parts)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--check", action="store_true", help="only compare docs/results.md with the result files")
+  p.add_argument("--grids", action="store_true", help="first copy the sample grids from their runs into docs/")
+  args = p.parse_args(argv)
+  text = RESULTS_MD.read_text() if RESULTS_MD.exists() else f"{HEADER}\n{BEGIN}\n{END}\n"
+  if BEGIN not in text or END not in text:
+    print(f"docs/results.md lacks the markers {BEGIN!r} ... {END!r}; put them back around the generated tables",
+          file=sys.stderr)
+    return 2
+  if args.grids:
+    for png, source, _ in GRIDS:
+      if source and (ROOT / source).exists():
+        shutil.copyfile(ROOT / source, DOCS / png)
+  head, rest = text.split(BEGIN, 1)
+  new = f"{head}{BEGIN}\n{section()}{END}{rest.split(END, 1)[1]}"
+  if args.check:
+    if new != text:
+      print("docs/results.md differs from benchmarks/results/; run python -m benchmarks.tools.report", file=sys.stderr)
+      return 1
+    return 0
+  RESULTS_MD.write_text(new)
+  print("wrote docs/results.md's tables")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

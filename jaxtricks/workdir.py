@@ -1,0 +1,111 @@
+"""A run's folder: whether it may be used, the settings that define its run, and one run at a time.
+
+    prepare(workdir, fingerprint)   # creates it; refuses a file, a foreign folder, a run of other settings
+    with WorkdirLock(workdir):      # <workdir>/.lock: a second run exits naming the owner's pid
+      write_config(workdir, fingerprint)
+
+The fingerprint is a dict of the settings that define a run's state (config.json, and each checkpoint's metadata:
+jaxtricks.checkpoints). Errors are WorkdirError naming the setting `workdir`.
+"""
+
+import errno
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from jaxtricks.errors import WorkdirError
+
+_OURS = ("config.json", "checkpoints", "metrics.jsonl", ".lock")   # what makes a folder a workdir of ours
+
+
+def prepare(workdir: Path, fingerprint: dict[str, Any]) -> None:
+  """Creates the workdir; refuses a file, a non-empty folder that is not a workdir of ours, an unreadable
+  config.json and one that holds a run with a different fingerprint. (config.json is written by the loop, once the
+  checkpoints' own settings have been checked too.)"""
+  if workdir.exists() and not workdir.is_dir():
+    raise WorkdirError("workdir", f"{workdir}: is a file, not a directory; choose a directory")
+  if workdir.is_dir() and not any((workdir / name).exists() for name in _OURS):
+    others = [p.name for p in workdir.iterdir() if not p.name.startswith(".write_test.")]
+    if others:
+      raise WorkdirError("workdir", f"{workdir}: not empty ({len(others)} entries, e.g. {sorted(others)[0]!r}) and not "
+                         "a workdir of a jaxtricks run; choose a new or empty directory")
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / f".write_test.{jax.process_index()}.{os.getpid()}"   # one per process: they run at once
+    probe.write_text("")
+    probe.unlink()
+  except OSError as e:
+    raise WorkdirError("workdir", f"{workdir}: not writable ({e.strerror}); choose another directory") from None
+  path = workdir / "config.json"
+  if path.exists():
+    compare_fingerprints(workdir, read_config(path), fingerprint)
+
+
+def read_config(path: Path) -> dict:
+  """A workdir's config.json; WorkdirError naming it when it cannot be read as a JSON object."""
+  try:
+    saved = json.loads(path.read_text())
+    if not isinstance(saved, dict):
+      raise ValueError(f"a JSON {type(saved).__name__}, not an object")
+  except (OSError, ValueError) as e:
+    what = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:120]
+    raise WorkdirError(None, f"{path}: not a readable config ({what}); restore it, or delete it to take the settings "
+                       "from the latest checkpoint") from None
+  return saved
+
+
+def write_json(path: Path, value: dict) -> None:
+  """`value` as indented JSON, whole or absent (written beside, then renamed)."""
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(value, indent=1))
+  tmp.replace(path)
+
+
+def write_config(workdir: Path, fingerprint: dict) -> None:
+  """<workdir>/config.json: the fingerprint of the run."""
+  write_json(workdir / "config.json", fingerprint)
+
+
+def compare_fingerprints(workdir: Path, saved: dict, fingerprint: dict) -> None:
+  """WorkdirError naming each setting where `fingerprint` (compared as JSON reads it back) differs from `saved`."""
+  fingerprint = json.loads(json.dumps(fingerprint))
+  diff = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
+  if diff:
+    what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+    raise WorkdirError("workdir", f"{workdir} holds a run of another configuration ({what}); "
+                       "use a new {workdir} or the same settings")
+
+
+class WorkdirLock:
+  """One run per workdir: an exclusive lock on `<workdir>/.lock` (fcntl.flock) holding the owner's pid. The
+  kernel drops the lock when its process dies, however it dies, so a killed run's lock is simply taken over."""
+
+  def __init__(self, workdir: Path):
+    self.path = workdir / ".lock"
+    self.file = None
+
+  def __enter__(self):
+    self.file = open(self.path, "a+")
+    try:
+      fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno not in (errno.EAGAIN, errno.EACCES):
+        raise
+      self.file.seek(0)
+      owner = self.file.read().strip() or "?"
+      self.file.close()
+      raise WorkdirError("workdir", f"{self.path.parent}: another run (pid {owner}) is using it; wait for it to end "
+                         "or choose another {workdir}") from None
+    self.file.seek(0)
+    self.file.truncate()
+    self.file.write(f"{os.getpid()}\n")
+    self.file.flush()
+    return self
+
+  def __exit__(self, *exc):
+    fcntl.flock(self.file, fcntl.LOCK_UN)
+    self.file.close()
