@@ -321,7 +321,7 @@ def test_per_class_accuracy_counts_dead_units_of_a_known_net(monkeypatch):
   params["Dense_1"]["bias"] = jnp.zeros(10).at[3].set(1.0)
   images = np.random.default_rng(0).integers(1, 256, (20, 28, 28, 1)).astype(np.uint8)
   labels = np.arange(20) % 10
-  monkeypatch.setattr(exact_table.loop, "restore", lambda workdir: ({"params": params}, None, None))
+  monkeypatch.setattr(exact_table.checkpoints, "restore", lambda workdir: ({"params": params}, None, None))
   import jaxtricks.data
   monkeypatch.setattr(jaxtricks.data, "load", lambda *a, **k: (images, labels))
   acc, dead = exact_table.per_class_accuracy("unused", "mnist")

@@ -57,7 +57,7 @@ def test_divergence_stops_keeps_checkpoint_and_resumes_with_lower_lr(raw):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--steps", "-5"], "--steps must be >= 0"),
+    (["--steps", "-5"], "--steps must be positive (or left out: from --epochs)"),
     (["--model", "resnet"], "invalid choice: 'resnet'"),
     (["--batch-size", "0"], "--batch-size must be positive"),
     (["--lr", "fast"], "invalid float value: 'fast'"),
