@@ -52,6 +52,8 @@ ROWS = [
      "{tmp}/untrained: no checkpoint to evaluate"),
     ("`--workdir` not writable", "classify", ["--data-dir", "{raw}", "--workdir", "{tmp}/file/run"],
      lambda tmp: (tmp / "file").write_text(""), "not writable"),
+    ("`--data-dir` naming a file", "classify", ["--data-dir", "{tmp}/afile"], lambda tmp: (tmp / "afile").write_text(""),
+     "--data-dir {tmp}/afile: is a file, not a folder; give the folder that holds fashion_mnist/"),
     ("`--fid-samples 1`", "gan", ["--fid-samples", "1"], None, "--fid-samples must be >= 2 (an FID compares "
      "covariances"),
     ("`--fid-samples 1` (ebm)", "ebm", ["--fid-samples", "1"], None, "--fid-samples must be >= 2"),
