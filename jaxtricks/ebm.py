@@ -8,6 +8,7 @@ energies bounded; this is the PLUS.
 
 import dataclasses
 import functools
+import numbers
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -23,6 +24,11 @@ from jaxtricks.models.energy import EnergyNet, StridedEnergyNet
 
 def contrastive_loss(e_real_B: jax.Array, e_fake_B: jax.Array, *, reg: float = 1.0) -> jax.Array:
   """mean U(x_r) - mean U(x_f) + reg (mean U(x_r)^2 + mean U(x_f)^2)."""
+  if jnp.ndim(e_real_B) != 1 or jnp.ndim(e_fake_B) != 1:
+    raise ValueError(f"contrastive_loss: energies must be [B] vectors, got shapes {jnp.shape(e_real_B)} and "
+                     f"{jnp.shape(e_fake_B)}")
+  if isinstance(reg, (int, float)) and not reg >= 0:
+    raise ValueError(f"contrastive_loss: reg must be >= 0, got {reg}")
   return e_real_B.mean() - e_fake_B.mean() + reg * ((e_real_B ** 2).mean() + (e_fake_B ** 2).mean())
 
 
@@ -37,6 +43,12 @@ class SamplerConfig:
   reinit_prob: float = 0.05
   data_range: tuple[float, float] = (0.0, 1.0)
   unroll: int | bool | Literal["auto", "full"] = 1
+
+  def __post_init__(self):   # ValueError naming the field (langevin.langevin_chain checks the chain's own)
+    if not 0 <= self.reinit_prob <= 1:
+      raise ValueError(f"SamplerConfig: reinit_prob must be in [0, 1], got {self.reinit_prob}")
+    if self.unroll not in ("auto", "full") and not isinstance(self.unroll, (int, bool)):
+      raise ValueError(f"SamplerConfig: unroll must be auto, full, True, False or an integer >= 1, got {self.unroll!r}")
 
 
 def default_unroll() -> int | bool:
@@ -177,6 +189,10 @@ def fresh_samples(model: nn.Module, params, stats, key: jax.Array, image_shape: 
                   num_steps: int, sampler: SamplerConfig, chunk: int = 500) -> np.ndarray:
   """n chains from uniform noise (no buffer), run for num_steps rounded up to a multiple of the sampler's
   steps (one compiled chain called repeatedly), in chunks of at most `chunk` chains."""
+  if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 1:
+    raise ValueError(f"fresh_samples: num_steps must be a positive integer, got {num_steps!r}")
+  if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+    raise ValueError(f"fresh_samples: n must be a positive integer, got {n!r}")
   rounds = -(-num_steps // sampler.num_steps)
   parts = []
   for start in range(0, n, chunk):

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Sequence
 
 import jax
+from jax.experimental import checkify
 
 from jaxtricks import checkpoints, loop, parallel
 from jaxtricks.data import load, pipeline
-from jaxtricks.errors import DivergenceError, WorkdirError, require
+from jaxtricks.errors import ConfigError, DataError, DivergenceError, WorkdirError, require
 from jaxtricks.workdir import compare_fingerprints, read_config, write_json
 
 
@@ -137,30 +138,85 @@ def evaluator(per_example: Callable[[Any, dict], dict], data: dict, *, batch_siz
   return evaluate
 
 
+def checked_first_step(train_step, jitted_step):
+  """`jitted_step`, whose first call is preceded by a checked run of the same step: `train_step` under
+  jax.experimental.checkify (user checks: the library's debug_checks, e.g. labels in [0, C)), jitted to return the
+  error alone, so XLA drops all but the checks (a small compile; the step's result is not used). The step that
+  trains is `jitted_step` itself, unchanged: same program, same numbers. A failed check raises DataError."""
+  checked = jax.jit(lambda *args: checkify.checkify(train_step, errors=checkify.user_checks)(*args)[0])
+  first = [True]
+
+  def step(state, batch, key):
+    if first[0]:
+      first[0] = False
+      failed = checked(state, batch, key).get()
+      if failed is not None:
+        what = failed.removesuffix(" (`check` failed)").strip().splitlines()[0]
+        raise DataError(None, f"the first training batch fails a check ({what}); fix the training data (the "
+                        "{data_dir} folder)")
+    return jitted_step(state, batch, key)
+  return step
+
+
 def train(config: BaseConfig, *, steps: int, init_fn: Callable[[], Any], train_step, batches, key: jax.Array,
           mesh, state_sharding=None, actions: Iterable[loop.Periodic] = (), fingerprint: dict | None = None,
           progress_keys: tuple[str, ...] = ("loss", "accuracy"),
-          divergence_advice: str = "Resume from it with a lower {lr}") -> Any:
+          divergence_advice: str = "Resume from it with a lower {lr}", check_first_step: bool = True) -> Any:
   """jits `train_step(state, batch, key)` once for the mesh (state as `state_sharding`, default replicated; batch
   split along 'data'; state donated; on a CPU compiled as `config.cpu_ynn_convolutions` says) and runs the loop
   with the common settings of `config`. `progress_keys`: the metrics on the progress bar; `divergence_advice`: the
-  sentence that ends a divergence's message ({name}: a setting, jaxtricks.errors)."""
+  sentence that ends a divergence's message ({name}: a setting, jaxtricks.errors; "Resume from it with" becomes
+  "Run again with" when no checkpoint was saved). With `check_first_step` the first step's checks run first
+  (`checked_first_step`). Running out of memory is a ConfigError; a run that fails before its first checkpoint
+  leaves its workdir unbound (`_unbind_untrained`)."""
   state_sharding = parallel.replicated(mesh) if state_sharding is None else state_sharding
   loop_config = loop.LoopConfig(steps=steps, workdir=config.workdir, checkpoint_every=config.checkpoint_every,
                                 progress=config.progress, tensorboard=config.tensorboard)
   step = parallel.jit_step(train_step, mesh, state_sharding,
                            compiler_options=parallel.cpu_compiler_options(ynn_convolutions=config.cpu_ynn_convolutions))
+  bound = (Path(config.workdir) / "config.json").exists()
   try:
-    return loop.run(loop_config, init_fn=init_fn, train_step=step, batches=batches, key=key, actions=actions,
-                    fingerprint=fingerprint, state_sharding=state_sharding, shown=progress_keys)
+    return loop.run(loop_config, init_fn=init_fn, train_step=checked_first_step(train_step, step) if check_first_step
+                    else step, batches=batches, key=key, actions=actions, fingerprint=fingerprint,
+                    state_sharding=state_sharding, shown=progress_keys)
   except DivergenceError as e:
+    if "last good checkpoint: none" in e.problem:   # nothing to resume from
+      divergence_advice = divergence_advice.replace("Resume from it with", "Run again with")
     raise DivergenceError(None, f"{e.problem} {divergence_advice}") from None
+  except jax.errors.JaxRuntimeError as e:
+    what = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if ("out of memory" not in what.lower() and "RESOURCE_EXHAUSTED" not in what) or "No space left" in what:
+      raise
+    _settle_failed_computations()
+    _unbind_untrained(Path(config.workdir), bound)
+    raise ConfigError(None, f"the run does not fit in the device's memory ({what[-160:]}); make it smaller (a lower "
+                      "{batch_size}, a smaller model) or use a device with more memory") from None
+  except DataError:   # the first step's checks failed
+    _unbind_untrained(Path(config.workdir), bound)
+    raise
+
+
+def _settle_failed_computations() -> None:
+  """Collects a failed computation's error, which JAX would otherwise raise again at exit (a traceback)."""
+  try:
+    jax.effects_barrier()
+  except jax.errors.JaxRuntimeError:
+    pass
+
+
+def _unbind_untrained(workdir: Path, bound_before: bool) -> None:
+  """A run that failed before its first checkpoint leaves its workdir free for other settings: the config.json it
+  wrote goes (a stopgap until the loop writes config.json only once the first step has run)."""
+  if bound_before or jax.process_index() != 0 or checkpoints.steps(workdir):
+    return
+  (workdir / "config.json").unlink(missing_ok=True)
 
 
 def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], evaluate: Callable[[Any], dict],
                         fingerprint: dict | None = None) -> dict:
   """No training: {"step": s, **evaluate(state)} of the newest intact checkpoint in `workdir`, after checking the
-  run's settings against `fingerprint`; printed and written to <workdir>/eval.json (a program's --eval-only)."""
+  run's settings against `fingerprint`; printed and written to <workdir>/eval.json (a program's --eval-only;
+  WorkdirError after the printing when eval.json cannot be written)."""
   workdir = Path(workdir)
   if not checkpoints.steps(workdir):   # looked for, never created
     raise WorkdirError("workdir", f"{workdir}: no checkpoint to evaluate; train a run there first")
@@ -168,6 +224,10 @@ def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], eval
     compare_fingerprints(workdir, read_config(workdir / "config.json"), fingerprint)
   state, _, step = checkpoints.restore(workdir, jax.eval_shape(init_fn))
   values = {"step": step, **evaluate(state)}
-  write_json(workdir / "eval.json", values)   # whole or absent
   print(f"{workdir} step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items() if k != "step"))
+  try:   # printed first: a read-only workdir (a colleague's run, a shared disk) still gives its numbers
+    write_json(workdir / "eval.json", values)   # whole or absent
+  except OSError as e:
+    raise WorkdirError("workdir", f"{workdir}: eval.json cannot be written there ({e.strerror or e}); the values "
+                       "printed above are not saved: make the folder writable to keep them") from None
   return values

@@ -1,7 +1,12 @@
 """Losses that train for accuracy (docs/techniques.md#margin, #exact). Per-example values; the caller reduces.
 
-All take logits (or EXACT's mu and sigma), keep hyperparameters keyword-only, check shapes (ValueError on
-a mismatch) and work under jit and vmap.
+All take logits (or EXACT's mu and sigma), keep hyperparameters keyword-only, check shapes, dtypes and static
+arguments (ValueError naming the argument) and work under jit and vmap.
+
+Values that are only known inside jit (a label out of range, a traced sigma <= 0) are checked by
+`jax.experimental.checkify.debug_check`: a no-op (dropped from the compiled program) unless the caller runs the
+function under `checkify.checkify(f, errors=checkify.user_checks)`, as the trainers do for their first step
+(`jaxtricks.harness.checked_first_step`). Without it a label -1 scores the last class and a label >= C gives NaN.
 """
 
 import math
@@ -11,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import checkify
 from jax.scipy.special import log_ndtr
 
 
@@ -20,9 +26,68 @@ def _check_same_shape(name: str, a, b) -> None:
 
 
 def _check_labels(name: str, logits, labels) -> None:
+  """Shapes and dtype always; the values in [0, C) under checkify (a concrete NumPy/Python array: always)."""
+  if jnp.ndim(logits) < 1:
+    raise ValueError(f"{name}: logits need a class axis (shape [..., C]), got shape {jnp.shape(logits)}")
   if jnp.shape(logits)[:-1] != jnp.shape(labels):
     raise ValueError(f"{name}: logits {jnp.shape(logits)} need labels of shape {jnp.shape(logits)[:-1]}, "
                      f"got {jnp.shape(labels)}")
+  dtype = np.asarray(labels).dtype if _concrete(labels) else jnp.result_type(labels)
+  if not jnp.issubdtype(dtype, jnp.integer):
+    raise ValueError(f"{name}: labels must be integer class indices, got dtype {dtype}")
+  check_in_range(name, "labels", labels, 0, jnp.shape(logits)[-1])
+
+
+def _concrete(x) -> bool:
+  """A value known now (Python, NumPy, or a jax.Array outside any trace: eager use), so it is checked at once;
+  a traced value is left to checkify."""
+  if isinstance(x, jax.Array):
+    return not isinstance(x, jax.core.Tracer)
+  return isinstance(x, (int, float, np.integer, np.floating, np.ndarray, list, tuple))
+
+
+def check_in_range(name: str, argument: str, values, low: int, high: int) -> None:
+  """Every value in [low, high): checked now for a NumPy/Python array (ValueError), else by a debug_check
+  (under checkify only)."""
+  if _concrete(values):
+    v = np.asarray(values)
+    if v.size and not (v.min() >= low and v.max() < high):
+      raise ValueError(f"{name}: {argument} must be in [{low}, {high}), got values from {v.min()} to {v.max()}")
+    return
+  v = jnp.asarray(values)
+  if v.size:
+    checkify.debug_check(jnp.all((v >= low) & (v < high)),
+                         f"{name}: {argument} must be in [{low}, {high}), got values from {{}} to {{}}",
+                         jnp.min(v), jnp.max(v))
+
+
+def _check_sigma(name: str, sigma) -> None:
+  """sigma > 0 (and not NaN): now for a Python/NumPy value, under checkify for a traced one."""
+  if _concrete(sigma):
+    s = np.asarray(sigma, np.float64)
+    if not np.all(s > 0):
+      raise ValueError(f"{name}: sigma must be positive, got {s.min() if s.ndim else s}")
+    return
+  s = jnp.asarray(sigma)
+  checkify.debug_check(jnp.all(s > 0), f"{name}: sigma must be positive, got a minimum of {{}}", jnp.min(s))
+
+
+def _check_num_points(name: str, num_points) -> None:
+  if isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer)) or num_points < 1:
+    raise ValueError(f"{name}: num_points (Gauss-Hermite nodes) must be a positive integer, got {num_points!r}")
+
+
+def _check_unit_interval(name: str, labels) -> None:
+  """Binary targets in [0, 1]: now for NumPy/Python values, under checkify for traced ones."""
+  if _concrete(labels):
+    v = np.asarray(labels, np.float64)
+    if v.size and not (v.min() >= 0 and v.max() <= 1):
+      raise ValueError(f"{name}: labels must be in [0, 1], got values from {v.min()} to {v.max()}")
+    return
+  v = jnp.asarray(labels)
+  if v.size:
+    checkify.debug_check(jnp.all((v >= 0) & (v <= 1)), f"{name}: labels must be in [0, 1], got values from {{}} "
+                         "to {}", jnp.min(v), jnp.max(v))
 
 
 def _theta(x):
@@ -43,6 +108,7 @@ def margin_binary_cross_entropy(logits: chex.Array, labels: chex.Array, *, margi
   if not 0.5 < margin < 1:
     raise ValueError(f"margin must be in (0.5, 1), got {margin}")
   _check_same_shape("margin_binary_cross_entropy", logits, labels)
+  _check_unit_interval("margin_binary_cross_entropy", labels)
   logits = jnp.asarray(logits, jnp.result_type(float))
   labels = jnp.asarray(labels, logits.dtype)
   t = math.log(margin) - math.log1p(-margin)            # logit of m; 1 - m has logit -t
@@ -75,6 +141,11 @@ def soft_accuracy_loss(logits: chex.Array, labels: chex.Array) -> jax.Array:
 def hinge_loss(scores: chex.Array, labels_pm1: chex.Array) -> jax.Array:
   """Binary hinge loss max(0, 1 - y f) with labels in {-1, +1}."""
   _check_same_shape("hinge_loss", scores, labels_pm1)
+  if _concrete(labels_pm1):
+    if not np.all(np.isin(np.asarray(labels_pm1), (-1, 1))):
+      raise ValueError(f"hinge_loss: labels_pm1 must be -1 or +1, got {np.unique(np.asarray(labels_pm1))[:5]}")
+  else:
+    checkify.debug_check(jnp.all(jnp.abs(jnp.asarray(labels_pm1)) == 1), "hinge_loss: labels_pm1 must be -1 or +1")
   return jax.nn.relu(1.0 - labels_pm1 * scores)
 
 
@@ -98,9 +169,11 @@ def exact_log_probability(mu: chex.Array, sigma: chex.Array, labels: chex.Array,
   than `margin` gives no gradient through that gap; None: no clip.
   """
   _check_labels("exact_probability", mu, labels)
+  _check_num_points("exact_probability", num_points)
   if jnp.shape(sigma) not in ((), jnp.shape(labels)):
     raise ValueError(f"exact_probability: sigma must be a scalar or of shape {jnp.shape(labels)}, "
                      f"got {jnp.shape(sigma)}")
+  _check_sigma("exact_probability", sigma)
   if margin is not None and not margin > 0:
     raise ValueError(f"exact_probability: margin must be positive (or None), got {margin}")
   mu = jnp.asarray(mu, jnp.result_type(float))
@@ -164,6 +237,11 @@ def split_sigma_head(outputs_BK: chex.Array, *, num_classes: int) -> tuple[jax.A
 
   With C + 1 outputs the last is EXACT's learned sigma head: sigma = softplus(output) + 1e-3 (the unscheduled,
   learned-sigma form; the paper's tables schedule sigma instead). With C outputs there is no sigma."""
+  if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+    raise ValueError(f"split_sigma_head: num_classes must be a positive integer, got {num_classes!r}")
+  if jnp.ndim(outputs_BK) < 1:
+    raise ValueError(f"split_sigma_head: outputs need a last axis of {num_classes} or {num_classes + 1}, got shape "
+                     f"{jnp.shape(outputs_BK)}")
   k = jnp.shape(outputs_BK)[-1]
   if k == num_classes:
     return outputs_BK, None
@@ -177,5 +255,6 @@ def model_nll(outputs_BK: chex.Array, labels: chex.Array, *, num_classes: int) -
   EXACT's p when the outputs carry a sigma head (split_sigma_head)."""
   logits, sigma = split_sigma_head(outputs_BK, num_classes=num_classes)
   if sigma is None:
+    _check_labels("model_nll", logits, labels)
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   return exact_log_loss(logits, sigma, labels)

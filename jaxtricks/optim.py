@@ -24,7 +24,7 @@ def gradient_normalizer(*, clip: float = 0.01, momentum: float = 0.9) -> optax.G
       g <- g / max(m, clip)
 
   The state (count, m) is an optax state like any other (checkpointed with the optimizer's)."""
-  if not clip > 0:
+  if not 0 < clip < float("inf"):
     raise ValueError(f"clip must be positive, got {clip}")
   if not 0 <= momentum < 1:
     raise ValueError(f"momentum must be in [0, 1), got {momentum}")
@@ -51,8 +51,8 @@ def exact_sigma_schedule(*, init_sigma: float = 10.0, final_sigma: float = 1.0,
       sigma(t) = init * (final / init) ** min(t / T, 1)      (sigma(T / 2) = sqrt(init * final))
 
   The authors' code schedules the variance from 100 to 1 geometrically (per epoch there): sigma 10 -> 1."""
-  if not (init_sigma > 0 and final_sigma > 0):
-    raise ValueError(f"sigmas must be positive, got {init_sigma}, {final_sigma}")
+  if not (0 < init_sigma < float("inf") and 0 < final_sigma < float("inf")):
+    raise ValueError(f"init_sigma and final_sigma must be positive and finite, got {init_sigma}, {final_sigma}")
   if transition_steps <= 0:
     raise ValueError(f"transition_steps must be positive, got {transition_steps}")
   log_init, log_ratio = jnp.log(init_sigma), jnp.log(final_sigma / init_sigma)

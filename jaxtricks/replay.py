@@ -5,6 +5,8 @@
 float32, or as uint8 quantized over the data range (4x smaller, exact for images that are uint8 anyway).
 """
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -20,8 +22,10 @@ class ReplayBuffer:
 
 def create(capacity: int, item_shape: tuple[int, ...], *, dtype=jnp.float32,
            data_range: tuple[float, float] = (0.0, 1.0)) -> ReplayBuffer:
-  if capacity <= 0:
-    raise ValueError(f"capacity must be positive, got {capacity}")
+  if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) or capacity <= 0:
+    raise ValueError(f"capacity must be positive (an integer), got {capacity!r}")
+  if not (len(data_range) == 2 and data_range[0] < data_range[1]):
+    raise ValueError(f"data_range must be (low, high) with low < high, got {data_range}")
   if jnp.dtype(dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.uint8)):
     raise ValueError(f"dtype must be float32 or uint8, got {dtype}")
   return ReplayBuffer(data=jnp.zeros((capacity, *item_shape), dtype), count=jnp.zeros((), jnp.int32),
@@ -45,6 +49,8 @@ def _decode(buffer: ReplayBuffer, stored):
 def push(buffer: ReplayBuffer, x_B: jax.Array) -> ReplayBuffer:
   """Writes the batch at the pointer, overwriting the oldest items once full (ring buffer)."""
   capacity = buffer.data.shape[0]
+  if x_B.shape[1:] != buffer.data.shape[1:]:
+    raise ValueError(f"push: items of shape {x_B.shape[1:]}, the buffer holds {buffer.data.shape[1:]}")
   if x_B.shape[0] > capacity:
     raise ValueError(f"batch of {x_B.shape[0]} does not fit a buffer of {capacity}")
   idx = (buffer.pointer + jnp.arange(x_B.shape[0])) % capacity
@@ -59,6 +65,10 @@ def uniform_noise(key: jax.Array, shape, data_range=(0.0, 1.0)) -> jax.Array:
 
 def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, *, reinit_prob: float = 0.05) -> jax.Array:
   """Starting points for `batch_size` chains: buffer items (uniform over those held) or fresh noise."""
+  if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+    raise ValueError(f"sample: batch_size must be a positive integer, got {batch_size!r}")
+  if isinstance(reinit_prob, (int, float)) and not 0 <= reinit_prob <= 1:
+    raise ValueError(f"sample: reinit_prob must be in [0, 1], got {reinit_prob}")
   k_idx, k_noise, k_reinit = jax.random.split(key, 3)
   idx = jax.random.randint(k_idx, (batch_size,), 0, jnp.maximum(buffer.count, 1))
   stored = _decode(buffer, buffer.data[idx])
@@ -70,6 +80,8 @@ def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, *, reinit_prob
 def latest(buffer: ReplayBuffer, n: int) -> jax.Array:
   """The n most recently pushed items, newest first (fewer if the buffer holds fewer), decoded to floats.
   Reads count and pointer on the host: for grids and metrics outside jit."""
+  if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+    raise ValueError(f"latest: n must be an integer >= 0, got {n!r}")
   count, pointer, capacity = int(buffer.count), int(buffer.pointer), buffer.data.shape[0]
   idx = (pointer - 1 - jnp.arange(min(n, count))) % capacity
   return _decode(buffer, buffer.data[idx])

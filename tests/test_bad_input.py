@@ -8,11 +8,15 @@ import re
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from conftest import REPO, child_env, error_lines, make_raw_folder, without_progress_bars
-from jaxtricks import checkpoints, cli, loop
+from jaxtricks import checkpoints, cli, harness, losses
+from jaxtricks.errors import DataError
 from train import classify, ebm as train_ebm, gan as train_gan, sentiment
 
 TRAINERS = {"classify": classify, "gan": train_gan, "ebm": train_ebm, "sentiment": sentiment}
@@ -48,6 +52,14 @@ ROWS = [
      "{tmp}/untrained: no checkpoint to evaluate"),
     ("`--workdir` not writable", "classify", ["--data-dir", "{raw}", "--workdir", "{tmp}/file/run"],
      lambda tmp: (tmp / "file").write_text(""), "not writable"),
+    ("`--data-dir` naming a file", "classify", ["--data-dir", "{tmp}/afile"], lambda tmp: (tmp / "afile").write_text(""),
+     "--data-dir {tmp}/afile: is a file, not a folder; give the folder that holds fashion_mnist/"),
+    ("`--fid-samples 1`", "gan", ["--fid-samples", "1"], None, "--fid-samples must be >= 2 (an FID compares "
+     "covariances"),
+    ("`--fid-samples 1` (ebm)", "ebm", ["--fid-samples", "1"], None, "--fid-samples must be >= 2"),
+    ("`--maxlen 2` with `--model cnn` (sentiment)", "sentiment", ["--model", "cnn", "--maxlen", "2"], None,
+     "--maxlen 2 is shorter than the CNN's convolution (width 3): nothing of a review would be left to classify; "
+     "use --maxlen 3 or more"),
 ]
 
 
@@ -160,11 +172,54 @@ def test_row_disk_full_while_saving(tmp, capsys, monkeypatch):
   assert checkpoints.manager(tmp / "w").latest_step() == 30
 
 
+@pytest.mark.parametrize("label", [-1, 10])
+def test_row_label_outside_the_classes(label, tmp, capsys, monkeypatch):
+  """A label -1 (scored as the last class) or 10 (a NaN loss) in the training data: the first step runs the
+  library's checks (harness.checked_first_step) and the run stops with one line."""
+  load = harness.load_images
+
+  def with_a_bad_label(dataset, config):
+    train, test = load(dataset, config)
+    labels = train["label"].astype(np.int32)
+    labels[::7] = label
+    return {**train, "label": labels}, test
+  monkeypatch.setattr(harness, "load_images", with_a_bad_label)
+  rc = _main("classify", ["--data-dir", "{raw}", "--steps", "3", "--batch-size", "16"], tmp)
+  line = _error_line(capsys.readouterr().err)
+  assert rc == cli.EXIT_USAGE and line.startswith("classify: error: the first training batch fails a check "
+                                                  "(objective: labels must be in [0, 10), got values from"), line
+  assert line.endswith("fix the training data (the --data-dir folder)"), line
+  assert not (tmp / "w" / "checkpoints").exists() or not any((tmp / "w" / "checkpoints").iterdir())
+  assert not (tmp / "w" / "config.json").exists()   # not bound to the settings of a run that never trained
+
+
+def test_checked_first_step_runs_the_checks_once_and_trains_with_the_plain_step():
+  """Only the first call is checked (a separate program returning the error alone); every call trains with the
+  jitted step itself, so the numbers are the unchecked step's, bit for bit."""
+  def step(state, batch, key):
+    losses.check_in_range("step", "labels", batch, 0, 3)
+    return state + batch.sum(), {"loss": state}
+  calls = []
+  jitted = jax.jit(step)
+
+  def counted(*args):
+    calls.append(args)
+    return jitted(*args)
+  checked = harness.checked_first_step(step, counted)
+  good, bad = jnp.array([0, 2]), jnp.array([0, 3])
+  assert checked(jnp.float32(1), good, None)[0] == jitted(jnp.float32(1), good, None)[0]
+  assert checked(jnp.float32(1), bad, None)[0] == 4.0   # not checked after the first call
+  assert len(calls) == 2
+  with pytest.raises(DataError, match=r"fails a check \(step: labels must be in \[0, 3\), got values from 0 to 3\)"):
+    harness.checked_first_step(step, counted)(jnp.float32(1), bad, None)
+  assert len(calls) == 2   # the plain step never ran on the bad batch
+
+
 def test_docs_list_every_row():
   doc = (REPO / "docs" / "reliability.md").read_text()
   table = doc[doc.index("## Bad input"):doc.index("## Reliability")]
   for words in [r[0] for r in ROWS] + ["`--batch-size 30` on 4 devices", "workdir of another model",
-                                       "disk full while saving"]:
+                                       "disk full while saving", "a label outside the classes in the training data"]:
     assert words in table, f"docs/reliability.md's bad-input table lacks {words!r}"
   code = "".join(p.read_text() for d in ("jaxtricks", "train", "benchmarks") for p in (REPO / d).rglob("*.py"))
   assert not re.search(r"\bimport pickle|\bpickle\.load|allow_pickle=True", code)   # nothing unpickles from disk

@@ -124,3 +124,34 @@ def test_replay_latest_returns_the_newest_items_first_across_the_wrap():
   buf = replay.push(buf, jnp.array([[0.4], [0.5]]))                # wraps: slot 0 now holds 0.5
   np.testing.assert_allclose(replay.latest(buf, 3)[:, 0], [0.5, 0.4, 0.3], rtol=1e-6)
   np.testing.assert_allclose(replay.latest(buf, 10)[:, 0], [0.5, 0.4, 0.3, 0.2], rtol=1e-6)
+
+
+@pytest.mark.parametrize("settings, words", [
+    (dict(num_steps=-3), "num_steps must be a positive integer, got -3"),   # returned x0 before
+    (dict(num_steps=0), "num_steps must be a positive integer, got 0"),
+    (dict(num_steps=2.5), "num_steps must be a positive integer, got 2.5"),
+    (dict(step_size=0.0), "step_size must be positive"),
+    (dict(step_size=-1.0), "step_size must be positive"),
+    (dict(noise_scale=-0.1), "noise_scale must be >= 0"),
+    (dict(grad_clip=0.0), "grad_clip must be positive"),
+    (dict(data_range=(1.0, 0.0)), r"data_range must be \(low, high\) with low < high"),
+    (dict(unroll=0), "unroll must be True, False or an integer >= 1, got 0"),
+])
+def test_chain_refuses_bad_settings(settings, words):
+  args = {"num_steps": 2, "step_size": 0.1, **settings}
+  with pytest.raises(ValueError, match=words):
+    langevin.langevin_chain(quadratic, jnp.zeros((2, 3)), jax.random.PRNGKey(0), **args)
+
+
+def test_replay_refuses_bad_arguments():
+  buffer = replay.create(4, (2,))
+  with pytest.raises(ValueError, match=r"push: items of shape \(3,\), the buffer holds \(2,\)"):
+    replay.push(buffer, jnp.zeros((1, 3)))   # broadcast silently into the slots before
+  with pytest.raises(ValueError, match="sample: batch_size must be a positive integer, got 0"):
+    replay.sample(buffer, jax.random.PRNGKey(0), 0)
+  with pytest.raises(ValueError, match=r"reinit_prob must be in \[0, 1\], got 1.5"):
+    replay.sample(buffer, jax.random.PRNGKey(0), 2, reinit_prob=1.5)
+  with pytest.raises(ValueError, match="latest: n must be an integer >= 0, got -1"):
+    replay.latest(buffer, -1)
+  with pytest.raises(ValueError, match="data_range must be"):
+    replay.create(4, (2,), data_range=(0.0, 0.0))

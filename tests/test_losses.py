@@ -1,11 +1,14 @@
 """Losses against independent float64 references, Monte Carlo, closed forms and docs/techniques.md#exact's toy example."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.experimental import checkify
 from jax.test_util import check_grads
 from scipy.stats import norm
 
@@ -240,3 +243,75 @@ class TestExactPublishedForm:
     # example 0: 1 + 1.8 - 2.0 = 0.8; example 1: 1 + 1.0 - 3.0 < 0 -> 0
     np.testing.assert_allclose(losses.multiclass_hinge_loss(logits, y), [0.8, 0.0], rtol=1e-6)
     np.testing.assert_allclose(losses.multiclass_hinge_loss(logits, y, margin=5.0), [4.8, 3.0], rtol=1e-6)
+
+
+class TestBoundaries:
+  """Issue 36, item 4: static arguments are refused with a message naming them; label values are checked now for
+  NumPy input and under checkify for traced input (a no-op in the compiled program otherwise)."""
+  mu = np.zeros((2, 3), np.float32)
+  labels = np.array([0, 2])
+
+  @pytest.mark.parametrize("sigma", [-1.0, 0.0, np.float32(-2.0), np.array([1.0, -1.0]), float("nan"), jnp.float32(-1)])
+  @pytest.mark.parametrize("fn", [losses.exact_loss, losses.exact_probability, losses.exact_log_loss])
+  def test_sigma_not_positive(self, fn, sigma):
+    with pytest.raises(ValueError, match="sigma must be positive"):
+      fn(self.mu, sigma, self.labels)
+
+  @pytest.mark.parametrize("num_points", [0, -3, 2.5, True])
+  def test_num_points(self, num_points):
+    with pytest.raises(ValueError, match="num_points .* must be a positive integer"):
+      losses.exact_loss(self.mu, 1.0, self.labels, num_points=num_points)
+
+  @pytest.mark.parametrize("fn", [
+      lambda l, y: losses.margin_softmax_cross_entropy(l, y, margin=0.5), losses.soft_accuracy_loss,
+      losses.multiclass_hinge_loss, lambda l, y: losses.exact_loss(l, 1.0, y)])
+  def test_labels(self, fn):
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\), got values from -1 to 2"):
+      fn(self.mu, np.array([-1, 2]))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\), got values from 0 to 3"):
+      fn(self.mu, [0, 3])
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\), got values from 0 to 3"):
+      fn(self.mu, jnp.array([0, 3]))   # a jax.Array outside any trace: checked at once too
+    with pytest.raises(ValueError, match="labels must be integer class indices"):
+      fn(self.mu, np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="need a class axis"):
+      fn(jnp.zeros(()), jnp.zeros((), jnp.int32))
+    # traced labels: unchecked in the plain program, a FailedCheck under checkify
+    loss = jax.jit(lambda l, y: fn(l, y).sum())
+    assert np.isfinite(loss(self.mu, jnp.array([0, 2])))
+    checked = jax.jit(checkify.checkify(loss, errors=checkify.user_checks))
+    assert checked(self.mu, jnp.array([0, 2]))[0].get() is None
+    assert "labels must be in [0, 3), got values from -1 to 2" in checked(self.mu, jnp.array([-1, 2]))[0].get()
+    assert "got values from 0 to 3" in checked(self.mu, jnp.array([0, 3]))[0].get()
+
+  def test_traced_sigma_under_checkify(self):
+    loss = jax.jit(checkify.checkify(lambda s: losses.exact_loss(self.mu, s, self.labels).sum(),
+                                     errors=checkify.user_checks))
+    assert loss(jnp.float32(1.0))[0].get() is None
+    assert "sigma must be positive, got a minimum of -1.0" in loss(jnp.float32(-1.0))[0].get()
+
+  def test_binary_labels(self):
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 1\]"):
+      losses.margin_binary_cross_entropy(np.zeros(2, np.float32), np.array([0.0, 2.0]))
+    with pytest.raises(ValueError, match="labels_pm1 must be -1 or \\+1"):
+      losses.hinge_loss(np.zeros(2), np.array([0.0, 1.0]))
+    checked = jax.jit(checkify.checkify(lambda y: losses.margin_binary_cross_entropy(jnp.zeros(2), y).sum(),
+                                        errors=checkify.user_checks))
+    assert "labels must be in [0, 1]" in checked(jnp.array([0.0, 2.0]))[0].get()
+
+  def test_split_sigma_head(self):
+    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+      losses.split_sigma_head(jnp.zeros((2, 3)), num_classes=0)
+
+  def test_checks_leave_the_compiled_program_as_it_was(self, monkeypatch):
+    """The debug_checks add nothing to what XLA runs: the optimized program with them equals the one without."""
+    y = jnp.array([0, 2])
+
+    def optimized():
+      f = jax.jit(jax.grad(lambda l: (losses.exact_loss(l, 1.0, y) + losses.margin_softmax_cross_entropy(
+          l, y, margin=0.5)).sum()))
+      text = f.lower(self.mu).compile().as_text()   # its instructions, without source locations
+      return [re.sub(r", metadata=\{[^}]*\}", "", line) for line in text.splitlines() if " = " in line]
+    with_checks = optimized()
+    monkeypatch.setattr(losses.checkify, "debug_check", lambda *a, **k: None)
+    assert optimized() == with_checks

@@ -98,3 +98,46 @@ def test_one_fid_path():
     assert "frechet_distance" not in code and "gaussian_statistics" not in code and "FID_DATASETS" not in code, path
     assert ("fid_against" in code) == ("fid_name" in code), path
   assert not hasattr(metrics, "fid_fmnist")
+
+
+def test_auroc_refuses_nan_and_empty_scores():
+  """NaN has no rank: sorted last, it counted as the highest score (auroc([nan, 1], [.5]) was 1.0)."""
+  with pytest.raises(ValueError, match="auroc: scores_in holds 1 NaN of 2 scores"):
+    metrics.auroc([np.nan, 1.0], [0.5])
+  with pytest.raises(ValueError, match="auroc: scores_out holds 1 NaN"):
+    metrics.auroc([1.0], [np.nan, 0.5])
+  with pytest.raises(ValueError, match="auroc: scores_out is empty"):
+    metrics.auroc([1.0], [])
+
+
+@pytest.mark.parametrize("probs", [np.random.default_rng(0).normal(size=(10, 10)),   # logits: IS was 3.4e7
+                                   np.full((10, 10), 0.2), np.full((4, 10), np.nan), np.zeros((0, 10)), np.ones(10)])
+def test_inception_score_refuses_what_is_not_probabilities(probs):
+  with pytest.raises(ValueError, match="inception_score: probs_NC must"):
+    metrics.inception_score(probs)
+
+
+def test_fid_takes_one_input_convention():
+  """uint8 0..255 or float in [0, 1], the same pixels give the same FID; int32 or float 0..255 (FID 4.9 million
+  before), NaN images (a finite 175 before), one image ("Eigenvalues did not converge" before) and another image
+  shape are refused, naming the argument."""
+  rng = np.random.default_rng(0)
+  ref = rng.integers(0, 256, (50, 28, 28, 1), dtype=np.uint8)
+  images = rng.integers(0, 256, (40, 28, 28, 1), dtype=np.uint8)
+  fid = metrics.fid_against(ref)
+  assert fid(images) == fid(images.astype(np.float32) / 255) == fid(images.astype(np.float64) / 255)
+  refusals = [(images.astype(np.int32), "images: images of dtype int32; give uint8"),
+              (images.astype(np.float32), r"images: float images must be in \[0, 1\], got values in \[0, 255\]"),
+              (images.astype(np.float32) / 127.5 - 1, r"float images must be in \[0, 1\]"),
+              (np.full(images.shape, np.nan, np.float32), "images: 31360 pixel values are NaN"),
+              (images[:1], "images: 1 images; at least 2 are needed"),
+              (images[:, :20], r"images: shape \(20, 28, 1\) per image, the reference's is \(28, 28, 1\)"),
+              (images[..., 0], r"images: images must be \[N, H, W, C\]"),
+              (images.astype(bool), "dtype bool")]
+  for bad, words in refusals:
+    with pytest.raises(ValueError, match=words):
+      fid(bad)
+  with pytest.raises(ValueError, match="reference_images: 1 images; at least 2"):
+    metrics.fid_against(ref[:1])
+  with pytest.raises(ValueError, match="images_NHWC: images of dtype int64"):
+    metrics.feature_net_outputs(ref.astype(np.int64))

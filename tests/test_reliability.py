@@ -3,19 +3,21 @@ signal, on the smallest classifier run that shows it; that table lists every row
 Runs go through cli.main in this process, except the signal rows, which run the program as a child process that
 signals its own pid (tests/killed_run.py)."""
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import chex
 import pytest
 
 from conftest import REPO, child_env, error_lines, make_raw_folder, without_progress_bars
 from jaxtricks import checkpoints, cli, loop
-from train import classify, ebm as train_ebm, ebm_sample, sentiment
+from train import classify, ebm as train_ebm, ebm_sample, feature_net, gan as train_gan, sentiment
 
 RUN = ["--model", "cnn", "--batch-size", "16", "--checkpoint-every", "2", "--no-progress", "--no-tensorboard"]
 
@@ -34,7 +36,10 @@ def _classify(tmp, *args, workdir=None):
 
 
 def _one_line(capsys) -> str:
-  err = capsys.readouterr().err
+  return _one_line_of(capsys.readouterr().err)
+
+
+def _one_line_of(err: str) -> str:
   lines = without_progress_bars(err)
   assert len(lines) == 1 and "Traceback" not in err, err
   return lines[0]
@@ -377,6 +382,137 @@ def test_row_fewer_steps_than_done(tmp, capsys):
   capsys.readouterr()
   assert _classify(tmp, "--steps", "3") == 0
   assert _one_line(capsys) == f"{tmp / 'w'}: already at step 4 >= the 3 steps asked for; nothing to train"
+
+
+# ---- issue 36, item 5: tracebacks for user mistakes or a damaged environment
+
+def _limited_memory():   # the child's address space capped, so an allocation that cannot fit fails at once
+  import resource
+  resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))
+
+
+def test_row_out_of_memory_then_a_smaller_run(tmp):
+  """A width whose weights cannot be allocated: one line, exit 2; the workdir is not bound to the failed settings,
+  so the same command with a smaller width runs there."""
+  env = child_env(TFDS_DATA_DIR=str(tmp / "tfds"), JAXTRICKS_OFFLINE="1")
+  argv = [sys.executable, "-m", "train.gan", "--data-dir", str(tmp / "raw"), "--workdir", str(tmp / "w"), "--steps",
+          "1", "--batch-size", "8", "--fid-every", "0", "--no-progress", "--no-tensorboard", "--width"]
+  r = subprocess.run(argv + ["20000"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+                     preexec_fn=_limited_memory)
+  lines = _lines(r.stderr)
+  assert r.returncode == cli.EXIT_USAGE and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+  assert lines[0].startswith("python -m train.gan: error: the run does not fit in the device's memory (") and (
+      "make it smaller (a lower --batch-size, a smaller model)") in lines[0], lines
+  assert not (tmp / "w" / "config.json").exists()
+  r = subprocess.run(argv + ["8"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert json.loads((tmp / "w" / "config.json").read_text())["width"] == 8
+
+
+@contextlib.contextmanager
+def read_only(folder):
+  """`folder` read-only for this process: a read-only bind mount where it may mount (root, as CI runs: root ignores
+  permission bits), else its permission bits."""
+  folder = str(folder)
+  if os.geteuid() != 0:
+    modes = {p: p.stat().st_mode for p in [Path(folder), *Path(folder).rglob("*")]}
+    for p, mode in modes.items():
+      p.chmod(mode & ~0o222)
+    try:
+      yield
+    finally:
+      for p, mode in modes.items():
+        p.chmod(mode)
+    return
+  if subprocess.run(["mount", "--bind", folder, folder], capture_output=True).returncode:
+    pytest.skip("cannot make a read-only folder: root here, but not allowed to mount")
+  try:
+    subprocess.run(["mount", "-o", "remount,ro,bind", folder, folder], check=True, capture_output=True)
+    yield
+  finally:
+    subprocess.run(["umount", folder], check=True)
+
+
+def test_row_eval_only_on_a_read_only_workdir(tmp, capsys):
+  """The accuracy is printed first; then one line says eval.json could not be written, exit 2."""
+  assert _classify(tmp, "--steps", "2") == 0
+  capsys.readouterr()
+  with read_only(tmp / "w"):
+    rc = _classify(tmp, "--steps", "2", "--eval-only")
+    captured = capsys.readouterr()
+  assert rc == cli.EXIT_USAGE
+  assert captured.out.startswith(f"{tmp / 'w'} step 2: test/accuracy="), captured.out
+  line = _one_line_of(captured.err)
+  assert line == (f"classify: error: --workdir {tmp / 'w'}: eval.json cannot be written there (Read-only file "
+                  "system); the values printed above are not saved: make the folder writable to keep them") or (
+      os.geteuid() != 0 and "eval.json cannot be written there (Permission denied)" in line), line
+  assert not (tmp / "w" / "eval.json").exists()
+
+
+def test_row_feature_net_output_is_a_directory(tmp, capsys):
+  """Refused before the training (it was found when the weights were written, after it)."""
+  (tmp / "weights").mkdir()
+  rc = cli.main(feature_net.Config, feature_net.run, argv=["--output", str(tmp / "weights")], prog="feature_net")
+  assert rc == cli.EXIT_USAGE
+  assert _one_line(capsys) == f"feature_net: error: --output {tmp / 'weights'}: is a directory; give a file name for the weights"
+
+
+def _cache_of(tmp) -> Path:
+  """The prepared-data cache of the fake Fashion-MNIST (builders.cache_dir), prepared now."""
+  from jaxtricks.data import builders, load
+  load("fashion_mnist", "test", data_dir=str(tmp / "raw"))
+  return Path(builders.cache_dir(builders.BUILDERS["fashion_mnist"].SOURCE, str(tmp / "raw"), None))
+
+
+@pytest.mark.parametrize("damage", ["dataset_info.json not JSON", "record file truncated"])
+def test_row_damaged_data_cache(damage, tmp, capsys):
+  """TFDS's or ArrayRecord's error names the cache folder to delete; deleting it rebuilds the cache."""
+  cache = _cache_of(tmp)
+  version = next(cache.rglob("dataset_info.json")).parent
+  if damage == "dataset_info.json not JSON":
+    (version / "dataset_info.json").write_text("{not json")
+  else:
+    for kept in version.glob("*.arrays.npz"):
+      kept.unlink()
+    record = next(version.glob("*-train.array_record-*"))
+    record.write_bytes(record.read_bytes()[:5000])
+  assert _classify(tmp, "--steps", "1") == cli.EXIT_USAGE
+  line = _one_line(capsys)
+  assert line.startswith(f"classify: error: {cache}: the prepared data cache is damaged (") and line.endswith(
+      "); delete that folder and run again (it is rebuilt from the raw files)"), line
+  shutil.rmtree(cache)
+  assert _cache_of(tmp) == cache
+
+
+def test_row_read_only_complete_data_cache(tmp, capsys):
+  """A prepared cache on a read-only file system (a cluster's shared cache) is read, not locked."""
+  _cache_of(tmp)
+  with read_only(tmp / "tfds"):
+    assert _classify(tmp, "--steps", "1") == 0
+
+
+def test_row_home_read_only(tmp, capsys, monkeypatch):
+  """No TFDS_DATA_DIR and a read-only HOME: the default cache cannot be made; one line says what to set."""
+  (tmp / "home").mkdir()
+  monkeypatch.delenv("TFDS_DATA_DIR")
+  monkeypatch.setenv("HOME", str(tmp / "home"))
+  with read_only(tmp / "home"):
+    assert _classify(tmp, "--steps", "1") == cli.EXIT_USAGE
+  line = _one_line(capsys)
+  assert line.startswith(f"classify: error: {tmp / 'home' / 'tensorflow_datasets' / 'jaxtricks'}/") and (
+      "the prepared-data cache cannot be written there (") in line and line.endswith(
+      "set TFDS_DATA_DIR to a writable folder (the default is ~/tensorflow_datasets)"), line
+  assert not (tmp / "w").exists()   # refused before the workdir is made
+
+
+def test_row_gan_divergence_names_its_own_flags(tmp, capsys):
+  """train.gan has --lr-g and --lr-d, not --lr; with no checkpoint yet the advice is to run again, not resume."""
+  rc = cli.main(train_gan.Config, train_gan.run, argv=[
+      "--data-dir", str(tmp / "raw"), "--workdir", str(tmp / "w"), "--steps", "6", "--batch-size", "8", "--width",
+      "8", "--lr-g", "1e30", "--lr-d", "1e30", "--fid-every", "0", "--no-progress", "--no-tensorboard"], prog="gan")
+  line = _one_line(capsys)
+  assert rc == cli.EXIT_DIVERGED and "training diverged at step" in line, line
+  assert line.endswith(f"last good checkpoint: none in {tmp / 'w'}. Run again with a lower --lr-g and --lr-d"), line
 
 
 def test_docs_list_every_row():

@@ -185,6 +185,7 @@ def exact_sigma_fn(config: Config, steps: int):
 def objective(config: Config, sigma_fn, outputs_BK: jax.Array, batch: dict, step: jax.Array) -> jax.Array:
   """The training loss of --loss, reduced over the batch (`sigma_fn`: exact_sigma_fn's schedule or None)."""
   labels_B = batch["label"]
+  losses.check_in_range("objective", "labels", labels_B, 0, NUM_CLASSES)   # under checkify: the first step
   logits, sigma = losses.split_sigma_head(outputs_BK, num_classes=NUM_CLASSES)
   if config.logit_batchnorm:
     logits = losses.logit_batchnorm(logits)

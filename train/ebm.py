@@ -33,7 +33,7 @@ import optax
 
 from jaxtricks import cli, ebm, harness, loop, metrics, parallel, replay
 from jaxtricks.data import IMAGE_SHAPES, pipeline
-from jaxtricks.errors import require
+from jaxtricks.errors import DivergenceError, require
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +95,8 @@ class Config(harness.BaseConfig):
     require(0 <= self.reinit_prob <= 1, "reinit_prob", f"must be in [0, 1], got {self.reinit_prob}")
     require(self.unroll in ("auto", "full") or self.unroll >= 1, "unroll",
             f"must be auto, full or >= 1, got {self.unroll}")
+    require(self.fid_samples >= 2, "fid_samples", f"must be >= 2 (an FID compares covariances; a few thousand give a "
+            f"stable value), got {self.fid_samples}")
     require(self.buffer_size >= self.batch_size, "buffer_size",
             f"{self.buffer_size} must hold at least one batch ({{batch_size}} {self.batch_size})")
 
@@ -147,9 +149,12 @@ def run(config: Config, actions=()):
   if fid_name is not None:
     fid = metrics.fid_against(test["image"], net=metrics.load_feature_net(fid=fid_name))
 
-    def evaluate(step, state):
-      return {f"fid_{fid_name}_buffer": fid(np.asarray(replay.latest(state.buffer, config.fid_samples))),
-              f"fid_{fid_name}_fresh": fid(fresh(state, config.fid_samples))}
+    def evaluate(step, state):   # the buffer's FID once it holds 2 samples (--batch-size 1 fills it one a step)
+      held, drawn = np.asarray(replay.latest(state.buffer, config.fid_samples)), fresh(state, config.fid_samples)
+      if not (np.isfinite(held).all() and np.isfinite(drawn).all()):   # the step's metrics are read a step later
+        raise DivergenceError(None, f"training diverged at step {step}: the samples hold non-finite values")
+      buffer = {f"fid_{fid_name}_buffer": fid(held)} if len(held) >= 2 else {}
+      return {**buffer, f"fid_{fid_name}_fresh": fid(drawn)}
     periodic.append(loop.Periodic(config.fid_every, evaluate, announce=True))
   step_fn = functools.partial(ebm.train_step, model=model, tx=tx, sampler=chains, reg=config.reg,
                               chain_sharding=parallel.sharded(mesh))

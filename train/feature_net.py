@@ -12,6 +12,7 @@ network: their FIDs compare only with FIDs measured by the same committed weight
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,15 @@ class Config:
                                                                           "its weights are written; -1: the data "
                                                                           "set's (0.92, 0.75)"})
   epochs: float = dataclasses.field(default=0.0, metadata={"help": "0: the recipe's"})
+
+  def __post_init__(self):   # checked before training, not when the weights are written after it
+    output = self.paths()[0]
+    require(not output.is_dir(), "output", f"{output}: is a directory; give a file name for the weights")
+    require(output.parent.is_dir() and os.access(output.parent, os.W_OK), "output",
+            f"{output}: {output.parent} is not a writable folder")
+    require(self.min_accuracy <= 1, "min_accuracy",
+            f"must be at most 1 (a negative value: the data set's), got {self.min_accuracy}")
+    require(self.epochs >= 0, "epochs", f"must be >= 0 (0: the recipe's), got {self.epochs}")
 
   def paths(self) -> tuple[Path, str]:
     """(output weights file, workdir) with the defaults filled in."""

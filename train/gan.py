@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxtricks import cli, gan, harness, loop, metrics
 from jaxtricks.data import IMAGE_SHAPES, pipeline
-from jaxtricks.errors import require
+from jaxtricks.errors import DivergenceError, require
 from jaxtricks.models.dcgan import Discriminator, Generator
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +62,8 @@ class Config(harness.BaseConfig):
     super().__post_init__()
     harness.require_positive(self, "steps", "batch_size", "z_dim", "width", "sample_every", "fid_samples",
                              "lr_g", "lr_d", "lam")
+    require(self.fid_samples >= 2, "fid_samples", f"must be >= 2 (an FID compares covariances; a few thousand give a "
+            f"stable value), got {self.fid_samples}")
     require(self.fid_every >= 0, "fid_every", f"must be >= 0 (0: only at the end), got {self.fid_every}")
     require(self.adam_eps > 0, "adam_eps", f"must be positive, got {self.adam_eps}")
     require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1) (0: off), got {self.ema_decay}")
@@ -118,13 +120,15 @@ def run(config: Config, actions=()):
     fid = metrics.fid_against(test["image"], net=metrics.load_feature_net(fid=fid_name),
                                with_inception_score=True)
 
-    def scores(images, suffix=""):
+    def scores(step, images, suffix=""):
+      if not np.isfinite(images).all():   # the step's own metrics are read one step later
+        raise DivergenceError(None, f"training diverged at step {step}: G{suffix}'s samples hold non-finite values")
       value, inception_score = fid(images)
       return {f"fid_{fid_name}{suffix}": value, f"inception_score{suffix}": inception_score}
 
     def evaluate(step, state):   # G itself, and with --ema-decay its EMA too
-      out = scores(samples(state, config.fid_samples, ema=False))
-      return {**out, **scores(samples(state, config.fid_samples, ema=True), "_ema")} if ema else out
+      out = scores(step, samples(state, config.fid_samples, ema=False))
+      return {**out, **scores(step, samples(state, config.fid_samples, ema=True), "_ema")} if ema else out
     periodic.append(loop.Periodic(config.fid_every, evaluate, announce=True))
   return harness.train(
       config, steps=config.steps,
@@ -132,7 +136,7 @@ def run(config: Config, actions=()):
       train_step=functools.partial(train_step, config=config, generator=generator, discriminator=discriminator,
                                    tx=tx),
       batches=batches, key=keys["step"], mesh=mesh, fingerprint=harness.fingerprint(config, FINGERPRINT),
-      actions=[*periodic, *actions])
+      actions=[*periodic, *actions], divergence_advice="Resume from it with a lower {lr_g} and {lr_d}")
 
 
 def main(argv=None) -> int:

@@ -56,6 +56,10 @@ class Config(harness.BaseConfig):
     harness.require_positive(self, "batch_size", "eval_batch_size", "lr")
     require(self.num_words == 0 or self.num_words > 3, "num_words", f"must be > 3 (or 0), got {self.num_words}")
     require(self.maxlen >= 0, "maxlen", f"must be >= 0 (0: the seed's), got {self.maxlen}")
+    width = CNNClassifier.kernel_size   # the CNN's VALID convolution leaves maxlen - width + 1 positions to pool
+    require(self.model != "cnn" or self.setting("maxlen") >= width, "maxlen",
+            f"{self.setting('maxlen')} is shorter than the CNN's convolution (width {width}): nothing of a review would "
+            f"be left to classify; use {{maxlen}} {width} or more")
 
   def setting(self, name: str):
     """num_words, maxlen or epochs: the flag, or the seed's value for the model when the flag is 0."""
@@ -72,6 +76,7 @@ def make_model(config: Config):
 
 def objective(config: Config, logits_B: jax.Array, batch: dict, step=None) -> jax.Array:
   labels_B = batch["label"]
+  losses.check_in_range("objective", "labels", labels_B, 0, 2)   # under checkify: the first step
   if config.loss == "margin":
     return losses.margin_binary_cross_entropy(logits_B, labels_B, margin=config.margin).mean()
   return optax.sigmoid_binary_cross_entropy(logits_B, labels_B.astype(logits_B.dtype)).mean()

@@ -7,6 +7,7 @@ Nothing is unpickled: MNIST-style data comes from IDX files, CIFAR-10 from the o
 3,073-byte records) or a JPEG copy.
 """
 
+import contextlib
 import fcntl
 import io
 import os
@@ -164,6 +165,8 @@ def cifar10_from_binary(path, split: str) -> tuple[np.ndarray, np.ndarray]:
                           f"{_CIFAR_RECORD}-byte records")
   records = np.frombuffer(raw, np.uint8).reshape(-1, _CIFAR_RECORD)
   images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  if len(records) and records[:, 0].max() >= len(CIFAR10_CLASSES):
+    raise DataError(None, f"{path}: {split} label {records[:, 0].max()} is not one of {len(CIFAR10_CLASSES)} classes")
   return images, records[:, 0].astype(np.int64)
 
 
@@ -197,13 +200,33 @@ def builder(name: str, *, data_dir: str | None = None, tfds_dir: str | None = No
   """The prepared builder of data set `name`; raw files from `data_dir` (see sources.py), cache in `tfds_dir`."""
   if name not in BUILDERS:
     raise DataError(None, f"unknown data set {name!r}; known: {', '.join(BUILDERS)}")
-  make = lambda: BUILDERS[name](raw_data_dir=data_dir, data_dir=cache_dir(BUILDERS[name].SOURCE, data_dir, tfds_dir),
-                                file_format="array_record", **kwargs)
-  b = make()
+  cache = cache_dir(BUILDERS[name].SOURCE, data_dir, tfds_dir)
+  make = lambda: BUILDERS[name](raw_data_dir=data_dir, data_dir=cache, file_format="array_record", **kwargs)
+  with cache_damage_named(cache):   # reading a prepared cache; preparing one names its own errors
+    b = make()
   prepare(b)
   if not b.info.splits:   # another process prepared the cache while this one waited for the lock: read it now
-    b = make()
+    with cache_damage_named(cache):
+      b = make()
   return b
+
+
+@contextlib.contextmanager
+def cache_damage_named(cache: str):
+  """An error of TFDS or ArrayRecord while reading a prepared cache (a damaged dataset_info.json, a truncated
+  .array_record file...) becomes a DataError naming the cache folder to delete; the project's own errors and
+  Ctrl-C pass through."""
+  try:
+    yield
+  except (DataError, ImportError):
+    raise
+  except OSError as e:
+    raise DataError(None, f"{cache}: the prepared data cache cannot be used ({e.strerror or e}: {e.filename}); free "
+                    "space or fix its permissions, or delete that folder and run again") from None
+  except Exception as e:  # pylint: disable=broad-except  (TFDS, protobuf and ArrayRecord raise many kinds)
+    what = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
+    raise DataError(None, f"{cache}: the prepared data cache is damaged ({what}); delete that folder and run again "
+                    "(it is rebuilt from the raw files)") from None
 
 
 def cache_dir(source: sources.RawSource, data_dir: str | None, tfds_dir: str | None) -> str:
@@ -217,8 +240,15 @@ def prepare(b: tfds.core.DatasetBuilder) -> None:
   """b.download_and_prepare(), one process at a time per data set: two processes preparing the same cache at once
   (parallel test workers, several jobs on a fresh machine) would race on its final rename."""
   folder = Path(b.data_dir).parent
-  folder.mkdir(parents=True, exist_ok=True)
-  with open(folder / ".prepare.lock", "w") as lock:
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = open(folder / ".prepare.lock", "w")
+  except OSError as e:
+    if b.info.splits:   # prepared already (a shared, read-only cache): nothing to write, nothing to lock
+      return
+    raise DataError(None, f"{folder}: the prepared-data cache cannot be written there ({e.strerror or e}); set "
+                    "TFDS_DATA_DIR to a writable folder (the default is ~/tensorflow_datasets)") from None
+  with lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     b.download_and_prepare(download_config=tfds.download.DownloadConfig(force_checksums_validation=True))
 
@@ -243,7 +273,8 @@ def load(name: str, split: str, *, data_dir: str | None = None,
   except (OSError, ValueError, KeyError, zipfile.BadZipFile):   # none kept yet, or not readable: decode anew
     pass
   if images is None:
-    images, labels = _decode(b, split)
+    with cache_damage_named(str(Path(b.data_dir).parents[1])):
+      images, labels = _decode(b, split)
     _keep(arrays, images=images, labels=labels)
   chex.assert_shape(images, (n, *shape))
   chex.assert_type(images, np.uint8)
@@ -269,4 +300,5 @@ def _keep(path: Path, **arrays: np.ndarray) -> None:
       np.savez(f, **arrays)
     os.replace(tmp, path)
   except OSError:
-    tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):   # on a read-only file system even unlinking a missing file fails
+      tmp.unlink(missing_ok=True)

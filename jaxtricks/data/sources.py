@@ -56,6 +56,9 @@ def locate(source: RawSource, data_dir: str | None, dl_manager=None) -> dict[str
   """Returns {key: path} of the raw files, from the first place that has all of them."""
   tried = []
   folders = []
+  if data_dir and Path(data_dir).exists() and not Path(data_dir).is_dir():
+    raise DataError("data_dir", f"{data_dir}: is a file, not a folder; give the folder that holds "
+                    f"{source.subdirs[0]}/")
   if data_dir and not Path(data_dir).is_dir():   # a typo must not silently fall back to another copy
     raise DataError("data_dir", f"{data_dir}: no such folder; give the folder that holds {source.subdirs[0]}/, or "
                     f"leave {{data_dir}} unset to use ${ENV_VAR}, the system copy or the download")

@@ -17,6 +17,7 @@ then positives, each by the number in the file name (aclImdb/<split>/<neg|pos>/<
 """
 
 import collections
+import contextlib
 import gzip
 import io
 import json
@@ -176,14 +177,15 @@ def load_text(name: str, split: str, *, data_dir: str | None = None,
   """(texts, labels int32) of one split in the official order."""
   if name not in TEXT_BUILDERS:
     raise DataError(None, f"unknown text data set {name!r}; known: {', '.join(TEXT_BUILDERS)}")
-  b = TEXT_BUILDERS[name](raw_data_dir=data_dir, data_dir=builders.cache_dir(TEXT_BUILDERS[name].SOURCE, data_dir,
-                                                                              tfds_dir),
-                          file_format="array_record")
+  cache = builders.cache_dir(TEXT_BUILDERS[name].SOURCE, data_dir, tfds_dir)
+  with builders.cache_damage_named(cache):   # reading a prepared cache; preparing one names its own errors
+    b = TEXT_BUILDERS[name](raw_data_dir=data_dir, data_dir=cache, file_format="array_record")
   builders.prepare(b)
   if split not in b.info.splits:
     raise DataError(None, f"{name} has no split {split!r}; it has {', '.join(b.info.splits)}")
-  source = b.as_data_source(split=split)
-  examples = sorted(source.__getitems__(range(len(source))), key=lambda ex: ex["index"])
+  with builders.cache_damage_named(cache):
+    source = b.as_data_source(split=split)
+    examples = sorted(source.__getitems__(range(len(source))), key=lambda ex: ex["index"])
   texts = [ex["text"].decode("utf-8") if isinstance(ex["text"], bytes) else str(ex["text"]) for ex in examples]
   return texts, np.array([ex["label"] for ex in examples], np.int32)
 
@@ -195,18 +197,24 @@ def load_sequences(name: str, splits=("train", "test"), *, num_words: int, maxle
     raise DataError(None, f"unknown text data set {name!r}; known: {', '.join(TEXT_BUILDERS)}")
   root = Path(builders.cache_dir(TEXT_BUILDERS[name].SOURCE, data_dir, tfds_dir))   # keyed by the raw files
   cache = root / "jaxtricks_text_cache" / f"{name}-w{num_words}-l{maxlen}-v1.npz"
-  if cache.is_file():
+  try:
     with np.load(cache, allow_pickle=False) as z:
       if all(f"{s}_x" in z for s in splits):
         return {s: (z[f"{s}_x"], z[f"{s}_y"]) for s in splits}
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile):   # none kept yet, or damaged: encode anew
+    pass
   texts = {s: load_text(name, s, data_dir=data_dir, tfds_dir=tfds_dir) for s in set(splits) | {"train"}}
   tokens = {s: [tokenize(t) for t in texts[s][0]] for s in texts}
   vocabulary = build_vocabulary(tokens["train"], num_words=num_words)
   out = {s: (pad_sequences([encode(t, vocabulary) for t in tokens[s]], maxlen=maxlen), texts[s][1]) for s in texts}
-  cache.parent.mkdir(parents=True, exist_ok=True)
   buf = io.BytesIO()
   np.savez(buf, **{f"{s}_{k}": a for s, (x, y) in out.items() for k, a in (("x", x), ("y", y))})
-  tmp = cache.with_suffix(".tmp")
-  tmp.write_bytes(buf.getvalue())
-  tmp.replace(cache)   # atomic: a cache file is whole or absent
+  tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+  try:   # a folder this process may not write to (a shared, read-only cache) just goes without
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(cache)   # atomic: a cache file is whole or absent
+  except OSError:
+    with contextlib.suppress(OSError):   # on a read-only file system even unlinking a missing file fails
+      tmp.unlink(missing_ok=True)
   return {s: out[s] for s in splits}
