@@ -16,7 +16,8 @@ Each step draws as many fakes as reals: chains start from the replay buffer (or 
 <workdir>/buffer_<step>.png (64 buffer samples) and fresh_<step>.png (64 chains of --fresh-steps steps from noise)
 every --sample-every steps and at the end; the FID of --fid-samples buffer samples and fresh samples every
 --fid-every steps (and at the end) into metrics.jsonl (FID-FMNIST on Fashion-MNIST and MNIST, FID-CIFAR10 on
-CIFAR-10: jaxtricks.metrics.fid_name);
+CIFAR-10: jaxtricks.metrics.fid_name) with its sample count, KID, precision/recall and density/coverage on the same
+features (jaxtricks.metrics.logged_scores);
 TensorBoard events; orbax checkpoints hold params, optimizer, PRNG key and
 the buffer, so a resumed run equals an uninterrupted one. Draw from a trained model: `python -m train.ebm_sample`.
 """
@@ -145,11 +146,12 @@ def run(config: Config, actions=()):
   periodic = [loop.Periodic(config.sample_every, grids)]
   fid_name = metrics.fid_name(config.dataset)
   if fid_name is not None:
-    fid = metrics.fid_against(test["image"], net=metrics.load_feature_net(fid=fid_name))
+    score = metrics.scores_against(test["image"], net=metrics.load_feature_net(fid=fid_name))
 
-    def evaluate(step, state):
-      return {f"fid_{fid_name}_buffer": fid(np.asarray(replay.latest(state.buffer, config.fid_samples))),
-              f"fid_{fid_name}_fresh": fid(fresh(state, config.fid_samples))}
+    def evaluate(step, state):   # FID, its sample count, KID, precision/recall... from one feature pass per set
+      buffer = score(np.asarray(replay.latest(state.buffer, config.fid_samples)))
+      return {**metrics.logged_scores(buffer, fid_name, "_buffer"),
+              **metrics.logged_scores(score(fresh(state, config.fid_samples)), fid_name, "_fresh")}
     periodic.append(loop.Periodic(config.fid_every, evaluate, announce=True))
   step_fn = functools.partial(ebm.train_step, model=model, tx=tx, sampler=chains, reg=config.reg,
                               chain_sharding=parallel.sharded(mesh))
