@@ -148,9 +148,10 @@ def _cubic_kernel_row_sums(x_SMD, y_SMD, *, skip_diagonal: bool):
 
 
 def _kernel_sums(x_ND, idx_x_SM, y_ND, idx_y_SM, *, skip_diagonal: bool) -> np.ndarray:
-  """[S] float64: the cubic kernel summed over each subset pair, a few subsets at a time (<= 2^23 kernel values)."""
+  """[S] float64: the cubic kernel summed over each subset pair, in equal chunks of <= 2^23 kernel values."""
   num_subsets, m = idx_x_SM.shape
-  chunk = max(1, min(num_subsets, (1 << 23) // (m * m)))
+  chunks = -(-num_subsets // max(1, (1 << 23) // (m * m)))
+  chunk = -(-num_subsets // chunks)
   sums = []
   for start in range(0, num_subsets, chunk):
     ix, iy = idx_x_SM[start:start + chunk], idx_y_SM[start:start + chunk]
@@ -169,6 +170,19 @@ def _self_sums(x_ND, idx_SM) -> np.ndarray:
   return _kernel_sums(x_ND, idx_SM, x_ND, idx_SM, skip_diagonal=True)
 
 
+def _cross_sums(x_ND, idx_x_SM, y_MD, idx_y_SM) -> np.ndarray:
+  """[S]: sum_{i,j} k(x_i, y_j) over each subset pair; when every subset of x is all of x, from the column sums of
+  k(x, y) over all of y, one pass instead of one per subset."""
+  if idx_x_SM.shape[1] != len(x_ND):
+    return _kernel_sums(x_ND, idx_x_SM, y_MD, idx_y_SM, skip_diagonal=False)
+  rows = max(1, (1 << 23) // len(x_ND))
+  x = jnp.asarray(x_ND[None])
+  col_sums_M = np.concatenate([
+      np.asarray(_cubic_kernel_row_sums(jnp.asarray(y_MD[None, start:start + rows]), x, skip_diagonal=False),
+                 np.float64)[0] for start in range(0, len(y_MD), rows)])
+  return col_sums_M[idx_y_SM].sum(1)
+
+
 def _kid_reference(reference_features_MD, m: int, num_subsets: int, seed: int):
   """(reference [M, D] float32, its subsets [S, m], their self sums [S]): KID's part that depends on the reference
   only, which scores_against computes once."""
@@ -181,7 +195,7 @@ def _kid_against(features_ND, reference, m: int, num_subsets: int, seed: int) ->
   y, iy, yy = reference
   x = np.asarray(features_ND, np.float32)
   ix = _subsets(len(x), m, num_subsets, seed, 0)
-  xx, xy = _self_sums(x, ix), _kernel_sums(x, ix, y, iy, skip_diagonal=False)
+  xx, xy = _self_sums(x, ix), _cross_sums(x, ix, y, iy)
   mmd2_S = (xx + yy) / (m * (m - 1)) - 2.0 * xy / (m * m)
   return float(mmd2_S.mean()), float(mmd2_S.std())
 
@@ -272,6 +286,7 @@ def density_coverage(real_features_ND, fake_features_MD, *, k: int = 5) -> tuple
 
   A ball holds its surface (<=; the authors' prdc code uses <, which differs only on ties)."""
   _require_neighbours(k, real_features=real_features_ND)
+  _require_neighbours(0, fake_features=fake_features_MD)
   real_r2 = _kth_neighbour_sq_distances(real_features_ND, [k])[k]
   s = _manifold_scores(real_features_ND, fake_features_MD, real_r2, np.zeros(len(fake_features_MD)), real_r2, k)
   return s["density"], s["coverage"]
