@@ -170,22 +170,43 @@ def _self_sums(x_ND, idx_SM) -> np.ndarray:
   return _kernel_sums(x_ND, idx_SM, x_ND, idx_SM, skip_diagonal=True)
 
 
-def _cross_sums(x_ND, idx_x_SM, y_MD, idx_y_SM) -> np.ndarray:
-  """[S]: sum_{i,j} k(x_i, y_j) over each subset pair; when every subset of x is all of x, from the column sums of
-  k(x, y) over all of y, one pass instead of one per subset."""
-  if idx_x_SM.shape[1] != len(x_ND):
-    return _kernel_sums(x_ND, idx_x_SM, y_MD, idx_y_SM, skip_diagonal=False)
-  rows = max(1, (1 << 23) // len(x_ND))
-  x = jnp.asarray(x_ND[None])
-  col_sums_M = np.concatenate([
-      np.asarray(_cubic_kernel_row_sums(jnp.asarray(y_MD[None, start:start + rows]), x, skip_diagonal=False),
-                 np.float64)[0] for start in range(0, len(y_MD), rows)])
-  return col_sums_M[idx_y_SM].sum(1)
+def _indicator(idx_SM, n: int) -> np.ndarray:
+  a_SN = np.zeros((len(idx_SM), n), np.float32)
+  np.put_along_axis(a_SN, idx_SM, 1.0, axis=1)
+  return a_SN
+
+
+@jax.jit
+def _subset_kernel_sums(a_SN, x_ND, y_CD):
+  """A k(x, y) [S, C]: row s sums k(x_i, y_j) over the points i of subset s (A: [S, N] of 0/1), float32."""
+  gram_NC = jnp.matmul(x_ND, y_CD.T, precision=jax.lax.Precision.HIGHEST)
+  return jnp.matmul(a_SN, (gram_NC / x_ND.shape[-1] + 1.0) ** 3, precision=jax.lax.Precision.HIGHEST)
+
+
+def _sample_sums(x_ND, idx_SM, y_MD=None, idx_y_SM=None) -> np.ndarray:
+  """[S] float64: sum_{i, j} k(x_i, y_j) over subset s of x and subset s of y, or without y the same over pairs
+  i != j of subset s of x. One kernel pass over all of x and y with the subsets as 0/1 matrices, N M (d + S)
+  multiply-adds, instead of S m^2 d for one product per subset pair."""
+  x = np.asarray(x_ND, np.float32)
+  a_SN = _indicator(idx_SM, len(x))
+  y, b_SM = (x, a_SN) if y_MD is None else (np.asarray(y_MD, np.float32), _indicator(idx_y_SM, len(y_MD)))
+  chunks = -(-len(y) // max(1, (1 << 23) // len(x)))   # columns of k(x, y) in equal chunks of <= 2^23 values
+  cols = -(-len(y) // chunks)
+  a, xj, total = jnp.asarray(a_SN), jnp.asarray(x), np.zeros(len(idx_SM))
+  for start in range(0, len(y), cols):
+    y_CD = y[start:start + cols]
+    y_CD = np.concatenate([y_CD, np.zeros((cols - len(y_CD), y.shape[1]), np.float32)])   # one compiled shape
+    ak_SC = np.asarray(_subset_kernel_sums(a, xj, jnp.asarray(y_CD)), np.float64)[:, :len(y) - start]
+    total += (ak_SC * b_SM[:, start:start + cols]).sum(1)
+  if y_MD is None:   # less the i = j terms
+    x64 = x.astype(np.float64)
+    total -= a_SN @ ((x64 * x64).sum(1) / x.shape[1] + 1.0) ** 3
+  return total
 
 
 def _kid_reference(reference_features_MD, m: int, num_subsets: int, seed: int):
   """(reference [M, D] float32, its subsets [S, m], their self sums [S]): KID's part that depends on the reference
-  only, which scores_against computes once."""
+  only, which scores_against computes once (one product per subset: cheaper than _sample_sums for M >> m)."""
   y = np.asarray(reference_features_MD, np.float32)
   iy = _subsets(len(y), m, num_subsets, seed, 1)
   return y, iy, _self_sums(y, iy)
@@ -195,7 +216,7 @@ def _kid_against(features_ND, reference, m: int, num_subsets: int, seed: int) ->
   y, iy, yy = reference
   x = np.asarray(features_ND, np.float32)
   ix = _subsets(len(x), m, num_subsets, seed, 0)
-  xx, xy = _self_sums(x, ix), _cross_sums(x, ix, y, iy)
+  xx, xy = _sample_sums(x, ix), _sample_sums(x, ix, y, iy)
   mmd2_S = (xx + yy) / (m * (m - 1)) - 2.0 * xy / (m * m)
   return float(mmd2_S.mean()), float(mmd2_S.std())
 
@@ -315,8 +336,8 @@ def scores_against(reference_images, *, net=None, kid_subsets: int = 100, kid_su
   "samples"}, all from one pass of the feature net over the images (`net`: load_feature_net's (module, params),
   default FID-FMNIST's), the reference's features computed once here. "fid" is fid_against's, bit for bit;
   "samples" is the number of images. KID's subsets come from the whole reference; precision, recall, density and
-  coverage compare with as many reference images as there are images (drawn once per count with `seed`), as their
-  papers do. A metric that needs more images than given (KID: 2, the k-NN ones: k + 1) is NaN."""
+  coverage compare with as many reference images as there are images (at most all; drawn once per count with
+  `seed`), as their papers do. A metric that needs more images than given (KID: 2, the k-NN ones: k + 1) is NaN."""
   net = net if net is not None else load_feature_net()
   reference_ND = feature_net_outputs(reference_images, net=net)[0]
   reference = gaussian_statistics(reference_ND)
