@@ -50,7 +50,8 @@ def test_trainer_runs_on_cifar10(program, tmp_path, monkeypatch):
   else:
     fids = {k for r in rows for k in r if k.startswith("fid")}
     # both score their samples by FID-CIFAR10 (never by FID-FMNIST, whose net is Fashion-MNIST's): metrics.fid_name
-    assert fids == ({"fid_cifar10"} if program == "gan" else {"fid_cifar10_buffer", "fid_cifar10_fresh"}), fids
+    names = {"fid_cifar10"} if program == "gan" else {"fid_cifar10_buffer", "fid_cifar10_fresh"}
+    assert fids == names | {f"{name}_samples" for name in names}, fids     # each FID with its sample count
     grids = sorted(p.name for p in (tmp_path / "w").glob("*_000002.png"))
     assert grids == (["samples_000002.png"] if program == "gan" else ["buffer_000002.png", "fresh_000002.png"])
 

@@ -54,6 +54,10 @@ def test_tiny_run_writes_pngs_fid_and_samples(tmp_path):
   lines = loop.read_metrics(tmp_path / "a")
   fids = [l for l in lines if "fid_fmnist_fresh" in l]
   assert [l["step"] for l in fids] == [6, 12] and all(l["fid_fmnist_buffer"] > 0 for l in fids)
+  # beside each FID, from the same features: its sample count, KID, precision/recall, density/coverage
+  for l, kind in ((l, kind) for l in fids for kind in ("buffer", "fresh")):
+    assert l[f"fid_fmnist_{kind}_samples"] == 32 and np.isfinite(l[f"kid_fmnist_{kind}"])
+    assert all(0 <= l[f"{m}_fmnist_{kind}"] <= 1 for m in ("precision", "recall", "coverage"))
   assert [l["step"] for l in lines if "energy_real" in l] == list(range(1, 13))
 
   # sampling afterwards: an ensemble (here the model twice) sharing one buffer

@@ -1,5 +1,5 @@
-"""train.gan end to end on a tiny fake data set: samples, FID in metrics.jsonl, a resumed run equal to an
-uninterrupted one, the EMA of G, bad input."""
+"""train.gan end to end on a tiny fake data set: samples, FID (with its sample count, KID, precision/recall,
+density/coverage) in metrics.jsonl, a resumed run equal to an uninterrupted one, the EMA of G, bad input."""
 
 import typing
 
@@ -33,6 +33,10 @@ def test_tiny_run_writes_samples_fid_and_resumes(tmp_path, monkeypatch, mode):
   lines = loop.read_metrics(tmp_path / "run")
   fids = [l for l in lines if "fid_fmnist" in l]
   assert [l["step"] for l in fids] == [3, 6] and all(l["fid_fmnist"] > 0 for l in fids)
+  # beside each FID, from the same features: its sample count, KID, precision/recall, density/coverage
+  for l in fids:
+    assert l["fid_fmnist_samples"] == 64 and np.isfinite(l["kid_fmnist"]) and l["kid_fmnist_std"] >= 0
+    assert all(0 <= l[f"{m}_fmnist"] <= 1 for m in ("precision", "recall", "coverage")) and l["density_fmnist"] >= 0
   assert [l["step"] for l in lines if "d_loss" in l] == list(range(1, 7))
 
 
@@ -66,3 +70,5 @@ def test_ema_of_the_generator(tmp_path, monkeypatch):
   rows = loop.read_metrics(tmp_path / "w")
   assert [r["step"] for r in rows if "fid_fmnist_ema" in r] == [1, 2]
   assert all("fid_fmnist" in r for r in rows if "fid_fmnist_ema" in r)
+  assert all(r["fid_fmnist_ema_samples"] == 64 and "kid_fmnist_ema" in r and "recall_fmnist_ema" in r
+             for r in rows if "fid_fmnist_ema" in r)

@@ -16,7 +16,8 @@ Each step draws as many fakes as reals: chains start from the replay buffer (or 
 <workdir>/buffer_<step>.png (64 buffer samples) and fresh_<step>.png (64 chains of --fresh-steps steps from noise)
 every --sample-every steps and at the end; the FID of --fid-samples buffer samples and fresh samples every
 --fid-every steps (and at the end) into metrics.jsonl (FID-FMNIST on Fashion-MNIST and MNIST, FID-CIFAR10 on
-CIFAR-10: jaxtricks.metrics.fid_name);
+CIFAR-10: jaxtricks.metrics.fid_name) with its sample count, KID, precision/recall and density/coverage on the same
+features (jaxtricks.metrics.logged_scores);
 TensorBoard events; orbax checkpoints hold params, optimizer, PRNG key and
 the buffer, so a resumed run equals an uninterrupted one. Draw from a trained model: `python -m train.ebm_sample`.
 """
@@ -147,14 +148,14 @@ def run(config: Config, actions=()):
   periodic = [loop.Periodic(config.sample_every, grids)]
   fid_name = metrics.fid_name(config.dataset)
   if fid_name is not None:
-    fid = metrics.fid_against(test["image"], net=metrics.load_feature_net(fid=fid_name))
+    score = metrics.scores_against(test["image"], net=metrics.load_feature_net(fid=fid_name))
 
-    def evaluate(step, state):   # the buffer's FID once it holds 2 samples (--batch-size 1 fills it one a step)
+    def evaluate(step, state):   # FID, its sample count, KID, precision/recall... from one feature pass per set
       held, drawn = np.asarray(replay.latest(state.buffer, config.fid_samples)), fresh(state, config.fid_samples)
       if not (np.isfinite(held).all() and np.isfinite(drawn).all()):   # the step's metrics are read a step later
         raise DivergenceError(None, f"training diverged at step {step}: the samples hold non-finite values")
-      buffer = {f"fid_{fid_name}_buffer": fid(held)} if len(held) >= 2 else {}
-      return {**buffer, f"fid_{fid_name}_fresh": fid(drawn)}
+      buffer = metrics.logged_scores(score(held), fid_name, "_buffer") if len(held) >= 2 else {}   # --batch-size 1
+      return {**buffer, **metrics.logged_scores(score(drawn), fid_name, "_fresh")}
     periodic.append(loop.Periodic(config.fid_every, evaluate, announce=True))
   step_fn = functools.partial(ebm.train_step, model=model, tx=tx, sampler=chains, reg=config.reg,
                               chain_sharding=parallel.sharded(mesh))

@@ -7,8 +7,9 @@
 
 Writes <workdir>/samples_<step>.png every --sample-every steps and at the end, FID of --fid-samples samples against
 the test set every --fid-every steps into metrics.jsonl (FID-FMNIST on Fashion-MNIST and MNIST, FID-CIFAR10 on
-CIFAR-10 once its feature net's weights are committed: jaxtricks.metrics.FEATURE_NETS), TensorBoard events, and
-orbax checkpoints (resume).
+CIFAR-10 once its feature net's weights are committed: jaxtricks.metrics.FEATURE_NETS) with its sample count, KID,
+precision/recall and density/coverage on the same features (jaxtricks.metrics.logged_scores), TensorBoard events,
+and orbax checkpoints (resume).
 """
 
 import dataclasses
@@ -117,14 +118,13 @@ def run(config: Config, actions=()):
   periodic = [loop.Periodic(config.sample_every, lambda step, state: {"samples": samples(state, 64)})]
   fid_name = metrics.fid_name(config.dataset)
   if fid_name is not None:
-    fid = metrics.fid_against(test["image"], net=metrics.load_feature_net(fid=fid_name),
-                               with_inception_score=True)
+    score = metrics.scores_against(test["image"], net=metrics.load_feature_net(fid=fid_name))
 
-    def scores(step, images, suffix=""):
+    def scores(step, images, suffix=""):   # FID, its sample count, KID, precision/recall... from one feature pass
       if not np.isfinite(images).all():   # the step's own metrics are read one step later
         raise DivergenceError(None, f"training diverged at step {step}: G{suffix}'s samples hold non-finite values")
-      value, inception_score = fid(images)
-      return {f"fid_{fid_name}{suffix}": value, f"inception_score{suffix}": inception_score}
+      s = score(images)
+      return {**metrics.logged_scores(s, fid_name, suffix), f"inception_score{suffix}": s["inception_score"]}
 
     def evaluate(step, state):   # G itself, and with --ema-decay its EMA too
       out = scores(step, samples(state, config.fid_samples, ema=False))
