@@ -86,7 +86,9 @@ def sweep(model, variables, energy, chains_list, steps_list, repeats, peak) -> l
       f, compile_s = compile_timed(chain_fn(energy, k, unroll), x, key)
       flops = chain_flops(model, variables, x, key, k)
       _, t = time_call(lambda: f(x, key), repeats=repeats, warmup=0)
-      rows.append([n, k, "unrolled" if unroll is True else "scan", compile_s, t / k * 1e3, n * k / t, flops / 1e9,
+      chain = ("unrolled" if unroll is True or unroll >= max(k, 2) else "scan" if unroll == 1
+               else f"scan of {unroll}-step blocks")
+      rows.append([n, k, chain, compile_s, t / k * 1e3, n * k / t, flops / 1e9,
                    flops / t / 1e9, f"{flops / t / peak:.1%}"])
       print(" ", rows[-1], flush=True)
   return rows
@@ -279,8 +281,8 @@ def long_chains(steps: int, chains: int, unrolls: list, full_steps: int, repeats
   (`ebm.energy_net(16, "strided")`, train.ebm's sampler, its weights as arguments as in training) under each
   SamplerConfig.unroll: "auto" (train.ebm's default), ints, and "full" at `full_steps` steps (a fully unrolled
   500-step chain does not compile in minutes on a 2-core CPU). Compile: lower + compile; ms per step: median of
-  `repeats` calls after one, interleaved over the variants. `block_loop` B > 0 adds a Python loop of one jitted B-step chain
-  (no while loop: each block at the unrolled speed)."""
+  `repeats` calls after one, interleaved over the variants. `block_loop` B > 0 adds a Python loop of one jitted
+  B-step chain (no while loop: each block at the unrolled speed)."""
   import dataclasses
   model = ebm.energy_net(16, "strided")
   x = jax.random.uniform(jax.random.PRNGKey(1), (chains, 28, 28, 1))
@@ -340,8 +342,9 @@ def main(argv=None):
   p.add_argument("--json", default="", help="also write both tables here (e.g. benchmarks/results/langevin.json)")
   p.add_argument("--pooling", default="", help="only compare pooling forms: compile s and ms/step of the unrolled "
                  "chain with reduce_window (nn.avg_pool) vs reshape pooling, at these chain counts (e.g. 64,256)")
-  p.add_argument("--long-chains", type=int, default=0, help="only time chains of this many steps (e.g. 500) of the main "
-                 "job's net (strided, c=16) at --compare-chains chains under each --long-unrolls: compile s and ms/step")
+  p.add_argument("--long-chains", type=int, default=0, help="only time chains of this many steps (e.g. 500) of the "
+                 "main job's net (strided, c=16) at --compare-chains chains under each --long-unrolls: compile s, "
+                 "ms/step")
   p.add_argument("--long-unrolls", default="auto,1,10,60,full", help="--unroll values of --long-chains")
   p.add_argument("--long-full-steps", type=int, default=60, help="chain length of the 'full' row of --long-chains")
   p.add_argument("--long-block-loop", type=int, default=20, help="also a Python loop of a jitted chain of this many "
@@ -356,8 +359,8 @@ def main(argv=None):
     unrolls = [u if u in ("auto", "full") else int(u) for u in args.long_unrolls.split(",")]
     rows = long_chains(args.long_chains, args.compare_chains, unrolls, args.long_full_steps, args.repeats,
                        args.long_block_loop)
-    print(f"{args.compare_chains} chains of the main job's net (strided, c=16), K = {args.long_chains} — {machine()}, "
-          f"jax {jax.__version__}")
+    print(f"{args.compare_chains} chains of the main job's net (strided, c=16), K = {args.long_chains} — "
+          f"{machine()}, jax {jax.__version__}")
     print(table(["--unroll", "lax.scan unroll", "K", "compile s", "ms per step"], rows))
     return 0
   if args.flops_only:
