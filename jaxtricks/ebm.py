@@ -51,15 +51,26 @@ class SamplerConfig:
       raise ValueError(f"SamplerConfig: unroll must be auto, full, True, False or an integer >= 1, got {self.unroll!r}")
 
 
-def default_unroll() -> int | bool:
-  """XLA:CPU runs a chain's steps 3-6x faster unrolled than inside a scan/while loop (benchmarks/RESULTS.md);
-  elsewhere the scan is the norm (same speed on a GPU, 9x faster to compile)."""
-  return True if jax.default_backend() == "cpu" else 1
+# On XLA:CPU the chain's lax.scan unrolls blocks of this many steps (SamplerConfig.unroll "auto"): chains up to this
+# long compile as fully unrolled as before (train.ebm's 20-step chains, bit for bit), longer ones as a loop of blocks.
+CPU_UNROLL_BLOCK = 20
+
+
+def default_unroll() -> int:
+  """lax.scan's `unroll` of a chain on this backend: `CPU_UNROLL_BLOCK` on a CPU, else 1.
+
+  On XLA:CPU a chain of K <= B = CPU_UNROLL_BLOCK steps is fully unrolled, 2.5-4x faster than the same steps in a
+  while loop; a longer one is a while loop over blocks of B unrolled steps plus the K mod B left unrolled, so at
+  most 2B - 1 steps are compiled whatever K: compile time grows faster than K when unrolled (a 256-step chain had
+  not compiled in 5 minutes), and a step inside the loop costs the same for any block size, 1 included
+  (`python -m benchmarks.speed.langevin --long-chains 500`, benchmarks/speed/README.md). Elsewhere the plain scan (a GPU
+  runs it at the unrolled speed and compiles it 9x faster)."""
+  return CPU_UNROLL_BLOCK if jax.default_backend() == "cpu" else 1
 
 
 def scan_unroll(unroll: int | bool | Literal["auto", "full"]) -> int | bool:
   """lax.scan's `unroll` of a chain: "full" (True) unrolls every step, "auto" is `default_unroll()` on this
-  backend, an int N unrolls N steps per iteration."""
+  backend, an int N unrolls N steps per loop iteration (see `langevin.langevin_chain`)."""
   if unroll == "auto":
     return default_unroll()
   return True if unroll == "full" else unroll

@@ -54,8 +54,12 @@ def langevin_chain(energy_fn: EnergyFn, x0: jax.Array, key: jax.Array, *, num_st
                    unroll: int | bool = 1):
   """`num_steps` Langevin steps from x0 in one lax.scan; returns x_K (and the trace [K, ...] if asked).
 
-  `unroll=True` unrolls the scan: on XLA:CPU a scan body loses intra-op parallelism (docs/techniques.md#xla-cpu-loops).
-  `num_steps` >= 1 and `unroll` (True, False or an int >= 1) are checked: ValueError naming them.
+  `unroll` is lax.scan's: N > 1 compiles a while loop over blocks of N unrolled steps, then the K mod N steps
+  left unrolled (at most 2N - 1 steps compiled; N >= K: the whole chain unrolled, no loop); True unrolls all K.
+  On XLA:CPU a loop body loses intra-op parallelism (docs/techniques.md#xla-cpu-loops), whatever its N; an
+  unrolled chain compiles in a time that grows faster than K (`ebm.default_unroll`). The steps, and their keys,
+  are the same for every `unroll`.
+  `num_steps` >= 1 and `unroll` (True, False or an integer >= 1) are checked: ValueError naming them.
   """
   if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 1:
     raise ValueError(f"langevin_chain: num_steps must be a positive integer, got {num_steps!r}")

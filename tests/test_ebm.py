@@ -220,9 +220,9 @@ def test_standardized_temperature_gives_both_terms_one_scale():
   np.testing.assert_allclose(np.std(e / t), np.std(np.log(2) * bits), rtol=1e-5)
 
 
-@pytest.mark.parametrize("unroll, expected", [("full", True), (True, True), (1, 1), (4, 4), ("auto", True)])
+@pytest.mark.parametrize("unroll, expected", [("full", True), (True, True), (1, 1), (4, 4), ("auto", 20)])
 def test_scan_unroll_names(unroll, expected):
-  """lax.scan's unroll of each SamplerConfig.unroll ("auto": fully on a CPU, where these tests run)."""
+  """lax.scan's unroll of each SamplerConfig.unroll ("auto": blocks of 20 on a CPU, where these tests run)."""
   assert jax.default_backend() == "cpu"
   got = ebm.scan_unroll(unroll)
   assert got == expected and type(got) is type(expected)
@@ -237,3 +237,28 @@ def test_run_chains_gives_one_chain_whatever_the_unroll():
   for unroll in ("full", "auto", 2):
     np.testing.assert_allclose(chain(unroll), scan, rtol=1e-6, atol=1e-7)
   assert not np.allclose(scan, x0)
+
+
+def test_the_default_unroll_compiles_any_chain_length_from_a_bounded_number_of_steps():
+  """"auto" on a CPU: a 20-step chain (train.ebm's) is the fully unrolled program, unchanged; a 500-step chain holds
+  at most 2 B - 1 = 39 steps' convolutions (a loop of 25 blocks of 20), and runs: the same chain as the plain scan."""
+  net = ebm.energy_net(2, "strided")
+  x0 = jax.random.uniform(jax.random.PRNGKey(0), (4, 28, 28, 1))
+  variables = net.init(jax.random.PRNGKey(1), x0[:1])
+  key = jax.random.PRNGKey(2)
+
+  def chain(num_steps, unroll):
+    sampler = dataclasses.replace(SAMPLER, num_steps=num_steps, unroll=unroll)
+    return jax.jit(lambda v, x, k: ebm.run_chains(ebm.energy_fn(net, v["params"], {}), x, k, sampler))
+
+  convolutions = lambda num_steps, unroll: chain(num_steps, unroll).lower(variables, x0, key).as_text().count(
+      "stablehlo.convolution")
+  assert chain(20, "auto").lower(variables, x0, key).as_text() == chain(20, "full").lower(variables, x0, key).as_text()
+  per_step = convolutions(1, "full")
+  assert per_step > 0 and convolutions(20, "full") == 20 * per_step
+  assert convolutions(500, "auto") == 20 * per_step and convolutions(539, "auto") == 39 * per_step
+  x = chain(500, "auto")(variables, x0, key)
+  chex.assert_shape(x, x0.shape)
+  chex.assert_tree_all_finite(x)
+  assert float(x.min()) >= 0 and float(x.max()) <= 1 and float(jnp.abs(x - x0).mean()) > 1e-3
+  np.testing.assert_allclose(x, chain(500, 1)(variables, x0, key), rtol=1e-5, atol=1e-5)

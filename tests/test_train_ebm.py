@@ -116,10 +116,12 @@ def test_old_sampler_spellings_give_the_new_ones_sampler_and_one_deprecation_lin
       "release)"]
 
 
-def test_the_default_sampler_unrolls_fully_on_the_cpu_and_grad_clip_0_is_no_clip():
-  """--unroll auto is lax.scan's unroll=True on a CPU (the old -1's meaning); --grad-clip 0 turns the clip off."""
+def test_the_default_sampler_unrolls_its_chain_fully_on_the_cpu_and_grad_clip_0_is_no_clip():
+  """--unroll auto is lax.scan's unroll=20 on a CPU: the default 20-step chain fully unrolled (as the old -1), longer
+  ones in blocks of 20 (tests/test_ebm.py); --grad-clip 0 turns the clip off."""
   config = cli.parse(train_ebm.Config, ["--grad-clip", "0"])
-  assert ebm.scan_unroll(train_ebm.sampler(config).unroll) is True and train_ebm.sampler(config).grad_clip is None
+  assert ebm.scan_unroll(train_ebm.sampler(config).unroll) == 20 == config.langevin_steps
+  assert train_ebm.sampler(config).grad_clip is None
 
 
 def test_sample_refuses_a_workdir_without_a_model(tmp_path, capsys):

@@ -71,8 +71,9 @@ class Config(harness.BaseConfig):
   buffer_size: int = 8192
   buffer_dtype: Literal["uint8", "float32"] = "uint8"
   unroll: int | Literal["auto", "full"] = dataclasses.field(
-      default="auto", metadata={"help": "lax.scan unroll of the chain: N steps per iteration, full, or auto (full on "
-                                        "a CPU, else 1)", "deprecated": {-1: "auto", 0: "full"}})
+      default="auto", metadata={"help": "lax.scan unroll of the chain: N steps per iteration, full, or auto (20 on "
+                                        "a CPU: chains up to 20 steps fully unrolled; else 1)",
+                                "deprecated": {-1: "auto", 0: "full"}})
   fresh_steps: int = dataclasses.field(
       default=60, metadata={"help": "Langevin steps of fresh chains from noise (rounded up to --langevin-steps)"})
   workdir: str = "runs/ebm"

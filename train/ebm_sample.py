@@ -43,8 +43,9 @@ class Config:
   grad_clip: float = dataclasses.field(default=0.03, metadata={"help": "clip grad_x U to +-this; 0: no clip"})
   reinit_prob: float = 0.05
   unroll: int | Literal["auto", "full"] = dataclasses.field(
-      default="auto", metadata={"help": "lax.scan unroll of the chain: N steps per iteration, full, or auto (full on "
-                                        "a CPU, else 1)", "deprecated": {-1: "auto", 0: "full"}})
+      default="auto", metadata={"help": "lax.scan unroll of the chain: N steps per iteration, full, or auto (20 on "
+                                        "a CPU: chains up to 20 steps fully unrolled; else 1)",
+                                "deprecated": {-1: "auto", 0: "full"}})
   start: Literal["buffer", "noise"] = dataclasses.field(
       default="buffer", metadata={"help": "shared buffer: the first workdir's training buffer, or empty (noise)"})
   seed: int = 0

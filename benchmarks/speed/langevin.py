@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import machine, table, time_call, write_results, xla_flops
+from benchmarks.common import machine, table, time_call, time_interleaved, write_results, xla_flops
 from benchmarks.speed.torch_peer import TorchPeer
 from jaxtricks import ebm, langevin, parallel
 from jaxtricks.models.energy import EnergyNet
@@ -86,7 +86,9 @@ def sweep(model, variables, energy, chains_list, steps_list, repeats, peak) -> l
       f, compile_s = compile_timed(chain_fn(energy, k, unroll), x, key)
       flops = chain_flops(model, variables, x, key, k)
       _, t = time_call(lambda: f(x, key), repeats=repeats, warmup=0)
-      rows.append([n, k, "unrolled" if unroll is True else "scan", compile_s, t / k * 1e3, n * k / t, flops / 1e9,
+      chain = ("unrolled" if unroll is True or unroll >= max(k, 2) else "scan" if unroll == 1
+               else f"scan of {unroll}-step blocks")
+      rows.append([n, k, chain, compile_s, t / k * 1e3, n * k / t, flops / 1e9,
                    flops / t / 1e9, f"{flops / t / peak:.1%}"])
       print(" ", rows[-1], flush=True)
   return rows
@@ -317,6 +319,50 @@ def compare_table(args, model, variables, energy, peak: float) -> dict:
   return {"title": title, "header": COMPARE_HEADER, "rows": rows}
 
 
+def long_chains(steps: int, chains: int, unrolls: list, full_steps: int, repeats: int, block_loop: int = 0) -> list:
+  """Rows [unroll, scan's unroll, K, compile s, ms per step] of one jitted K-step chain of the main job's net
+  (`ebm.energy_net(16, "strided")`, train.ebm's sampler, its weights as arguments as in training) under each
+  SamplerConfig.unroll: "auto" (train.ebm's default), ints, and "full" at `full_steps` steps (a fully unrolled
+  500-step chain does not compile in minutes on a 2-core CPU). Compile: lower + compile; ms per step: median of
+  `repeats` calls after one, interleaved over the variants. `block_loop` B > 0 adds a Python loop of one jitted
+  B-step chain (no while loop: each block at the unrolled speed)."""
+  import dataclasses
+  model = ebm.energy_net(16, "strided")
+  x = jax.random.uniform(jax.random.PRNGKey(1), (chains, 28, 28, 1))
+  key = jax.random.PRNGKey(2)
+  variables = jax.jit(lambda k: model.init(k, x[:1]))(jax.random.PRNGKey(0))
+  base = ebm.SamplerConfig(num_steps=steps, step_size=10.0, noise_scale=0.005, grad_clip=0.03)   # train.ebm's
+
+  def chain(sampler):
+    return jax.jit(lambda v, x, k: ebm.run_chains(ebm.energy_fn(model, v["params"], v.get("batch_stats", {})), x, k,
+                                                  sampler))
+
+  rows, calls = [], {}
+  for unroll in unrolls:
+    k = full_steps if unroll == "full" else steps
+    sampler = dataclasses.replace(base, num_steps=k, unroll=unroll)
+    compiled, compile_s = compile_timed(chain(sampler), variables, x, key)
+    name = f"{unroll} (K={k})"
+    calls[name] = lambda compiled=compiled: compiled(variables, x, key)
+    rows.append([unroll, str(ebm.scan_unroll(unroll)), k, compile_s])
+    print(" ", rows[-1], flush=True)
+  if block_loop:
+    block, compile_s = compile_timed(chain(dataclasses.replace(base, num_steps=block_loop, unroll="full")),
+                                     variables, x, key)
+
+    def python_loop(x=x):
+      for i in range(-(-steps // block_loop)):
+        x = block(variables, x, jax.random.fold_in(key, i))
+      return x
+    calls["python loop"] = python_loop
+    rows.append([f"Python loop of a jitted {block_loop}-step chain", "True", -(-steps // block_loop) * block_loop,
+                 compile_s])
+  times = time_interleaved(calls, repeats=repeats, warmup=1)
+  for row, t in zip(rows, times.values()):
+    row.append(t / row[2] * 1e3)
+  return rows
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--channels", type=int, default=64, help="energy net width (64: the issue's default net)")
@@ -339,12 +385,27 @@ def main(argv=None):
   p.add_argument("--json", default="", help="also write both tables here (e.g. benchmarks/results/langevin.json)")
   p.add_argument("--pooling", default="", help="only compare pooling forms: compile s and ms/step of the unrolled "
                  "chain with reduce_window (nn.avg_pool) vs reshape pooling, at these chain counts (e.g. 64,256)")
+  p.add_argument("--long-chains", type=int, default=0, help="only time chains of this many steps (e.g. 500) of the "
+                 "main job's net (strided, c=16) at --compare-chains chains under each --long-unrolls: compile s, "
+                 "ms/step")
+  p.add_argument("--long-unrolls", default="auto,1,10,60,full", help="--unroll values of --long-chains")
+  p.add_argument("--long-full-steps", type=int, default=60, help="chain length of the 'full' row of --long-chains")
+  p.add_argument("--long-block-loop", type=int, default=20, help="also a Python loop of a jitted chain of this many "
+                 "steps (0: none)")
   args = p.parse_args(argv)
   # the CPU as train.ebm runs it by default: one XLA device per core (table 2c's split row), unless the user's
   # JAX_NUM_CPU_DEVICES / XLA_FLAGS say otherwise
   parallel.set_cpu_devices(parallel.cpu_cores())
   if args.pooling:
     return pooling(args)
+  if args.long_chains:
+    unrolls = [u if u in ("auto", "full") else int(u) for u in args.long_unrolls.split(",")]
+    rows = long_chains(args.long_chains, args.compare_chains, unrolls, args.long_full_steps, args.repeats,
+                       args.long_block_loop)
+    print(f"{args.compare_chains} chains of the main job's net (strided, c=16), K = {args.long_chains} — "
+          f"{machine()}, jax {jax.__version__}")
+    print(table(["--unroll", "lax.scan unroll", "K", "compile s", "ms per step"], rows))
+    return 0
   if args.flops_only:
     return flops_table(args)
   model, variables, energy = energy_and_variables(args.channels)
