@@ -295,7 +295,7 @@ def _stop_orbax_threads(timeout_s: float) -> list[threading.Thread]:
   try:
     if jax.process_count() > 1:   # orbax's signals go through the distributed store there: leave them alone
       raise ImportError
-    from orbax.checkpoint._src.futures import future   # pylint: disable=import-outside-toplevel
+    from orbax.checkpoint._src.futures import future  # pylint: disable=import-outside-toplevel
     waiting = [t for t in threading.enumerate() if isinstance(t, future._SignalingThread) and t.is_alive()]
     for t in waiting:
       t.cancel()

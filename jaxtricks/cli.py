@@ -24,8 +24,15 @@ import typing
 from typing import Any, Callable, Sequence
 
 from jaxtricks import parallel
-from jaxtricks.errors import (ConfigError, DataError, DivergenceError, Interrupted, JaxtricksError, WorkdirError,
-                              exit_status)
+from jaxtricks.errors import (
+  ConfigError,
+  DataError,
+  DivergenceError,
+  Interrupted,
+  JaxtricksError,
+  WorkdirError,
+  exit_status,
+)
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -177,5 +184,5 @@ def _exit_when_stuck(error: BaseException, status: int) -> None:
   process ends with `status` at interpreter exit instead of waiting for them (checkpoints.exit_when_stuck)."""
   stuck = getattr(error, "stuck_threads", None)
   if stuck:
-    from jaxtricks import checkpoints   # pylint: disable=import-outside-toplevel  (orbax: only where a run saved)
+    from jaxtricks import checkpoints  # pylint: disable=import-outside-toplevel  (orbax: only where a run saved)
     checkpoints.exit_when_stuck(stuck, status)

@@ -12,7 +12,6 @@ flag names (`jaxtricks.cli`). In a message, `{name}` stands for the setting `nam
 import re
 from typing import Callable
 
-
 _MENTION = re.compile(r"\{([a-z][a-z0-9_]*)\}")   # {batch_size}; other braces (dict reprs) stay as they are
 
 

@@ -90,7 +90,7 @@ class TensorBoardWriter:
   events of the first run from that step on (they are redone)."""
 
   def __init__(self, logdir: str | Path, purge_step: int | None = None, ncol: int = 8):
-    from tensorboardX import SummaryWriter   # imported here: only runs that write events need it
+    from tensorboardX import SummaryWriter  # imported here: only runs that write events need it
     self.ncol = ncol
     # a run resumed within the same second would otherwise reuse, and overwrite, the first run's file name
     suffix = f".{purge_step or 0:09d}.{os.getpid()}"

@@ -13,11 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
 from conftest import REPO, child_env, error_lines, make_raw_folder, without_progress_bars
+
 from jaxtricks import checkpoints, cli, harness, losses
 from jaxtricks.errors import DataError
-from train import classify, ebm as train_ebm, gan as train_gan, sentiment
+from train import classify, sentiment
+from train import ebm as train_ebm
+from train import gan as train_gan
 
 TRAINERS = {"classify": classify, "gan": train_gan, "ebm": train_ebm, "sentiment": sentiment}
 

@@ -140,8 +140,9 @@ def test_exact_table_runs_seed_major_end_to_end_and_resumes_from_its_results_fil
   import json
   import shutil
 
-  from benchmarks.studies.exact import exact_table
   from conftest import make_raw_folder
+
+  from benchmarks.studies.exact import exact_table
   make_raw_folder(tmp_path / "raw", name="mnist")
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
   recipes = ["ce (SGD, clip 10)", "exact (published)"]   # the labels of the ids below: run keys and table rows
@@ -311,6 +312,7 @@ def test_per_class_accuracy_counts_dead_units_of_a_known_net(monkeypatch):
   the dense layer is 100% dead, the convolutions (positive weights on positive images) are alive."""
   import jax
   import jax.numpy as jnp
+
   from benchmarks.studies.exact import exact_table
   from jaxtricks.models.cnn import CNN
   params = CNN().init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
@@ -410,9 +412,10 @@ def test_mobilenet_flips_reevaluates_each_recorded_run_and_names_the_ones_withou
   plainly (which must give the accuracy the run logged at its last step) and with the flip-averaged softmax."""
   import json
 
+  from conftest import make_raw_folder
+
   from benchmarks.studies.common import run_program
   from benchmarks.studies.mobilenet import mobilenet_flips
-  from conftest import make_raw_folder
   from jaxtricks import loop
   make_raw_folder(tmp_path / "raw")
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))

@@ -8,11 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import make_cifar_folder
+
 from jaxtricks import checkpoints, cli, loop, metrics
 from jaxtricks.models.feature_net import FeatureNet
-from train import classify, ebm as train_ebm, gan as train_gan
+from train import classify
+from train import ebm as train_ebm
+from train import gan as train_gan
 
 ARGS = {
     "classify": (classify, ["--batch-size", "8", "--eval-batch-size", "16"]),

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
 from conftest import REPO, child_env, error_lines, make_raw_folder, require_real_data
+
 from jaxtricks import classifier, cli, loop, losses
 from jaxtricks.models.mobilenet import MobileNetV1
 from train import classify

@@ -6,11 +6,10 @@ import dataclasses
 import os
 import subprocess
 import sys
-from typing import Literal
 
 import pytest
-
 from conftest import child_env
+
 from jaxtricks import harness, parallel
 from jaxtricks.errors import ConfigError
 

@@ -2,8 +2,8 @@ import socket
 
 import numpy as np
 import pytest
-
 from conftest import make_cifar_folder, make_raw_folder, require_real_data
+
 from jaxtricks import cli
 from jaxtricks.data import DataError, load, read_idx_gz, sources, write_idx_gz
 from jaxtricks.data.builders import FashionMnist

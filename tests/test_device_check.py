@@ -8,7 +8,6 @@ import sys
 import tarfile
 
 import pytest
-
 from conftest import REPO, child_env, make_raw_folder
 
 pytestmark = pytest.mark.slow

@@ -135,6 +135,7 @@ def test_ensemble_of_two_models_shares_one_buffer():
 def test_avg_pool_2x2_equals_flax_same_avg_pool(side):
   """The energy net's pooling (pad + reshape + mean, cheap to differentiate) has nn.avg_pool's values."""
   import flax.linen as nn
+
   from jaxtricks.models.energy import avg_pool_2x2
   x = jax.random.normal(jax.random.PRNGKey(side), (2, side, side, 3))
   want = nn.avg_pool(x, (2, 2), (2, 2), padding="SAME")

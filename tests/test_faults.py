@@ -11,8 +11,8 @@ import chex
 import jax
 import numpy as np
 import pytest
-
 from conftest import REPO, child_env, make_raw_folder
+
 from jaxtricks import checkpoints
 
 STEPS, EVERY = 12, 4

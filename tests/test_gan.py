@@ -218,6 +218,7 @@ def test_models_shapes():
 def test_subpixel_conv_transpose_is_flax_conv_transpose(k, s):
   """Same init, same outputs, same gradients (kernel, bias, input) as nn.ConvTranspose(..., padding='SAME')."""
   import flax.linen as nn
+
   from jaxtricks.models.dcgan import ConvTranspose
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 5, 3))
   ref, mine = nn.ConvTranspose(4, (k, k), (s, s), padding="SAME"), ConvTranspose(4, (k, k), (s, s))

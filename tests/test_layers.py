@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 # the rank of each module of jaxtricks/ (a package's modules share its rank); imports go to a rank <= one's own

@@ -134,6 +134,7 @@ def test_first_state_is_bitwise_an_eager_init(tmp_path):
   the last bit: measured 2026-12-02). In a child with the production XLA_FLAGS, not the tests' lower level."""
   import subprocess
   import sys
+
   from conftest import PRODUCTION_XLA_FLAGS, REPO, child_env
   r = subprocess.run([sys.executable, "-c", _BITWISE_CHILD, str(tmp_path / "w")], cwd=REPO,
                      env=child_env(XLA_FLAGS=PRODUCTION_XLA_FLAGS), capture_output=True, text=True, timeout=300)
@@ -246,6 +247,7 @@ def test_last_resort_exit_when_a_thread_will_not_stop():
   given status once it has had its time (without it this child hangs and the timeout fails the test)."""
   import subprocess
   import sys
+
   from conftest import REPO, child_env
   code = ("import threading; from jaxtricks import checkpoints; checkpoints.THREADS_TIMEOUT_S = 0.5; "
           "t = threading.Thread(target=threading.Event().wait); t.start(); "
@@ -287,6 +289,7 @@ def test_a_stop_signal_at_the_last_step_finishes_the_run_with_its_end_actions(tm
 def test_an_ignored_signal_stays_ignored(tmp_path):
   """`nohup` ignores SIGHUP: the run must not start honouring it."""
   import signal
+
   from jaxtricks.signals import StopRequests
   previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
   try:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import REPO, require_real_data
+
 from jaxtricks import metrics
 
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, TEST_XLA_LEVEL, child_env
 
 pytestmark = pytest.mark.slow

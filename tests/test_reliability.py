@@ -14,10 +14,12 @@ from pathlib import Path
 
 import chex
 import pytest
-
 from conftest import REPO, child_env, error_lines, make_raw_folder, without_progress_bars
+
 from jaxtricks import checkpoints, cli, loop
-from train import classify, ebm as train_ebm, ebm_sample, feature_net, gan as train_gan, sentiment
+from train import classify, ebm_sample, feature_net, sentiment
+from train import ebm as train_ebm
+from train import gan as train_gan
 
 RUN = ["--model", "cnn", "--batch-size", "16", "--checkpoint-every", "2", "--no-progress", "--no-tensorboard"]
 
@@ -319,6 +321,7 @@ def test_row_disk_full_simulated(tmp, capsys, monkeypatch):
   """tensorstore's error for a full disk (a ValueError, as it arrives from a real one) from the save of step 4, then
   ENOSPC from metrics.jsonl (whose close fails again): one line each, exit 2; each rerun resumes from step 2."""
   import orbax.checkpoint as ocp
+
   from jaxtricks import writers
   assert _classify(tmp, "--steps", "2") == 0
   save = ocp.CheckpointManager.save

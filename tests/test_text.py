@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from conftest import require_real_data
+
 from jaxtricks import classifier, cli
 from jaxtricks.data import text
 from jaxtricks.models.text import CNNClassifier, KerasLSTM, LSTMClassifier, hard_sigmoid

@@ -8,8 +8,8 @@ import sys
 import chex
 import numpy as np
 import pytest
-
 from conftest import REPO, child_env, make_raw_folder, require_real_data
+
 from jaxtricks import checkpoints, cli, ebm, loop
 from train import ebm as train_ebm
 from train import ebm_sample

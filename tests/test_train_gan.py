@@ -7,8 +7,8 @@ import chex
 import jax
 import numpy as np
 import pytest
-
 from conftest import make_raw_folder
+
 from jaxtricks import checkpoints, cli, gan, loop
 from train import gan as train_gan
 

@@ -38,7 +38,7 @@ NUM_CLASSES = 10
 
 @dataclasses.dataclass(frozen=True)
 class Config(harness.BaseConfig):
-  """Train an image classifier with cross-entropy."""
+  """Train an image classifier: cross-entropy, the margin and accuracy losses, hinge or EXACT."""
   model: Literal["cnn", "mobilenet", "featnet"] = "cnn"
   loss: Literal["ce", "margin", "soft_acc", "hinge", "exact", "exact_log_mean", "exact_log"] = "ce"
   margin: float = dataclasses.field(default=0.6, metadata={"help": "--loss margin: no loss once p_y > margin"})

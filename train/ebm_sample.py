@@ -18,7 +18,8 @@ from typing import Literal
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxtricks import checkpoints, cli, ebm, harness, parallel, replay
 from jaxtricks.errors import WorkdirError, require

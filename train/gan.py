@@ -25,6 +25,7 @@ from jaxtricks.data import IMAGE_SHAPES, pipeline
 from jaxtricks.errors import DivergenceError, require
 from jaxtricks.models.dcgan import Discriminator, Generator
 
+
 @dataclasses.dataclass(frozen=True)
 class Config(harness.BaseConfig):
   """Train a DCGAN with one loss through stop_gradient or with alternating updates."""

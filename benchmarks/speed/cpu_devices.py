@@ -71,6 +71,7 @@ def main(argv=None):
     p.error(f"--programs: unknown {unknown}; known: {list(PROGRAMS)}")
   cells = [(int(d), f) for f in args.flags.split(",") for d in args.devices.split(",")]
   import jax
+
   from benchmarks.common import table, write_results
   rows = []
   for program in programs:

@@ -22,9 +22,8 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import optax
-
 import numpy as np
+import optax
 
 from benchmarks.common import machine, table, time_interleaved, write_results, xla_flops
 from benchmarks.speed.torch_peer import TorchPeer
@@ -48,6 +47,7 @@ def _compiled_stats(fn, *args):
 def torch_rows(state, g, d, x, z, width: int, repeats: int, python: str, only=None) -> tuple[dict, str]:
   """{PyTorch variant: median s of one alternating step} and a note (versions, the output checks, failures)."""
   import tempfile
+
   from flax import traverse_util
   peer, why = TorchPeer.start(python, gpu=jax.default_backend() == "gpu")
   if peer is None:

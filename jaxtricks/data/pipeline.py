@@ -11,7 +11,8 @@ from typing import Any, Callable
 import chex
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 Batch = dict[str, jax.Array]
 

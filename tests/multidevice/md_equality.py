@@ -15,8 +15,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import make_raw_folder  # noqa: E402
+
 from jaxtricks import classifier, cli  # noqa: E402
-from train import classify, ebm as train_ebm, gan as train_gan  # noqa: E402
+from train import classify  # noqa: E402
+from train import ebm as train_ebm
+from train import gan as train_gan
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ import numpy as np
 from benchmarks.common import machine, table, write_results
 from benchmarks.studies.common import train
 from jaxtricks import metrics
-from jaxtricks.images import save_grid
 from jaxtricks.data import load
+from jaxtricks.images import save_grid
 
 
 def main(argv=None):
