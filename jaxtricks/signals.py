@@ -28,9 +28,10 @@ class StopRequests:
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      # a signal the caller ignores stays ignored (`nohup` ignores SIGHUP; `cmd &` in a script ignores SIGINT)
+      # `nohup` ignores SIGHUP: it stays ignored. (SIGINT and SIGTERM are always honoured: a shell script's
+      # background job inherits an ignored SIGINT without asking for it.)
       self.previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS
-                       if signal.getsignal(s) is not signal.SIG_IGN}
+                       if not (s == signal.SIGHUP and signal.getsignal(s) is signal.SIG_IGN)}
     return self
 
   def _handle(self, signum, frame):
