@@ -1,0 +1,138 @@
+"""Generation from noise (issue 34): recipes of the main job aimed at short-run sampling, over seeds, and for each
+trained model the FID / chain-length curve of fresh chains from uniform noise, with each length's wall time.
+
+    python -m benchmarks.studies.ebm.fresh_chains                     # every recipe x seeds 0,1,2, 1000 steps
+    python -m benchmarks.studies.ebm.fresh_chains --recipes main,shortrun --seeds 0 --lengths 60,500
+
+Each run is `python -m train.ebm` (the main job: its defaults, `--recipe uva`) with the recipe's flags on top, in
+ROOT/RECIPE-sSEED (a run that exists resumes; a finished one is only re-scored). Scores: FID-FMNIST (with KID,
+precision/recall, density/coverage, from one feature pass: metrics.scores_against) of --samples fresh chains from
+uniform noise at each --lengths step count (the run's own sampler settings; jaxtricks.ebm.fresh_samples), and of
+the newest --samples images of the replay buffer. Results go into --json, keyed "recipe/seed" with the argv that
+made the run; rerunning skips what is recorded with the same argv (the study resumes).
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from benchmarks.common import machine, table
+from benchmarks.studies import common
+from benchmarks.studies.ebm.ebm_eval import SAMPLER, load_run
+from jaxtricks import ebm, metrics, replay
+from jaxtricks.data import IMAGE_SHAPES, load
+
+# The recipes: train.ebm flags over its defaults. The anchors' levers for short-run sampling that our flags reach.
+RECIPES = {
+    "main": {},                                    # the main job as it is
+    "shortrun": dict(reinit_prob=1.0),             # Nijkamp et al. 2019: non-persistent chains, all from noise
+    "reinit25": dict(reinit_prob=0.25),            # a buffer, but a quarter of the chains restart from noise
+    "noise2x": dict(noise_scale=0.01),             # twice the Langevin noise (larger noise, Du & Mordatch's advice)
+    "reg1": dict(reg=1.0),                         # Du & Mordatch's energy-magnitude penalty weight (ours: 0.1)
+}
+
+
+def sampler_of(recipe: dict) -> ebm.SamplerConfig:
+  """The chains' settings of a recipe's runs: train.ebm's default sampler (ebm_eval.SAMPLER; config.json holds only
+  the fingerprint) with the recipe's sampler flags. Fresh chains restart nothing, so reinit_prob does not matter."""
+  names = {"langevin_steps": "num_steps", "step_size": "step_size", "noise_scale": "noise_scale",
+           "grad_clip": "grad_clip"}
+  return dataclasses.replace(SAMPLER, **{names[k]: v for k, v in recipe.items() if k in names})
+
+
+def score_run(workdir: Path, chains: ebm.SamplerConfig, lengths: list[int], samples: int, score, key) -> dict:
+  """{"fresh": {length: scores + seconds}, "buffer": scores, "step": n} of one trained run."""
+  config, model, state = load_run(workdir)
+  out = {"step": int(state["step"]), "fresh": {}}
+  shape = IMAGE_SHAPES[config["dataset"]]
+  t0 = time.perf_counter()    # the chain's compile, once: every length calls the same compiled chunk
+  ebm.fresh_samples(model, state["params"], state["stats"], key, shape, samples, 1, chains)
+  out["compile_and_one_round_s"] = time.perf_counter() - t0
+  for length in lengths:
+    t0 = time.perf_counter()
+    x = ebm.fresh_samples(model, state["params"], state["stats"], key, shape, samples, length, chains)
+    steps = -(-length // chains.num_steps) * chains.num_steps   # fresh_samples rounds up to whole chains
+    out["fresh"][str(length)] = {**score(x), "seconds": time.perf_counter() - t0, "langevin_steps": steps}
+  buffer = ebm.buffer_from_checkpoint(state)
+  out["buffer"] = score(np.asarray(replay.latest(buffer, min(samples, int(buffer.count)))))
+  return out
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of: {', '.join(RECIPES)}")
+  p.add_argument("--seeds", default="0,1,2")
+  p.add_argument("--steps", type=int, default=1000, help="train steps of each run")
+  p.add_argument("--lengths", default="60,120,256,500", help="fresh-chain step counts to score")
+  p.add_argument("--samples", type=int, default=500, help="images per FID (the main job's --fid-samples)")
+  p.add_argument("--root", default="runs/fresh_chains", help="folder of the runs' workdirs")
+  p.add_argument("--data-dir", default=None)
+  p.add_argument("--json", default="benchmarks/results/ebm_fresh_chains.json")
+  p.add_argument("--train-flags", default="", help="extra train.ebm flags for every run, e.g. '--channels 4'")
+  args = p.parse_args(argv)
+  names = args.recipes.split(",")
+  unknown = [n for n in names if n not in RECIPES]
+  if unknown:
+    p.error(f"--recipes: unknown {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+  try:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    lengths = [int(s) for s in args.lengths.split(",")]
+  except ValueError:
+    p.error("--seeds and --lengths take comma-separated integers, e.g. --seeds 0,1,2 --lengths 60,500")
+  if min(lengths) < 1 or args.steps < 1 or args.samples < 2:
+    p.error("--lengths and --steps must be positive and --samples at least 2")
+  out = Path(args.json)
+  results = json.loads(out.read_text()) if out.exists() else {"runs": {}}
+  extra = args.train_flags.split()
+
+  def train_argv(name, seed):
+    flags = dict(workdir=str(Path(args.root) / f"{name}-s{seed}"), seed=seed, steps=args.steps,
+                 fid_every=args.steps, progress=False, tensorboard=False, **RECIPES[name])
+    return [*common.flag_argv(flags), *extra]
+
+  def argv_of(name, seed):   # what a recorded result was made with: the run's flags and the scoring's
+    return [*train_argv(name, seed), "--lengths", args.lengths, "--samples", str(args.samples)]
+
+  todo = common.pending_runs(names, seeds, results["runs"], argv_of)
+  test_images, _ = load("fashion_mnist", "test", data_dir=args.data_dir)
+  score = metrics.scores_against(test_images, net=metrics.load_feature_net()) if todo else None
+  for name, seed in todo:
+    run_argv = argv_of(name, seed)
+    t0 = time.perf_counter()
+    common.run_program("ebm", train_argv(name, seed) + (["--data-dir", args.data_dir] if args.data_dir else []))
+    workdir = Path(args.root) / f"{name}-s{seed}"
+    scored = score_run(workdir, sampler_of(RECIPES[name]), lengths, args.samples, score, jax.random.PRNGKey(1000 + seed))
+    results["runs"][f"{name}/{seed}"] = {"argv": run_argv, "machine": machine(), "jax": jax.__version__,
+                                         "date": time.strftime("%Y-%m-%d"), "seconds": time.perf_counter() - t0,
+                                         "train_minutes": common.train_minutes(workdir), **scored}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(f"{name}/{seed}: " + ", ".join(f"fresh {n} steps FID {v['fid']:.1f} ({v['seconds']:.0f} s)"
+                                         for n, v in scored["fresh"].items())
+          + f"; buffer FID {scored['buffer']['fid']:.1f}", flush=True)
+  print(summary(results["runs"], names, lengths))
+  return 0
+
+
+def summary(runs: dict, names: list[str], lengths: list[int]) -> str:
+  """FID-FMNIST mean ± std over seeds per recipe: fresh chains at each length, and the buffer."""
+  rows = []
+  for name in names:
+    done = [v for k, v in runs.items() if k.split("/")[0] == name]
+    if not done:
+      continue
+    cell = lambda xs: f"{np.mean(xs):.1f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.1f}"
+    rows.append([name, len(done), *[cell([v["fresh"][str(n)]["fid"] for v in done if str(n) in v["fresh"]])
+                                    for n in lengths], cell([v["buffer"]["fid"] for v in done]),
+                 f"{np.mean([v['train_minutes'] for v in done]):.1f}"])
+  return table(["recipe", "seeds", *[f"fresh {n}" for n in lengths], "buffer", "train min"], rows)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
