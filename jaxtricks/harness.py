@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Sequence
 
 import jax
+import numpy as np
 from jax.experimental import checkify
 
-from jaxtricks import checkpoints, loop, parallel
+from jaxtricks import checkpoints, images, loop, parallel
 from jaxtricks.data import load, pipeline
 from jaxtricks.errors import ConfigError, DataError, DivergenceError, WorkdirError, require
 from jaxtricks.workdir import compare_fingerprints, read_config, write_json
@@ -70,6 +71,53 @@ class BaseConfig:
     while count > 1 and any(size % count for size in self.split_sizes()):
       count -= 1
     return count
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+  """The settings of a generator's sample export for the standard Inception FID/KID tools (pytorch-fid, clean-fid,
+  torch-fidelity; docs/programs.md): mixed into a program's config before BaseConfig, checked by `check_export`."""
+  export_samples: int | None = dataclasses.field(
+      default=None, metadata={"help": "at the end, write N samples as 3-channel uint8 images for pytorch-fid, "
+                                      "clean-fid and torch-fidelity (docs/programs.md); left out: none"})
+  export_dir: str = dataclasses.field(
+      default="", metadata={"help": "folder of the export: samples/ (PNG files) or samples.npz, and real/ or "
+                                    "real.npz (empty: <workdir>/export)"})
+  export_format: Literal["png", "npz"] = dataclasses.field(
+      default="png", metadata={"help": "png: one file per image in a folder (what all three tools read); npz: one "
+                                       "uint8 array [N, H, W, 3] under the key arr_0"})
+
+  def export_folder(self) -> Path:
+    return Path(self.export_dir or Path(self.workdir) / "export")
+
+  def export_sets(self) -> tuple[str, ...]:
+    """The sets this run writes: samples (with export_samples), real (with export_real, where the program has it)."""
+    return (("samples",) if self.export_samples is not None else ()) + (("real",) if getattr(self, "export_real", False)
+                                                                         else ())
+
+  def check_export(self) -> None:
+    """export_samples >= 1 where given, and a folder that can take the export (images.check_export), before any
+    training."""
+    if self.export_samples is not None:
+      require(self.export_samples >= 1, "export_samples", f"must be >= 1 (or left out: no export), got "
+              f"{self.export_samples}")
+    if self.export_sets():
+      images.check_export(self.export_folder(), self.export_sets(), self.export_format)
+
+
+def export(config: ExportConfig, draw: Callable[[int], Any], reals=None) -> list[Path]:
+  """Writes the export `config` asks for: `draw(n)` -> n samples in [0, 1] as `export_samples`, and `reals` (the
+  data the program's FIDs compare with) as `real`; one line each. DivergenceError for non-finite samples."""
+  written = []
+  for name in config.export_sets():
+    x = np.asarray(draw(config.export_samples) if name == "samples" else reals)
+    if not np.issubdtype(x.dtype, np.integer) and not np.isfinite(x).all():
+      raise DivergenceError(None, f"the samples hold non-finite values; nothing written to {config.export_folder()}")
+    path = images.write_export(x, config.export_folder(), name, config.export_format)
+    print(f"wrote {len(x)} {'samples' if name == 'samples' else 'real images'} ({x.shape[1]}x{x.shape[2]}, as 3-channel "
+          f"uint8) to {path}")
+    written.append(path)
+  return written
 
 
 def require_finite(config) -> None:

@@ -59,6 +59,14 @@ ROWS = [
     ("`--fid-samples 1`", "gan", ["--fid-samples", "1"], None, "--fid-samples must be >= 2 (an FID compares "
      "covariances"),
     ("`--fid-samples 1` (ebm)", "ebm", ["--fid-samples", "1"], None, "--fid-samples must be >= 2"),
+    ("`--export-samples 0`", "gan", ["--export-samples", "0"], None,
+     "--export-samples must be >= 1 (or left out: no export), got 0"),
+    ("`--export-dir` naming a file", "ebm", ["--export-samples", "4", "--export-dir", "{tmp}/afile"],
+     lambda tmp: (tmp / "afile").write_text(""),
+     "--export-dir {tmp}/afile: {tmp}/afile is a file, not a folder; give a folder for the export"),
+    ("`--export-dir` holding an earlier export", "gan", ["--export-samples", "4", "--export-dir", "{tmp}/old"],
+     lambda tmp: ((tmp / "old" / "samples").mkdir(parents=True), (tmp / "old" / "samples" / "000000.png").write_text("")),
+     "--export-dir {tmp}/old: samples is there already; choose another folder or remove it"),
     ("`--maxlen 2` with `--model cnn` (sentiment)", "sentiment", ["--model", "cnn", "--maxlen", "2"], None,
      "--maxlen 2 is shorter than the CNN's convolution (width 3): nothing of a review would be left to classify; "
      "use --maxlen 3 or more"),

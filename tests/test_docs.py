@@ -41,6 +41,8 @@ NOT_HERE = {
     "apt-get": "installs packages",
     "git": "a repository operation",
     "bash benchmarks/tools/device_bundle.sh": "packs wheels for the GPU machine",
+    "python -m pytorch_fid": "third-party (pytorch-fid): not a dependency, needs Inception weights from the internet",
+    "fidelity": "third-party (torch-fidelity): not a dependency, needs Inception weights from the internet",
 }
 
 

@@ -9,8 +9,9 @@ import chex
 import numpy as np
 import pytest
 from conftest import REPO, child_env, make_raw_folder, require_real_data
+from PIL import Image
 
-from jaxtricks import checkpoints, cli, ebm, loop
+from jaxtricks import checkpoints, cli, ebm, images, loop
 from train import ebm as train_ebm
 from train import ebm_sample
 
@@ -43,11 +44,20 @@ def _checkpoint(workdir, step):
 def test_tiny_run_writes_pngs_fid_and_samples(tmp_path):
   """12 steps: grids and FID lines at 6 and 12, every step logged, the buffer filled and moving; then sampling from it, alone and as an ensemble sharing one buffer. (Killing and
   resuming the EBM, at a random step and during a save, is tests/test_faults.py's.)"""
-  make_raw_folder(tmp_path / "raw")
-  straight = _ebm(tmp_path, "--steps", "12", "--workdir", str(tmp_path / "a"))
+  raw = make_raw_folder(tmp_path / "raw")
+  straight = _ebm(tmp_path, "--steps", "12", "--workdir", str(tmp_path / "a"), "--export-samples", "10",
+                  "--export-format", "npz", "--export-real", "--export-dir", str(tmp_path / "exp"))
   assert straight.returncode == 0, straight.stderr[-2000:]
   a = _checkpoint(tmp_path / "a", 12)
   assert int(a["state"]["buffer"]["count"]) == 64                           # 12 steps x 16 fakes, capacity 64
+  # the export (--export-source buffer): the 10 latest buffer items, newest first, grey as three equal channels
+  buffer = a["state"]["buffer"]
+  newest = buffer["data"][(int(buffer["pointer"]) - 1 - np.arange(10)) % 64]
+  with np.load(tmp_path / "exp" / "samples.npz") as f:
+    assert f.files == ["arr_0"] and f["arr_0"].dtype == np.uint8
+    np.testing.assert_array_equal(f["arr_0"], np.repeat(newest, 3, -1))
+  with np.load(tmp_path / "exp" / "real.npz") as f:
+    np.testing.assert_array_equal(f["arr_0"], np.repeat(raw["test_images"][..., None], 3, -1))
   assert not np.array_equal(a["state"]["buffer"]["data"], _checkpoint(tmp_path / "a", 8)["state"]["buffer"]["data"])
   files = set(os.listdir(tmp_path / "a"))
   assert {"buffer_000006.png", "fresh_000006.png", "buffer_000012.png", "fresh_000012.png"} <= files
@@ -63,11 +73,20 @@ def test_tiny_run_writes_pngs_fid_and_samples(tmp_path):
   # sampling afterwards: an ensemble (here the model twice) sharing one buffer
   out = tmp_path / "ens.png"
   args = ["--workdirs", f"{tmp_path / 'a'},{tmp_path / 'a'}", "--num", "4", "--rounds", "2",
-          "--langevin-steps", "3", "--out", str(out), "--out-npy", str(tmp_path / "ens.npy")]
+          "--langevin-steps", "3", "--out", str(out), "--out-npy", str(tmp_path / "ens.npy"), "--export-samples", "6",
+          "--export-dir", str(tmp_path / "sexp")]
   assert cli.main(ebm_sample.Config, ebm_sample.run, argv=args) == 0
   x = np.load(tmp_path / "ens.npy")
   chex.assert_shape(x, (8, 28, 28, 1))
   assert out.exists() and x.min() >= 0 and x.max() <= 1
+  # the export: 6 RGB PNGs, each one of the last round's samples (the newest in the shared buffer)
+  files = sorted((tmp_path / "sexp" / "samples").iterdir())
+  assert [p.name for p in files] == [f"{i:06d}.png" for i in range(6)]
+  last_round = images.to_uint8_rgb(x)
+  for p in files:
+    img = np.asarray(Image.open(p))
+    assert img.shape == (28, 28, 3) and img.dtype == np.uint8
+    assert any(np.array_equal(img, s) for s in last_round)
 
 
 def test_divergence_gives_advice_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
@@ -89,6 +108,10 @@ def test_divergence_gives_advice_and_keeps_checkpoint(tmp_path, capsys, monkeypa
     (["--buffer-size", "8"], "--buffer-size 8 must hold at least one batch"),
     (["--buffer-dtype", "float16"], "invalid choice: 'float16'"),
     (["--dataset", "mnist", "--data-dir", "/nonexistent"], "--data-dir /nonexistent: no such folder"),
+    (["--export-samples", "-3"], "--export-samples must be >= 1 (or left out: no export), got -3"),
+    (["--export-samples", "100", "--steps", "4", "--batch-size", "16"], "--export-samples 100 exceeds the 64 samples "
+     "the buffer holds after --steps 4 (at most --buffer-size); export fewer, or fresh chains (--export-source fresh)"),
+    (["--export-format", "jpg"], "invalid choice: 'jpg'"),
 ])
 def test_bad_input_one_line_exit_2(args, words, tmp_path, capsys, monkeypatch):
   monkeypatch.delenv("JAXTRICKS_DATA", raising=False)
@@ -122,6 +145,20 @@ def test_the_default_sampler_unrolls_its_chain_fully_on_the_cpu_and_grad_clip_0_
   config = cli.parse(train_ebm.Config, ["--grad-clip", "0"])
   assert ebm.scan_unroll(train_ebm.sampler(config).unroll) == 20 == config.langevin_steps
   assert train_ebm.sampler(config).grad_clip is None
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--export-samples", "0"], "--export-samples must be >= 1 (or left out: no export), got 0"),
+    (["--export-samples", "700"], "--export-samples 700 exceeds the 640 samples the rounds draw (--rounds x --num x 1 "
+     "models); raise --rounds or --num"),
+    (["--export-samples", "4", "--export-dir", "{tmp}/afile"], "--export-dir {tmp}/afile: {tmp}/afile is a file, not a "
+     "folder; give a folder for the export"),
+])
+def test_sample_export_bad_input_one_line_exit_2(args, words, tmp_path, capsys):
+  (tmp_path / "afile").write_text("")
+  rc = cli.main(ebm_sample.Config, ebm_sample.run, argv=[a.format(tmp=tmp_path) for a in args])
+  err = capsys.readouterr().err
+  assert rc == cli.EXIT_USAGE and len(err.strip().splitlines()) == 1 and words.format(tmp=tmp_path) in err, err
 
 
 def test_sample_refuses_a_workdir_without_a_model(tmp_path, capsys):

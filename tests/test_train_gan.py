@@ -8,8 +8,9 @@ import jax
 import numpy as np
 import pytest
 from conftest import make_raw_folder
+from PIL import Image
 
-from jaxtricks import checkpoints, cli, gan, loop
+from jaxtricks import checkpoints, cli, gan, images, loop
 from train import gan as train_gan
 
 
@@ -72,3 +73,30 @@ def test_ema_of_the_generator(tmp_path, monkeypatch):
   assert all("fid_fmnist" in r for r in rows if "fid_fmnist_ema" in r)
   assert all(r["fid_fmnist_ema_samples"] == 64 and "kid_fmnist_ema" in r and "recall_fmnist_ema" in r
              for r in rows if "fid_fmnist_ema" in r)
+
+
+def test_export_writes_the_ema_generators_samples_and_the_test_split(tmp_path, monkeypatch, capsys):
+  """--export-samples 5 --export-real: samples/ holds 5 RGB PNGs, the EMA generator's samples (not G's), real/ the
+  64 test images, each grey image as three equal channels; a second export into the same folder is refused
+  before any training, in one line."""
+  raw = make_raw_folder(tmp_path / "raw")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  args = ["--data-dir", str(tmp_path / "raw"), "--width", "4", "--z-dim", "8", "--batch-size", "16", "--steps", "2",
+          "--fid-samples", "16", "--ema-decay", "0.5", "--no-progress", "--no-tensorboard",
+          "--workdir", str(tmp_path / "w"), "--export-samples", "5", "--export-real", "--export-dir",
+          str(tmp_path / "exp")]
+  config = cli.parse(train_gan.Config, args)
+  state = train_gan.run(config)
+  read = lambda folder: np.stack([np.asarray(Image.open(p)) for p in sorted(folder.iterdir())])
+  samples, real = read(tmp_path / "exp" / "samples"), read(tmp_path / "exp" / "real")
+  assert samples.shape == (5, 28, 28, 3) and samples.dtype == np.uint8
+  np.testing.assert_array_equal(real, np.repeat(raw["test_images"][..., None], 3, -1))
+  generator, _ = train_gan.nets(config)
+  key = jax.random.fold_in(jax.random.split(jax.random.PRNGKey(0), 4)[3], 1)   # harness.keys' "sample", folded
+  for ema, same in ((True, True), (False, False)):
+    want = images.to_uint8_rgb(train_gan.draw(generator, state, key, 5, 8, ema))
+    assert np.array_equal(samples, want) == same
+  capsys.readouterr()
+  assert cli.main(train_gan.Config, train_gan.run, argv=args) == cli.EXIT_USAGE
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "--export-dir" in err[0] and "samples is there already" in err[0], err

@@ -20,6 +20,10 @@ CIFAR-10: jaxtricks.metrics.fid_name) with its sample count, KID, precision/reca
 features (jaxtricks.metrics.logged_scores);
 TensorBoard events; orbax checkpoints hold params, optimizer, PRNG key and
 the buffer, so a resumed run equals an uninterrupted one. Draw from a trained model: `python -m train.ebm_sample`.
+With --export-samples N it writes, at the end, N samples as 3-channel uint8 PNGs (or .npz) for pytorch-fid, clean-fid
+and torch-fidelity: the N latest of the replay buffer (--export-source buffer, the default: the set of the buffer
+FID) or N fresh chains from noise (fresh); with --export-real the test split beside them (docs/programs.md). On a
+finished workdir it only exports.
 """
 
 import dataclasses
@@ -38,7 +42,7 @@ from jaxtricks.errors import DivergenceError, require
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(harness.BaseConfig):
+class Config(harness.ExportConfig, harness.BaseConfig):
   """Train an energy-based model with Langevin dynamics and a replay buffer."""
   dataset: Literal["fashion_mnist", "mnist", "cifar10"] = "fashion_mnist"
   steps: int = 1000
@@ -81,6 +85,12 @@ class Config(harness.BaseConfig):
   sample_every: int = 250
   fid_every: int = dataclasses.field(default=1000, metadata={"help": "steps between FID evaluations (and at the end)"})
   fid_samples: int = 500
+  export_source: Literal["buffer", "fresh"] = dataclasses.field(
+      default="buffer", metadata={"help": "what --export-samples writes: the latest samples of the replay buffer (the "
+                                          "buffer FID's set), or chains of --fresh-steps steps from noise (fresh)"})
+  export_real: bool = dataclasses.field(
+      default=False, metadata={"help": "also export the test split (the images the FIDs here compare with) as real/ "
+                                       "in the same layout"})
 
   def split_sizes(self) -> tuple[int, ...]:
     return (self.batch_size, self.buffer_size)   # the buffer is split over the devices too
@@ -101,6 +111,11 @@ class Config(harness.BaseConfig):
             f"stable value), got {self.fid_samples}")
     require(self.buffer_size >= self.batch_size, "buffer_size",
             f"{self.buffer_size} must hold at least one batch ({{batch_size}} {self.batch_size})")
+    self.check_export()
+    held = min(self.buffer_size, self.steps * self.batch_size)   # each step pushes a batch of fakes
+    require(self.export_source == "fresh" or self.export_samples is None or self.export_samples <= held,
+            "export_samples", f"{self.export_samples} exceeds the {held} samples the buffer holds after {{steps}} "
+            f"{self.steps} (at most {{buffer_size}}); export fewer, or fresh chains ({{export_source}} fresh)")
 
 
 # What defines a run's state (resuming with other values is refused); sampler settings may change on resume.
@@ -160,11 +175,14 @@ def run(config: Config, actions=()):
     periodic.append(loop.Periodic(config.fid_every, evaluate, announce=True))
   step_fn = functools.partial(ebm.train_step, model=model, tx=tx, sampler=chains, reg=config.reg,
                               chain_sharding=parallel.sharded(mesh))
-  return harness.train(
+  state = harness.train(
       config, steps=config.steps, init_fn=init, train_step=step_fn, batches=batches, key=keys["step"], mesh=mesh,
       state_sharding=shardings, actions=[*periodic, *actions], fingerprint=harness.fingerprint(config, FINGERPRINT),
       progress_keys=("energy_real", "energy_fake"),
       divergence_advice="Resume from it with a lower {lr}, more {langevin_steps} or a larger {reg}")
+  harness.export(config, lambda n: np.asarray(replay.latest(state.buffer, n)) if config.export_source == "buffer"
+                 else fresh(state, n), reals=test["image"])
+  return state
 
 
 # --recipe NAME: named sets of defaults (flags beside --recipe still win)

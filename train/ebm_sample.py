@@ -7,7 +7,10 @@ replay buffer (docs/techniques.md#ebm; `jaxtricks.ebm.sample_ensemble`).
 Each round draws --num starting points per model from the shared buffer (the first workdir's training buffer,
 or noise with --start noise), runs --langevin-steps Langevin steps under each model's energy (vmapped over the
 models) and pushes every result back. Writes a PNG grid of the last round (and --out-npy: all of its samples,
-float32 in [0, 1], shape [models * num, 28, 28, 1]).
+float32 in [0, 1], shape [models * num, 28, 28, 1]). With --export-samples N it also writes the N latest samples of
+the shared buffer (the last round's first, then earlier rounds') as 3-channel uint8 PNGs (or .npz) for pytorch-fid,
+clean-fid and torch-fidelity into --export-dir (docs/programs.md); the real images to compare with come from
+`python -m train.ebm --export-real` on the first workdir.
 """
 
 import dataclasses
@@ -31,7 +34,7 @@ TRAIN_EBM_SETTINGS = {"dataset", "batch_size", "net", "channels", "buffer_size",
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(harness.ExportConfig):
   """Sample from one trained EBM or an ensemble of them."""
   workdirs: str = dataclasses.field(default="runs/ebm", metadata={"help": "comma-separated workdirs of train.ebm"})
   num: int = dataclasses.field(default=64, metadata={"help": "chains per model and round"})
@@ -55,10 +58,18 @@ class Config:
   devices: int | Literal["all"] = dataclasses.field(
       default="all", metadata={"help": "devices to split the chains over: all visible, or the first N",
                                "deprecated": {0: "all"}})
+  export_dir: str = dataclasses.field(
+      default="export", metadata={"help": "folder of the export: samples/ (PNG files) or samples.npz"})
 
   def __post_init__(self):
     harness.require_finite(self)
     require(bool(self.paths()), "workdirs", "must name at least one workdir of train.ebm")
+    require(bool(self.export_dir), "export_dir", "must name a folder")
+    self.check_export()
+    pushed = self.rounds * self.num * len(self.paths())
+    require(self.export_samples is None or self.export_samples <= pushed, "export_samples",
+            f"{self.export_samples} exceeds the {pushed} samples the rounds draw ({{rounds}} x {{num}} x "
+            f"{len(self.paths())} models); raise {{rounds}} or {{num}}")
     out = Path(self.out)
     require(not out.is_dir(), "out", f"{self.out}: is a directory; give a file name for the PNG")
     require(out.parent.is_dir() and os.access(out.parent, os.W_OK), "out",
@@ -107,6 +118,9 @@ def run(config: Config) -> np.ndarray:
   if config.start == "noise":
     buffer = replay.create(buffer.data.shape[0], buffer.data.shape[1:], dtype=buffer.data.dtype,
                            data_range=buffer.data_range)
+  require(config.export_samples is None or config.export_samples <= buffer.data.shape[0], "export_samples",
+          f"{config.export_samples} exceeds the {buffer.data.shape[0]} samples the shared buffer holds; export at "
+          "most that")
   if buffer.data.shape[0] % mesh.size == 0:   # the buffer split along 'data' like the chains
     buffer = jax.device_put(buffer, ebm.buffer_shardings(buffer, mesh))
   params_M, stats_M = jax.device_put((ebm.stack([s["params"] for s in states]), ebm.stack([s["stats"] for s in states])),
@@ -122,6 +136,8 @@ def run(config: Config) -> np.ndarray:
   if config.out_npy:
     np.save(config.out_npy, x.astype(np.float32))
   print(f"{len(states)} model(s), {config.rounds} rounds of {config.num} chains each: wrote {config.out}")
+  if config.export_samples is not None:
+    harness.export(config, lambda n: np.asarray(replay.latest(buffer, n)))
   return x
 
 

@@ -9,7 +9,9 @@ Writes <workdir>/samples_<step>.png every --sample-every steps and at the end, F
 the test set every --fid-every steps into metrics.jsonl (FID-FMNIST on Fashion-MNIST and MNIST, FID-CIFAR10 on
 CIFAR-10 once its feature net's weights are committed: jaxtricks.metrics.FEATURE_NETS) with its sample count, KID,
 precision/recall and density/coverage on the same features (jaxtricks.metrics.logged_scores), TensorBoard events,
-and orbax checkpoints (resume).
+and orbax checkpoints (resume). With --export-samples N it writes N samples of G (of its EMA with --ema-decay) at
+the end as 3-channel uint8 PNGs (or .npz) for pytorch-fid, clean-fid and torch-fidelity, and with --export-real the
+test split beside them (docs/programs.md); on a finished workdir it only exports.
 """
 
 import dataclasses
@@ -27,7 +29,7 @@ from jaxtricks.models.dcgan import Discriminator, Generator
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(harness.BaseConfig):
+class Config(harness.ExportConfig, harness.BaseConfig):
   """Train a DCGAN with one loss through stop_gradient or with alternating updates."""
   mode: gan.Mode = dataclasses.field(
       default="single", metadata={"help": "single: one loss, one step updates G and D (the freeze form with one D "
@@ -59,9 +61,13 @@ class Config(harness.BaseConfig):
   sample_every: int = 500
   fid_every: int = 1000
   fid_samples: int = 2000
+  export_real: bool = dataclasses.field(
+      default=False, metadata={"help": "also export the test split (the images the FIDs here compare with) as real/ "
+                                       "in the same layout"})
 
   def __post_init__(self):
     super().__post_init__()
+    self.check_export()
     harness.require_positive(self, "steps", "batch_size", "z_dim", "width", "sample_every", "fid_samples",
                              "lr_g", "lr_d", "lam")
     require(self.fid_samples >= 2, "fid_samples", f"must be >= 2 (an FID compares covariances; a few thousand give a "
@@ -102,6 +108,12 @@ def generate(generator, state: gan.GanState, key, n: int, z_dim: int, ema: bool 
   return np.asarray((jax.jit(gan.sample, static_argnums=(0, 3))(generator, state, z, ema) + 1.0) / 2.0)
 
 
+def draw(generator, state: gan.GanState, key, n: int, z_dim: int, ema: bool, chunk: int = 1000) -> np.ndarray:
+  """n samples in [0, 1] for the export, generated `chunk` at a time (keys folded from `key`)."""
+  return np.concatenate([generate(generator, state, jax.random.fold_in(key, i), min(chunk, n - start), z_dim, ema)
+                         for i, start in enumerate(range(0, n, chunk))])
+
+
 def init(config: Config, key, generator, discriminator, tx) -> gan.GanState:
   state = gan.init(key, generator, discriminator, (1, config.z_dim), (1, *IMAGE_SHAPES[config.dataset]), tx)
   return gan.with_ema(state) if config.ema_decay > 0 else state
@@ -131,13 +143,16 @@ def run(config: Config, actions=()):
       out = scores(step, samples(state, config.fid_samples, ema=False))
       return {**out, **scores(step, samples(state, config.fid_samples, ema=True), "_ema")} if ema else out
     periodic.append(loop.Periodic(config.fid_every, evaluate, announce=True))
-  return harness.train(
+  state = harness.train(
       config, steps=config.steps,
       init_fn=lambda: init(config, keys["init"], generator, discriminator, tx),
       train_step=functools.partial(train_step, config=config, generator=generator, discriminator=discriminator,
                                    tx=tx),
       batches=batches, key=keys["step"], mesh=mesh, fingerprint=harness.fingerprint(config, FINGERPRINT),
       actions=[*periodic, *actions], divergence_advice="Resume from it with a lower {lr_g} and {lr_d}")
+  harness.export(config, lambda n: draw(generator, state, jax.random.fold_in(keys["sample"], 1), n, config.z_dim, ema),
+                 reals=test["image"])
+  return state
 
 
 def main(argv=None) -> int:
