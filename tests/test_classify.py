@@ -16,6 +16,7 @@ from conftest import REPO, child_env, error_lines, make_raw_folder, require_real
 
 from jaxtricks import classifier, cli, loop, losses
 from jaxtricks.models.mobilenet import MobileNetV1
+from jaxtricks.models.vgg import VGGM3
 from train import classify
 
 
@@ -120,6 +121,41 @@ def _check_training(config, x):
     losses.append(float(metrics["loss"]))
   chex.assert_tree_all_finite(state.params)
   assert losses[-1] < losses[0], losses
+
+
+def test_vgg_m3_has_the_layers_of_the_paper():
+  """Ten unpadded 3x3 convs of 32, 48, ..., 176 channels without bias, each with BatchNorm (scale and bias), maps
+  28 -> 8; the EXACT authors' head (average pool, Dense with bias) or An et al.'s (flatten, Dense without bias,
+  BatchNorm on the logits). The counts are summed here from that layer list, not read from the module."""
+  channels = [32 + 16 * i for i in range(10)]
+  ins = [1, *channels[:-1]]
+  body = sum(9 * i * o + 2 * o for i, o in zip(ins, channels))
+  x = jnp.zeros((2, 28, 28, 1))
+  count = lambda model: sum(a.size for a in jax.tree.leaves(
+      jax.eval_shape(model.init, jax.random.PRNGKey(0), x)["params"]))
+  assert count(VGGM3()) == body + 176 * 10 + 10
+  assert count(VGGM3(head="flatten_bn")) == body + 8 * 8 * 176 * 10 + 2 * 10   # the last map is 8x8
+  assert count(classify.make_model(classify.Config(model="vgg_m3"))) == body + 176 * 10 + 10
+  model = classify.make_model(classify.Config(model="vgg_m3", loss="exact"))   # EXACT's learned sigma: an 11th output
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+  chex.assert_shape(jax.eval_shape(model.apply, variables, x), (2, 11))
+  assert [variables["batch_stats"][f"BatchNorm_{i}"]["mean"].shape[0] for i in range(10)] == channels
+
+
+def test_paper_mnist_recipes_set_the_authors_settings_and_the_exact_one_trains_vgg_m3():
+  """The three rows of the EXACT paper's MNIST table, as RECIPES sets them; EXACT's (its most machinery: scheduled
+  sigma, margin, logit batch-norm, gradient normalizer) lowers its loss on vgg_m3 at 1/16 width."""
+  parse = lambda recipe, *flags: cli.parse(classify.Config, ["--recipe", recipe, *flags], recipes=classify.RECIPES)
+  for recipe, loss, lr, clip in (("exact_paper_mnist", "exact", 0.5, 0.0), ("ce_paper_mnist", "ce", 0.5, 10.0),
+                                 ("hinge_paper_mnist", "hinge", 0.05, 1.0)):
+    c = parse(recipe)
+    assert (c.model, c.dataset, c.augment, c.epochs, c.batch_size) == ("vgg_m3", "mnist", "rotate_shift", 150, 256)
+    assert (c.optimizer, c.momentum, c.weight_decay, c.schedule, c.lr_final) == ("sgd", 0.9, 1e-4, "exponential", 1e-4)
+    assert (c.loss, c.lr, c.grad_clip) == (loss, lr, clip)
+  c = parse("exact_paper_mnist", "--width", "0.0625")
+  assert (c.exact_sigma, c.exact_sigma_init, c.exact_sigma_final, c.exact_margin) == ("scheduled", 10, 1, 0.5)
+  assert c.logit_batchnorm and c.grad_normalizer and parse("hinge_paper_mnist").hinge_margin == 5
+  _check_training(c, jax.random.uniform(jax.random.PRNGKey(0), (8, 28, 28, 1)))
 
 
 def test_exact_head_gives_positive_sigma():

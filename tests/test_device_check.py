@@ -1,41 +1,76 @@
-"""benchmarks/tools/device_check.sh at toy size on the CPU: an item runs under its guard and its results come back
-in the one archive; an item whose guard does not fit the budget is skipped, not started;
-benchmarks.tools.device_results turns the archive into result files (the toy MobileNet's step rate among them)."""
+"""benchmarks/tools/device_check.sh at toy size on the CPU: an item whose guard does not fit the budget is skipped, not
+started, and the next one that fits still runs under its guard, its results coming back in the one archive;
+benchmarks.tools.device_results turns the archive into result files (and reads each item's files as they are
+written: the EXACT runs' epochs and accuracies, the long EBM run's FID curve)."""
 
+import io
 import json
 import subprocess
 import sys
 import tarfile
 
 import pytest
-from conftest import REPO, child_env, make_raw_folder
+from conftest import REPO, child_env
 
-pytestmark = pytest.mark.slow
+from benchmarks.tools import device_results
 
 
-def _device_check(out, data, *items, **env):
-  return subprocess.run(["bash", "benchmarks/tools/device_check.sh", str(out), str(data), *items], cwd=REPO,
+def _device_check(out, *items, **env):
+  return subprocess.run(["bash", "benchmarks/tools/device_check.sh", str(out), "", *items], cwd=REPO,
                         env=child_env(TOY="1", PYTHON=sys.executable, **env), capture_output=True, text=True,
                         timeout=600)
 
 
-def test_device_check_runs_an_item_and_skips_what_the_budget_cannot_hold(tmp_path):
-  from benchmarks.tools import device_results
-  make_raw_folder(tmp_path / "raw")   # a tiny Fashion-MNIST as the script's DATA: its plumbing, not its numbers
-  # 320 s: the 300 s guard of the first item fits even when the versions step is slow on a loaded machine (7 s
-  # seen, which a 305 s budget could not hold); the toy GAN's 315 s guard fits only in the first 5 s, long gone
-  # once the toy MobileNet (its compile alone > 5 s) has run
-  r = _device_check(tmp_path / "out", tmp_path / "raw", "mobilenet_seed", "gan_step", BUDGET_S="320")
+@pytest.mark.slow
+def test_device_check_skips_what_the_budget_cannot_hold_and_runs_what_it_can(tmp_path):
+  # 100 s: ebm_long's toy guard (115 s) cannot fit and the item is skipped without starting; the toy tests item
+  # (pytest of tests/test_optim.py, 60 s guard) fits and runs. The cheapest pair that shows both (no data needed).
+  r = _device_check(tmp_path / "out", "ebm_long", "tests", BUDGET_S="100")
   assert r.returncode == 0, r.stderr
   log = (tmp_path / "out" / "device_check.log").read_text()
-  assert "mobilenet_seed: exit 0" in log, log
-  assert "gan_step: skipped (315 s guard" in log, log   # its guard no longer fits in what is left of 320 s
-  assert "cifar" not in log and "langevin" not in log   # items not asked for do not run
+  assert "ebm_long: skipped (115 s guard" in log, log
+  assert "tests: exit 0" in log, log
+  assert "ebm_step" not in log and "exact_vgg_m3" not in log      # items not asked for do not run
   with tarfile.open(tmp_path / "out" / "device_check.tgz") as tar:
     names = {m.name.removeprefix("./") for m in tar.getmembers()}
-  assert {"items.jsonl", "machine.txt", "mobilenet_seed/metrics.jsonl"} <= names, names
+  assert {"items.jsonl", "machine.txt", "tests.xml"} <= names, names
+  assert not any(n.startswith("ebm_long/") for n in names)      # the skipped item wrote nothing
   assert device_results.main([str(tmp_path / "out" / "device_check.tgz"), "--results", str(tmp_path / "res"),
                               "--docs", str(tmp_path / "docs")]) == 0
-  row = json.loads((tmp_path / "res" / "mobilenet_gpu.json").read_text())["rows"][0]
-  assert row[0] == "seed" and row[1] == "1.0" and row[-1] > 0     # one evaluation (3 steps), a measured step rate
-  assert 0 <= row[-2] <= 100                                        # --eval-flips's accuracy, read from the run
+  tests, passed, failed, errors, _ = json.loads((tmp_path / "res" / "tests_gpu.json").read_text())["rows"][0]
+  assert tests > 0 and passed == tests and failed == errors == 0   # test_optim's tests, counted from the junit xml
+  assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["tests_gpu.json"]
+
+
+def test_device_results_reads_the_exact_runs_and_the_ebm_fid_curve(tmp_path):
+  """The archive's files as the trainers write them (metrics.jsonl rows; one test evaluation per epoch; FID keys
+  fid_<net>_buffer and _fresh) -> the rows of exact_vgg_m3_gpu.json and ebm_long_gpu.json; ebm_step's JSON is
+  copied as it is, the EBM's last grids go to docs."""
+  jsonl = lambda rows: "\n".join(json.dumps(r) for r in rows).encode()
+  exact = [{"step": s, "loss": 1.0, "steps_per_sec": 50.0} for s in range(1, 470)]
+  exact += [{"step": 234, "test/accuracy": 0.98}, {"step": 468, "test/accuracy": 0.975}]   # epochs 1 and 2
+  files = {
+      "exact_vgg_m3_exact/metrics.jsonl": jsonl(exact),
+      "exact_vgg_m3_ce/metrics.jsonl": jsonl([{"step": 1, "loss": 2.3, "steps_per_sec": 10.0}]),   # stopped early
+      "ebm_long/metrics.jsonl": jsonl([{"step": 1, "loss": 0.1}, {"step": 1000, "fid_fmnist_buffer": 80.0,
+                                       "fid_fmnist_buffer_samples": 500, "fid_fmnist_fresh": 200.0},
+                                      {"step": 2000, "fid_fmnist_buffer": 60.0, "fid_fmnist_fresh": 150.0}]),
+      "ebm_step_gpu.json": json.dumps({"rows": [["jax", 1.5]]}).encode(),
+      "ebm_long/buffer_1000.png": b"old", "ebm_long/buffer_2000.png": b"new",
+      "machine.txt": b"some GPU jax 0.12.0", "items.jsonl": b'{"item": "ebm_long", "skipped": false, "rc": 130, '
+                                                           b'"seconds": 120, "guard_s": 120}\n'}
+  archive = tmp_path / "device_check.tgz"
+  with tarfile.open(archive, "w:gz") as tar:
+    for name, data in files.items():
+      info = tarfile.TarInfo(f"./{name}")
+      info.size = len(data)
+      tar.addfile(info, io.BytesIO(data))
+  assert device_results.main([str(archive), "--results", str(tmp_path / "res"), "--docs", str(tmp_path / "docs")]) == 0
+  rows = json.loads((tmp_path / "res" / "exact_vgg_m3_gpu.json").read_text())["rows"]
+  assert rows[1] == ["exact", 2, 469, 97.5, 98.0, 50.0]    # epochs completed, steps reached, last and best %, steps/s
+  assert rows[0][:3] == ["ce", 0, 1] and rows[0][3] != rows[0][3]   # no evaluation yet: nan accuracy
+  ebm = json.loads((tmp_path / "res" / "ebm_long_gpu.json").read_text())
+  assert ebm["header"] == ["step", "fid_fmnist_buffer", "fid_fmnist_fresh"]
+  assert ebm["rows"] == [[1000, 80.0, 200.0], [2000, 60.0, 150.0]] and ebm["steps_reached"] == 2000
+  assert json.loads((tmp_path / "res" / "ebm_step_gpu.json").read_text()) == {"rows": [["jax", 1.5]]}
+  assert (tmp_path / "docs" / "ebm_long_buffer_gpu.png").read_bytes() == b"new"

@@ -2,7 +2,7 @@
 # Prepares .device/ for a device call (the GPU image has JAX, flax, optax, orbax, chex, PyTorch, but not these):
 #   .device/whl/   wheels of the packages the image lacks, at the versions of this venv (tensorflow-datasets and
 #                  the part of its dependencies the image lacks, array_record, dm-pix, tensorboardX, ...)
-#   .device/data/  fashion_mnist/ (Debian's files or $JAXTRICKS_DATA's), cifar10/, mnist/ when they fit
+#   .device/data/  fashion_mnist/ (Debian's files or $JAXTRICKS_DATA's), mnist/, then cifar10/ when they fit
 # Everything must fit the device tool's 64 MiB working-tree limit; the script says the size and fails above 60 MiB.
 # Then, in the device call (carry [".device"]):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -25,7 +25,7 @@ data=${JAXTRICKS_DATA:-}
 fm=/usr/share/datasets/fashion-mnist
 [ -n "$data" ] && [ -d "$data/fashion_mnist" ] && fm=$data/fashion_mnist
 mkdir -p "$dest/data/fashion_mnist"; cp "$fm"/*-ubyte.gz "$dest/data/fashion_mnist/"
-for name in cifar10 mnist; do
+for name in mnist cifar10; do   # mnist first: the exact_vgg_m3 item needs it
   if [ -n "$data" ] && [ -d "$data/$name" ]; then
     size=$(du -sm "$dest" | cut -f1); add=$(du -sm "$data/$name" | cut -f1)
     if (( size + add <= 60 )); then cp -r "$data/$name" "$dest/data/"; else echo "$name left out: no room"; fi

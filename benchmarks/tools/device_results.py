@@ -3,16 +3,16 @@ benchmarks.tools.report.
 
     python -m benchmarks.tools.device_results OUT/device_check.tgz [--results benchmarks/results] [--docs docs]
 
-Writes mobilenet_gpu.json (each MobileNet recipe: epochs reached, last and best test accuracy, the last with
-test-time flips, steps/s),
-tests_gpu.json (the suite's counts on the GPU and the names of what failed), cifar_gpu.json (the short CIFAR-10
-runs: steps reached and their last metrics), copies gan_step_gpu.json and langevin_gpu.json as they are, the CIFAR-10
-grids into docs/ (cifar_<run>_gpu.png), and prints each item's outcome (run, skipped for lack of budget, or stopped
-by its guard). The machine and date are those of the device run.
+Writes exact_vgg_m3_gpu.json (each run of the EXACT paper's MNIST row: epochs completed, steps reached, last and
+best test accuracy, steps/s), ebm_long_gpu.json (the long EBM run's FID curve: each evaluation's step and FIDs),
+tests_gpu.json (the suite's counts on the GPU and the names of what failed), copies ebm_step_gpu.json as it is, the
+long EBM run's last grids into docs/ (ebm_long_<buffer|fresh>_gpu.png), and prints each item's outcome (run,
+skipped for lack of budget, or stopped by its guard). The machine and date are those of the device run.
 """
 
 import argparse
 import json
+import re
 import sys
 import tarfile
 import time
@@ -26,35 +26,34 @@ def _jsonl(text: str) -> list[dict]:
   return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _last(records: list[dict], key: str):
-  values = [(r["step"], r[key]) for r in records if key in r]
-  return values[-1] if values else (None, float("nan"))
-
-
 def collect(files: dict[str, bytes], machine: str, date: str) -> dict[str, dict]:
   """{result file name: its content} from the archive's files {path: bytes}."""
   text = lambda path: files[path].decode()
   runs = sorted({path.split("/")[0] for path in files if path.endswith("/metrics.jsonl")})
   results = {}
   base = {"machine": machine, "jax": machine.rsplit("jax ", 1)[-1], "date": date, "argv": []}
-  mobilenet = []
-  for run in (r for r in runs if r.startswith("mobilenet_")):
+  exact = []
+  for run in (r for r in runs if r.startswith("exact_vgg_m3_")):
     metrics = _jsonl(text(f"{run}/metrics.jsonl"))
-    acc = [(r["step"], r["test/accuracy"]) for r in metrics if "test/accuracy" in r]
-    flips = [r["test/accuracy_flips"] for r in metrics if "test/accuracy_flips" in r]
-    steps_per_epoch = acc[0][0] if acc else 1
+    acc = [r["test/accuracy"] for r in metrics if "test/accuracy" in r]   # one evaluation per epoch
     speed = [r["steps_per_sec"] for r in metrics if "steps_per_sec" in r][-20:]
-    mobilenet.append([run.removeprefix("mobilenet_"), f"{acc[-1][0] / steps_per_epoch:.1f}" if acc else "0",
-                      100 * acc[-1][1] if acc else float("nan"),
-                      100 * max(a for _, a in acc) if acc else float("nan"),
-                      100 * flips[-1] if flips else float("nan"),
-                      sorted(speed)[len(speed) // 2] if speed else float("nan")])
-  if mobilenet:
-    results["mobilenet_gpu.json"] = {**base, "command": "bash benchmarks/tools/device_check.sh OUT DATA mobilenet",
-                                     "header": ["recipe (seed: 50 epochs asked, cpu94: 40)", "epochs reached",
-                                                "last test accuracy %",
-                                                "best test accuracy %", "last with test-time flips %",
-                                                "steps/s"], "rows": mobilenet}
+    exact.append([run.removeprefix("exact_vgg_m3_"), len(acc), max((r["step"] for r in metrics), default=0),
+                  100 * acc[-1] if acc else float("nan"), 100 * max(acc) if acc else float("nan"),
+                  sorted(speed)[len(speed) // 2] if speed else float("nan")])
+  if exact:
+    results["exact_vgg_m3_gpu.json"] = {
+        **base, "command": "bash benchmarks/tools/device_check.sh OUT DATA exact_vgg_m3",
+        "header": ["recipe (<loss>_paper_mnist: 150 epochs asked)", "epochs completed", "steps reached",
+                   "last test accuracy %", "best test accuracy %", "steps/s"], "rows": exact}
+  if "ebm_long/metrics.jsonl" in files:
+    metrics = _jsonl(text("ebm_long/metrics.jsonl"))
+    fids = sorted({k for r in metrics for k in r if re.fullmatch(r"fid_[a-z0-9]+_(buffer|fresh)", k)})
+    curve = [[r["step"], *(r.get(k, float("nan")) for k in fids)] for r in metrics if any(k in r for k in fids)]
+    speed = [r["steps_per_sec"] for r in metrics if "steps_per_sec" in r][-20:]
+    results["ebm_long_gpu.json"] = {
+        **base, "command": "bash benchmarks/tools/device_check.sh OUT DATA ebm_long",
+        "header": ["step", *fids], "rows": curve, "steps_reached": max((r["step"] for r in metrics), default=0),
+        "steps_per_sec": sorted(speed)[len(speed) // 2] if speed else float("nan")}
   if "tests.xml" in files:
     suites = ET.fromstring(files["tests.xml"])
     suite = suites if suites.tag == "testsuite" else suites.find("testsuite")
@@ -66,19 +65,8 @@ def collect(files: dict[str, bytes], machine: str, date: str) -> dict[str, dict]
                                  "rows": [[counts["tests"], counts["tests"] - counts["failures"] - counts["errors"]
                                            - counts["skipped"], counts["failures"], counts["errors"],
                                            counts["skipped"]]], "failed": failed}
-  cifar = []
-  for run in (r for r in runs if r.startswith("cifar_")):
-    metrics = _jsonl(text(f"{run}/metrics.jsonl"))
-    keys = sorted({k for r in metrics for k in r if k.startswith(("test/", "fid")) and isinstance(r[k], float)})
-    last_step = max(r["step"] for r in metrics)
-    shown = "; ".join(f"{k} {_last(metrics, k)[1]:.4g} (step {_last(metrics, k)[0]})" for k in keys) or "–"
-    cifar.append([run.removeprefix("cifar_"), last_step, shown])
-  if cifar:
-    results["cifar_gpu.json"] = {**base, "command": "bash benchmarks/tools/device_check.sh OUT DATA cifar",
-                                 "header": ["run", "steps reached", "last evaluations"], "rows": cifar}
-  for name in ("gan_step_gpu.json", "langevin_gpu.json"):
-    if name in files:
-      results[name] = json.loads(text(name))
+  if "ebm_step_gpu.json" in files:
+    results["ebm_step_gpu.json"] = json.loads(text("ebm_step_gpu.json"))
   return results
 
 
@@ -104,11 +92,14 @@ def main(argv=None) -> int:
   for name, content in collect(files, machine, date).items():
     (results / name).write_text(json.dumps(content, indent=1))
     print(f"wrote {results / name}")
-  for path, data in files.items():
-    if path.startswith("cifar_") and path.endswith(".png"):
-      run, png = path.split("/")
-      target = docs / f"{run}_{png.removesuffix('.png').rstrip('0123456789').rstrip('_')}_gpu.png"
-      target.write_bytes(data)
+  grids = sorted((int(m[2]), m[1], path) for path in files
+                 if (m := re.fullmatch(r"ebm_long/(buffer|fresh)_(\d+)\.png", path)))
+  for kind in ("buffer", "fresh"):
+    last = [path for _, k, path in grids if k == kind][-1:]
+    for path in last:
+      docs.mkdir(parents=True, exist_ok=True)
+      target = docs / f"ebm_long_{kind}_gpu.png"
+      target.write_bytes(files[path])
       print(f"wrote {target}")
   return 0
 
