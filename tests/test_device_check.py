@@ -28,13 +28,13 @@ def test_device_check_skips_what_the_budget_cannot_hold_and_runs_what_it_can(tmp
   r = _device_check(tmp_path / "out", "ebm_long", "tests", BUDGET_S="100")
   assert r.returncode == 0, r.stderr
   log = (tmp_path / "out" / "device_check.log").read_text()
-  assert "ebm_long: skipped (115 s guard" in log, log
+  assert "ebm_long_s0: skipped (115 s guard" in log, log
   assert "tests: exit 0" in log, log
   assert "ebm_step" not in log and "exact_vgg_m3" not in log      # items not asked for do not run
   with tarfile.open(tmp_path / "out" / "device_check.tgz") as tar:
     names = {m.name.removeprefix("./") for m in tar.getmembers()}
   assert {"items.jsonl", "machine.txt", "tests.xml"} <= names, names
-  assert not any(n.startswith("ebm_long/") for n in names)      # the skipped item wrote nothing
+  assert not any(n.startswith("ebm_long") for n in names)      # the skipped item wrote nothing
   assert device_results.main([str(tmp_path / "out" / "device_check.tgz"), "--results", str(tmp_path / "res"),
                               "--docs", str(tmp_path / "docs")]) == 0
   tests, passed, failed, errors, _ = json.loads((tmp_path / "res" / "tests_gpu.json").read_text())["rows"][0]
@@ -52,11 +52,15 @@ def test_device_results_reads_the_exact_runs_and_the_ebm_fid_curve(tmp_path):
   files = {
       "exact_vgg_m3_exact/metrics.jsonl": jsonl(exact),
       "exact_vgg_m3_ce/metrics.jsonl": jsonl([{"step": 1, "loss": 2.3, "steps_per_sec": 10.0}]),   # stopped early
-      "ebm_long/metrics.jsonl": jsonl([{"step": 1, "loss": 0.1}, {"step": 1000, "fid_fmnist_buffer": 80.0,
-                                       "fid_fmnist_buffer_samples": 500, "fid_fmnist_fresh": 200.0},
-                                      {"step": 2000, "fid_fmnist_buffer": 60.0, "fid_fmnist_fresh": 150.0}]),
+      "ebm_long_s0/metrics.jsonl": jsonl([{"step": 1, "loss": 0.1}, {"step": 1000, "fid_fmnist_buffer": 80.0,
+                                          "fid_fmnist_buffer_samples": 500, "fid_fmnist_fresh": 200.0},
+                                         {"step": 2000, "fid_fmnist_buffer": 60.0, "fid_fmnist_fresh": 150.0}]),
+      "ebm_long_s1/metrics.jsonl": jsonl([{"step": 1000, "fid_fmnist_buffer": 90.0, "fid_fmnist_fresh": 210.0}]),
+      "fresh_chains_main.json": json.dumps({"runs": {"main/0": {"argv": ["a"]}, "main/1": {"argv": ["b"]}}}).encode(),
+      "fresh_chains_reg1.json": json.dumps({"runs": {"reg1/0": {"argv": ["c"]}}}).encode(),
       "ebm_step_gpu.json": json.dumps({"rows": [["jax", 1.5]]}).encode(),
-      "ebm_long/buffer_1000.png": b"old", "ebm_long/buffer_2000.png": b"new",
+      "ebm_long_s0/buffer_1000.png": b"old", "ebm_long_s0/buffer_2000.png": b"new",
+      "ebm_long_s1/buffer_3000.png": b"another seed's",
       "machine.txt": b"some GPU jax 0.12.0", "items.jsonl": b'{"item": "ebm_long", "skipped": false, "rc": 130, '
                                                            b'"seconds": 120, "guard_s": 120}\n'}
   archive = tmp_path / "device_check.tgz"
@@ -70,7 +74,11 @@ def test_device_results_reads_the_exact_runs_and_the_ebm_fid_curve(tmp_path):
   assert rows[1] == ["exact", 2, 469, 97.5, 98.0, 50.0]    # epochs completed, steps reached, last and best %, steps/s
   assert rows[0][:3] == ["ce", 0, 1] and rows[0][3] != rows[0][3]   # no evaluation yet: nan accuracy
   ebm = json.loads((tmp_path / "res" / "ebm_long_gpu.json").read_text())
-  assert ebm["header"] == ["step", "fid_fmnist_buffer", "fid_fmnist_fresh"]
-  assert ebm["rows"] == [[1000, 80.0, 200.0], [2000, 60.0, 150.0]] and ebm["steps_reached"] == 2000
+  assert ebm["header"] == ["run", "step", "fid_fmnist_buffer", "fid_fmnist_fresh"]
+  assert ebm["rows"] == [["ebm_long_s0", 1000, 80.0, 200.0], ["ebm_long_s0", 2000, 60.0, 150.0],
+                         ["ebm_long_s1", 1000, 90.0, 210.0]]
+  assert ebm["runs"]["ebm_long_s0"]["steps_reached"] == 2000 and ebm["runs"]["ebm_long_s1"]["steps_reached"] == 1000
+  fresh = json.loads((tmp_path / "res" / "ebm_fresh_chains_gpu.json").read_text())["runs"]
+  assert sorted(fresh) == ["main/0", "main/1", "reg1/0"] and fresh["reg1/0"]["argv"] == ["c"]
   assert json.loads((tmp_path / "res" / "ebm_step_gpu.json").read_text()) == {"rows": [["jax", 1.5]]}
   assert (tmp_path / "docs" / "ebm_long_buffer_gpu.png").read_bytes() == b"new"

@@ -5,8 +5,13 @@
 #   2. exact_vgg_m3  (issue 35)  the EXACT paper's MNIST row on its net: --recipe exact_paper_mnist, ce_paper_mnist,
 #                                hinge_paper_mnist (150 epochs asked; each stops at its guard with SIGINT, saves, and
 #                                its metrics say how many epochs it completed)
-#   3. ebm_long      (issue 34)  the main job's EBM recipe for 20,000 steps, FID every 1,000 (seed 0)
-#   4. tests         (issue 18)  the whole test suite on the GPU
+#   3. ebm_long      (issue 34)  the main job's EBM recipe for 20,000 steps, FID every 1,000, seeds 0, 1, 2
+#                                (ebm_long_s0, _s1, _s2)
+#   4. fresh_chains  (issue 34)  benchmarks.studies.ebm.fresh_chains: each recipe (fresh_chains_<recipe>) over seeds
+#                                0, 1, 2 at 1,000 steps, scored from noise at 60, 120, 256 and 500 Langevin steps
+#   5. tests         (issue 18)  the whole test suite on the GPU
+# Items 2-4 are training runs, not timings: they run side by side (one GPU, 16 host cores), each under the one guard
+# of their group, each JAX process taking a small share of the GPU's memory. Item 1, a timing, runs alone first.
 #
 # Usage: bash benchmarks/tools/device_check.sh OUT [DATA] [ITEM ...]
 #   DATA   raw data folder laid out as $JAXTRICKS_DATA (fashion_mnist/, mnist/, cifar10/); benchmarks/tools/device_bundle.sh
@@ -23,7 +28,7 @@ set -u
 out=${1:?usage: device_check.sh OUT [DATA] [ITEM ...]}
 data=${2:-}
 shift $(( $# >= 2 ? 2 : $# ))
-items=${*:-ebm_step exact_vgg_m3 ebm_long tests}
+items=${*:-ebm_step exact_vgg_m3 ebm_long fresh_chains tests}
 py=${PYTHON:-python3}
 toy=${TOY:-0}
 budget=${BUDGET_S:-540}
@@ -60,6 +65,33 @@ item() {
     >> "$work/items.jsonl"
 }
 
+# member NAME GUARD_S CMD...: like item, but started in the background, its output in $work/NAME.log; `join` waits
+# for every member started since the last join. Members share the GPU: each JAX process takes MEMBER_MEM of its memory.
+members=()
+member() {
+  local name=$1 guard=$2; shift 2
+  wanted "$name" || return 0
+  local left=$(( budget - ($(date +%s) - start) ))
+  if (( guard > left )); then
+    say "$name: skipped ($guard s guard, $left s left of $budget)"
+    echo "{\"item\": \"$name\", \"skipped\": true, \"guard_s\": $guard, \"left_s\": $left}" >> "$work/items.jsonl"
+    return 0
+  fi
+  say "$name (in parallel, guard $guard s, $left s left)"
+  ( t0=$(date +%s)
+    XLA_PYTHON_CLIENT_MEM_FRACTION=${MEMBER_MEM:-0.06} timeout -s TERM -k 15 "$guard" "$@" > "$work/$name.log" 2>&1
+    rc=$?; took=$(( $(date +%s) - t0 ))
+    say "$name: exit $rc after $took s"
+    echo "{\"item\": \"$name\", \"skipped\": false, \"rc\": $rc, \"seconds\": $took, \"guard_s\": $guard}" \
+      >> "$work/items.jsonl" ) &
+  members+=($!)
+}
+join() {
+  (( ${#members[@]} )) || return 0
+  wait "${members[@]}"; members=()
+  for f in "$work"/*.log; do [ -e "$f" ] && { echo "--- ${f##*/}"; tail -n 40 "$f"; } >> "$log"; rm -f "$f"; done
+}
+
 quiet=(--no-progress --no-tensorboard)
 
 say "versions"
@@ -73,33 +105,58 @@ if (( toy )); then   # tiny sizes: the script's plumbing, not its numbers
   # (guards roomy enough for a slow, loaded CPU host: a toy vgg_m3 run, its MNIST preparation and three compiles,
   # took 75-115 s on 2 shared cores at load 11, 2026-12-04; tests/test_device_check.py asks for ebm_long and tests
   # with a 100 s budget: ebm_long's 115 s guard cannot fit and is skipped, the tests' 60 s guard then runs)
-  g_ebm_step=60; g_exact=150; g_ebm_long=115; g_tests=60
+  g_ebm_step=60; g_exact=150; g_ebm_long=115; g_fresh=150; g_tests=60
   ebm_step_args=(--batch-size 8 --langevin-steps 2 --channels 4 --repeats 1)
   exact_args=(--steps 3 --width 0.0625 --batch-size 8 --eval-every 3)
   ebm_long_args=(--steps 2 --fid-every 2 --fid-samples 16 --sample-every 2 --channels 4 --langevin-steps 2 \
                  --batch-size 8 --buffer-size 64)
+  seeds=(0); recipes=(main shortrun)
+  fresh_args=(--steps 2 --samples 8 --lengths 2,4 --train-flags "--channels 4 --batch-size 8 --buffer-size 64 \
+--langevin-steps 2 --fid-samples 8 --sample-every 2")
   tests_args=(-n 0 tests/test_optim.py)   # (the later -n wins: no 8 workers on a small CPU)
 else
-  # the exact runs: 150 epochs of 234 steps asked, ~100 s each given; the guard stops a run with the test accuracy
-  # of its last finished epoch saved (one evaluation per epoch)
-  g_ebm_step=90; g_exact=100; g_ebm_long=120; g_tests=120
+  # the training runs side by side under one guard of 280 s: the exact runs (150 epochs of 234 steps asked) stop
+  # with the test accuracy of their last finished epoch saved (one evaluation per epoch), the long EBM runs with
+  # their FID curve so far; the fresh-chain study records each finished run as it goes
+  g_ebm_step=90; g_exact=280; g_ebm_long=280; g_fresh=280; g_tests=110
+  seeds=(0 1 2); recipes=(main shortrun reinit25 noise2x reg1)
+  fresh_args=()
   ebm_step_args=(--batch-size 128 --repeats 20)
   exact_args=()
   ebm_long_args=(--steps 20000 --fid-every 1000)
-  tests_args=()
+  tests_args=(-m "not slow")   # the whole suite needs more than its guard; the slow tests train real models
 fi
 
 # 1. the EBM step against the PyTorch peers (issue 35)
 item ebm_step "$g_ebm_step" $py -m benchmarks.speed.ebm_step "${ebm_step_args[@]}" --torch-python "$py" \
   --json "$work/ebm_step_gpu.json"
+# 2-4. training runs, side by side; first the data sets they read, prepared once (not by each run at once)
+if wanted exact_vgg_m3 || wanted ebm_long || wanted fresh_chains; then
+  say "data: preparing fashion_mnist and mnist"
+  timeout -s TERM -k 15 300 $py -c "from jaxtricks.data import load
+for name in ('fashion_mnist', 'mnist'):
+  for split in ('train', 'test'):
+    print(name, split, load(name, split)[0].shape)" 2>&1 | grep -v '%|' >> "$log"
+  say "data: done"
+fi
 # 2. the EXACT paper's MNIST row on vgg_m3: EXACT as published, and the CE and hinge rows it compares (issue 35)
 for loss in exact ce hinge; do
-  item "exact_vgg_m3_$loss" "$g_exact" $py -m train.classify --workdir "$work/exact_vgg_m3_$loss" "${quiet[@]}" \
+  member "exact_vgg_m3_$loss" "$g_exact" $py -m train.classify --workdir "$work/exact_vgg_m3_$loss" "${quiet[@]}" \
     --recipe "${loss}_paper_mnist" --dataset mnist "${exact_args[@]}"
 done
-# 3. the main job's EBM recipe, long, with its FID curve (issue 34)
-item ebm_long "$g_ebm_long" $py -m train.ebm --workdir "$work/ebm_long" "${quiet[@]}" --seed 0 "${ebm_long_args[@]}"
-# 4. the test suite (issue 18)
+# 3. the main job's EBM recipe, long, with its FID curve, three seeds (issue 34)
+for seed in "${seeds[@]}"; do
+  member "ebm_long_s$seed" "$g_ebm_long" $py -m train.ebm --workdir "$work/ebm_long_s$seed" "${quiet[@]}" \
+    --seed "$seed" "${ebm_long_args[@]}"
+done
+# 4. recipes for sampling from noise, each over the seeds (issue 34)
+for recipe in "${recipes[@]}"; do
+  member "fresh_chains_$recipe" "$g_fresh" $py -m benchmarks.studies.ebm.fresh_chains --recipes "$recipe" \
+    --seeds "$(IFS=,; echo "${seeds[*]}")" --root "$work/fresh_runs" --json "$work/fresh_chains_$recipe.json" \
+    "${fresh_args[@]}"
+done
+join
+# 5. the test suite (issue 18)
 XLA_PYTHON_CLIENT_PREALLOCATE=false item tests "$g_tests" $py -m pytest -q -n 8 -p no:cacheprovider \
   --junitxml="$work/tests.xml" "${tests_args[@]}"
 

@@ -4,7 +4,8 @@ benchmarks.tools.report.
     python -m benchmarks.tools.device_results OUT/device_check.tgz [--results benchmarks/results] [--docs docs]
 
 Writes exact_vgg_m3_gpu.json (each run of the EXACT paper's MNIST row: epochs completed, steps reached, last and
-best test accuracy, steps/s), ebm_long_gpu.json (the long EBM run's FID curve: each evaluation's step and FIDs),
+best test accuracy, steps/s), ebm_long_gpu.json (the long EBM runs' FID curves: each run's evaluations, step and
+FIDs), ebm_fresh_chains_gpu.json (benchmarks.studies.ebm.fresh_chains' runs from every recipe's process),
 tests_gpu.json (the suite's counts on the GPU and the names of what failed), copies ebm_step_gpu.json as it is, the
 long EBM run's last grids into docs/ (ebm_long_<buffer|fresh>_gpu.png), and prints each item's outcome (run,
 skipped for lack of budget, or stopped by its guard). The machine and date are those of the device run.
@@ -45,15 +46,24 @@ def collect(files: dict[str, bytes], machine: str, date: str) -> dict[str, dict]
         **base, "command": "bash benchmarks/tools/device_check.sh OUT DATA exact_vgg_m3",
         "header": ["recipe (<loss>_paper_mnist: 150 epochs asked)", "epochs completed", "steps reached",
                    "last test accuracy %", "best test accuracy %", "steps/s"], "rows": exact}
-  if "ebm_long/metrics.jsonl" in files:
-    metrics = _jsonl(text("ebm_long/metrics.jsonl"))
-    fids = sorted({k for r in metrics for k in r if re.fullmatch(r"fid_[a-z0-9]+_(buffer|fresh)", k)})
-    curve = [[r["step"], *(r.get(k, float("nan")) for k in fids)] for r in metrics if any(k in r for k in fids)]
+  long_rows, reached = [], {}
+  for run in (r for r in runs if r == "ebm_long" or r.startswith("ebm_long_")):   # ebm_long_s<seed>
+    metrics = _jsonl(text(f"{run}/metrics.jsonl"))
+    fids = ["fid_fmnist_buffer", "fid_fmnist_fresh"]
+    long_rows += [[run, r["step"], *(r.get(k, float("nan")) for k in fids)] for r in metrics if any(k in r for k in fids)]
     speed = [r["steps_per_sec"] for r in metrics if "steps_per_sec" in r][-20:]
+    reached[run] = {"steps_reached": max((r["step"] for r in metrics), default=0),
+                    "steps_per_sec": sorted(speed)[len(speed) // 2] if speed else float("nan")}
+  if reached:
     results["ebm_long_gpu.json"] = {
         **base, "command": "bash benchmarks/tools/device_check.sh OUT DATA ebm_long",
-        "header": ["step", *fids], "rows": curve, "steps_reached": max((r["step"] for r in metrics), default=0),
-        "steps_per_sec": sorted(speed)[len(speed) // 2] if speed else float("nan")}
+        "header": ["run", "step", "fid_fmnist_buffer", "fid_fmnist_fresh"], "rows": long_rows, "runs": reached}
+  fresh = {}
+  for path in sorted(p for p in files if re.fullmatch(r"fresh_chains_[a-z0-9]+\.json", p)):
+    fresh.update(json.loads(text(path))["runs"])
+  if fresh:   # benchmarks.studies.ebm.fresh_chains' results file, its runs from every recipe's process
+    results["ebm_fresh_chains_gpu.json"] = {**base, "command": "bash benchmarks/tools/device_check.sh OUT DATA "
+                                            "fresh_chains", "runs": fresh}
   if "tests.xml" in files:
     suites = ET.fromstring(files["tests.xml"])
     suite = suites if suites.tag == "testsuite" else suites.find("testsuite")
@@ -93,7 +103,7 @@ def main(argv=None) -> int:
     (results / name).write_text(json.dumps(content, indent=1))
     print(f"wrote {results / name}")
   grids = sorted((int(m[2]), m[1], path) for path in files
-                 if (m := re.fullmatch(r"ebm_long/(buffer|fresh)_(\d+)\.png", path)))
+                 if (m := re.fullmatch(r"ebm_long(?:_s0)?/(buffer|fresh)_(\d+)\.png", path)))
   for kind in ("buffer", "fresh"):
     last = [path for _, k, path in grids if k == kind][-1:]
     for path in last:
