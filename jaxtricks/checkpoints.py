@@ -180,17 +180,17 @@ def init_once(init_fn: Callable[[], State], out_shardings: Any = None) -> State:
   return jax.jit(init_fn, **({"out_shardings": out_shardings} if out_shardings is not None else {}))()
 
 
-def restore_or_init(mngr: ocp.CheckpointManager, workdir: Path, init_fn: Callable[[], State], key: jax.Array,
+def restore_or_init(mngr: ocp.CheckpointManager | None, workdir: Path, init_fn: Callable[[], State], key: jax.Array,
                     state_sharding: Any = None) -> tuple[State, jax.Array, int]:
   """(state, key, step to start from): the newest intact checkpoint's, or init_fn()'s and the given key at step
-  0. With `state_sharding` (a sharding or pytree prefix of shardings) the state is placed, or restored, that way
+  0 (always so without a manager: a workdir with no checkpoints folder, which is not created here). With `state_sharding` (a sharding or pytree prefix of shardings) the state is placed, or restored, that way
   and the key replicated on the same mesh. Damaged checkpoints are moved aside (see _restore_newest_intact)."""
   key = jnp.asarray(key, dtype=np.uint32)
   key_sharding = None
   if state_sharding is not None:
     mesh = jax.tree.leaves(state_sharding, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))[0].mesh
     key_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  if mngr.latest_step() is not None:
+  if mngr is not None and mngr.latest_step() is not None:
     abstract = with_shardings(jax.eval_shape(init_fn), state_sharding)
     return _restore_newest_intact(mngr, Path(workdir), abstract, key_sharding, move_damaged=True)
   state = init_once(init_fn, state_sharding)

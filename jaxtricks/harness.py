@@ -215,14 +215,13 @@ def train(config: BaseConfig, *, steps: int, init_fn: Callable[[], Any], train_s
   with the common settings of `config`. `progress_keys`: the metrics on the progress bar; `divergence_advice`: the
   sentence that ends a divergence's message ({name}: a setting, jaxtricks.errors; "Resume from it with" becomes
   "Run again with" when no checkpoint was saved). With `check_first_step` the first step's checks run first
-  (`checked_first_step`). Running out of memory is a ConfigError; a run that fails before its first checkpoint
-  leaves its workdir unbound (`_unbind_untrained`)."""
+  (`checked_first_step`). Running out of memory is a ConfigError. A new run that fails before its first step has
+  succeeded leaves its workdir as it was (the loop writes nothing there before), free for other settings."""
   state_sharding = parallel.replicated(mesh) if state_sharding is None else state_sharding
   loop_config = loop.LoopConfig(steps=steps, workdir=config.workdir, checkpoint_every=config.checkpoint_every,
                                 progress=config.progress, tensorboard=config.tensorboard)
   step = parallel.jit_step(train_step, mesh, state_sharding,
                            compiler_options=parallel.cpu_compiler_options(ynn_convolutions=config.cpu_ynn_convolutions))
-  bound = (Path(config.workdir) / "config.json").exists()
   try:
     return loop.run(loop_config, init_fn=init_fn, train_step=checked_first_step(train_step, step) if check_first_step
                     else step, batches=batches, key=key, actions=actions, fingerprint=fingerprint,
@@ -236,12 +235,8 @@ def train(config: BaseConfig, *, steps: int, init_fn: Callable[[], Any], train_s
     if ("out of memory" not in what.lower() and "RESOURCE_EXHAUSTED" not in what) or "No space left" in what:
       raise
     _settle_failed_computations()
-    _unbind_untrained(Path(config.workdir), bound)
     raise ConfigError(None, f"the run does not fit in the device's memory ({what[-160:]}); make it smaller (a lower "
                       "{batch_size}, a smaller model) or use a device with more memory") from None
-  except DataError:   # the first step's checks failed
-    _unbind_untrained(Path(config.workdir), bound)
-    raise
 
 
 def _settle_failed_computations() -> None:
@@ -250,14 +245,6 @@ def _settle_failed_computations() -> None:
     jax.effects_barrier()
   except jax.errors.JaxRuntimeError:
     pass
-
-
-def _unbind_untrained(workdir: Path, bound_before: bool) -> None:
-  """A run that failed before its first checkpoint leaves its workdir free for other settings: the config.json it
-  wrote goes (a stopgap until the loop writes config.json only once the first step has run)."""
-  if bound_before or jax.process_index() != 0 or checkpoints.steps(workdir):
-    return
-  (workdir / "config.json").unlink(missing_ok=True)
 
 
 def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], evaluate: Callable[[Any], dict],

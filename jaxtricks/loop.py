@@ -10,6 +10,11 @@ of step s depends only on (key, s), so a resumed run equals an uninterrupted one
 * the workdir is checked, locked and fingerprinted (jaxtricks.workdir); the run starts from its newest intact
   checkpoint or from `init_fn()`, and saves {state, key} every `checkpoint_every` steps and at the end
   (jaxtricks.checkpoints; `state_sharding` places and restores the state on a mesh);
+* a new run (no checkpoint to resume from) writes nothing to its workdir until its first step has succeeded (its
+  outputs computed, its metrics through the divergence guard): only then are config.json, metrics.jsonl, the
+  TensorBoard events and checkpoints/ made, so a run that fails at its start (out of memory, a failed check of
+  the first batch, a step that raises) leaves the workdir as it was, free for other settings. The lock is on the
+  folder itself (WorkdirLock). A resumed run opens its outputs before its first step, as it finds them;
 * metrics go to metrics.jsonl (the source of truth), TensorBoard events and PNG grids (jaxtricks.writers);
   `read_metrics` reads them back. In a multi-process run only process 0 writes them and config.json; every process
   takes part in orbax's saves;
@@ -96,11 +101,12 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
       while step < config.steps:
         t0 = time.perf_counter()
         state, metrics = train_step(state, batches(step), jax.random.fold_in(key, step))
-        if step == start:
-          jax.block_until_ready(metrics)
-          out.log.write_scalars(step + 1, {"first_step_s": time.perf_counter() - t0})
         step += 1
-        out.report(step, metrics)   # writes the previous step's metrics: this one's are still being computed
+        if step == start + 1:   # waited for: a new run's outputs are opened once it has succeeded
+          jax.block_until_ready((state, metrics))
+          out.first_step_done(step, metrics, time.perf_counter() - t0)
+        else:
+          out.report(step, metrics)   # writes the previous step's metrics: this one's are still being computed
         signum = stop.signum
         if step % config.checkpoint_every == 0 or step == config.steps or signum:
           out.save(step, state, key)
@@ -116,42 +122,64 @@ def run(config: LoopConfig, *, init_fn: Callable[[], State],
 def _resume(workdir: Path, fingerprint: dict, init_fn: Callable[[], State], key: jax.Array,
             state_sharding: Any) -> tuple[State, jax.Array, int]:
   """(state, key, step to start from), after checking the settings saved with the newest checkpoint (they travel
-  with each checkpoint: a missing config.json hides nothing) and writing config.json if it is missing."""
+  with each checkpoint: a missing config.json hides nothing). Writes nothing; a workdir without a checkpoints
+  folder (a new run) gets none here."""
+  if not (workdir / "checkpoints").is_dir():
+    return checkpoints.restore_or_init(None, workdir, init_fn, key, state_sharding)
   mngr = checkpoints.manager(workdir)
   try:
     latest = mngr.latest_step()
     saved = checkpoints.saved_config(mngr, latest) if latest is not None else None
     if saved is not None:
       compare_fingerprints(workdir, saved, fingerprint)
-    if jax.process_index() == 0 and not (workdir / "config.json").exists():
-      write_config(workdir, fingerprint)
     return checkpoints.restore_or_init(mngr, workdir, init_fn, key, state_sharding)
   finally:
     mngr.close()
 
 
 class _Outputs:
-  """What a run writes while it trains: checkpoints, metrics (one step late, through the divergence guard) and the
-  progress bar. Its exit is the one way out of a run: every error is reworded there, and the checkpoints and
-  writers are closed with a deadline (checkpoints.close), so that no thread left behind keeps the program alive."""
+  """What a run writes while it trains: config.json, checkpoints, metrics (one step late, through the divergence
+  guard) and the progress bar. A resumed run opens them on entry; a new run once its first step has succeeded
+  (`first_step_done`), so that a run that fails before leaves its workdir as it was. Its exit is the one way out of
+  a run: every error is reworded there, and the checkpoints and writers are closed with a deadline
+  (checkpoints.close), so that no thread left behind keeps the program alive."""
 
   def __init__(self, config: LoopConfig, workdir: Path, fingerprint: dict, start: int, shown: tuple[str, ...],
                stop: StopRequests):
     self.config, self.workdir, self.fingerprint, self.shown, self.stop_requests = config, workdir, fingerprint, shown, stop
+    self.start = start
     self.step, self.pending = start, None   # the last step done; its metrics, not yet written
     self.t_last, self.step_last = time.perf_counter(), start
-    self.mngr = checkpoints.manager(workdir, config.keep_checkpoints)
-    self.log = None
+    self.mngr, self.log = None, None   # opened by _open
     self.bar = tqdm(total=config.steps, initial=start, disable=not config.progress, dynamic_ncols=True,
                     desc=workdir.name, mininterval=0.5)
 
   def __enter__(self):
     try:
-      self.log = open_log(self.workdir, self.step, tensorboard=self.config.tensorboard)
+      if self.start > 0:   # a resumed run: metrics.jsonl is trimmed to its checkpoint's step before it goes on
+        self._open()
     except BaseException as e:
       self.__exit__(type(e), e, e.__traceback__)
       raise
     return self
+
+  def _open(self) -> None:
+    """The run's outputs in its workdir: metrics.jsonl and TensorBoard events, the checkpoint manager (which makes
+    checkpoints/), and config.json where it is missing (process 0 writes the files; all processes save)."""
+    self.log = open_log(self.workdir, self.start, tensorboard=self.config.tensorboard)
+    self.mngr = checkpoints.manager(self.workdir, self.config.keep_checkpoints)
+    if jax.process_index() == 0 and not (self.workdir / "config.json").exists():
+      write_config(self.workdir, self.fingerprint)
+
+  def first_step_done(self, step: int, metrics: Metrics, seconds: float) -> None:
+    """The run's first step has finished (its outputs are ready): its metrics go through the divergence guard, the
+    outputs of a new run are opened, and its metrics are written at once (they are ready: nothing to wait for)."""
+    self.report(step, metrics)
+    check_finite(step, {k: float(v) for k, v in jax.device_get(metrics).items()}, self.config.max_abs_loss)
+    if self.log is None:
+      self._open()
+    self.log.write_scalars(step, {"first_step_s": seconds})
+    self.flush()
 
   def report(self, step: int, metrics: Metrics) -> None:
     self.flush()
@@ -195,7 +223,7 @@ class _Outputs:
       error = self._diverged(error)
     elif checkpoints.write_failure(error):
       error = self._write_failed(error)
-    failed, stuck = checkpoints.close(self.mngr)
+    failed, stuck = checkpoints.close(self.mngr) if self.mngr is not None else (None, [])
     if error is None and isinstance(failed, TimeoutError):   # a save still in flight at the deadline
       error = self._not_finished()
     elif error is None and failed is not None:   # the last save failed as it was being finished
@@ -212,7 +240,8 @@ class _Outputs:
 
   def _finish_saves(self) -> None:
     """Waits for the saves in flight, at most checkpoints.CLOSE_TIMEOUT_S; their errors are reported by the exit."""
-    checkpoints.call_with_deadline(self.mngr.wait_until_finished, checkpoints.CLOSE_TIMEOUT_S)
+    if self.mngr is not None:
+      checkpoints.call_with_deadline(self.mngr.wait_until_finished, checkpoints.CLOSE_TIMEOUT_S)
 
   def _not_finished(self) -> WorkdirError:
     last = checkpoints.steps(self.workdir)
@@ -222,7 +251,7 @@ class _Outputs:
 
   def _diverged(self, error: DivergenceError) -> DivergenceError:
     self._finish_saves()
-    last = self.mngr.latest_step()
+    last = self.mngr.latest_step() if self.mngr is not None else None   # none: it diverged at its first step
     last = f"step {last}" if last is not None else "none"
     return DivergenceError(None, f"{error.problem}; last good checkpoint: {last} in {self.workdir}.")
 

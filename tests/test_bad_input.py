@@ -3,6 +3,7 @@ saved is lost. The first column of every row here must appear in that table (las
 
 import errno
 import importlib
+import json
 import os
 import re
 import subprocess
@@ -199,8 +200,10 @@ def test_row_label_outside_the_classes(label, tmp, capsys, monkeypatch):
   assert rc == cli.EXIT_USAGE and line.startswith("classify: error: the first training batch fails a check "
                                                   "(objective: labels must be in [0, 10), got values from"), line
   assert line.endswith("fix the training data (the --data-dir folder)"), line
-  assert not (tmp / "w" / "checkpoints").exists() or not any((tmp / "w" / "checkpoints").iterdir())
-  assert not (tmp / "w" / "config.json").exists()   # not bound to the settings of a run that never trained
+  assert list((tmp / "w").iterdir()) == []   # nothing written before the first step succeeds: not bound to it
+  monkeypatch.setattr(harness, "load_images", load)   # the data fixed, and other settings: the same workdir trains
+  assert _main("classify", ["--data-dir", "{raw}", "--steps", "2", "--batch-size", "8"], tmp) == 0
+  assert checkpoints.steps(tmp / "w") == [2] and json.loads((tmp / "w" / "config.json").read_text())["batch_size"] == 8
 
 
 def test_checked_first_step_runs_the_checks_once_and_trains_with_the_plain_step():

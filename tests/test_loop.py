@@ -1,12 +1,17 @@
 """The shared training loop on a toy problem (in process) — resume, divergence guard, workdir checks."""
 
+import errno
+import fcntl
+import json
+import os
+import stat
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtricks import checkpoints, errors, loop, writers
+from jaxtricks import checkpoints, errors, loop, workdir, writers
 from jaxtricks.errors import ConfigError, DivergenceError, WorkdirError
 
 
@@ -298,3 +303,93 @@ def test_an_ignored_signal_stays_ignored(tmp_path):
       assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
   finally:
     signal.signal(signal.SIGHUP, previous)
+
+
+# ---- a new run writes nothing to its workdir before its first step has succeeded (issue 36)
+
+def _failing_first_step(how):
+  """The toy's step, failing at its first call: raising (what a failed check of the first batch, or running out of
+  memory, does), or a NaN loss (the divergence guard)."""
+  toy = _toy()
+  step, calls = toy["train_step"], []
+
+  def first_fails(state, batch, key):
+    calls.append(1)
+    if how == "raises" and len(calls) == 1:
+      raise errors.DataError(None, "the first training batch fails a check")
+    new, metrics = step(state, batch, key)
+    if how == "nan" and len(calls) == 1:
+      metrics = {**metrics, "loss": jnp.float32(jnp.nan)}
+    return new, metrics
+  return {**toy, "train_step": first_fails}
+
+
+@pytest.mark.parametrize("how", ["raises", "nan"])
+def test_a_failed_first_step_leaves_the_new_workdir_empty_then_a_rerun_trains(tmp_path, how):
+  config = loop.LoopConfig(steps=6, workdir=str(tmp_path / "w"), checkpoint_every=2, progress=False, tensorboard=True)
+  with pytest.raises(errors.DataError if how == "raises" else DivergenceError) as failed:
+    loop.run(config, fingerprint={"lr": 1.0}, **_failing_first_step(how))
+  if how == "nan":
+    assert "diverged at step 1: loss=nan; last good checkpoint: none" in str(failed.value)
+  assert (tmp_path / "w").is_dir() and list((tmp_path / "w").iterdir()) == []   # the folder the run made, empty
+  final = _run(tmp_path / "w", 6, every=2, fingerprint={"lr": 0.5}, tensorboard=True)   # other settings: not bound
+  assert int(final["step"]) == 6
+  assert [s for s, _ in loop.metric(_lines(tmp_path / "w"), "loss")] == list(range(1, 7))   # step 1 logged too
+  assert json.loads((tmp_path / "w" / "config.json").read_text()) == {"lr": 0.5}
+
+
+def test_nothing_is_in_the_workdir_while_the_first_step_runs_yet_it_is_locked(tmp_path):
+  """What the workdir holds at each call of the step: nothing at the first (and a second run is refused all the
+  same: the lock is on the folder), the run's files from the second on; no lock file is left."""
+  toy = _toy()
+  step, seen, refusals = toy["train_step"], [], []
+
+  def watched(state, batch, key):
+    seen.append(sorted(p.name for p in (tmp_path / "w").iterdir()))
+    with pytest.raises(WorkdirError, match=rf"another run \(pid {os.getpid()}\) is using it") as refused:
+      workdir.WorkdirLock(tmp_path / "w").__enter__()
+    refusals.append(refused.value)
+    return step(state, batch, key)
+  config = loop.LoopConfig(steps=3, workdir=str(tmp_path / "w"), checkpoint_every=2, progress=False, tensorboard=True)
+  loop.run(config, **{**toy, "train_step": watched})
+  assert seen[0] == [] and len(refusals) == 3
+  assert {"config.json", "metrics.jsonl", "checkpoints"} <= set(seen[1]), seen
+  assert any(name.startswith("events.out.tfevents.") for name in seen[1]), seen
+  assert ".lock" not in {p.name for p in (tmp_path / "w").iterdir()}
+  with workdir.WorkdirLock(tmp_path / "w"):   # released at the end
+    pass
+
+
+def test_a_resumed_run_opens_its_outputs_before_its_first_step(tmp_path):
+  """A resumed run keeps what it finds and trims metrics.jsonl to its checkpoint before training on."""
+  _run(tmp_path, 6, every=4)   # checkpoints 4 and 6
+  (tmp_path / "checkpoints" / "6").rename(tmp_path / "gone")   # as if killed after step 6's log
+  toy = _toy()
+  step, seen = toy["train_step"], []
+
+  def watched(state, batch, key):
+    seen.append([r["step"] for r in _lines(tmp_path) if "loss" in r])
+    return step(state, batch, key)
+  config = loop.LoopConfig(steps=6, workdir=str(tmp_path), checkpoint_every=4, progress=False, tensorboard=False)
+  loop.run(config, **{**toy, "train_step": watched})
+  assert seen[0] == [1, 2, 3, 4]
+  assert [r["step"] for r in _lines(tmp_path) if "loss" in r] == list(range(1, 7))
+
+
+def test_lock_falls_back_to_a_lock_file_where_a_folder_cannot_be_locked(tmp_path, monkeypatch):
+  """NFS emulates flock with POSIX locks, which refuse a folder (EBADF: not open for writing): the lock is then
+  <workdir>/.lock, holding the owner's pid, and still refuses a second run."""
+  flock = fcntl.flock
+
+  def no_folder_locks(f, op):
+    fd = f if isinstance(f, int) else f.fileno()
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+      raise OSError(errno.EBADF, "Bad file descriptor")
+    return flock(f, op)
+  monkeypatch.setattr(fcntl, "flock", no_folder_locks)
+  with workdir.WorkdirLock(tmp_path):
+    assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+    with pytest.raises(WorkdirError, match=rf"another run \(pid {os.getpid()}\) is using it"):
+      workdir.WorkdirLock(tmp_path).__enter__()
+  with workdir.WorkdirLock(tmp_path):   # released
+    pass
