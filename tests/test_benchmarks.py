@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end at toy sizes (their numbers are not checked, their internal
 consistency checks are: the NCHW, bfloat16 and PyTorch ports of the energy net must give the flax net's energies)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -454,3 +455,63 @@ def test_mobilenet_flips_row_and_seed_splits_at_the_last_slash():
   assert row_and_seed("cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)/0") == \
       ("cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)", 0)
   assert row_and_seed("a/b/12") == ("a/b", 12)
+
+
+def test_ebm_step_benchmark_times_the_main_jobs_step_with_its_recipe(tmp_path, capsys):
+  """benchmarks.speed.ebm_step at toy size, JAX rows only (no --torch-python): the rows, a file of runs, the bf16 row
+  checked; its settings are train.ebm's default recipe (uva)."""
+  import json
+
+  from benchmarks.speed import ebm_step
+  from train.ebm import RECIPES
+  uva = RECIPES["uva"]
+  assert {k: uva[k] for k in ebm_step.UVA} == ebm_step.UVA
+  assert {k: uva[k] for k in ebm_step.DEFAULTS} == ebm_step.DEFAULTS
+  out_json = tmp_path / "runs.json"
+  argv = ["--batch-size", "4", "--langevin-steps", "2", "--channels", "2", "--repeats", "1", "--json", str(out_json)]
+  assert ebm_step.main(argv) == 0
+  assert ebm_step.main(argv) == 0   # a second run is appended
+  runs = json.loads(out_json.read_text())["runs"]
+  assert len(runs) == 2 and runs[0]["header"] == ebm_step.HEADER
+  names = [r[0] for r in runs[1]["rows"]]
+  assert names[:2] == ["JAX float32", "JAX bf16 compute (params float32)"] and len(names) == 2 + (
+      len(jax.devices()) > 1)
+  for _, first, ms, vs_compile, vs_compile_bf16 in runs[1]["rows"]:
+    assert first > 0 and ms > 0 and vs_compile == vs_compile_bf16 == "-"   # no PyTorch rows to compare with
+  assert "JAX bf16 compute (params float32) " in runs[1]["peers"][0]
+  assert "| JAX float32 |" in capsys.readouterr().out
+
+
+def test_ebm_step_output_checks_pass_bf16_and_catch_a_wrong_step():
+  """The agreement check (`agree`) of ebm_step: the bf16-compute net passes at the bf16 tolerance but not at
+  float32's, and a float32 port with a wrong part fails: reals and fakes swapped, reg dropped from the loss, the input
+  gradient transposed, the gradient norms in another order."""
+  from benchmarks.speed import ebm_step
+  s = ebm_step.setup(4, 2, 2)
+  params, reg = s["check_params"], ebm_step.UVA["reg"]
+  ref = ebm_step.outputs(s["model"], params, s["x"], s["fake"], reg=reg)
+  assert ebm_step.agree(ref, ref, 0.0, reg=reg) == 0.0
+  bf16 = ebm_step.outputs(s["model_bf16"], params, s["x"], s["fake"], reg=reg)
+  assert 1e-3 < ebm_step.agree(bf16, ref, ebm_step.BF16_TOL, reg=reg) <= ebm_step.BF16_TOL
+  with pytest.raises(AssertionError, match="bf16/"):
+    ebm_step.agree(bf16, ref, 1e-3, reg=reg, name="bf16")
+  swapped = ebm_step.outputs(s["model"], params, s["fake"], s["x"], reg=reg)
+  no_reg = ebm_step.outputs(s["model"], params, s["x"], s["fake"], reg=0.0)
+  assert abs(ref["/loss"][0] - no_reg["/loss"][0]) > 0
+  wrong = {"/e": swapped, "/loss": no_reg, "/gx": {**ref, "/gx": ref["/gx"].transpose(0, 2, 1, 3)},
+           "/gnorm": {**ref, "/gnorm": ref["/gnorm"][::-1]}}
+  for part, got in wrong.items():   # at the float32 tolerance (PyTorch's float32 rows are checked at it)
+    with pytest.raises(AssertionError, match=f"port{part}"):
+      ebm_step.agree(got, ref, ebm_step.float32_tol(), reg=reg, name="port")
+
+
+def test_ebm_step_pytorch_peer_computes_the_same_step():
+  """The PyTorch rows at toy size (eager, float32 and bf16 autocast; torch.compile takes minutes to compile):
+  ebm_step's own check, which raises where their energies, loss, gradients or dU/dx differ from JAX's."""
+  import sys
+  pytest.importorskip("torch", reason="PyTorch is not installed in this test's interpreter: the PyTorch rows of "
+                                      "benchmarks.speed.ebm_step (torch_peer's ebm_step kind) are not run here")
+  from benchmarks.speed import ebm_step
+  rows, notes = ebm_step.measure(4, 2, 2, 1, sys.executable, ["PyTorch eager", "PyTorch eager, bf16 autocast"])
+  assert [r[0] for r in rows][-2:] == ["PyTorch eager", "PyTorch eager, bf16 autocast"]
+  assert "PyTorch eager, bf16 autocast " in notes[0] and "PyTorch" in notes[1]

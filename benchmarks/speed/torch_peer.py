@@ -1,7 +1,8 @@
-"""The PyTorch peers of two benchmarks, in every form a researcher would compare against: eager float32, eager
+"""The PyTorch peers of three benchmarks, in every form a researcher would compare against: eager float32, eager
 under bfloat16 autocast, torch.compile (default, mode="max-autotune", and on CUDA mode="reduce-overhead", i.e.
-CUDA graphs) — the EBM's energy net and Langevin chain (benchmarks.speed.langevin) and the DCGAN's alternating
-training step (benchmarks.speed.gan_step). The worker runs in a child process driven over stdin/stdout (one JSON object a line),
+CUDA graphs) — the EBM's energy net and Langevin chain (benchmarks.speed.langevin), the DCGAN's alternating
+training step (benchmarks.speed.gan_step), and the main job's EBM train step (benchmarks.speed.ebm_step: eager and
+torch.compile, each in float32 and under bf16 autocast). The worker runs in a child process driven over stdin/stdout (one JSON object a line),
 so that it can run under another interpreter than JAX's (PyTorch has no wheel for every Python JAX supports:
 `--torch-python`); as a worker it imports torch and numpy only. `TorchPeer` is the benchmarks' side of it.
 
@@ -11,10 +12,17 @@ Commands: {"cmd": "load", "kind": "langevin", "npz": path, "channels": c, "num_s
 {"cmd": "load", "kind": "gan", "npz": path, "width": w, "lr": lr, "out": path} builds, per variant, G and D from
 the flax params in the npz ("G/<module>/<param>", "D/...", and "x" [B, 28, 28, 1], "z" [B, Z]) with their own
 Adam optimizers, and writes "<variant>/g" (G(z)) and "<variant>/d" (D(x)), training-mode BatchNorm, to `out`.
-Both take "only": [names] (default: every variant) and answer {"variants": [...], "failed": {...},
-"versions": ...}. {"cmd": "time", "variant": name} runs that
-variant once (a whole chain; one alternating step, D then G) and answers {"seconds": s} (a variant's first call
-includes its compilation). {"cmd": "quit"}.
+{"cmd": "load", "kind": "ebm_step", "npz": path, "sampler": {...}, "reg": r, "lr": lr, "beta1": b1, "out": path}
+builds, per variant, the strided energy net (jaxtricks.models.energy.StridedEnergyNet) from the flax params in the
+npz ("<module>/<param>"), its Adam and its replay buffer ("buffer" uint8 [N, 28, 28, 1], "count", "pointer"), with
+"x" the reals [B, 28, 28, 1] and "fake" fixed fakes; it writes nothing at load (a check compiles: it would hide the
+compile time in the load), and {"cmd": "outputs", "out": path} writes, from the npz's "check/<module>/<param>"
+weights (loaded into each variant's net), each variant's
+"<variant>/e" (energies of reals then fakes), "/loss", "/gnorm" (each parameter's gradient norm, in sorted flax
+path order) and "/gx" (dU/dx of the fakes, NHWC). All loads take "only": [names] (default: every variant) and
+answer {"variants": [...], "failed": {...}, "versions": ...}. {"cmd": "time", "variant": name} runs that
+variant once (a whole chain; one alternating step, D then G; one EBM train step) and answers {"seconds": s} (a
+variant's first call includes its compilation). {"cmd": "quit"}.
 """
 
 import json
@@ -183,20 +191,151 @@ def build_gan(npz: dict, width: int, lr: float, device: str):
           for name, form in forms.items()}
 
 
+def torch_strided_energy(npz: dict, device: str):
+  """The flax StridedEnergyNet (jaxtricks.models.energy) as a torch module with the npz's weights ("Conv_<i>/kernel"
+  HWIO, "Dense_<i>/kernel" [in, out], biases), NCHW: each stride-2 step is space-to-depth (F.pixel_unshuffle,
+  the kernel's input channels reordered from flax's (dy, dx, c) to torch's (c, dy, dx)) then a 2x2 convolution
+  'SAME' (flax pads 0 before, 1 after). U(x) float32 [B]."""
+  import torch
+  import torch.nn.functional as F
+  from torch import nn
+
+  t = lambda a: torch.tensor(np.ascontiguousarray(a), device=device)
+  n_convs = len({k.split("/")[0] for k in npz if k.startswith("Conv_")})
+
+  class StridedEnergy(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.convs = nn.ModuleList()
+      for i in range(n_convs):
+        w = npz[f"Conv_{i}/kernel"]   # [2, 2, 4 C, F], input channel (dy * 2 + dx) * C + c
+        c4, f = w.shape[2], w.shape[3]
+        w = w.reshape(2, 2, 4, c4 // 4, f).transpose(0, 1, 3, 2, 4).reshape(2, 2, c4, f)   # -> c * 4 + dy * 2 + dx
+        conv = nn.Conv2d(c4, f, 2)
+        conv.weight.data, conv.bias.data = t(w.transpose(3, 2, 0, 1)), t(npz[f"Conv_{i}/bias"])
+        self.convs.append(conv)
+      self.dense = nn.ModuleList()
+      for i in range(2):
+        w = npz[f"Dense_{i}/kernel"]
+        lin = nn.Linear(*w.shape)
+        lin.weight.data, lin.bias.data = t(w.T), t(npz[f"Dense_{i}/bias"])
+        self.dense.append(lin)
+
+    def forward(self, x):   # [B, C, H, W] -> [B]
+      h = x
+      for conv in self.convs:
+        h = F.pixel_unshuffle(F.pad(h, (0, h.shape[-1] % 2, 0, h.shape[-2] % 2)), 2)
+        h = F.silu(conv(F.pad(h, (0, 1, 0, 1))))
+      h = F.silu(self.dense[0](h.permute(0, 2, 3, 1).flatten(1)))   # flax's NHWC flatten
+      return self.dense[1](h)[:, 0].float()
+
+    def flax_named(self) -> dict:
+      """{flax path: parameter}."""
+      out = {}
+      for i, conv in enumerate(self.convs):
+        out[f"Conv_{i}/kernel"], out[f"Conv_{i}/bias"] = conv.weight, conv.bias
+      for i, lin in enumerate(self.dense):
+        out[f"Dense_{i}/kernel"], out[f"Dense_{i}/bias"] = lin.weight, lin.bias
+      return out
+
+  return StridedEnergy
+
+
+def ebm_train_step(net, npz: dict, sampler: dict, reg: float, lr: float, beta1: float, device: str, compiled: bool,
+                   autocast: bool):
+  """(net, net to run, autocast, step): step(x) is jaxtricks.ebm.train_step as a PyTorch user writes it —
+  chains started from a uint8 replay buffer (uniform over the items held) or uniform noise with probability
+  reinit_prob, `num_steps` Langevin steps (x - step_size/2 clip(dU/dx) + noise N(0, I), clamped to [0, 1]; the
+  net's parameters frozen meanwhile, as the UvA tutorial's sampler does), the fakes pushed back, then the
+  contrastive loss with reg on U of reals and fakes in one batch, backward, Adam(betas=(beta1, 0.999)). The net
+  runs under torch.compile when `compiled`, every forward under bf16 autocast when `autocast`."""
+  import torch
+
+  run = torch.compile(net) if compiled else net
+  opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(beta1, 0.999), eps=1e-8)
+  cast = lambda: torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast)
+  buf = {"data": torch.tensor(npz["buffer"].transpose(0, 3, 1, 2), device=device).contiguous(),
+         "count": int(npz["count"]), "pointer": int(npz["pointer"])}
+  capacity = buf["data"].shape[0]
+  k, step_size, noise, clip = (sampler["num_steps"], sampler["step_size"], sampler["noise_scale"],
+                               sampler["grad_clip"])
+
+  def chain(x):
+    net.requires_grad_(False)
+    for _ in range(k):
+      x = x.detach().requires_grad_(True)
+      with cast():
+        e = run(x).sum()
+      g, = torch.autograd.grad(e, x)
+      x = (x - step_size / 2 * g.clamp(-clip, clip) + noise * torch.randn_like(x)).clamp(0.0, 1.0)
+    net.requires_grad_(True)
+    return x.detach()
+
+  def step(x_real):
+    b = x_real.shape[0]
+    idx = torch.randint(0, max(buf["count"], 1), (b,), device=device)
+    stored = buf["data"][idx].float() / 255
+    fresh = (torch.rand(b, device=device) < sampler["reinit_prob"]) | (buf["count"] == 0)
+    x_fake = chain(torch.where(fresh[:, None, None, None], torch.rand_like(stored), stored))
+    slots = (buf["pointer"] + torch.arange(b, device=device)) % capacity
+    buf["data"][slots] = torch.round(x_fake.clamp(0.0, 1.0) * 255).to(torch.uint8)
+    buf["count"], buf["pointer"] = min(buf["count"] + b, capacity), (buf["pointer"] + b) % capacity
+    with cast():
+      e_real, e_fake = run(torch.cat([x_real, x_fake])).float().chunk(2)
+    loss = e_real.mean() - e_fake.mean() + reg * ((e_real ** 2).mean() + (e_fake ** 2).mean())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+  return net, run, autocast, step
+
+
+def build_ebm_step(npz: dict, sampler: dict, reg: float, lr: float, beta1: float, device: str):
+  """{variant: (net, net to run, autocast, step)}: the main job's EBM train step (ebm_train_step), each variant with
+  its own copy of the weights, optimizer and buffer."""
+  energy = torch_strided_energy(npz, device)
+  forms = {"PyTorch eager": (False, False), "PyTorch eager, bf16 autocast": (False, True),
+           "torch.compile": (True, False), "torch.compile, bf16 autocast": (True, True)}
+  return {name: ebm_train_step(energy().to(device), npz, sampler, reg, lr, beta1, device, *form)
+          for name, form in forms.items()}
+
+
+def ebm_outputs(net, run, autocast: bool, x, fake, reg: float, device: str) -> dict:
+  """What the JAX side checks, from the net's current weights: energies of [x; fake], the contrastive loss, each
+  parameter's gradient norm (sorted flax path order) and dU/dx of the fakes (NHWC)."""
+  import torch
+  cast = lambda: torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast)
+  named = net.flax_named()
+  with torch.enable_grad():
+    with cast():
+      e = run(torch.cat([x, fake])).float()
+    e_real, e_fake = e.chunk(2)
+    loss = e_real.mean() - e_fake.mean() + reg * ((e_real ** 2).mean() + (e_fake ** 2).mean())
+    grads = torch.autograd.grad(loss, [named[k] for k in sorted(named)])
+    net.requires_grad_(False)
+    xg = fake.clone().requires_grad_(True)
+    with cast():
+      u = run(xg).sum()
+    gx, = torch.autograd.grad(u, xg)
+    net.requires_grad_(True)
+  return {"/e": e.detach(), "/loss": loss.detach().reshape(1),
+          "/gnorm": torch.stack([g.float().norm() for g in grads]), "/gx": gx.permute(0, 2, 3, 1)}
+
+
 def main() -> int:
   if {"-h", "--help"} & set(sys.argv[1:]):   # a worker, started by TorchPeer under --torch-python; it takes no flags
     print(__doc__)
     return 0
   import torch
   import torch._dynamo
-  torch.set_num_threads(os.cpu_count())
+  torch.set_num_threads(int(os.environ.get("TORCH_PEER_THREADS") or os.cpu_count()))   # default: one per core
   # every torch.compile'd variant wraps the same code, and Dynamo's limit of compiled versions is per code
   # object: 5 variants x (no_grad check, grad) x autocast would hit the default 8 and fall back to eager
   for name in ("cache_size_limit", "recompile_limit"):
     if hasattr(torch._dynamo.config, name):
       setattr(torch._dynamo.config, name, 64)
   device = os.environ.get("TORCH_PEER_DEVICE", "cpu")
-  variants, inputs = {}, ()
+  variants, inputs, built, ebm = {}, (), {}, {}
   for line in sys.stdin:
     msg = json.loads(line)
     if msg["cmd"] == "quit":
@@ -205,7 +344,15 @@ def main() -> int:
       npz = dict(np.load(msg["npz"]))
       x = torch.tensor(npz["x"].transpose(0, 3, 1, 2), device=device).contiguous()
       outputs, failed = {}, {}
-      if msg.get("kind", "langevin") == "langevin":
+      if msg.get("kind") == "ebm_step":   # checked later ("outputs"), so that the first timed call compiles
+        inputs = (x,)
+        built = build_ebm_step(npz, msg["sampler"], msg["reg"], msg["lr"], msg["beta1"], device)
+        check = None
+        variants = {name: step for name, (_, _, _, step) in built.items()}
+        ebm = {"fake": torch.tensor(npz["fake"].transpose(0, 3, 1, 2), device=device).contiguous(), "reg": msg["reg"],
+               "initial": torch_strided_energy({k[len("check/"):]: v for k, v in npz.items()
+                                                if k.startswith("check/")}, device)().state_dict()}
+      elif msg.get("kind", "langevin") == "langevin":
         inputs = (x,)
         built = build_langevin(npz, msg["channels"], msg["num_steps"], msg["sampler"], device)
         check = lambda fn, autocast, _: {"": fn(x).float()}
@@ -220,6 +367,8 @@ def main() -> int:
       for name in [n for n in built if only and n not in only]:
         del built[name], variants[name]
       for name, parts in built.items():
+        if check is None:
+          continue
         try:
           with torch.no_grad(), torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=parts[-2]):
             outputs.update({name + k: v.cpu().numpy() for k, v in check(*parts).items()})
@@ -229,6 +378,15 @@ def main() -> int:
       np.savez(msg["out"], **outputs)
       where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
       reply = {"variants": list(variants), "failed": failed, "versions": f"PyTorch {torch.__version__} on {where}"}
+    elif msg["cmd"] == "outputs":   # kind ebm_step: each variant's outputs from its initial weights
+      outputs = {}
+      for name in variants:
+        net, run, autocast, _ = built[name]
+        net.load_state_dict(ebm["initial"])   # in place: the compiled forms keep their graphs
+        got = ebm_outputs(net, run, autocast, inputs[0], ebm["fake"], ebm["reg"], device)
+        outputs.update({name + k: v.float().cpu().numpy() for k, v in got.items()})
+      np.savez(msg["out"], **outputs)
+      reply = {"variants": list(variants)}
     elif msg["cmd"] == "time":
       sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
       sync()
@@ -242,13 +400,14 @@ def main() -> int:
 
 class TorchPeer:
   """This file as a worker in a child process under `python` (default: this interpreter), on the GPU when JAX
-  runs on one. `TorchPeer.start` returns (None, why) where that python has no torch."""
+  runs on one, with `threads` CPU threads (0: one per core). `TorchPeer.start` returns (None, why) where that python
+  has no torch."""
 
   def __init__(self, proc):
     self.proc = proc
 
   @classmethod
-  def start(cls, python: str | None, gpu: bool = False):
+  def start(cls, python: str | None, gpu: bool = False, threads: int = 0):
     python = python or sys.executable
     probe = subprocess.run([python, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True,
                            text=True)
@@ -256,7 +415,8 @@ class TorchPeer:
       return None, f"no PyTorch in {python} (pip install torch, or --torch-python PATH): no PyTorch rows"
     device = "cuda" if gpu and probe.stdout.strip() == "True" else "cpu"
     proc = subprocess.Popen([python, os.path.abspath(__file__)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "TORCH_PEER_DEVICE": device})
+                            text=True, env={**os.environ, "TORCH_PEER_DEVICE": device,
+                                            **({"TORCH_PEER_THREADS": str(threads)} if threads else {})})
     return cls(proc), None
 
   def ask(self, **msg) -> dict:
@@ -275,6 +435,11 @@ class TorchPeer:
     outputs = dict(np.load(os.path.join(tmpdir, "out.npz")))
     self.variants = reply["variants"]
     return outputs, reply["failed"], reply["versions"]
+
+  def outputs(self, tmpdir: str) -> dict:
+    """{"<variant><part>": array}: the "outputs" command's (kind ebm_step), written after the timings."""
+    self.ask(cmd="outputs", out=os.path.join(tmpdir, "outputs.npz"))
+    return dict(np.load(os.path.join(tmpdir, "outputs.npz")))
 
   def check(self, outputs: dict, refs: dict, tol: float) -> list[str]:
     """Asserts each variant's outputs (`outputs["<variant><part>"]`) equal JAX's (`refs[part]`) within `tol` of

@@ -139,7 +139,7 @@ def langevin_gpu() -> str:
           f"{table(['variant', 'ms per step', 'samples*steps/s', 'of matmul peak', 'speed vs PyTorch'], rows)}\n")
 
 
-PEER_FILES = ["langevin_cpu_peers.json", "gan_step_peers.json"]
+PEER_FILES = ["langevin_cpu_peers.json", "gan_step_peers.json", "ebm_step_peers.json"]
 LAYOUT_FILES = ["cpu_devices.json", "cpu_devices_onednn.json", "cpu_devices_ynn.json"]
 
 
@@ -157,8 +157,8 @@ def _peer_run(run: dict) -> str:
 
 def cpu_peers() -> str:
   """Issue 18's CPU comparisons, the latest run of each machine (the VM's host and speed change from day to day;
-  the older runs are in benchmarks/speed/README.md): Langevin chains and the GAN step against PyTorch, and each
-  program's step on one XLA device vs one per core."""
+  the older runs are in benchmarks/speed/README.md): Langevin chains, the GAN step and the EBM train step (issue
+  35) against PyTorch, and each program's step on one XLA device vs one per core."""
   title = "### Speed against PyTorch on the CPU (docs/techniques.md#ebm, #gan)"
   peers = [d for d in map(_load, PEER_FILES) if d]
   layouts = [d for d in map(_load, LAYOUT_FILES) if d]

@@ -5,6 +5,8 @@ global sum pool -> Dense 1. Spectral normalization on every convolution (flax's 
 iteration state in 'batch_stats'), none on the last Dense. Low energy = data.
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -70,15 +72,19 @@ class StridedEnergyNet(nn.Module):
   64, 64 channels with Swish, Dense 64, Dense 1; no normalization), each stride-2 convolution in the form whose
   input-gradient XLA:CPU runs fast: space-to-depth, then a stride-1 2x2 convolution (together a stride-2 4x4
   convolution). A strided convolution's input-gradient is the lhs-dilated convolution XLA:CPU runs slowly, and a
-  Langevin step is exactly that gradient (benchmarks/studies/ebm/README.md, the new main job). x [B, H, W, C] -> energies [B]."""
+  Langevin step is exactly that gradient (benchmarks/studies/ebm/README.md, the new main job). x [B, H, W, C] -> energies [B].
+  `dtype`: the compute type of the convolutions, the Dense layers and the activations (e.g. bfloat16; the
+  parameters stay float32 and the energies come out float32); None: the parameters' and inputs' (float32)."""
   features: tuple[int, ...] = (16, 32, 64, 64)
   hidden: int = 64
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array, *, update_stats: bool = False) -> jax.Array:
     del update_stats   # no spectral norm: the same call as EnergyNet's
     x = x_BHWC
     for f in self.features:
-      x = nn.swish(nn.Conv(f, (2, 2), padding="SAME")(space_to_depth_2x2(x)))
-    x = nn.swish(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
-    return nn.Dense(1)(x)[:, 0]
+      x = nn.swish(nn.Conv(f, (2, 2), padding="SAME", dtype=self.dtype)(space_to_depth_2x2(x)))
+    x = nn.swish(nn.Dense(self.hidden, dtype=self.dtype)(x.reshape(x.shape[0], -1)))
+    e_B = nn.Dense(1, dtype=self.dtype)(x)[:, 0]
+    return e_B if self.dtype is None else e_B.astype(jnp.float32)
