@@ -18,7 +18,7 @@
 #          makes one (with the wheels the GPU image lacks) in .device/, which the device call carries
 #   ITEM   a subset of the items above (still run in the order above); default all. A word asks for the item of
 #          that name and for those whose name starts with it and "_" (exact_vgg_m3: its three runs; ebm: both EBM items)
-#   BUDGET_S  seconds for the whole call (default 540): an item starts only if its guard fits in what is left,
+#   BUDGET_S  seconds for the whole call (default 560): an item starts only if its guard fits in what is left,
 #          else it is recorded as skipped; its guard stops it with SIGINT (a trainer saves and exits 130), then KILL
 #   TOY=1  tiny sizes and guards: how tests/test_device_check.py runs this script on a CPU
 # Writes OUT/device_check.log and OUT/device_check.tgz (every item's results JSON, metrics and grids, and
@@ -31,7 +31,7 @@ shift $(( $# >= 2 ? 2 : $# ))
 items=${*:-ebm_step exact_vgg_m3 ebm_long fresh_chains tests}
 py=${PYTHON:-python3}
 toy=${TOY:-0}
-budget=${BUDGET_S:-540}
+budget=${BUDGET_S:-560}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/device_check.XXXXXX")
@@ -105,7 +105,7 @@ if (( toy )); then   # tiny sizes: the script's plumbing, not its numbers
   # (guards roomy enough for a slow, loaded CPU host: a toy vgg_m3 run, its MNIST preparation and three compiles,
   # took 75-115 s on 2 shared cores at load 11, 2026-12-04; tests/test_device_check.py asks for ebm_long and tests
   # with a 100 s budget: ebm_long's 115 s guard cannot fit and is skipped, the tests' 60 s guard then runs)
-  g_ebm_step=60; g_exact=150; g_ebm_long=115; g_fresh=150; g_tests=60
+  g_ebm_step=150; g_exact=150; g_ebm_long=115; g_fresh=150; g_tests=60
   ebm_step_args=(--batch-size 8 --langevin-steps 2 --channels 4 --repeats 1)
   exact_args=(--steps 3 --width 0.0625 --batch-size 8 --eval-every 3)
   ebm_long_args=(--steps 2 --fid-every 2 --fid-samples 16 --sample-every 2 --channels 4 --langevin-steps 2 \
@@ -115,10 +115,10 @@ if (( toy )); then   # tiny sizes: the script's plumbing, not its numbers
 --langevin-steps 2 --fid-samples 8 --sample-every 2")
   tests_args=(-n 0 tests/test_optim.py)   # (the later -n wins: no 8 workers on a small CPU)
 else
-  # the training runs side by side under one guard of 280 s: the exact runs (150 epochs of 234 steps asked) stop
+  # the training runs side by side under one guard of 250 s: the exact runs (150 epochs of 234 steps asked) stop
   # with the test accuracy of their last finished epoch saved (one evaluation per epoch), the long EBM runs with
   # their FID curve so far; the fresh-chain study records each finished run as it goes
-  g_ebm_step=90; g_exact=280; g_ebm_long=280; g_fresh=280; g_tests=110
+  g_ebm_step=180; g_exact=250; g_ebm_long=250; g_fresh=250; g_tests=80
   seeds=(0 1 2); recipes=(main shortrun reinit25 noise2x reg1)
   fresh_args=()
   ebm_step_args=(--batch-size 128 --repeats 20)

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
   items = _jsonl(files.get("items.jsonl", b"").decode())
   print(f"device run of {date} on {machine}")
   print(table(["item", "outcome", "seconds", "guard s"],
-              [[i["item"], "skipped (budget)" if i["skipped"] else "stopped by its guard" if i["rc"] in (124, 130, 137)
+              [[i["item"], "skipped (budget)" if i["skipped"] else "stopped by its guard" if i["rc"] in (124, 130, 137, 143)
                 else f"exit {i['rc']}", i.get("seconds", "–"), i["guard_s"]] for i in items]))
   results, docs = Path(args.results), Path(args.docs)
   results.mkdir(parents=True, exist_ok=True)
