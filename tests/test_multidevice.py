@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import REPO, TEST_XLA_LEVEL
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(first=True)   # the suite's longest test: started first (conftest.py)
 
 
 def test_four_device_and_two_process_runs_equal_one_device_runs():
