@@ -58,8 +58,13 @@ REPO = Path(__file__).resolve().parents[1]
 def pytest_collection_modifyitems(config, items):
   """The longest tests first (marked slow, or pinned to one worker as an xdist_group): xdist hands out tests in
   this order, so none of them starts last and runs alone while the other worker idles (a stable sort: the rest
-  keep their order)."""
-  items.sort(key=lambda item: not (item.get_closest_marker("slow") or item.get_closest_marker("xdist_group")))
+  keep their order). A test marked slow(first=True), the single longest, goes before the other slow ones, so that it
+  starts at once on the worker that the faults group (a unit of 8 tests, handed out first by --dist loadgroup as
+  the largest) does not take."""
+  def order(item):
+    slow = item.get_closest_marker("slow")
+    return (not (slow or item.get_closest_marker("xdist_group")), not (slow and slow.kwargs.get("first")))
+  items.sort(key=order)
 
 
 # a line of XLA's own C++ logging (absl), e.g. "W1126 02:21:32.900814   18529 cuda_timer.cc:88] ..." from GPU autotuning

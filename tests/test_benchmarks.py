@@ -263,7 +263,16 @@ def test_gan_convergence_table_compares_per_second_and_judges_the_goal():
   assert rows[1][header.index("goal: in (or below) alternating's range at <= 0.9x its time")] == "no"   # worse FID
 
 
-@pytest.mark.realdata
+def _tiny_fashion_mnist(tmp_path, monkeypatch):
+  """A tiny fake Fashion-MNIST folder for a study's --data-dir (its plumbing is checked, not its numbers: a study's
+  FIDs against the real test set's 10,000 images cost feature passes that check nothing more)."""
+  from conftest import make_raw_folder
+  make_raw_folder(tmp_path / "raw")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  monkeypatch.delenv("JAXTRICKS_DATA", raising=False)
+  return str(tmp_path / "raw")
+
+
 @pytest.mark.slow
 def test_gan_convergence_records_fid_and_training_seconds_and_resumes_from_its_results_file(tmp_path, monkeypatch):
   """studies.gan.gan_convergence runs a variant through train.gan's main (tiny DCGAN, 4 steps), records FID of G and
@@ -271,7 +280,8 @@ def test_gan_convergence_records_fid_and_training_seconds_and_resumes_from_its_r
   import json
 
   from benchmarks.studies.gan import gan_convergence
-  argv = ["--variants", "single_optimistic_adam", "--seeds", "0", "--steps", "4", "--fid-every", "2",
+  argv = ["--data-dir", _tiny_fashion_mnist(tmp_path, monkeypatch),
+          "--variants", "single_optimistic_adam", "--seeds", "0", "--steps", "4", "--fid-every", "2",
           "--fid-samples", "64", "--width", "4", "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
           "--png", str(tmp_path / "png")]
   gan_convergence.main(argv)
@@ -289,15 +299,14 @@ def test_gan_convergence_records_fid_and_training_seconds_and_resumes_from_its_r
   assert float(recorded["rows"][0][recorded["header"].index("ms per step (interleaved)")]) > 0
 
 
-@pytest.mark.realdata
 @pytest.mark.slow
-def test_ebm_ensemble_compares_each_model_alone_with_all_sharing_one_buffer(tmp_path):
+def test_ebm_ensemble_compares_each_model_alone_with_all_sharing_one_buffer(tmp_path, monkeypatch):
   """studies.ebm.ebm_ensemble trains the models (tiny), samples each alone and all together with the same chains and
   steps in all, and writes one FID row per configuration and the grid."""
   import json
 
   from benchmarks.studies.ebm import ebm_ensemble
-  ebm_ensemble.main(["--seeds", "0,1", "--steps", "2", "--num", "32", "--rounds", "2", "--langevin-steps", "2",
+  ebm_ensemble.main(["--data-dir", _tiny_fashion_mnist(tmp_path, monkeypatch), "--seeds", "0,1", "--steps", "2", "--num", "32", "--rounds", "2", "--langevin-steps", "2",
                      "--train-flags", "--channels 4 --batch-size 16 --buffer-size 32 --fid-samples 32 --langevin-steps 2 "
                      "--fresh-steps 2 --unroll 1",
                      "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--png", str(tmp_path / "png")])

@@ -26,13 +26,6 @@ def _env(tmp_path):
   return env
 
 
-def _classify(tmp_path, *args, killer=None):
-  cmd = [sys.executable] + (["tests/killed_run.py", "classify", str(killer)] if killer else ["-m", "train.classify"])
-  base = ["--data-dir", str(tmp_path / "raw"), "--batch-size", "16", "--checkpoint-every", "10", "--no-progress"]
-  return subprocess.run(cmd + base + list(args), cwd=REPO, env=_env(tmp_path), capture_output=True, text=True,
-                        timeout=300)
-
-
 def _final_params(workdir, step):
   tree = ocp.StandardCheckpointer().restore((workdir / "checkpoints" / str(step) / "default").absolute())
   return tree["state"]["params"]
@@ -44,15 +37,19 @@ def raw(tmp_path):
   return tmp_path
 
 
-def test_divergence_stops_keeps_checkpoint_and_resumes_with_lower_lr(raw):
-  tmp, workdir = raw, str(raw / "run")
-  assert _classify(tmp, "--steps", "20", "--workdir", workdir).returncode == 0
-  blown = _classify(tmp, "--steps", "40", "--lr", "1e9", "--workdir", workdir)
-  assert blown.returncode == cli.EXIT_DIVERGED
-  assert len(error_lines(blown.stderr)) == 1, blown.stderr
-  assert "diverged" in blown.stderr and "last good checkpoint: step 20" in blown.stderr
-  again = _classify(tmp, "--steps", "40", "--lr", "1e-3", "--workdir", workdir)
-  assert again.returncode == 0, again.stderr
+def test_divergence_stops_keeps_checkpoint_and_resumes_with_lower_lr(raw, capsys, monkeypatch):
+  """In this process, through main(argv) (the exit code of the real process: test_bad_input_exit_code_of_the_real_process)."""
+  monkeypatch.setenv("TFDS_DATA_DIR", str(raw / "tfds"))
+  monkeypatch.delenv("JAXTRICKS_DATA", raising=False)
+  base = ["--data-dir", str(raw / "raw"), "--batch-size", "16", "--checkpoint-every", "10", "--no-progress",
+          "--workdir", str(raw / "run")]
+  assert classify.main([*base, "--steps", "20"]) == 0
+  capsys.readouterr()
+  assert classify.main([*base, "--steps", "40", "--lr", "1e9"]) == cli.EXIT_DIVERGED
+  err = capsys.readouterr().err
+  assert len(error_lines(err)) == 1, err
+  assert "diverged" in err and "last good checkpoint: step 20" in err
+  assert classify.main([*base, "--steps", "40", "--lr", "1e-3"]) == 0, capsys.readouterr().err
   params = _final_params(raw / "run", 40)
   chex.assert_tree_all_finite(params)
 
