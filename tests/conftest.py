@@ -15,6 +15,11 @@ TEST_XLA_LEVEL = "--xla_backend_optimization_level=1"
 PRODUCTION_XLA_FLAGS = os.environ.get("XLA_FLAGS", "").replace(TEST_XLA_LEVEL, "").strip()   # (xdist workers inherit it)
 if "xla_backend_optimization_level" not in PRODUCTION_XLA_FLAGS:
   os.environ["XLA_FLAGS"] = f"{PRODUCTION_XLA_FLAGS} {TEST_XLA_LEVEL}".strip()
+# On a GPU, reductions with atomics and autotuned convolution algorithms make two runs of one program differ in the
+# last bits: the kill-and-resume tests compare runs at 1e-6 (a lent H200 failed one at 1.4e-4, 2026-12-04). XLA's
+# flag makes GPU programs deterministic; a CPU ignores it.
+if "xla_gpu_deterministic_ops" not in os.environ["XLA_FLAGS"]:
+  os.environ["XLA_FLAGS"] += " --xla_gpu_deterministic_ops=true"
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -142,8 +142,8 @@ def test_help_of_every_program_exits_0(program, capsys):
 
 
 def test_row_batch_not_divisible_by_devices(tmp):
-  """`--batch-size 30` on 4 devices (4 fake CPU devices in a process of its own)."""
-  env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  """`--batch-size 30` on 4 devices (4 fake CPU devices in a process of its own; on the CPU also where a GPU is)."""
+  env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
   r = subprocess.run([sys.executable, "-m", "train.classify", "--data-dir", str(tmp / "raw"), "--batch-size", "30",
                       "--workdir", str(tmp / "w")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert r.returncode == 2 and error_lines(r.stderr) == [

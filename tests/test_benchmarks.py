@@ -60,7 +60,8 @@ def _result_runs(data: dict) -> list[dict]:
 def test_each_result_files_tables_stand_in_the_readme_of_the_benchmark_that_wrote_it():
   """Every row of every table of every run in benchmarks/results/*.json stands, as the benchmark printed it
   (common.table's formatting; a missing value, nan, shown as '–'), in the README of the folder of the module its
-  command names (benchmarks.studies.exact.exact_table -> benchmarks/studies/exact/README.md): results by technique,
+  command names (benchmarks.studies.exact.exact_table -> benchmarks/studies/exact/README.md), or in the file its
+  "readme" names (the GPU runs of benchmarks/tools/device_check.sh): results by technique,
   and no hand-copied number drifts from its file."""
   import json
   import math
@@ -75,8 +76,8 @@ def test_each_result_files_tables_stand_in_the_readme_of_the_benchmark_that_wrot
       if "command" not in run:
         continue
       argv = shlex.split(run["command"])
-      module = argv[argv.index("-m") + 1] if "-m" in argv else "benchmarks.tools.device_check"
-      readme = repo / Path(*module.split(".")[:-1]) / "README.md"
+      module = argv[argv.index("-m") + 1] if "-m" in argv else ""
+      readme = repo / run["readme"] if "readme" in run else repo / Path(*module.split(".")[:-1]) / "README.md"
       text = readme.read_text()
       for t in (t for t in [run] + ([run["compare"]] if run.get("compare") else []) if "rows" in t):
         for row in t["rows"]:

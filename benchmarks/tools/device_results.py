@@ -32,7 +32,8 @@ def collect(files: dict[str, bytes], machine: str, date: str) -> dict[str, dict]
   text = lambda path: files[path].decode()
   runs = sorted({path.split("/")[0] for path in files if path.endswith("/metrics.jsonl")})
   results = {}
-  base = {"machine": machine, "jax": machine.rsplit("jax ", 1)[-1], "date": date, "argv": []}
+  # "readme": where the tables stand with their verdict (tests/test_benchmarks.py checks they do)
+  base = {"machine": machine, "jax": machine.rsplit("jax ", 1)[-1], "date": date}
   exact = []
   for run in (r for r in runs if r.startswith("exact_vgg_m3_")):
     metrics = _jsonl(text(f"{run}/metrics.jsonl"))
@@ -44,6 +45,7 @@ def collect(files: dict[str, bytes], machine: str, date: str) -> dict[str, dict]
   if exact:
     results["exact_vgg_m3_gpu.json"] = {
         **base, "command": "bash benchmarks/tools/device_check.sh OUT DATA exact_vgg_m3",
+        "readme": "benchmarks/studies/exact/README.md",
         "header": ["recipe (<loss>_paper_mnist: 150 epochs asked)", "epochs completed", "steps reached",
                    "last test accuracy %", "best test accuracy %", "steps/s"], "rows": exact}
   long_rows, reached = [], {}
@@ -57,13 +59,14 @@ def collect(files: dict[str, bytes], machine: str, date: str) -> dict[str, dict]
   if reached:
     results["ebm_long_gpu.json"] = {
         **base, "command": "bash benchmarks/tools/device_check.sh OUT DATA ebm_long",
+        "readme": "benchmarks/studies/ebm/README.md",
         "header": ["run", "step", "fid_fmnist_buffer", "fid_fmnist_fresh"], "rows": long_rows, "runs": reached}
   fresh = {}
   for path in sorted(p for p in files if re.fullmatch(r"fresh_chains_[a-z0-9]+\.json", p)):
     fresh.update(json.loads(text(path))["runs"])
   if fresh:   # benchmarks.studies.ebm.fresh_chains' results file, its runs from every recipe's process
     results["ebm_fresh_chains_gpu.json"] = {**base, "command": "bash benchmarks/tools/device_check.sh OUT DATA "
-                                            "fresh_chains", "runs": fresh}
+                                            "fresh_chains", "readme": "benchmarks/studies/ebm/README.md", "runs": fresh}
   if "tests.xml" in files:
     suites = ET.fromstring(files["tests.xml"])
     suite = suites if suites.tag == "testsuite" else suites.find("testsuite")
@@ -71,6 +74,7 @@ def collect(files: dict[str, bytes], machine: str, date: str) -> dict[str, dict]
               if c.find("failure") is not None or c.find("error") is not None]
     counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     results["tests_gpu.json"] = {**base, "command": "bash benchmarks/tools/device_check.sh OUT DATA tests",
+                                 "readme": "docs/gpu.md",
                                  "header": ["tests", "passed", "failed", "errors", "skipped"],
                                  "rows": [[counts["tests"], counts["tests"] - counts["failures"] - counts["errors"]
                                            - counts["skipped"], counts["failures"], counts["errors"],

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from benchmarks.common import table
 from benchmarks.studies.common import results_machines, run_machines
+from benchmarks.studies.ebm.fresh_chains import RECIPES, summary
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -173,6 +174,54 @@ def cpu_peers() -> str:
   return "\n\n".join(parts) + "\n"
 
 
+def ebm_step_gpu() -> str:
+  """Issue 35: the main job's train step against PyTorch on a lent GPU (the latest run of each card)."""
+  data = _load("ebm_step_gpu.json")
+  title = "### The main job's EBM train step on a GPU: JAX vs PyTorch (docs/techniques.md#ebm)"
+  if data is None:
+    return f"{title}\n\nNot measured yet: `{DEVICE_CHECK.format(item='ebm_step')}`.\n"
+  return f"{title}\n\n" + "\n\n".join(_peer_run(run) for run in latest_per_machine(data)) + "\n"
+
+
+def ebm_long_gpu() -> str:
+  """Issue 34: the main job's recipe run long on a lent GPU, FID-FMNIST (500 samples) of the buffer and of fresh
+  60-step chains every 1,000 steps, one column per seed."""
+  data = _load("ebm_long_gpu.json")
+  title = "### The main job's EBM run long on a GPU: FID-FMNIST vs steps, 3 seeds (docs/techniques.md#ebm)"
+  if data is None:
+    return f"{title}\n\nNot measured yet: `{DEVICE_CHECK.format(item='ebm_long')}`.\n"
+  runs = sorted(data["runs"])
+  cell = {(r[0], r[1]): r[2:] for r in data["rows"]}
+  steps = sorted({r[1] for r in data["rows"]})
+  rows = [[step, *(cell.get((run, step), [float("nan")] * 2)[0] for run in runs),
+           *(cell.get((run, step), [float("nan")] * 2)[1] for run in runs)] for step in steps]
+  reached = ", ".join(f"{run} {data['runs'][run]['steps_reached']:,} steps" for run in runs)
+  return (f"{title}\n\n`{data['command']}` — {data['machine']}, {data['date']}; the runs side by side with the "
+          f"other training items on one card, stopped by their guard at: {reached} (20,000 asked: not flat yet). "
+          f"Verdict: {_study('studies/ebm')}.\n\n"
+          f"{table(['step', *(f'buffer {r[-2:]}' for r in runs), *(f'fresh 60 {r[-2:]}' for r in runs)], rows)}\n")
+
+
+def ebm_fresh_chains() -> str:
+  """Issue 34: benchmarks.studies.ebm.fresh_chains, each results file (CPU, GPU) as mean +- std over seeds."""
+  title = "### Sampling from noise: recipes of the main job, FID-FMNIST of fresh chains by length (docs/techniques.md#ebm)"
+  parts = []
+  for name in ("ebm_fresh_chains.json", "ebm_fresh_chains_gpu.json"):
+    data = _load(name)
+    if data is None:
+      continue
+    runs = data["runs"]
+    lengths = sorted({int(n) for v in runs.values() for n in v["fresh"]})
+    machines = sorted({v.get("machine", data.get("machine", "?")) for v in runs.values()})
+    command = data.get("command") or "python -m benchmarks.studies.ebm.fresh_chains"
+    parts.append(f"`{command}` — {', '.join(machines)}, {max(v.get('date', data.get('date', '')) for v in runs.values())}; "
+                 f"1,000 steps per run, 500 samples per FID.\n\n"
+                 f"{summary(runs, [r for r in RECIPES if any(k.startswith(r + '/') for k in runs)], lengths)}")
+  if not parts:
+    return f"{title}\n\nNot measured yet: `python -m benchmarks.studies.ebm.fresh_chains`.\n"
+  return f"{title}\n\nVerdict: {_study('studies/ebm')}.\n\n" + "\n\n".join(parts) + "\n"
+
+
 def _cmd(*argv: str) -> str:
   """A command as a reader pastes it: shell-quoted, in backticks."""
   return f"`{shlex.join(argv)}`"
@@ -203,6 +252,9 @@ def section() -> str:
                      "gan_convergence.json", _cmd("python", "-m", "benchmarks.studies.gan.gan_convergence"),
                      note_key="note", picture="gan_convergence.png", study="studies/gan"),
       langevin_gpu(),
+      ebm_step_gpu(),
+      ebm_long_gpu(),
+      ebm_fresh_chains(),
       cpu_peers(),
       _table_section("MobileNet on 2 CPU cores: --recipe cpu94 and what each of its changes bought",
                      "mobilenet_table.json", _cmd("python", "-m", "benchmarks.studies.mobilenet.mobilenet_table"),
@@ -216,6 +268,8 @@ def section() -> str:
       _table_section("MobileNet on a GPU: the seed's recipe and the CPU recipe scaled up "
                      "(docs/techniques.md#mobilenet)", "mobilenet_gpu.json", "`" + DEVICE_CHECK.format(item="mobilenet") + "`",
                      study="studies/mobilenet"),
+      _table_section("The EXACT paper's MNIST row on its own net (vgg_m3) on a GPU", "exact_vgg_m3_gpu.json",
+                     "`" + DEVICE_CHECK.format(item="exact_vgg_m3") + "`", note_key="note", study="studies/exact"),
       _table_section("The test suite on a GPU", "tests_gpu.json", "`" + DEVICE_CHECK.format(item="tests") + "`"),
       _table_section("Short CIFAR-10 runs on a GPU", "cifar_gpu.json", "`" + DEVICE_CHECK.format(item="cifar") + "`"),
   ]
