@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import table
-from jaxtricks import loop
+from jaxtricks import checkpoints, ebm, loop
 
 
 def flag_argv(flags: dict) -> list[str]:
@@ -178,3 +178,31 @@ def update_results_md(results, marker: str, md) -> int:
   md.write_text(f"{head}{begin}\n{block}{end}{rest.split(end, 1)[1]}")
   print(f"rewrote the {marker} table in {md}")
   return 0
+
+
+def fresh_chain_table(runs: dict, names: list[str], lengths: list[int]) -> str:
+  """benchmarks.studies.ebm.fresh_chains' table (also docs/results.md's): FID-FMNIST mean ± std over seeds per recipe
+  (runs keyed "recipe/seed"), of fresh chains at each length and of the buffer, and the train minutes."""
+  rows = []
+  for name in names:
+    done = [v for k, v in runs.items() if k.split("/")[0] == name]
+    if not done:
+      continue
+    cell = lambda xs: f"{np.mean(xs):.1f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.1f}"
+    rows.append([name, len(done), *[cell([v["fresh"][str(n)]["fid"] for v in done if str(n) in v["fresh"]])
+                                    for n in lengths], cell([v["buffer"]["fid"] for v in done]),
+                 f"{np.mean([v['train_minutes'] for v in done]):.1f}"])
+  return table(["recipe", "seeds", *[f"fresh {n}" for n in lengths], "buffer", "train min"], rows)
+
+
+# train.ebm's default sampler since 2026-12-01 (its flags --langevin-steps, --step-size, --noise-scale, --grad-clip,
+# --reinit-prob); before, step 20 and clip 0.01 (--recipe du2019)
+EBM_SAMPLER = ebm.SamplerConfig(num_steps=20, step_size=10.0, noise_scale=0.005, grad_clip=0.03, reinit_prob=0.05,
+                                unroll=ebm.default_unroll())
+
+
+def load_ebm_run(workdir: Path):
+  """(settings of a train.ebm workdir (config.json), its energy net, its latest state as plain arrays)."""
+  config = json.loads((workdir / "config.json").read_text())
+  state, _, _ = checkpoints.restore(workdir)
+  return config, ebm.energy_net(config["channels"], config.get("net", "resnet")), state

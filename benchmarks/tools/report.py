@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.common import table
-from benchmarks.studies.common import results_machines, run_machines
-from benchmarks.studies.ebm.fresh_chains import RECIPES, summary
+from benchmarks.studies.common import fresh_chain_table, results_machines, run_machines
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -216,7 +215,7 @@ def ebm_fresh_chains() -> str:
     command = data.get("command") or "python -m benchmarks.studies.ebm.fresh_chains"
     parts.append(f"`{command}` — {', '.join(machines)}, {max(v.get('date', data.get('date', '')) for v in runs.values())}; "
                  f"1,000 steps per run, 500 samples per FID.\n\n"
-                 f"{summary(runs, [r for r in RECIPES if any(k.startswith(r + '/') for k in runs)], lengths)}")
+                 f"{fresh_chain_table(runs, list(dict.fromkeys(k.split('/')[0] for k in runs)), lengths)}")
   if not parts:
     return f"{title}\n\nNot measured yet: `python -m benchmarks.studies.ebm.fresh_chains`.\n"
   return f"{title}\n\nVerdict: {_study('studies/ebm')}.\n\n" + "\n\n".join(parts) + "\n"

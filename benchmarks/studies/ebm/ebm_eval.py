@@ -27,21 +27,11 @@ import jax
 import numpy as np
 
 from benchmarks.common import machine, table
-from jaxtricks import checkpoints, ebm, metrics, replay
+from benchmarks.studies.common import EBM_SAMPLER as SAMPLER
+from benchmarks.studies.common import load_ebm_run as load_run
+from jaxtricks import ebm, metrics, replay
 from jaxtricks import images as images_lib
 from jaxtricks.data import DataError, load
-
-# train.ebm's default sampler since 2026-12-01 (its flags --langevin-steps, --step-size, --noise-scale, --grad-clip,
-# --reinit-prob); before, step 20 and clip 0.01 (--recipe du2019)
-SAMPLER = ebm.SamplerConfig(num_steps=20, step_size=10.0, noise_scale=0.005, grad_clip=0.03, reinit_prob=0.05,
-                            unroll=ebm.default_unroll())
-
-
-def load_run(workdir: Path):
-  """(settings of a train.ebm workdir (config.json), its energy net, its latest state as plain arrays)."""
-  config = json.loads((workdir / "config.json").read_text())
-  state, _, _ = checkpoints.restore(workdir)
-  return config, ebm.energy_net(config["channels"], config.get("net", "resnet")), state
 
 
 def energies(model, state, images, batch_size: int = 1000) -> np.ndarray:

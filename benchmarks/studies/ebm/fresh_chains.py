@@ -22,9 +22,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.common import machine, table
+from benchmarks.common import machine
 from benchmarks.studies import common
-from benchmarks.studies.ebm.ebm_eval import SAMPLER, load_run
 from jaxtricks import ebm, metrics, replay
 from jaxtricks.data import IMAGE_SHAPES, load
 
@@ -39,16 +38,16 @@ RECIPES = {
 
 
 def sampler_of(recipe: dict) -> ebm.SamplerConfig:
-  """The chains' settings of a recipe's runs: train.ebm's default sampler (ebm_eval.SAMPLER; config.json holds only
+  """The chains' settings of a recipe's runs: train.ebm's default sampler (common.EBM_SAMPLER; config.json holds only
   the fingerprint) with the recipe's sampler flags. Fresh chains restart nothing, so reinit_prob does not matter."""
   names = {"langevin_steps": "num_steps", "step_size": "step_size", "noise_scale": "noise_scale",
            "grad_clip": "grad_clip"}
-  return dataclasses.replace(SAMPLER, **{names[k]: v for k, v in recipe.items() if k in names})
+  return dataclasses.replace(common.EBM_SAMPLER, **{names[k]: v for k, v in recipe.items() if k in names})
 
 
 def score_run(workdir: Path, chains: ebm.SamplerConfig, lengths: list[int], samples: int, score, key) -> dict:
   """{"fresh": {length: scores + seconds}, "buffer": scores, "step": n} of one trained run."""
-  config, model, state = load_run(workdir)
+  config, model, state = common.load_ebm_run(workdir)
   out = {"step": int(state["step"]), "fresh": {}}
   shape = IMAGE_SHAPES[config["dataset"]]
   t0 = time.perf_counter()    # the chain's compile, once: every length calls the same compiled chunk
@@ -116,22 +115,8 @@ def main(argv=None) -> int:
     print(f"{name}/{seed}: " + ", ".join(f"fresh {n} steps FID {v['fid']:.1f} ({v['seconds']:.0f} s)"
                                          for n, v in scored["fresh"].items())
           + f"; buffer FID {scored['buffer']['fid']:.1f}", flush=True)
-  print(summary(results["runs"], names, lengths))
+  print(common.fresh_chain_table(results["runs"], names, lengths))
   return 0
-
-
-def summary(runs: dict, names: list[str], lengths: list[int]) -> str:
-  """FID-FMNIST mean ± std over seeds per recipe: fresh chains at each length, and the buffer."""
-  rows = []
-  for name in names:
-    done = [v for k, v in runs.items() if k.split("/")[0] == name]
-    if not done:
-      continue
-    cell = lambda xs: f"{np.mean(xs):.1f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.1f}"
-    rows.append([name, len(done), *[cell([v["fresh"][str(n)]["fid"] for v in done if str(n) in v["fresh"]])
-                                    for n in lengths], cell([v["buffer"]["fid"] for v in done]),
-                 f"{np.mean([v['train_minutes'] for v in done]):.1f}"])
-  return table(["recipe", "seeds", *[f"fresh {n}" for n in lengths], "buffer", "train min"], rows)
 
 
 if __name__ == "__main__":
