@@ -479,10 +479,10 @@ def test_ebm_step_benchmark_times_the_main_jobs_step_with_its_recipe(tmp_path, c
   assert {k: uva[k] for k in ebm_step.DEFAULTS} == ebm_step.DEFAULTS
   out_json = tmp_path / "runs.json"
   argv = ["--batch-size", "4", "--langevin-steps", "2", "--channels", "2", "--repeats", "1", "--json", str(out_json)]
-  assert ebm_step.main(argv) == 0
-  assert ebm_step.main(argv) == 0   # a second run is appended
+  out_json.write_text(json.dumps({"runs": [{"machine": "an earlier run"}]}))
+  assert ebm_step.main(argv) == 0   # its run is appended to the file's runs
   runs = json.loads(out_json.read_text())["runs"]
-  assert len(runs) == 2 and runs[0]["header"] == ebm_step.HEADER
+  assert len(runs) == 2 and runs[0] == {"machine": "an earlier run"} and runs[1]["header"] == ebm_step.HEADER
   names = [r[0] for r in runs[1]["rows"]]
   assert names[:2] == ["JAX float32", "JAX bf16 compute (params float32)"] and len(names) == 2 + (
       len(jax.devices()) > 1)

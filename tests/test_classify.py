@@ -90,7 +90,9 @@ def test_workdir_of_another_model_refused(raw, capsys, monkeypatch):
 
 @pytest.mark.parametrize("model, size", [("cnn", 28), pytest.param("mobilenet", 32, marks=pytest.mark.slow)])
 def test_model_shapes_and_steps_lower_the_loss(model, size):
-  config = classify.Config(model=model, width=0.25, input_size=max(size, 28), lr=1e-3)
+  # MobileNet's depthwise convolutions as grouped convs, not the CPU's default shifted sums: half the compile, and
+  # test_mobilenet shows the two forms are one network
+  config = classify.Config(model=model, width=0.25, input_size=max(size, 28), lr=1e-3, depthwise="conv")
   x = jax.random.uniform(jax.random.PRNGKey(0), (8, size, size, 3 if model == "mobilenet" else 1))
   _check_training(config, x)
 
@@ -174,15 +176,17 @@ def test_mobilenet_width_multiplier_scales_params():
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_cnn_one_epoch_reaches_85_percent(tmp_path):
+def test_cnn_a_third_of_an_epoch_reaches_83_percent(tmp_path):
+  """The docstring's `--model cnn --epochs 1` (87%) learns from the first third of its epoch: measured 2026-12-04,
+  2-core VM, seed 0: 85.77% at step 312 (81.03% at 156; the full epoch 87.54% at step 937)."""
   require_real_data("fashion_mnist")
   env = child_env()
-  p = subprocess.run([sys.executable, "-m", "train.classify", "--model", "cnn", "--epochs", "1", "--workdir",
+  p = subprocess.run([sys.executable, "-m", "train.classify", "--model", "cnn", "--steps", "312", "--workdir",
                       str(tmp_path / "run"), "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True,
                      timeout=900)
   assert p.returncode == 0, p.stderr[-2000:]
   evals = loop.metric(loop.read_metrics(tmp_path / "run"), "test/accuracy")
-  assert evals[-1][0] == 937 and evals[-1][1] >= 0.85, evals
+  assert evals[-1][0] == 312 and evals[-1][1] >= 0.83, evals
 
 
 EXACT_AS_PUBLISHED = ["--loss", "exact", "--exact-sigma", "scheduled", "--exact-margin", "0.5", "--logit-batchnorm",

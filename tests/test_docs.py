@@ -296,8 +296,8 @@ def test_every_other_documented_command_is_known():
 # Fashion-MNIST folder) and its workdir moved into the test's folder. `make train` runs the Makefile's train line.
 SHRINK = {   # train.ebm, make train's program, runs at tiny size in tests/test_train_ebm.py (its TINY flags)
     "train.classify": ["--data-dir", "{raw}", "--steps", "2", "--batch-size", "16", "--width", "0.25",
-                       "--no-progress"],
-}
+                       "--no-progress", "--depthwise", "conv"],   # (MobileNet's other form of the same network:
+}                                                                 # half the CPU compile; tests/test_mobilenet.py)
 
 
 def _readme_program_commands() -> list[list[str]]:

@@ -58,9 +58,9 @@ def test_training_fills_the_buffer_and_stays_finite():
 
 def test_fakes_carry_no_gradient():
   state = ebm.init(jax.random.PRNGKey(0), NET, (28, 28, 1), optax.sgd(0.0), buffer_size=16)
-  x_fake, _ = ebm.sample_chains(NET, state, jax.random.PRNGKey(1), 4, SAMPLER)
-  g = jax.grad(lambda p: ebm.sample_chains(NET, state.replace(params=p), jax.random.PRNGKey(1), 4, SAMPLER)[0].sum())(
-      state.params)
+  x_fake, _ = jax.jit(lambda s: ebm.sample_chains(NET, s, jax.random.PRNGKey(1), 4, SAMPLER))(state)
+  g = jax.jit(jax.grad(lambda p: ebm.sample_chains(NET, state.replace(params=p), jax.random.PRNGKey(1), 4,
+                                                   SAMPLER)[0].sum()))(state.params)
   assert all(float(jnp.abs(l).max()) == 0 for l in jax.tree.leaves(g))
   assert float(x_fake.min()) >= 0 and float(x_fake.max()) <= 1
 

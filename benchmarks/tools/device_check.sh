@@ -113,7 +113,7 @@ if (( toy )); then   # tiny sizes: the script's plumbing, not its numbers
   seeds=(0); recipes=(main shortrun)
   fresh_args=(--steps 2 --samples 8 --lengths 2,4 --train-flags "--channels 4 --batch-size 8 --buffer-size 64 \
 --langevin-steps 2 --fid-samples 8 --sample-every 2")
-  tests_args=(-n 0 tests/test_optim.py)   # (the later -n wins: no 8 workers on a small CPU)
+  tests_args=(-n 0 tests/test_layers.py)   # (the later -n wins: no 8 workers on a small CPU)
 else
   # the training runs side by side under one guard of 250 s: the exact runs (150 epochs of 234 steps asked) stop
   # with the test accuracy of their last finished epoch saved (one evaluation per epoch), the long EBM runs with
@@ -131,7 +131,9 @@ fi
 item ebm_step "$g_ebm_step" $py -m benchmarks.speed.ebm_step "${ebm_step_args[@]}" --torch-python "$py" \
   --json "$work/ebm_step_gpu.json"
 # 2-4. training runs, side by side; first the data sets they read, prepared once (not by each run at once)
-if wanted exact_vgg_m3 || wanted ebm_long || wanted fresh_chains; then
+fits() { (( $1 <= budget - ($(date +%s) - start) )); }   # a guard of $1 s fits in what is left
+if { wanted exact_vgg_m3 && fits "$g_exact"; } || { wanted ebm_long && fits "$g_ebm_long"; } ||
+   { wanted fresh_chains && fits "$g_fresh"; }; then
   say "data: preparing fashion_mnist and mnist"
   timeout -s TERM -k 15 300 $py -c "from jaxtricks.data import load
 for name in ('fashion_mnist', 'mnist'):
