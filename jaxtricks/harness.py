@@ -18,6 +18,7 @@ fields, its state, its step and its evaluation:
 
 import dataclasses
 import math
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Sequence
 
@@ -222,6 +223,8 @@ def train(config: BaseConfig, *, steps: int, init_fn: Callable[[], Any], train_s
                                 progress=config.progress, tensorboard=config.tensorboard)
   step = parallel.jit_step(train_step, mesh, state_sharding,
                            compiler_options=parallel.cpu_compiler_options(ynn_convolutions=config.cpu_ynn_convolutions))
+  workdir = Path(config.workdir)
+  before = set(workdir.iterdir()) if workdir.is_dir() else None   # what was there: a failed new run leaves only that
   try:
     return loop.run(loop_config, init_fn=init_fn, train_step=checked_first_step(train_step, step) if check_first_step
                     else step, batches=batches, key=key, actions=actions, fingerprint=fingerprint,
@@ -235,8 +238,24 @@ def train(config: BaseConfig, *, steps: int, init_fn: Callable[[], Any], train_s
     if ("out of memory" not in what.lower() and "RESOURCE_EXHAUSTED" not in what) or "No space left" in what:
       raise
     _settle_failed_computations()
+    _unbind_if_untrained(workdir, before)
     raise ConfigError(None, f"the run does not fit in the device's memory ({what[-160:]}); make it smaller (a lower "
                       "{batch_size}, a smaller model) or use a device with more memory") from None
+
+
+def _unbind_if_untrained(workdir: Path, before: set | None) -> None:
+  """After running out of memory past step 1 (an evaluation, say) but before any checkpoint: removes what this run
+  wrote into a workdir that held no run before (config.json, metrics.jsonl, events, an empty checkpoints/), so the
+  advised smaller run may use it; a workdir with a checkpoint, or one that held a run before, is left alone."""
+  if checkpoints.steps(workdir) or before is None and not workdir.is_dir() or jax.process_index() != 0:
+    return
+  if before is not None and any(p.name == "config.json" for p in before):
+    return
+  for path in set(workdir.iterdir()) - (before or set()):
+    if path.is_dir():
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      path.unlink(missing_ok=True)
 
 
 def _settle_failed_computations() -> None:

@@ -526,3 +526,29 @@ def test_docs_list_every_row():
   names = [n[len("test_row_"):] for n in globals() if n.startswith("test_row_")]
   for name in names:
     assert f"`{name}`" in table, f"docs/reliability.md's reliability table lacks the row {name!r}"
+
+
+def test_row_out_of_memory_after_the_first_step_before_a_checkpoint(tmp, capsys, monkeypatch):
+  """Out of memory in an evaluation after step 1 (before any checkpoint): one line; what the run wrote is removed,
+  so the smaller rerun the message advises may use the workdir; a workdir that holds a checkpoint is left bound."""
+  import jax
+
+  def evaluation_out_of_memory(step, state):
+    raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 GiB")
+
+  run = classify.run
+  monkeypatch.setattr(classify, "run", lambda config, actions=(): run(config, [loop.Periodic(2, evaluation_out_of_memory)]))
+  argv = ["--data-dir", str(tmp / "raw"), "--workdir", str(tmp / "w"), "--steps", "4", "--no-progress",
+          "--checkpoint-every", "3"]
+  assert cli.main(classify.Config, classify.run, argv=argv + ["--batch-size", "32"], prog="classify") == cli.EXIT_USAGE
+  assert "does not fit in the device's memory" in _one_line(capsys)
+  assert list((tmp / "w").iterdir()) == []          # config.json, metrics.jsonl, events: removed
+  monkeypatch.setattr(classify, "run", run)
+  assert cli.main(classify.Config, classify.run, argv=argv + ["--batch-size", "16"], prog="classify") == 0
+  assert json.loads((tmp / "w" / "config.json").read_text())["batch_size"] == 16
+  # with a checkpoint (step 3) in the workdir, the same failure leaves the run bound to its settings
+  monkeypatch.setattr(classify, "run", lambda config, actions=(): run(config, [loop.Periodic(5, evaluation_out_of_memory)]))
+  capsys.readouterr()
+  assert cli.main(classify.Config, classify.run, argv=argv[:-4] + ["--steps", "6", "--checkpoint-every", "3",
+                                                                  "--batch-size", "16"], prog="classify") == cli.EXIT_USAGE
+  assert (tmp / "w" / "config.json").exists() and checkpoints.steps(tmp / "w")
