@@ -525,3 +525,35 @@ def test_ebm_step_pytorch_peer_computes_the_same_step():
   rows, notes = ebm_step.measure(4, 2, 2, 1, sys.executable, ["PyTorch eager", "PyTorch eager, bf16 autocast"])
   assert [r[0] for r in rows][-2:] == ["PyTorch eager", "PyTorch eager, bf16 autocast"]
   assert "PyTorch eager, bf16 autocast " in notes[0] and "PyTorch" in notes[1]
+
+
+def test_fresh_chains_study_scores_each_length_and_resumes(tmp_path, monkeypatch, capsys):
+  """benchmarks.studies.ebm.fresh_chains at toy size on a tiny fake Fashion-MNIST: each length's fresh chains are
+  scored (rounded up to whole 20-step chains), the buffer too; a second call finds the run recorded and trains
+  nothing; a bad train.ebm flag is its one line and exit 2."""
+  import json
+
+  from conftest import make_raw_folder
+
+  from benchmarks.studies.ebm import fresh_chains
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  make_raw_folder(tmp_path / "raw")
+  argv = ["--recipes", "shortrun", "--seeds", "0", "--steps", "3", "--samples", "8", "--lengths", "2,25", "--root",
+          str(tmp_path / "runs"), "--json", str(tmp_path / "r.json"), "--data-dir", str(tmp_path / "raw"),
+          "--train-flags", "--channels 4 --batch-size 8 --buffer-size 64 --langevin-steps 2 --fid-samples 8 "
+                           "--sample-every 3 --cpu-devices 1"]
+  assert fresh_chains.main(argv) == 0
+  run = json.loads((tmp_path / "r.json").read_text())["runs"]["shortrun/0"]
+  assert run["step"] == 3 and "--reinit-prob" in run["argv"] and run["argv"][run["argv"].index("--reinit-prob") + 1] == "1.0"
+  assert [run["fresh"][n]["langevin_steps"] for n in ("2", "25")] == [20, 40]
+  assert all(np.isfinite(run["fresh"][n]["fid"]) and run["fresh"][n]["samples"] == 8 for n in ("2", "25"))
+  assert run["fresh"]["2"]["fid"] != run["fresh"]["25"]["fid"] and np.isfinite(run["buffer"]["fid"])
+  metrics = (tmp_path / "runs" / "shortrun-s0" / "metrics.jsonl").read_text()
+  capsys.readouterr()
+  assert fresh_chains.main(argv) == 0                        # recorded with the same argv: nothing trains again
+  assert (tmp_path / "runs" / "shortrun-s0" / "metrics.jsonl").read_text() == metrics
+  assert "shortrun | 1 |" in capsys.readouterr().out
+  bad = [a if a != "--channels 4 --batch-size 8 --buffer-size 64 --langevin-steps 2 --fid-samples 8 --sample-every 3 "
+                    "--cpu-devices 1" else "--channels 0" for a in argv]
+  assert fresh_chains.main([*bad[:-2], "--json", str(tmp_path / "bad.json"), *bad[-2:]]) == 2
+  assert "--channels must be positive" in capsys.readouterr().err

@@ -82,3 +82,11 @@ def test_device_results_reads_the_exact_runs_and_the_ebm_fid_curve(tmp_path):
   assert sorted(fresh) == ["main/0", "main/1", "reg1/0"] and fresh["reg1/0"]["argv"] == ["c"]
   assert json.loads((tmp_path / "res" / "ebm_step_gpu.json").read_text()) == {"rows": [["jax", 1.5]]}
   assert (tmp_path / "docs" / "ebm_long_buffer_gpu.png").read_bytes() == b"new"
+
+
+def test_device_check_refuses_an_item_it_does_not_have(tmp_path):
+  """An item word that names no item (e.g. one of a closed issue's) is one line and exit 2, before any work."""
+  r = _device_check(tmp_path / "out", "mobilenet")
+  assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+  assert "no item mobilenet" in r.stderr and "exact_vgg_m3" in r.stderr
+  assert not (tmp_path / "out" / "device_check.tgz").exists()

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require_real_data
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", REPO / "CONTRIBUTING.md", REPO / "CHANGELOG.md", *sorted((REPO / "docs").glob("*.md")),
@@ -339,11 +340,13 @@ def test_readme_program_commands_run_at_tiny_size(tmp_path):
 WALKTHROUGH_SIZES = "STEPS, BATCH, SAMPLES = 1000, 128, 500"
 
 
+@pytest.mark.realdata
 def test_ebm_walkthrough_runs(tmp_path, monkeypatch):
   """docs/ebm_walkthrough.md's blocks, one after another in one namespace, at the size its text says the test uses:
   the loop trains (finite loss, the buffer holds every step's chains), the fresh chains moved from their noise and
   stay in the data range, the grids are written."""
   import numpy as np
+  require_real_data("fashion_mnist")   # the walkthrough reads the real data set, as a reader's session would
   text = _doc_text(REPO / "docs" / "ebm_walkthrough.md")
   assert WALKTHROUGH_SIZES in text and "STEPS, BATCH, SAMPLES = 3, 16, 16" in text
   code = "\n".join(re.findall(r"```python\n(.*?)```", text, re.S)).replace(WALKTHROUGH_SIZES,

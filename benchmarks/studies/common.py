@@ -198,7 +198,8 @@ def fresh_chain_table(runs: dict, names: list[str], lengths: list[int]) -> str:
 # train.ebm's default sampler since 2026-12-01 (its flags --langevin-steps, --step-size, --noise-scale, --grad-clip,
 # --reinit-prob); before, step 20 and clip 0.01 (--recipe du2019)
 EBM_SAMPLER = ebm.SamplerConfig(num_steps=20, step_size=10.0, noise_scale=0.005, grad_clip=0.03, reinit_prob=0.05,
-                                unroll=ebm.default_unroll())
+                                unroll="auto")   # ("auto": resolved when a chain compiles; asking the backend here
+                                                 # would start JAX at import, before a program sets its CPU devices)
 
 
 def load_ebm_run(workdir: Path):

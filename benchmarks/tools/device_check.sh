@@ -3,7 +3,7 @@
 # guard so that a slow early item never costs the important ones (issue 18):
 #   1. ebm_step      (issue 35)  the EBM training step against the PyTorch peers (benchmarks.speed.ebm_step)
 #   2. exact_vgg_m3  (issue 35)  the EXACT paper's MNIST row on its net: --recipe exact_paper_mnist, ce_paper_mnist,
-#                                hinge_paper_mnist (150 epochs asked; each stops at its guard with SIGINT, saves, and
+#                                hinge_paper_mnist (150 epochs asked; each stops at its guard with SIGTERM, saves, and
 #                                its metrics say how many epochs it completed)
 #   3. ebm_long      (issue 34)  the main job's EBM recipe for 20,000 steps, FID every 1,000, seeds 0, 1, 2
 #                                (ebm_long_s0, _s1, _s2)
@@ -19,7 +19,8 @@
 #   ITEM   a subset of the items above (still run in the order above); default all. A word asks for the item of
 #          that name and for those whose name starts with it and "_" (exact_vgg_m3: its three runs; ebm: both EBM items)
 #   BUDGET_S  seconds for the whole call (default 560): an item starts only if its guard fits in what is left,
-#          else it is recorded as skipped; its guard stops it with SIGINT (a trainer saves and exits 130), then KILL
+#          else it is recorded as skipped; its guard stops it with SIGINT (a trainer saves and exits 130; the side-by-side
+#          items: SIGTERM, as a script's background jobs ignore SIGINT), then KILL; `timeout` then reports 124
 #   TOY=1  tiny sizes and guards: how tests/test_device_check.py runs this script on a CPU
 # Writes OUT/device_check.log and OUT/device_check.tgz (every item's results JSON, metrics and grids, and
 # items.jsonl: each item's rc, seconds, skipped or not); `python -m benchmarks.tools.device_results OUT/device_check.tgz`
@@ -44,6 +45,14 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.4}
 [ -n "$data" ] && export JAXTRICKS_DATA=$(cd "$data" && pwd)
 say() { echo "=== $(date -u +%T) $*" | tee -a "$log"; }
 wanted() { local w; for w in $items; do [[ $1 == "$w" || $1 == "$w"_* ]] && return 0; done; return 1; }
+# touched GROUP: an item of the group is asked for (by the group's name, a prefix of it, or one of its items)
+touched() { local w; for w in $items; do [[ $1 == "$w" || $1 == "$w"_* || $w == "$1"_* ]] && return 0; done; return 1; }
+known=(ebm_step exact_vgg_m3_exact exact_vgg_m3_ce exact_vgg_m3_hinge ebm_long_s0 ebm_long_s1 ebm_long_s2
+       fresh_chains_main fresh_chains_shortrun fresh_chains_reinit25 fresh_chains_noise2x fresh_chains_reg1 tests)
+for w in $items; do
+  ok=0; for k in "${known[@]}"; do [[ $k == "$w" || $k == "$w"_* ]] && ok=1; done
+  (( ok )) || { echo "device_check.sh: no item $w; the items: ${known[*]} (or a prefix: exact_vgg_m3, ebm, fresh_chains)" >&2; exit 2; }
+done
 
 # item NAME GUARD_S CMD...: runs CMD under its guard if the guard fits in the budget left; records the outcome.
 item() {
@@ -132,14 +141,18 @@ item ebm_step "$g_ebm_step" $py -m benchmarks.speed.ebm_step "${ebm_step_args[@]
   --json "$work/ebm_step_gpu.json"
 # 2-4. training runs, side by side; first the data sets they read, prepared once (not by each run at once)
 fits() { (( $1 <= budget - ($(date +%s) - start) )); }   # a guard of $1 s fits in what is left
-if { wanted exact_vgg_m3 && fits "$g_exact"; } || { wanted ebm_long && fits "$g_ebm_long"; } ||
-   { wanted fresh_chains && fits "$g_fresh"; }; then
-  say "data: preparing fashion_mnist and mnist"
-  timeout -s TERM -k 15 300 $py -c "from jaxtricks.data import load
-for name in ('fashion_mnist', 'mnist'):
+sets=()
+{ touched exact_vgg_m3 && fits "$g_exact"; } && sets+=(mnist)
+{ { touched ebm_long && fits "$g_ebm_long"; } || { touched fresh_chains && fits "$g_fresh"; }; } && sets+=(fashion_mnist)
+if (( ${#sets[@]} )); then
+  say "data: preparing ${sets[*]}"
+  timeout -s TERM -k 15 300 $py -c "import sys
+from jaxtricks.data import load
+for name in sys.argv[1:]:
   for split in ('train', 'test'):
-    print(name, split, load(name, split)[0].shape)" 2>&1 | grep -v '%|' >> "$log"
-  say "data: done"
+    print(name, split, load(name, split)[0].shape)" "${sets[@]}" > "$work/data.log" 2>&1
+  rc=$?; grep -v '%|' "$work/data.log" | tail -n 20 >> "$log"; rm -f "$work/data.log"
+  say "data: exit $rc"
 fi
 # 2. the EXACT paper's MNIST row on vgg_m3: EXACT as published, and the CE and hinge rows it compares (issue 35)
 for loss in exact ce hinge; do

@@ -33,7 +33,7 @@ def collect(files: dict[str, bytes], machine: str, date: str) -> dict[str, dict]
   runs = sorted({path.split("/")[0] for path in files if path.endswith("/metrics.jsonl")})
   results = {}
   # "readme": where the tables stand with their verdict (tests/test_benchmarks.py checks they do)
-  base = {"machine": machine, "jax": machine.rsplit("jax ", 1)[-1], "date": date}
+  base = {"machine": machine.rsplit(" jax ", 1)[0], "jax": machine.rsplit("jax ", 1)[-1], "date": date}
   exact = []
   for run in (r for r in runs if r.startswith("exact_vgg_m3_")):
     metrics = _jsonl(text(f"{run}/metrics.jsonl"))

@@ -195,8 +195,8 @@ def ebm_long_gpu() -> str:
   rows = [[step, *(cell.get((run, step), [float("nan")] * 2)[0] for run in runs),
            *(cell.get((run, step), [float("nan")] * 2)[1] for run in runs)] for step in steps]
   reached = ", ".join(f"{run} {data['runs'][run]['steps_reached']:,} steps" for run in runs)
-  return (f"{title}\n\n`{data['command']}` — {data['machine']}, {data['date']}; the runs side by side with the "
-          f"other training items on one card, stopped by their guard at: {reached} (20,000 asked: not flat yet). "
+  return (f"{title}\n\n`{data['command']}` — {data['machine']}, jax {data['jax']}, {data['date']}; the runs side by side with the "
+          f"other training items on one card, stopped by their guard at: {reached} (the item asks 20,000). "
           f"Verdict: {_study('studies/ebm')}.\n\n"
           f"{table(['step', *(f'buffer {r[-2:]}' for r in runs), *(f'fresh 60 {r[-2:]}' for r in runs)], rows)}\n")
 
@@ -213,8 +213,11 @@ def ebm_fresh_chains() -> str:
     lengths = sorted({int(n) for v in runs.values() for n in v["fresh"]})
     machines = sorted({v.get("machine", data.get("machine", "?")) for v in runs.values()})
     command = data.get("command") or "python -m benchmarks.studies.ebm.fresh_chains"
+    flag = lambda v, name: v["argv"][v["argv"].index(name) + 1] if name in v["argv"] else "?"
+    sizes = sorted({(flag(v, "--steps"), flag(v, "--samples")) for v in runs.values()})
     parts.append(f"`{command}` — {', '.join(machines)}, {max(v.get('date', data.get('date', '')) for v in runs.values())}; "
-                 f"1,000 steps per run, 500 samples per FID.\n\n"
+                 + "; ".join(f"{steps} steps per run, {samples} samples per FID" for steps, samples in sizes)
+                 + ".\n\n"
                  f"{fresh_chain_table(runs, list(dict.fromkeys(k.split('/')[0] for k in runs)), lengths)}")
   if not parts:
     return f"{title}\n\nNot measured yet: `python -m benchmarks.studies.ebm.fresh_chains`.\n"
@@ -264,13 +267,9 @@ def section() -> str:
                           "image and its mirror (`train.classify --eval-only --eval-flips`; no training). The goal's "
                           "measure stays the plain accuracy (the seed's 95% is one); the flips are what closes the "
                           "rest of the way at no training cost.", study="studies/mobilenet"),
-      _table_section("MobileNet on a GPU: the seed's recipe and the CPU recipe scaled up "
-                     "(docs/techniques.md#mobilenet)", "mobilenet_gpu.json", "`" + DEVICE_CHECK.format(item="mobilenet") + "`",
-                     study="studies/mobilenet"),
       _table_section("The EXACT paper's MNIST row on its own net (vgg_m3) on a GPU", "exact_vgg_m3_gpu.json",
                      "`" + DEVICE_CHECK.format(item="exact_vgg_m3") + "`", note_key="note", study="studies/exact"),
       _table_section("The test suite on a GPU", "tests_gpu.json", "`" + DEVICE_CHECK.format(item="tests") + "`"),
-      _table_section("Short CIFAR-10 runs on a GPU", "cifar_gpu.json", "`" + DEVICE_CHECK.format(item="cifar") + "`"),
   ]
   return "\n".join(parts)
 

@@ -25,7 +25,7 @@ import numpy as np
 from benchmarks.common import machine
 from benchmarks.studies import common
 from jaxtricks import ebm, metrics, replay
-from jaxtricks.data import IMAGE_SHAPES, load
+from jaxtricks.data import IMAGE_SHAPES, DataError, load
 
 # The recipes: train.ebm flags over its defaults. The anchors' levers for short-run sampling that our flags reach.
 RECIPES = {
@@ -56,8 +56,9 @@ def score_run(workdir: Path, chains: ebm.SamplerConfig, lengths: list[int], samp
   for length in lengths:
     t0 = time.perf_counter()
     x = ebm.fresh_samples(model, state["params"], state["stats"], key, shape, samples, length, chains)
+    seconds = time.perf_counter() - t0                            # the chains alone, not their scoring
     steps = -(-length // chains.num_steps) * chains.num_steps   # fresh_samples rounds up to whole chains
-    out["fresh"][str(length)] = {**score(x), "seconds": time.perf_counter() - t0, "langevin_steps": steps}
+    out["fresh"][str(length)] = {**score(x), "seconds": seconds, "langevin_steps": steps}
   buffer = ebm.buffer_from_checkpoint(state)
   out["buffer"] = score(np.asarray(replay.latest(buffer, min(samples, int(buffer.count)))))
   return out
@@ -99,13 +100,26 @@ def main(argv=None) -> int:
     return [*train_argv(name, seed), "--lengths", args.lengths, "--samples", str(args.samples)]
 
   todo = common.pending_runs(names, seeds, results["runs"], argv_of)
-  test_images, _ = load("fashion_mnist", "test", data_dir=args.data_dir)
-  score = metrics.scores_against(test_images, net=metrics.load_feature_net()) if todo else None
+  if todo:
+    try:
+      test_images, _ = load("fashion_mnist", "test", data_dir=args.data_dir)
+    except DataError as e:
+      print(f"{p.prog}: error: {e}", file=sys.stderr)
+      return 2
+    score = metrics.scores_against(test_images, net=metrics.load_feature_net())
   for name, seed in todo:
     run_argv = argv_of(name, seed)
     t0 = time.perf_counter()
-    common.run_program("ebm", train_argv(name, seed) + (["--data-dir", args.data_dir] if args.data_dir else []))
+    try:
+      common.run_program("ebm", train_argv(name, seed) + (["--data-dir", args.data_dir] if args.data_dir else []))
+    except SystemExit as e:   # train.ebm said why, in one line; its exit status ends the study's
+      return int(str(e).rsplit(" ", 1)[-1]) if str(e).rsplit(" ", 1)[-1].isdigit() else 1
     workdir = Path(args.root) / f"{name}-s{seed}"
+    config_step = common.load_ebm_run(workdir)[2]["step"]
+    if int(config_step) != args.steps:
+      print(f"{p.prog}: error: {workdir} holds a run of {int(config_step)} steps, not --steps {args.steps}; use "
+            f"another --root or the same --steps", file=sys.stderr)
+      return 2
     scored = score_run(workdir, sampler_of(RECIPES[name]), lengths, args.samples, score, jax.random.PRNGKey(1000 + seed))
     results["runs"][f"{name}/{seed}"] = {"argv": run_argv, "machine": machine(), "jax": jax.__version__,
                                          "date": time.strftime("%Y-%m-%d"), "seconds": time.perf_counter() - t0,
