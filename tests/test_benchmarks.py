@@ -529,12 +529,14 @@ def test_ebm_step_pytorch_peer_computes_the_same_step():
 
 def test_fresh_chains_study_scores_each_length_and_resumes(tmp_path, monkeypatch, capsys):
   """benchmarks.studies.ebm.fresh_chains at toy size on a tiny fake Fashion-MNIST: each length's fresh chains are
-  scored (rounded up to whole 20-step chains), the buffer too; a second call finds the run recorded and trains
+  scored (rounded up to whole chains of the run's --langevin-steps), the buffer too; a second call finds the run recorded and trains
   nothing; a bad train.ebm flag is its one line and exit 2."""
+  import dataclasses
   import json
 
   from conftest import make_raw_folder
 
+  from benchmarks.studies import common
   from benchmarks.studies.ebm import fresh_chains
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
   make_raw_folder(tmp_path / "raw")
@@ -545,7 +547,9 @@ def test_fresh_chains_study_scores_each_length_and_resumes(tmp_path, monkeypatch
   assert fresh_chains.main(argv) == 0
   run = json.loads((tmp_path / "r.json").read_text())["runs"]["shortrun/0"]
   assert run["step"] == 3 and "--reinit-prob" in run["argv"] and run["argv"][run["argv"].index("--reinit-prob") + 1] == "1.0"
-  assert [run["fresh"][n]["langevin_steps"] for n in ("2", "25")] == [20, 40]
+  assert [run["fresh"][n]["langevin_steps"] for n in ("2", "25")] == [2, 26]   # whole chains of --langevin-steps 2
+  assert fresh_chains.sampler_of(fresh_chains.RECIPES["noise2x"], ["--grad-clip", "0", "--noise-scale", "0.02"]) == \
+      dataclasses.replace(common.EBM_SAMPLER, noise_scale=0.02, grad_clip=None)   # the flags win over the recipe
   assert all(np.isfinite(run["fresh"][n]["fid"]) and run["fresh"][n]["samples"] == 8 for n in ("2", "25"))
   assert run["fresh"]["2"]["fid"] != run["fresh"]["25"]["fid"] and np.isfinite(run["buffer"]["fid"])
   metrics = (tmp_path / "runs" / "shortrun-s0" / "metrics.jsonl").read_text()

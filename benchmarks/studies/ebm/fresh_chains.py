@@ -37,12 +37,22 @@ RECIPES = {
 }
 
 
-def sampler_of(recipe: dict) -> ebm.SamplerConfig:
+def sampler_of(recipe: dict, train_flags: list[str] = ()) -> ebm.SamplerConfig:
   """The chains' settings of a recipe's runs: train.ebm's default sampler (common.EBM_SAMPLER; config.json holds only
-  the fingerprint) with the recipe's sampler flags. Fresh chains restart nothing, so reinit_prob does not matter."""
+  the fingerprint) with the recipe's sampler flags, then those of --train-flags (as train.ebm reads them, the last
+  wins). Fresh chains restart nothing, so reinit_prob does not matter."""
   names = {"langevin_steps": "num_steps", "step_size": "step_size", "noise_scale": "noise_scale",
            "grad_clip": "grad_clip"}
-  return dataclasses.replace(common.EBM_SAMPLER, **{names[k]: v for k, v in recipe.items() if k in names})
+  values = {names[k]: v for k, v in recipe.items() if k in names}
+  for i, word in enumerate(train_flags[:-1]):
+    name = word.removeprefix("--").replace("-", "_")
+    if word.startswith("--") and name in names:
+      value = train_flags[i + 1]
+      values[names[name]] = int(value) if name == "langevin_steps" else (
+          None if value == "sqrt_step_size" else float(value))
+  if values.get("grad_clip") == 0:
+    values["grad_clip"] = None   # train.ebm: --grad-clip 0 is no clip
+  return dataclasses.replace(common.EBM_SAMPLER, **values)
 
 
 def score_run(workdir: Path, chains: ebm.SamplerConfig, lengths: list[int], samples: int, score, key) -> dict:
@@ -120,7 +130,7 @@ def main(argv=None) -> int:
       print(f"{p.prog}: error: {workdir} holds a run of {int(config_step)} steps, not --steps {args.steps}; use "
             f"another --root or the same --steps", file=sys.stderr)
       return 2
-    scored = score_run(workdir, sampler_of(RECIPES[name]), lengths, args.samples, score, jax.random.PRNGKey(1000 + seed))
+    scored = score_run(workdir, sampler_of(RECIPES[name], extra), lengths, args.samples, score, jax.random.PRNGKey(1000 + seed))
     results["runs"][f"{name}/{seed}"] = {"argv": run_argv, "machine": machine(), "jax": jax.__version__,
                                          "date": time.strftime("%Y-%m-%d"), "seconds": time.perf_counter() - t0,
                                          "train_minutes": common.train_minutes(workdir), **scored}
