@@ -54,24 +54,32 @@ for w in $items; do
   (( ok )) || { echo "device_check.sh: no item $w; the items: ${known[*]} (or a prefix: exact_vgg_m3, ebm, fresh_chains)" >&2; exit 2; }
 done
 
+left_s() { echo $(( budget - ($(date +%s) - start) )); }   # seconds left of the budget
+# admit NAME GUARD_S: true when NAME is asked for (wanted) and its guard fits in the budget left; one asked for whose
+# guard does not fit is recorded as skipped
+admit() {
+  wanted "$1" || return 1
+  local left=$(left_s)
+  (( $2 <= left )) && return 0
+  say "$1: skipped ($2 s guard, $left s left of $budget)"
+  echo "{\"item\": \"$1\", \"skipped\": true, \"guard_s\": $2, \"left_s\": $left}" >> "$work/items.jsonl"
+  return 1
+}
+# record NAME GUARD_S RC T0: the outcome of an item that ran, in the log and items.jsonl
+record() {
+  local took=$(( $(date +%s) - $4 ))
+  say "$1: exit $3 after $took s"
+  echo "{\"item\": \"$1\", \"skipped\": false, \"rc\": $3, \"seconds\": $took, \"guard_s\": $2}" >> "$work/items.jsonl"
+}
+
 # item NAME GUARD_S CMD...: runs CMD under its guard if the guard fits in the budget left; records the outcome.
 item() {
   local name=$1 guard=$2; shift 2
-  wanted "$name" || return 0     # an item is asked for by its name or a prefix of it (wanted)
-  local left=$(( budget - ($(date +%s) - start) ))
-  if (( guard > left )); then
-    say "$name: skipped ($guard s guard, $left s left of $budget)"
-    echo "{\"item\": \"$name\", \"skipped\": true, \"guard_s\": $guard, \"left_s\": $left}" >> "$work/items.jsonl"
-    return 0
-  fi
-  say "$name (guard $guard s, $left s left)"
+  admit "$name" "$guard" || return 0
+  say "$name (guard $guard s, $(left_s) s left)"
   local t0=$(date +%s)
   timeout -s INT -k 15 "$guard" "$@" >> "$log" 2>&1
-  local rc=$?
-  local took=$(( $(date +%s) - t0 ))
-  say "$name: exit $rc after $took s"
-  echo "{\"item\": \"$name\", \"skipped\": false, \"rc\": $rc, \"seconds\": $took, \"guard_s\": $guard}" \
-    >> "$work/items.jsonl"
+  record "$name" "$guard" $? "$t0"
 }
 
 # member NAME GUARD_S CMD...: like item, but started in the background, its output in $work/NAME.log; `join` waits
@@ -79,20 +87,11 @@ item() {
 members=()
 member() {
   local name=$1 guard=$2; shift 2
-  wanted "$name" || return 0
-  local left=$(( budget - ($(date +%s) - start) ))
-  if (( guard > left )); then
-    say "$name: skipped ($guard s guard, $left s left of $budget)"
-    echo "{\"item\": \"$name\", \"skipped\": true, \"guard_s\": $guard, \"left_s\": $left}" >> "$work/items.jsonl"
-    return 0
-  fi
-  say "$name (in parallel, guard $guard s, $left s left)"
+  admit "$name" "$guard" || return 0
+  say "$name (in parallel, guard $guard s, $(left_s) s left)"
   ( t0=$(date +%s)
     XLA_PYTHON_CLIENT_MEM_FRACTION=${MEMBER_MEM:-0.06} timeout -s TERM -k 15 "$guard" "$@" > "$work/$name.log" 2>&1
-    rc=$?; took=$(( $(date +%s) - t0 ))
-    say "$name: exit $rc after $took s"
-    echo "{\"item\": \"$name\", \"skipped\": false, \"rc\": $rc, \"seconds\": $took, \"guard_s\": $guard}" \
-      >> "$work/items.jsonl" ) &
+    record "$name" "$guard" $? "$t0" ) &
   members+=($!)
 }
 join() {
@@ -140,7 +139,7 @@ fi
 item ebm_step "$g_ebm_step" $py -m benchmarks.speed.ebm_step "${ebm_step_args[@]}" --torch-python "$py" \
   --json "$work/ebm_step_gpu.json"
 # 2-4. training runs, side by side; first the data sets they read, prepared once (not by each run at once)
-fits() { (( $1 <= budget - ($(date +%s) - start) )); }   # a guard of $1 s fits in what is left
+fits() { (( $1 <= $(left_s) )); }   # a guard of $1 s fits in what is left
 sets=()
 { touched exact_vgg_m3 && fits "$g_exact"; } && sets+=(mnist)
 { { touched ebm_long && fits "$g_ebm_long"; } || { touched fresh_chains && fits "$g_fresh"; }; } && sets+=(fashion_mnist)
