@@ -55,9 +55,10 @@ def sampler_of(recipe: dict, train_flags: list[str] = ()) -> ebm.SamplerConfig:
   return dataclasses.replace(common.EBM_SAMPLER, **values)
 
 
-def score_run(workdir: Path, chains: ebm.SamplerConfig, lengths: list[int], samples: int, score, key) -> dict:
-  """{"fresh": {length: scores + seconds}, "buffer": scores, "step": n} of one trained run."""
-  config, model, state = common.load_ebm_run(workdir)
+def score_run(run, chains: ebm.SamplerConfig, lengths: list[int], samples: int, score, key) -> dict:
+  """{"fresh": {length: scores + seconds}, "buffer": scores, "step": n} of one trained run (common.load_ebm_run's
+  settings, energy net and state)."""
+  config, model, state = run
   out = {"step": int(state["step"]), "fresh": {}}
   shape = IMAGE_SHAPES[config["dataset"]]
   t0 = time.perf_counter()    # the chain's compile, once: every length calls the same compiled chunk
@@ -125,12 +126,12 @@ def main(argv=None) -> int:
     except SystemExit as e:   # train.ebm said why, in one line; its exit status ends the study's
       return int(str(e).rsplit(" ", 1)[-1]) if str(e).rsplit(" ", 1)[-1].isdigit() else 1
     workdir = Path(args.root) / f"{name}-s{seed}"
-    config_step = common.load_ebm_run(workdir)[2]["step"]
-    if int(config_step) != args.steps:
-      print(f"{p.prog}: error: {workdir} holds a run of {int(config_step)} steps, not --steps {args.steps}; use "
+    run = common.load_ebm_run(workdir)
+    if int(run[2]["step"]) != args.steps:
+      print(f"{p.prog}: error: {workdir} holds a run of {int(run[2]['step'])} steps, not --steps {args.steps}; use "
             f"another --root or the same --steps", file=sys.stderr)
       return 2
-    scored = score_run(workdir, sampler_of(RECIPES[name], extra), lengths, args.samples, score, jax.random.PRNGKey(1000 + seed))
+    scored = score_run(run, sampler_of(RECIPES[name], extra), lengths, args.samples, score, jax.random.PRNGKey(1000 + seed))
     results["runs"][f"{name}/{seed}"] = {"argv": run_argv, "machine": machine(), "jax": jax.__version__,
                                          "date": time.strftime("%Y-%m-%d"), "seconds": time.perf_counter() - t0,
                                          "train_minutes": common.train_minutes(workdir), **scored}
