@@ -7,11 +7,13 @@ from pathlib import Path
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 # Every program the tests compile, here and in the trainers they start (children inherit the environment), at LLVM
-# optimization level 1 instead of XLA's default 3: the same HLO programs, whose floats may differ in the last bits
-# (an init's weights do: jaxtricks.checkpoints.init_once), at a fraction of the compile time of inits (2.5-4x) and ~13% off
-# the trainer tests (2026-12-02). No test compares against a level-3 result except in a child started with the
-# production flags (test_loop's bitwise test, PRODUCTION_XLA_FLAGS).
-TEST_XLA_LEVEL = "--xla_backend_optimization_level=1"
+# optimization level 0 instead of XLA's default 3: the same HLO programs, whose floats may differ in the last bits
+# (an init's weights do: jaxtricks.checkpoints.init_once), compiled in a fraction of the time. The suite is bound by
+# compiling tiny programs: level 1 took 10:02 of pytest on a clean clone, level 0 9:05 (2-core AMD EPYC, 2026-12-04).
+# The few tests that run hundreds of steps (a real-data accuracy bar, a walkthrough's chains) start their program as
+# a child at level 1 (RUN_XLA_FLAGS), where it runs ~2x faster. No test compares against a level-3 result except in
+# a child started with the production flags (test_loop's bitwise test, PRODUCTION_XLA_FLAGS).
+TEST_XLA_LEVEL = "--xla_backend_optimization_level=0"
 PRODUCTION_XLA_FLAGS = os.environ.get("XLA_FLAGS", "").replace(TEST_XLA_LEVEL, "").strip()   # (xdist workers inherit it)
 if "xla_backend_optimization_level" not in PRODUCTION_XLA_FLAGS:
   os.environ["XLA_FLAGS"] = f"{PRODUCTION_XLA_FLAGS} {TEST_XLA_LEVEL}".strip()
@@ -20,6 +22,7 @@ if "xla_backend_optimization_level" not in PRODUCTION_XLA_FLAGS:
 # flag makes GPU programs deterministic; a CPU ignores it.
 if "xla_gpu_deterministic_ops" not in os.environ["XLA_FLAGS"]:
   os.environ["XLA_FLAGS"] += " --xla_gpu_deterministic_ops=true"
+RUN_XLA_FLAGS = os.environ["XLA_FLAGS"].replace(TEST_XLA_LEVEL, "--xla_backend_optimization_level=1")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -44,7 +47,9 @@ def pytest_configure(config):
     os.environ[_JAX_CACHE] = tempfile.mkdtemp(prefix="jaxtricks-tests-xla-cache-")
     config._jaxtricks_cache = os.environ[_JAX_CACHE]
     config.add_cleanup(lambda: shutil.rmtree(config._jaxtricks_cache, ignore_errors=True))
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  # every program, however quick to compile: the children of one test compile the same small programs (a trainer's
+  # init, step, evaluation), and at level 0 most compile in under a second (-21% off the fault tests, 2026-12-04)
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
   jax.config.update("jax_compilation_cache_dir", os.environ[_JAX_CACHE])
   jax.config.update("jax_persistent_cache_min_compile_time_secs",

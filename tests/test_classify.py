@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO, child_env, error_lines, make_raw_folder, require_real_data
+from conftest import REPO, RUN_XLA_FLAGS, child_env, error_lines, make_raw_folder, require_real_data
 
 from jaxtricks import classifier, cli, loop, losses
 from jaxtricks.models.mobilenet import MobileNetV1
@@ -178,9 +178,10 @@ def test_mobilenet_width_multiplier_scales_params():
 @pytest.mark.slow
 def test_cnn_a_third_of_an_epoch_reaches_83_percent(tmp_path):
   """The docstring's `--model cnn --epochs 1` (87%) learns from the first third of its epoch: measured 2026-12-04,
-  2-core VM, seed 0: 85.77% at step 312 (81.03% at 156; the full epoch 87.54% at step 937)."""
+  2-core VM, seed 0, XLA level 1: 85.77% at step 312 (81.03% at 156; the full epoch 87.54% at step 937). The child
+  runs at level 1 (RUN_XLA_FLAGS): the suite's level 0 doubles its 312 steps' time."""
   require_real_data("fashion_mnist")
-  env = child_env()
+  env = child_env(XLA_FLAGS=RUN_XLA_FLAGS)
   p = subprocess.run([sys.executable, "-m", "train.classify", "--model", "cnn", "--steps", "312", "--workdir",
                       str(tmp_path / "run"), "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True,
                      timeout=900)
@@ -195,18 +196,20 @@ EXACT_AS_PUBLISHED = ["--loss", "exact", "--exact-sigma", "scheduled", "--exact-
 
 
 @pytest.mark.realdata
-@pytest.mark.slow
 def test_exact_as_published_does_not_collapse_on_mnist(tmp_path):
   """EXACT with the authors' recipe (scheduled sigma 10 -> 1, margin 0.5, logit batch-norm, gradient normalizer,
-  SGD 0.5 decayed): 100 steps of the small CNN on real MNIST. Measured (2026-12-01, 2-core VM): 96.65% at step
-  100 (97.72% at 300), where the learned-sigma head with the same SGD recipe sat at 12.28% (collapsed); the bar,
-  90%, is far above chance and below the measured run."""
+  SGD 0.5 decayed): 40 steps of the small CNN on real MNIST, as a child at XLA level 1 (RUN_XLA_FLAGS). Measured
+  (2026-12-04, 2-core AMD EPYC VM, level 1): 88.28% at step 40 (93.26% at step 100 of a 100-step run), where the
+  learned-sigma head with the same SGD recipe sat at 12.28% (collapsed, 2026-12-01); the bar, 75%, is far above
+  chance and below the measured run."""
   require_real_data("mnist")
-  argv = ["--dataset", "mnist", *EXACT_AS_PUBLISHED, "--steps", "100", "--workdir", str(tmp_path / "run"),
+  argv = ["--dataset", "mnist", *EXACT_AS_PUBLISHED, "--steps", "40", "--workdir", str(tmp_path / "run"),
           "--no-progress", "--no-tensorboard"]
-  assert cli.main(classify.Config, classify.run, argv=argv) == 0
+  p = subprocess.run([sys.executable, "-m", "train.classify", *argv], cwd=REPO, env=child_env(XLA_FLAGS=RUN_XLA_FLAGS),
+                     capture_output=True, text=True, timeout=900)
+  assert p.returncode == 0, p.stderr[-2000:]
   (step, accuracy), = loop.metric(loop.read_metrics(tmp_path / "run"), "test/accuracy")
-  assert step == 100 and accuracy >= 0.90, accuracy
+  assert step == 40 and accuracy >= 0.75, accuracy
 
 
 def test_exact_scheduled_sigma_model_has_ten_outputs_and_trains():

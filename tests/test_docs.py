@@ -341,22 +341,27 @@ WALKTHROUGH_SIZES = "STEPS, BATCH, SAMPLES = 1000, 128, 500"
 
 
 @pytest.mark.realdata
-def test_ebm_walkthrough_runs(tmp_path, monkeypatch):
-  """docs/ebm_walkthrough.md's blocks, one after another in one namespace, at the size its text says the test uses:
+def test_ebm_walkthrough_runs(tmp_path):
+  """docs/ebm_walkthrough.md's blocks, one after another as one script, at the size its text says the test uses:
   the loop trains (finite loss, the buffer holds every step's chains), the fresh chains moved from their noise and
-  stay in the data range, the grids are written."""
+  stay in the data range, the grids are written. The script runs as a reader's session would, in its own Python
+  (at XLA level 1, RUN_XLA_FLAGS: its 256-step chains run 2.6x slower at the suite's level 0)."""
   import numpy as np
+  from conftest import RUN_XLA_FLAGS, child_env
   require_real_data("fashion_mnist")   # the walkthrough reads the real data set, as a reader's session would
   text = _doc_text(REPO / "docs" / "ebm_walkthrough.md")
   assert WALKTHROUGH_SIZES in text and "STEPS, BATCH, SAMPLES = 3, 16, 16" in text
   code = "\n".join(re.findall(r"```python\n(.*?)```", text, re.S)).replace(WALKTHROUGH_SIZES,
                                                                           "STEPS, BATCH, SAMPLES = 3, 16, 16")
-  monkeypatch.chdir(tmp_path)
-  ns = {"__name__": "ebm_walkthrough"}
-  exec(compile(code, "docs/ebm_walkthrough.md", "exec"), ns)
-  assert int(ns["buffer"].count) == 3 * 16 and np.isfinite(float(ns["loss"]))
-  noise = np.asarray(ns["replay"].uniform_noise(ns["jax"].random.key(3), (16, 28, 28, 1)))
-  fresh = np.asarray(ns["from_noise"])
+  check = ("\nimport numpy\nnumpy.savez('checked.npz', count=int(buffer.count), loss=float(loss), fresh=numpy.asarray("
+           "from_noise), noise=numpy.asarray(replay.uniform_noise(jax.random.key(3), (16, 28, 28, 1))))\n")
+  (tmp_path / "ebm_walkthrough.py").write_text(code + check)
+  p = subprocess.run([sys.executable, "ebm_walkthrough.py"], cwd=tmp_path, env=child_env(XLA_FLAGS=RUN_XLA_FLAGS),
+                     capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stderr[-3000:]
+  ns = np.load(tmp_path / "checked.npz")
+  assert int(ns["count"]) == 3 * 16 and np.isfinite(float(ns["loss"]))
+  fresh, noise = ns["fresh"], ns["noise"]
   assert fresh.shape == (16, 28, 28, 1) and 0 <= fresh.min() and fresh.max() <= 1
   assert np.abs(fresh - noise).mean() > 1e-3            # 256 Langevin steps moved the chains
   assert (tmp_path / "walkthrough_buffer.png").stat().st_size > 0 and (tmp_path / "walkthrough_fresh.png").exists()
