@@ -47,13 +47,15 @@ def pytest_configure(config):
     os.environ[_JAX_CACHE] = tempfile.mkdtemp(prefix="jaxtricks-tests-xla-cache-")
     config._jaxtricks_cache = os.environ[_JAX_CACHE]
     config.add_cleanup(lambda: shutil.rmtree(config._jaxtricks_cache, ignore_errors=True))
-  # every program, however quick to compile: the children of one test compile the same small programs (a trainer's
-  # init, step, evaluation), and at level 0 most compile in under a second (-21% off the fault tests, 2026-12-04)
+  # The trainers the tests start cache every program, however quick to compile: the children of one test compile
+  # the same small programs (a trainer's init, step, evaluation), most in under a second at level 0 (-21% off the
+  # fault tests, 2026-12-04). The test processes themselves cache only programs of 0.5 s or more: their eager
+  # operations compile one tiny program each, and caching those doubled test_losses' and test_metrics' time.
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
   jax.config.update("jax_compilation_cache_dir", os.environ[_JAX_CACHE])
   jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+                    max(0.5, float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])))
   jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
 jax.config.update("jax_numpy_rank_promotion", "raise")   # implicit broadcasting of different ranks is a bug here
 # in-process trainers share this process's JAX: pin the CPU to one device, so that the first program run here does
