@@ -5,6 +5,8 @@
     checkpoints.save(mngr, step, state, key, fingerprint)                         # in the background
     checkpoints.close(mngr)                                                       # waits, with a deadline
     checkpoints.steps(workdir)                                                    # [2, 4]: the complete ones
+    checkpoints.save_weights(folder, state, step)   # a pretrained model: the arrays but the optimizer's, one file
+    state, step = checkpoints.restore_weights(folder, jax.eval_shape(init_fn))
 
 A damaged checkpoint (unreadable metadata or data) is named on stderr, moved to <workdir>/damaged_checkpoints/ and
 the newest intact one is used; an intact checkpoint of another model is refused (WorkdirError), never skipped.
@@ -28,11 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import serialization
 
 from jaxtricks.errors import JaxtricksError, WorkdirError
 
 State = Any
 
+WEIGHTS = "weights.msgpack"   # a pretrained model's arrays (save_weights), beside its config.json
 CLOSE_TIMEOUT_S = 600.0   # the longest wait for the saves in flight when a run ends (then it exits regardless)
 THREADS_TIMEOUT_S = 10.0   # the longest wait for orbax's threads to stop after the manager closed
 
@@ -162,6 +166,43 @@ def restore(workdir: str | Path, abstract_state: State | None = None,
     return _restore_newest_intact(mngr, workdir, abstract_state)
   finally:
     mngr.close()
+
+
+def save_weights(folder: str | Path, state: State, step: int) -> Path:
+  """A trained state in the form of a pretrained model: every array of `state` but the optimizer's (its
+  `opt_state`), with the step, as one msgpack file <folder>/weights.msgpack (flax.serialization), written whole or
+  not at all. `state` a state dataclass or the nested dicts `restore` gives. Evaluating and sampling need no more;
+  resuming training does (an orbax checkpoint holds the optimizer's moments too: 2-3x the size)."""
+  tree = serialization.to_state_dict(state)
+  tree = jax.tree.map(np.asarray, {k: v for k, v in tree.items() if k != "opt_state"})
+  path = Path(folder) / WEIGHTS
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_bytes(serialization.msgpack_serialize({"step": int(step), "state": tree}))
+  tmp.replace(path)
+  return path
+
+
+def restore_weights(folder: str | Path, abstract_state: State | None = None) -> tuple[State, int]:
+  """(state, step) of <folder>/weights.msgpack (save_weights) in the structure of `abstract_state` (e.g.
+  jax.eval_shape of the program's init): the stored arrays, as stored (a buffer may hold fewer items than the
+  abstract one), and zeros for the optimizer's. A state to evaluate or sample from, not to resume training.
+  Without `abstract_state`: the stored arrays as nested dicts, as `restore` gives a checkpoint without one."""
+  path = Path(folder) / WEIGHTS
+  try:
+    saved = serialization.msgpack_restore(path.read_bytes())
+  except OSError as e:
+    raise WorkdirError("workdir", f"{path}: cannot be read ({e.strerror or e})") from None
+  except Exception as e:  # pylint: disable=broad-except  (msgpack's errors for a damaged or foreign file)
+    raise WorkdirError("workdir", f"{path}: not the weights of a pretrained model ({type(e).__name__})") from None
+  if abstract_state is None:
+    return saved["state"], int(saved["step"])
+  zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract_state)
+  target = serialization.to_state_dict(zeros)
+  unknown = set(saved["state"]) - set(target)
+  if unknown:
+    raise WorkdirError("workdir", f"{path}: holds {sorted(unknown)}, which this program's state has not; is it "
+                       "another program's model?")
+  return serialization.from_state_dict(zeros, {**target, **saved["state"]}), int(saved["step"])
 
 
 def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict | None:

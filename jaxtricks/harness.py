@@ -75,6 +75,15 @@ class BaseConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvalOnlyConfig:
+  """--eval-only: mixed into a program's config before BaseConfig; the program calls `evaluate_checkpoint`."""
+  eval_only: bool = dataclasses.field(
+      default=False, metadata={"help": "train nothing: evaluate the newest checkpoint in the workdir (or the "
+                                       "pretrained model there, benchmarks/pretrained/), print it and write it to "
+                                       "<workdir>/eval.json"})
+
+
+@dataclasses.dataclass(frozen=True)
 class ExportConfig:
   """The settings of a generator's sample export for the standard Inception FID/KID tools (pytorch-fid, clean-fid,
   torch-fidelity; docs/programs.md): mixed into a program's config before BaseConfig, checked by `check_export`."""
@@ -267,16 +276,21 @@ def _settle_failed_computations() -> None:
 
 
 def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], evaluate: Callable[[Any], dict],
-                        fingerprint: dict | None = None) -> dict:
-  """No training: {"step": s, **evaluate(state)} of the newest intact checkpoint in `workdir`, after checking the
-  run's settings against `fingerprint`; printed and written to <workdir>/eval.json (a program's --eval-only;
-  WorkdirError after the printing when eval.json cannot be written)."""
+                        fingerprint: dict | None = None, then: Callable[[Any], Any] | None = None) -> dict:
+  """No training: {"step": s, **evaluate(state)} of the newest intact checkpoint in `workdir` (or of the pretrained
+  model there: checkpoints.save_weights), after checking the run's settings against `fingerprint`; printed and
+  written to <workdir>/eval.json (a program's --eval-only; WorkdirError after the printing when eval.json cannot be
+  written); then `then(state)` (a generator's sample export)."""
   workdir = Path(workdir)
-  if not checkpoints.steps(workdir):   # looked for, never created
+  weights = not checkpoints.steps(workdir) and (workdir / checkpoints.WEIGHTS).is_file()   # a pretrained model
+  if not (weights or checkpoints.steps(workdir)):   # looked for, never created
     raise WorkdirError("workdir", f"{workdir}: no checkpoint to evaluate; train a run there first")
   if fingerprint is not None and (workdir / "config.json").exists():
     compare_fingerprints(workdir, read_config(workdir / "config.json"), fingerprint)
-  state, _, step = checkpoints.restore(workdir, jax.eval_shape(init_fn))
+  if weights:
+    state, step = checkpoints.restore_weights(workdir, jax.eval_shape(init_fn))
+  else:
+    state, _, step = checkpoints.restore(workdir, jax.eval_shape(init_fn))
   values = {"step": step, **evaluate(state)}
   print(f"{workdir} step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items() if k != "step"))
   try:   # printed first: a read-only workdir (a colleague's run, a shared disk) still gives its numbers
@@ -284,4 +298,6 @@ def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], eval
   except OSError as e:
     raise WorkdirError("workdir", f"{workdir}: eval.json cannot be written there ({e.strerror or e}); the values "
                        "printed above are not saved: make the folder writable to keep them") from None
+  if then is not None:
+    then(state)
   return values

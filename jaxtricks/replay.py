@@ -85,3 +85,16 @@ def latest(buffer: ReplayBuffer, n: int) -> jax.Array:
   count, pointer, capacity = int(buffer.count), int(buffer.pointer), buffer.data.shape[0]
   idx = (pointer - 1 - jnp.arange(min(n, count))) % capacity
   return _decode(buffer, buffer.data[idx])
+
+
+def keep_latest(buffer: ReplayBuffer, n: int) -> ReplayBuffer:
+  """A full buffer of capacity min(n, count) holding `buffer`'s n most recently pushed items: `latest(.., k)` of it
+  gives what `latest(buffer, k)` gives for every k <= n (a pretrained EBM keeps these, not its whole buffer)."""
+  if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+    raise ValueError(f"keep_latest: n must be an integer >= 1, got {n!r}")
+  count, pointer, capacity = int(buffer.count), int(buffer.pointer), buffer.data.shape[0]
+  if count == 0:
+    raise ValueError("keep_latest: the buffer holds no items")
+  k = min(n, count)
+  idx_K = (pointer - k + jnp.arange(k)) % capacity   # oldest first: the new buffer's pointer wraps to slot 0
+  return buffer.replace(data=buffer.data[idx_K], count=jnp.asarray(k, jnp.int32), pointer=jnp.zeros((), jnp.int32))

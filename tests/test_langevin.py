@@ -159,6 +159,20 @@ def test_replay_latest_returns_the_newest_items_first_across_the_wrap():
   np.testing.assert_allclose(replay.latest(buf, 10)[:, 0], [0.5, 0.4, 0.3, 0.2], rtol=1e-6)
 
 
+def test_replay_keep_latest_keeps_what_latest_reads_across_the_wrap():
+  buf = replay.push(replay.create(4, (1,), dtype=jnp.float32), jnp.array([[0.1], [0.2], [0.3]]))
+  buf = replay.push(buf, jnp.array([[0.4], [0.5]]))                # wraps: slot 0 holds 0.5
+  kept = replay.keep_latest(buf, 3)
+  assert kept.data.shape == (3, 1) and int(kept.count) == 3
+  for k in (1, 2, 3, 10):
+    np.testing.assert_array_equal(replay.latest(kept, k), replay.latest(buf, min(k, 3)))
+  assert replay.keep_latest(buf, 10).data.shape == (4, 1)           # no more than it holds
+  kept = replay.push(kept, jnp.array([[0.9]]))                     # a full buffer: the oldest kept item goes
+  np.testing.assert_allclose(replay.latest(kept, 3)[:, 0], [0.9, 0.5, 0.4], rtol=1e-6)
+  with pytest.raises(ValueError, match="holds no items"):
+    replay.keep_latest(replay.create(4, (1,)), 2)
+
+
 @pytest.mark.parametrize("settings, words", [
     (dict(num_steps=-3), "num_steps must be a positive integer, got -3"),   # returned x0 before
     (dict(num_steps=0), "num_steps must be a positive integer, got 0"),

@@ -39,7 +39,7 @@ NUM_CLASSES = 10
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(harness.BaseConfig):
+class Config(harness.EvalOnlyConfig, harness.BaseConfig):
   """Train an image classifier: cross-entropy, the margin and accuracy losses, hinge or EXACT."""
   model: Literal["cnn", "mobilenet", "featnet", "vgg_m3"] = "cnn"
   loss: Literal["ce", "margin", "soft_acc", "hinge", "exact", "exact_log_mean", "exact_log"] = "ce"
@@ -92,9 +92,6 @@ class Config(harness.BaseConfig):
   workdir: str = "runs/classify"
   eval_every: int = dataclasses.field(default=0, metadata={"help": "steps between test evaluations; 0: each epoch"})
   eval_batch_size: int = 1000
-  eval_only: bool = dataclasses.field(
-      default=False, metadata={"help": "train nothing: evaluate the newest checkpoint in --workdir on the test set, "
-                                       "print it and write it to <workdir>/eval.json"})
   eval_flips: bool = dataclasses.field(
       default=False, metadata={"help": "each evaluation also reports test/accuracy_flips and test/nll_flips: the "
                                        "softmax averaged over each test image and its mirror (test-time "

@@ -42,7 +42,7 @@ from jaxtricks.errors import DivergenceError, require
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(harness.ExportConfig, harness.BaseConfig):
+class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
   """Train an energy-based model with Langevin dynamics and a replay buffer."""
   dataset: Literal["fashion_mnist", "mnist", "cifar10"] = "fashion_mnist"
   steps: int = 1000
@@ -173,6 +173,15 @@ def run(config: Config, actions=()):
       buffer = metrics.logged_scores(score(held), fid_name, "_buffer") if len(held) >= 2 else {}   # --batch-size 1
       return {**buffer, **metrics.logged_scores(score(drawn), fid_name, "_fresh")}
     periodic.append(loop.Periodic(config.fid_every, evaluate, announce=True))
+  export = lambda state: harness.export(
+      config, lambda n: np.asarray(replay.latest(state.buffer, n)) if config.export_source == "buffer"
+      else fresh(state, n), reals=test["image"])
+  if config.eval_only:   # the FIDs of a checkpoint or pretrained model (benchmarks/pretrained/), then its export
+    require(fid_name is not None, "eval_only", f"needs a feature net for {config.dataset}'s FID")
+
+    harness.evaluate_checkpoint(config.workdir, init_fn=init, evaluate=lambda state: evaluate(int(state.step), state),
+                                then=export, fingerprint=harness.fingerprint(config, FINGERPRINT))
+    return None
   step_fn = functools.partial(ebm.train_step, model=model, tx=tx, sampler=chains, reg=config.reg,
                               chain_sharding=parallel.sharded(mesh))
   state = harness.train(
@@ -180,8 +189,7 @@ def run(config: Config, actions=()):
       state_sharding=shardings, actions=[*periodic, *actions], fingerprint=harness.fingerprint(config, FINGERPRINT),
       progress_keys=("energy_real", "energy_fake"),
       divergence_advice="Resume from it with a lower {lr}, more {langevin_steps} or a larger {reg}")
-  harness.export(config, lambda n: np.asarray(replay.latest(state.buffer, n)) if config.export_source == "buffer"
-                 else fresh(state, n), reals=test["image"])
+  export(state)
   return state
 
 

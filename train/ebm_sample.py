@@ -89,7 +89,7 @@ class Config(harness.ExportConfig):
 
 def load_model(workdir: Path) -> tuple[dict, dict]:
   """(the run's settings from config.json, its latest state as plain arrays: params, stats, buffer, ...) of a
-  workdir of train.ebm; WorkdirError if it holds none."""
+  workdir of train.ebm or a pretrained EBM (benchmarks/pretrained/); WorkdirError if it holds none."""
   path = workdir / "config.json"
   if not path.is_file():
     raise WorkdirError("workdir", f"{workdir}: no config.json there; is it a workdir of train.ebm?")
@@ -97,6 +97,8 @@ def load_model(workdir: Path) -> tuple[dict, dict]:
   saved.setdefault("net", "resnet")   # workdirs from before --net had only the residual net
   if set(saved) != TRAIN_EBM_SETTINGS:
     raise WorkdirError("workdir", f"{workdir}: config.json is not from train.ebm (keys {sorted(saved)})")
+  if not checkpoints.steps(workdir) and (workdir / checkpoints.WEIGHTS).is_file():   # a pretrained model
+    return saved, checkpoints.restore_weights(workdir)[0]
   state, _, _ = checkpoints.restore(workdir)
   return saved, state
 

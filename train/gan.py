@@ -29,7 +29,7 @@ from jaxtricks.models.dcgan import Discriminator, Generator
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(harness.ExportConfig, harness.BaseConfig):
+class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
   """Train a DCGAN with one loss through stop_gradient or with alternating updates."""
   mode: gan.Mode = dataclasses.field(
       default="single", metadata={"help": "single: one loss, one step updates G and D (the freeze form with one D "
@@ -143,15 +143,23 @@ def run(config: Config, actions=()):
       out = scores(step, samples(state, config.fid_samples, ema=False))
       return {**out, **scores(step, samples(state, config.fid_samples, ema=True), "_ema")} if ema else out
     periodic.append(loop.Periodic(config.fid_every, evaluate, announce=True))
+  init_fn = lambda: init(config, keys["init"], generator, discriminator, tx)
+  export = lambda state: harness.export(
+      config, lambda n: draw(generator, state, jax.random.fold_in(keys["sample"], 1), n, config.z_dim, ema),
+      reals=test["image"])
+  if config.eval_only:   # the FIDs of a checkpoint or pretrained model (benchmarks/pretrained/), then its export
+    require(fid_name is not None, "eval_only", f"needs a feature net for {config.dataset}'s FID")
+    harness.evaluate_checkpoint(config.workdir, init_fn=init_fn, evaluate=lambda state: evaluate(int(state.step), state),
+                                then=export, fingerprint=harness.fingerprint(config, FINGERPRINT))
+    return None
   state = harness.train(
       config, steps=config.steps,
-      init_fn=lambda: init(config, keys["init"], generator, discriminator, tx),
+      init_fn=init_fn,
       train_step=functools.partial(train_step, config=config, generator=generator, discriminator=discriminator,
                                    tx=tx),
       batches=batches, key=keys["step"], mesh=mesh, fingerprint=harness.fingerprint(config, FINGERPRINT),
       actions=[*periodic, *actions], divergence_advice="Resume from it with a lower {lr_g} and {lr_d}")
-  harness.export(config, lambda n: draw(generator, state, jax.random.fold_in(keys["sample"], 1), n, config.z_dim, ema),
-                 reals=test["image"])
+  export(state)
   return state
 
 

@@ -1,0 +1,134 @@
+"""The pretrained models in benchmarks/pretrained/: made from a trained workdir, each evaluated by one command that
+prints its table's number.
+
+    python -m benchmarks.tools.pretrained export ebm_s0 --workdir runs/ebm   # the workdir's newest checkpoint, slim
+    python -m benchmarks.tools.pretrained list                               # name, MB, table number, eval command
+
+A pretrained model is a folder: the run's config.json, weights.msgpack (jaxtricks.checkpoints.save_weights: every
+array but the optimizer's; of an EBM's replay buffer the items its FID reads, replay.keep_latest) and
+pretrained.json (the command that trained it, the code version, host, date, and where its table's number stands).
+Its program's `--eval-only` evaluates it like a workdir (CATALOG's eval commands); tests/test_pretrained.py runs
+each command and compares with the table. All models together stay within MAX_BYTES.
+"""
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import machine
+from jaxtricks import checkpoints, replay
+
+ROOT = Path(__file__).resolve().parents[2]
+FOLDER = ROOT / "benchmarks" / "pretrained"
+MAX_BYTES = 15 * 2 ** 20
+BUFFER_ITEMS = 500   # of an EBM's replay buffer: train.ebm's --fid-samples default
+EXACT_PUBLISHED = ["--dataset", "mnist", "--model", "cnn", "--epochs", "20.0", "--seed", "0", "--loss", "exact",
+                   "--optimizer", "sgd", "--momentum", "0.9", "--weight-decay", "0.0001", "--schedule", "exponential",
+                   "--lr-final", "0.0001", "--batch-size", "256", "--lr", "0.5", "--exact-sigma", "scheduled",
+                   "--exact-sigma-init", "10.0", "--exact-sigma-final", "1.0", "--exact-margin", "0.5",
+                   "--logit-batchnorm", "--grad-normalizer"]
+
+
+def _gan(mode: str) -> dict:
+  train = ["--steps", "20000", "--width", "16", "--seed", "0", "--fid-every", "1250", "--fid-samples", "5000",
+           "--ema-decay", "0.999", "--sample-every", "20000", "--checkpoint-every", "500", "--no-progress",
+           "--no-tensorboard", "--mode", mode]
+  return dict(program="train.gan", train=train,
+              eval=["--mode", mode, "--width", "16", "--ema-decay", "0.999", "--fid-samples", "5000"],
+              what=f"DCGAN width 16, --mode {mode}, 20,000 steps, EMA 0.999, seed 0",
+              table=dict(file="benchmarks/results/gan_convergence.json", run=f"{mode}/0", series="fid_ema"),
+              printed="fid_fmnist_ema", rel=1e-3)
+
+
+# name -> what trained it (program and flags, run from the repo root), how it is evaluated (flags beside
+# --eval-only --workdir: those of the run's fingerprint and architecture), where its table's number stands, the key its evaluation prints it under, and the
+# relative tolerance of the comparison (a GAN's or EBM's FID: last-bit float differences between CPU models)
+CATALOG = {
+    "ebm_s0": dict(program="train.ebm", train=[], eval=[],
+                   what="the main job (`make train`): strided energy net, 1,000 steps, seed 0",
+                   table=dict(file="README.md", pattern=r"fid_fmnist_buffer=([\d.]+)"),
+                   printed="fid_fmnist_buffer", rel=1e-3),
+    "exact_mnist_s0": dict(program="train.classify", train=EXACT_PUBLISHED,
+                           eval=["--dataset", "mnist", "--loss", "exact", "--exact-sigma", "scheduled",
+                                 "--logit-batchnorm", "--grad-normalizer", "--optimizer", "sgd", "--batch-size", "256"],
+                           what="EXACT as published on MNIST, the small CNN, 20 epochs, seed 0",
+                           table=dict(file="benchmarks/results/exact_table_mnist.json", run="exact (published)/0",
+                                      series="curve"),
+                           printed="test/accuracy", rel=0.0),
+    "gan_single_s0": _gan("single"),
+    "gan_alternating_s0": _gan("alternating"),
+}
+
+
+def eval_argv(name: str, folder: Path | None = None) -> list[str]:
+  """The command that evaluates pretrained model `name` (in `folder`, else its place in the repo)."""
+  entry = CATALOG[name]
+  where = folder if folder is not None else Path("benchmarks") / "pretrained" / name
+  return ["python", "-m", entry["program"], "--eval-only", "--workdir", str(where), *entry["eval"]]
+
+
+def table_number(name: str) -> float:
+  """The number of pretrained model `name` as its table (results file or README) states it."""
+  table = CATALOG[name]["table"]
+  path = ROOT / table["file"]
+  if "pattern" in table:
+    return float(re.search(table["pattern"], path.read_text()).group(1))
+  series = json.loads(path.read_text())["runs"][table["run"]][table["series"]]
+  last = series[-1]
+  return float(last[1] if isinstance(last, list) else last)
+
+
+def export(name: str, workdir: Path, out: Path = FOLDER) -> Path:
+  """<out>/<name>/: config.json, weights.msgpack of the workdir's newest checkpoint, pretrained.json."""
+  entry = CATALOG[name]
+  state, _, step = checkpoints.restore(workdir)
+  if "buffer" in state:   # the items the EBM's FID reads (the latest --fid-samples, 500), not the whole buffer
+    buffer = replay.keep_latest(replay.ReplayBuffer(**state["buffer"]), BUFFER_ITEMS)
+    state = {**state, "buffer": {"data": buffer.data, "count": buffer.count, "pointer": buffer.pointer}}
+  folder = out / name
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / "config.json").write_text((workdir / "config.json").read_text())
+  checkpoints.save_weights(folder, state, step)
+  commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+  meta = {"name": name, "what": entry["what"], "step": step,
+          "trained_by": shlex.join(["python", "-m", entry["program"], *entry["train"], "--workdir", "WORKDIR"]),
+          "evaluate": shlex.join(eval_argv(name)), "table": entry["table"], "printed": entry["printed"],
+          "code": commit, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+  (folder / "pretrained.json").write_text(json.dumps(meta, indent=1) + "\n")
+  return folder
+
+
+def total_bytes(out: Path = FOLDER) -> int:
+  return sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.name != "eval.json")
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.tools.pretrained", description=__doc__.split("\n\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  ex = sub.add_parser("export", help="write benchmarks/pretrained/NAME from a trained workdir")
+  ex.add_argument("name", choices=sorted(CATALOG))
+  ex.add_argument("--workdir", required=True, help="the trained run (its newest checkpoint is taken)")
+  sub.add_parser("list", help="each model: size, its table's number, the command that evaluates it")
+  args = parser.parse_args(argv)
+  if args.command == "export":
+    workdir = Path(args.workdir)
+    if not checkpoints.steps(workdir):
+      parser.exit(2, f"--workdir {workdir}: no checkpoint there; train the run first ({CATALOG[args.name]['what']})\n")
+    folder = export(args.name, workdir)
+    print(f"wrote {folder} ({sum(p.stat().st_size for p in folder.iterdir()) / 2 ** 20:.2f} MB); all models: "
+          f"{total_bytes() / 2 ** 20:.2f} MB of {MAX_BYTES / 2 ** 20:.0f}")
+    return 0
+  for name in CATALOG:
+    folder = FOLDER / name
+    size = f"{total_bytes(folder) / 2 ** 20:.2f} MB" if folder.is_dir() else "not made yet"
+    print(f"{name}: {size}, {CATALOG[name]['printed']} = {table_number(name)} in its table\n  {shlex.join(eval_argv(name))}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,93 @@
+"""The pretrained models (benchmarks/pretrained/): the slim form evaluates to what the run's own checkpoint gives,
+each committed model's command prints its table's number, and all of them stay within the size bound."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import PRODUCTION_XLA_FLAGS, REPO, child_env, make_raw_folder, require_real_data
+
+from benchmarks.tools import pretrained
+from jaxtricks import checkpoints, cli
+from train import classify, ebm, gan
+
+TINY = {   # program, the catalog entry whose export it goes through, its flags
+    "gan": (gan, "gan_single_s0", ["--batch-size", "16", "--width", "8", "--z-dim", "8", "--fid-samples", "32",
+                                   "--ema-decay", "0.9", "--sample-every", "100"]),
+    "ebm": (ebm, "ebm_s0", ["--batch-size", "16", "--channels", "4", "--langevin-steps", "3", "--fresh-steps", "3",
+                            "--unroll", "1", "--buffer-size", "64", "--fid-samples", "32", "--sample-every", "100"]),
+    "classify": (classify, "exact_mnist_s0", ["--model", "cnn", "--batch-size", "16", "--loss", "exact",
+                                              "--exact-sigma", "scheduled", "--logit-batchnorm"]),
+}
+
+
+@pytest.mark.parametrize("program", TINY)
+def test_the_slim_form_evaluates_as_the_checkpoint(program, tmp_path, monkeypatch):
+  """A 3-step run's --eval-only on its workdir and on its export (weights.msgpack: no optimizer state, of the EBM's
+  buffer only the latest items) print the same values; the export is smaller than the checkpoint; the export
+  records the code version that made it."""
+  module, name, flags = TINY[program]
+  make_raw_folder(tmp_path / "raw")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  recipes = getattr(module, "RECIPES", None)
+  main = lambda *argv: cli.main(module.Config, module.run, ["--data-dir", str(tmp_path / "raw"), "--no-progress",
+                                                            *flags, *argv], recipes=recipes)
+  assert main("--steps", "3", "--workdir", str(tmp_path / "run")) == 0
+  assert main("--eval-only", "--workdir", str(tmp_path / "run")) == 0
+  folder = pretrained.export(name, tmp_path / "run", out=tmp_path / "pretrained")
+  assert main("--eval-only", "--workdir", str(folder)) == 0
+  full, slim = (json.loads((p / "eval.json").read_text()) for p in (tmp_path / "run", folder))
+  assert slim == pytest.approx(full, rel=1e-6) and len(full) > 1   # (KID's float sums: the last bits may differ)
+  checkpoint = sum(p.stat().st_size for p in (tmp_path / "run" / "checkpoints").rglob("*") if p.is_file())
+  assert (folder / checkpoints.WEIGHTS).stat().st_size < checkpoint
+  if program == "ebm":   # train.ebm_sample draws from a pretrained EBM as from a workdir
+    from train import ebm_sample
+    x = ebm_sample.run(ebm_sample.Config(workdirs=str(folder), num=8, rounds=1, langevin_steps=3, start="noise",
+                                         out=str(tmp_path / "noise.png")))
+    assert x.shape[0] == 8 and (tmp_path / "noise.png").stat().st_size > 0
+  meta = json.loads((folder / "pretrained.json").read_text())
+  assert meta["step"] == 3 and len(meta["code"]) == 40 and meta["evaluate"].startswith("python -m train.")
+
+
+def test_other_settings_than_the_models_are_refused(tmp_path, monkeypatch):
+  """--eval-only on a pretrained model with another architecture's flags: one line naming the setting, exit 2."""
+  module, name, flags = TINY["gan"]
+  make_raw_folder(tmp_path / "raw")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  base = ["--data-dir", str(tmp_path / "raw"), "--no-progress", *flags]
+  assert cli.main(gan.Config, gan.run, [*base, "--steps", "2", "--workdir", str(tmp_path / "run")]) == 0
+  folder = pretrained.export(name, tmp_path / "run", out=tmp_path / "pretrained")
+  assert cli.main(gan.Config, gan.run, [*base, "--width", "16", "--eval-only", "--workdir", str(folder)]) == cli.EXIT_USAGE
+
+
+def test_all_models_stay_within_the_size_bound():
+  assert pretrained.total_bytes() <= pretrained.MAX_BYTES, f"{pretrained.total_bytes() / 2 ** 20:.1f} MB"
+
+
+MADE = [name for name in pretrained.CATALOG if (pretrained.FOLDER / name / checkpoints.WEIGHTS).is_file()]
+
+
+def test_each_made_model_is_complete():
+  for name in MADE:
+    meta = json.loads((pretrained.FOLDER / name / "pretrained.json").read_text())
+    assert meta["evaluate"] == " ".join(pretrained.eval_argv(name)) and meta["printed"] == pretrained.CATALOG[name]["printed"]
+    assert (pretrained.FOLDER / name / "config.json").is_file()
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", MADE)
+def test_the_eval_command_prints_the_tables_number(name, tmp_path):
+  """Each committed model's command (benchmarks/pretrained/README.md), run as written but on a copy of its folder
+  (its eval.json stays out of the clone), with the production compile: the value it prints is its table's."""
+  entry = pretrained.CATALOG[name]
+  require_real_data("mnist" if "--dataset" in entry["eval"] and "mnist" in entry["eval"] else "fashion_mnist")
+  folder = tmp_path / name
+  shutil.copytree(pretrained.FOLDER / name, folder)
+  argv = pretrained.eval_argv(name, folder)
+  p = subprocess.run([sys.executable, *argv[1:]], cwd=REPO, env=child_env(XLA_FLAGS=PRODUCTION_XLA_FLAGS),
+                     capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stderr[-2000:]
+  value, table = json.loads((folder / "eval.json").read_text())[entry["printed"]], pretrained.table_number(name)
+  assert abs(value - table) <= entry["rel"] * abs(table) + 5e-5, (name, value, table)
