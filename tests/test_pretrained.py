@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import PRODUCTION_XLA_FLAGS, REPO, child_env, make_raw_folder, require_real_data
 
@@ -91,3 +92,25 @@ def test_the_eval_command_prints_the_tables_number(name, tmp_path):
   assert p.returncode == 0, p.stderr[-2000:]
   value, table = json.loads((folder / "eval.json").read_text())[entry["printed"]], pretrained.table_number(name)
   assert abs(value - table) <= entry["rel"] * abs(table) + 5e-5, (name, value, table)
+
+
+@pytest.mark.realdata
+def test_gan_rescore_reads_pretrained_gans_and_states_the_real_data_floor(tmp_path, monkeypatch):
+  """benchmarks.studies.gan.gan_rescore at tiny size on a 3-step GAN exported as a pretrained model: the real-data
+  floor falls with the sample count (FID's bias) and its FID∞ lies below it; the 3-step G is far above the floor;
+  KID, precision and recall are there."""
+  from benchmarks.studies.gan import gan_rescore
+  require_real_data("fashion_mnist")
+  module, name, flags = TINY["gan"]
+  make_raw_folder(tmp_path / "raw")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  argv = ["--data-dir", str(tmp_path / "raw"), "--no-progress", *flags, "--steps", "3", "--workdir", str(tmp_path / "run")]
+  assert cli.main(gan.Config, gan.run, argv) == 0
+  monkeypatch.delenv("TFDS_DATA_DIR")   # the study reads the real Fashion-MNIST
+  pretrained.export(name, tmp_path / "run", out=tmp_path / "pretrained")
+  scores = gan_rescore.rescore([name], 256, [32, 64, 128, 256], folder=tmp_path / "pretrained")
+  floor, model = scores["real"], scores[name]
+  assert floor["fid"] == sorted(floor["fid"], reverse=True) and floor["fid_infinity"] < floor["fid"][-1]
+  assert all(m > 3 * f for m, f in zip(model["fid"], floor["fid"]))
+  assert 0 <= model["precision"] <= 1 and 0 <= model["recall"] <= 1 and np.isfinite(model["kid"])
+  assert len(gan_rescore.rows_of(scores)) == 1
