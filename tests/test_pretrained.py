@@ -24,24 +24,40 @@ TINY = {   # program, the catalog entry whose export it goes through, its flags
 }
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """program -> (the main of its tiny flags, the workdir of its 3-step run): each trained once, on first use."""
+  root = tmp_path_factory.mktemp("pretrained")
+  make_raw_folder(root / "raw")
+  made = {}
+
+  def get(program):
+    module, _, flags = TINY[program]
+    main = lambda *argv: cli.main(module.Config, module.run, ["--data-dir", str(root / "raw"), "--no-progress",
+                                                              *flags, *argv], recipes=getattr(module, "RECIPES", None))
+    if program not in made:
+      with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TFDS_DATA_DIR", str(root / "tfds"))
+        assert main("--steps", "3", "--workdir", str(root / program)) == 0
+      made[program] = root / program
+    return main, made[program]
+  get.tfds = root / "tfds"
+  return get
+
+
 @pytest.mark.parametrize("program", TINY)
-def test_the_slim_form_evaluates_as_the_checkpoint(program, tmp_path, monkeypatch):
+def test_the_slim_form_evaluates_as_the_checkpoint(program, trained, tmp_path, monkeypatch):
   """A 3-step run's --eval-only on its workdir and on its export (weights.msgpack: no optimizer state, of the EBM's
   buffer only the latest items) print the same values; the export is smaller than the checkpoint; the export
   records the code version that made it."""
-  module, name, flags = TINY[program]
-  make_raw_folder(tmp_path / "raw")
-  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-  recipes = getattr(module, "RECIPES", None)
-  main = lambda *argv: cli.main(module.Config, module.run, ["--data-dir", str(tmp_path / "raw"), "--no-progress",
-                                                            *flags, *argv], recipes=recipes)
-  assert main("--steps", "3", "--workdir", str(tmp_path / "run")) == 0
-  assert main("--eval-only", "--workdir", str(tmp_path / "run")) == 0
-  folder = pretrained.export(name, tmp_path / "run", out=tmp_path / "pretrained")
+  main, workdir = trained(program)
+  monkeypatch.setenv("TFDS_DATA_DIR", str(trained.tfds))
+  assert main("--eval-only", "--workdir", str(workdir)) == 0
+  folder = pretrained.export(TINY[program][1], workdir, out=tmp_path / "pretrained")
   assert main("--eval-only", "--workdir", str(folder)) == 0
-  full, slim = (json.loads((p / "eval.json").read_text()) for p in (tmp_path / "run", folder))
+  full, slim = (json.loads((p / "eval.json").read_text()) for p in (workdir, folder))
   assert slim == pytest.approx(full, rel=1e-6) and len(full) > 1   # (KID's float sums: the last bits may differ)
-  checkpoint = sum(p.stat().st_size for p in (tmp_path / "run" / "checkpoints").rglob("*") if p.is_file())
+  checkpoint = sum(p.stat().st_size for p in (workdir / "checkpoints").rglob("*") if p.is_file())
   assert (folder / checkpoints.WEIGHTS).stat().st_size < checkpoint
   if program == "ebm":   # train.ebm_sample draws from a pretrained EBM as from a workdir
     from train import ebm_sample
@@ -52,15 +68,15 @@ def test_the_slim_form_evaluates_as_the_checkpoint(program, tmp_path, monkeypatc
   assert meta["step"] == 3 and len(meta["code"]) == 40 and meta["evaluate"].startswith("python -m train.")
 
 
-def test_other_settings_than_the_models_are_refused(tmp_path, monkeypatch):
+def test_other_settings_than_the_models_are_refused(trained, tmp_path, monkeypatch, capsys):
   """--eval-only on a pretrained model with another architecture's flags: one line naming the setting, exit 2."""
-  module, name, flags = TINY["gan"]
-  make_raw_folder(tmp_path / "raw")
-  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-  base = ["--data-dir", str(tmp_path / "raw"), "--no-progress", *flags]
-  assert cli.main(gan.Config, gan.run, [*base, "--steps", "2", "--workdir", str(tmp_path / "run")]) == 0
-  folder = pretrained.export(name, tmp_path / "run", out=tmp_path / "pretrained")
-  assert cli.main(gan.Config, gan.run, [*base, "--width", "16", "--eval-only", "--workdir", str(folder)]) == cli.EXIT_USAGE
+  main, workdir = trained("gan")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(trained.tfds))
+  folder = pretrained.export("gan_single_s0", workdir, out=tmp_path / "pretrained")
+  capsys.readouterr()
+  assert main("--width", "16", "--eval-only", "--workdir", str(folder)) == cli.EXIT_USAGE
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "width" in err[0], err
 
 
 def test_all_models_stay_within_the_size_bound():
@@ -95,19 +111,15 @@ def test_the_eval_command_prints_the_tables_number(name, tmp_path):
 
 
 @pytest.mark.realdata
-def test_gan_rescore_reads_pretrained_gans_and_states_the_real_data_floor(tmp_path, monkeypatch):
+def test_gan_rescore_reads_pretrained_gans_and_states_the_real_data_floor(trained, tmp_path):
   """benchmarks.studies.gan.gan_rescore at tiny size on a 3-step GAN exported as a pretrained model: the real-data
   floor falls with the sample count (FID's bias) and its FID∞ lies below it; the 3-step G is far above the floor;
   KID, precision and recall are there."""
   from benchmarks.studies.gan import gan_rescore
   require_real_data("fashion_mnist")
-  module, name, flags = TINY["gan"]
-  make_raw_folder(tmp_path / "raw")
-  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-  argv = ["--data-dir", str(tmp_path / "raw"), "--no-progress", *flags, "--steps", "3", "--workdir", str(tmp_path / "run")]
-  assert cli.main(gan.Config, gan.run, argv) == 0
-  monkeypatch.delenv("TFDS_DATA_DIR")   # the study reads the real Fashion-MNIST
-  pretrained.export(name, tmp_path / "run", out=tmp_path / "pretrained")
+  _, workdir = trained("gan")
+  pretrained.export("gan_single_s0", workdir, out=tmp_path / "pretrained")
+  name = "gan_single_s0"
   scores = gan_rescore.rescore([name], 256, [32, 64, 128, 256], folder=tmp_path / "pretrained")
   floor, model = scores["real"], scores[name]
   assert floor["fid"] == sorted(floor["fid"], reverse=True) and floor["fid_infinity"] < floor["fid"][-1]
