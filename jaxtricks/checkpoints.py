@@ -198,11 +198,18 @@ def restore_weights(folder: str | Path, abstract_state: State | None = None) -> 
     return saved["state"], int(saved["step"])
   zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract_state)
   target = serialization.to_state_dict(zeros)
-  unknown = set(saved["state"]) - set(target)
-  if unknown:
-    raise WorkdirError("workdir", f"{path}: holds {sorted(unknown)}, which this program's state has not; is it "
-                       "another program's model?")
-  return serialization.from_state_dict(zeros, {**target, **saved["state"]}), int(saved["step"])
+  other = lambda why: WorkdirError("workdir", f"{path}: {why}; is it another program's or another setting's model?")
+  if set(saved["state"]) != set(target) - {"opt_state"}:
+    raise other(f"holds {sorted(saved['state'])}, this program's state {sorted(set(target) - {'opt_state'})}")
+  want = {jax.tree_util.keystr(k): a.shape for k, a in jax.tree_util.tree_leaves_with_path(target)}
+  for k, a in jax.tree_util.tree_leaves_with_path(saved["state"]):
+    name = jax.tree_util.keystr(k)
+    if name not in want or (np.shape(a) != want[name] and not name.startswith("['buffer']")):   # (a kept buffer)
+      raise other(f"{name} is {np.shape(a)}, this program's {want.get(name, 'absent')}")
+  try:
+    return serialization.from_state_dict(zeros, {**target, **saved["state"]}), int(saved["step"])
+  except (ValueError, KeyError, TypeError) as e:
+    raise other(str(e).splitlines()[0][:160]) from None
 
 
 def saved_config(mngr: ocp.CheckpointManager, step: int) -> dict | None:

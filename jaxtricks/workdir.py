@@ -28,6 +28,9 @@ def prepare(workdir: Path, fingerprint: dict[str, Any]) -> None:
   the loop, once the checkpoints' own settings have been checked and the run's first step has succeeded.)"""
   if workdir.exists() and not workdir.is_dir():
     raise WorkdirError("workdir", f"{workdir}: is a file, not a directory; choose a directory")
+  if (workdir / "weights.msgpack").exists():   # checkpoints.WEIGHTS: a pretrained model (benchmarks/pretrained/)
+    raise WorkdirError("workdir", f"{workdir}: holds a pretrained model (weights.msgpack, no optimizer state): it "
+                       "evaluates ({eval_only}) and samples, it does not train; train in another directory")
   if workdir.is_dir() and not any((workdir / name).exists() for name in _OURS):
     others = [p.name for p in workdir.iterdir() if not p.name.startswith(".write_test.")]
     if others:

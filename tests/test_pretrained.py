@@ -14,7 +14,7 @@ from benchmarks.tools import pretrained
 from jaxtricks import checkpoints, cli
 from train import classify, ebm, gan
 
-TINY = {   # program, the catalog entry whose export it goes through, its flags
+TINY = {   # program, the catalog entry whose export it goes through (check=False: not the catalog's run), its flags
     "gan": (gan, "gan_single_s0", ["--batch-size", "16", "--width", "8", "--z-dim", "8", "--fid-samples", "32",
                                    "--ema-decay", "0.9", "--sample-every", "100"]),
     "ebm": (ebm, "ebm_s0", ["--batch-size", "16", "--channels", "4", "--langevin-steps", "3", "--fresh-steps", "3",
@@ -53,7 +53,7 @@ def test_the_slim_form_evaluates_as_the_checkpoint(program, trained, tmp_path, m
   main, workdir = trained(program)
   monkeypatch.setenv("TFDS_DATA_DIR", str(trained.tfds))
   assert main("--eval-only", "--workdir", str(workdir)) == 0
-  folder = pretrained.export(TINY[program][1], workdir, out=tmp_path / "pretrained")
+  folder = pretrained.export(TINY[program][1], workdir, out=tmp_path / "pretrained", check=False)
   assert main("--eval-only", "--workdir", str(folder)) == 0
   full, slim = (json.loads((p / "eval.json").read_text()) for p in (workdir, folder))
   assert slim == pytest.approx(full, rel=1e-6) and len(full) > 1   # (KID's float sums: the last bits may differ)
@@ -65,18 +65,56 @@ def test_the_slim_form_evaluates_as_the_checkpoint(program, trained, tmp_path, m
                                          out=str(tmp_path / "noise.png")))
     assert x.shape[0] == 8 and (tmp_path / "noise.png").stat().st_size > 0
   meta = json.loads((folder / "pretrained.json").read_text())
-  assert meta["step"] == 3 and len(meta["code"]) == 40 and meta["evaluate"].startswith("python -m train.")
+  assert meta["step"] == 3 and meta["code"] and meta["evaluate"].startswith("python -m train.")
 
 
 def test_other_settings_than_the_models_are_refused(trained, tmp_path, monkeypatch, capsys):
   """--eval-only on a pretrained model with another architecture's flags: one line naming the setting, exit 2."""
   main, workdir = trained("gan")
   monkeypatch.setenv("TFDS_DATA_DIR", str(trained.tfds))
-  folder = pretrained.export("gan_single_s0", workdir, out=tmp_path / "pretrained")
+  folder = pretrained.export("gan_single_s0", workdir, out=tmp_path / "pretrained", check=False)
   capsys.readouterr()
   assert main("--width", "16", "--eval-only", "--workdir", str(folder)) == cli.EXIT_USAGE
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "width" in err[0], err
+
+
+def test_weights_of_another_model_are_refused_naming_what_differs(trained, tmp_path):
+  """restore_weights into a state of other shapes or fields: WorkdirError naming the array, never a traceback."""
+  import jax
+
+  from jaxtricks.errors import WorkdirError
+  _, workdir = trained("gan")
+  folder = pretrained.export("gan_single_s0", workdir, out=tmp_path, check=False)
+  state, step = checkpoints.restore_weights(folder)
+  abstract = lambda f: {**jax.tree.map(lambda a: jax.ShapeDtypeStruct(f(np.shape(a)), np.asarray(a).dtype), state),
+                        "opt_state": {}}
+  restored, step = checkpoints.restore_weights(folder, abstract(lambda shape: shape))
+  assert step == 3 and np.array_equal(restored["ema_g"]["Dense_0"]["kernel"], state["ema_g"]["Dense_0"]["kernel"])
+  with pytest.raises(WorkdirError, match=r"\] is \(\d+[,\d ]*\), this program's \(\d+"):
+    checkpoints.restore_weights(folder, abstract(lambda shape: (*shape[:-1], 2 * shape[-1]) if shape else shape))
+  with pytest.raises(WorkdirError, match="this program's state"):
+    checkpoints.restore_weights(folder, {**abstract(lambda shape: shape), "buffer": {}})
+
+
+def test_export_refuses_a_run_that_is_not_the_catalogs_and_training_into_a_model(trained, tmp_path, monkeypatch,
+                                                                               capsys):
+  """The export checks the run's settings against its catalog entry (a tiny GAN is not the width-16 model), and a
+  program refuses to train into a pretrained model's folder (it would shadow the weights), in one line, exit 2."""
+  from jaxtricks.errors import ConfigError
+  main, workdir = trained("gan")
+  with pytest.raises(ConfigError, match=r"not the run of gan_single_s0 .*width 8, not 16"):
+    pretrained.export("gan_single_s0", workdir, out=tmp_path)
+  with pytest.raises(SystemExit) as stop:   # the tool's command line: one line, exit 2
+    pretrained.main(["export", "ebm_s0", "--workdir", str(workdir)])
+  assert stop.value.code == 2 and "not the run of ebm_s0" in capsys.readouterr().err
+  folder = pretrained.export("gan_single_s0", workdir, out=tmp_path, check=False)
+  monkeypatch.setenv("TFDS_DATA_DIR", str(trained.tfds))
+  capsys.readouterr()
+  assert main("--steps", "3", "--workdir", str(folder)) == cli.EXIT_USAGE
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "pretrained model" in err[0] and "--eval-only" in err[0], err
+  assert sorted(p.name for p in folder.iterdir()) == ["config.json", "pretrained.json", "weights.msgpack"]
 
 
 def test_all_models_stay_within_the_size_bound():
@@ -91,6 +129,7 @@ def test_each_made_model_is_complete():
     meta = json.loads((pretrained.FOLDER / name / "pretrained.json").read_text())
     assert meta["evaluate"] == " ".join(pretrained.eval_argv(name)) and meta["printed"] == pretrained.CATALOG[name]["printed"]
     assert (pretrained.FOLDER / name / "config.json").is_file()
+    assert " ".join(pretrained.eval_argv(name)) in (pretrained.FOLDER / "README.md").read_text(), name
 
 
 @pytest.mark.realdata
@@ -118,7 +157,7 @@ def test_gan_rescore_reads_pretrained_gans_and_states_the_real_data_floor(traine
   from benchmarks.studies.gan import gan_rescore
   require_real_data("fashion_mnist")
   _, workdir = trained("gan")
-  pretrained.export("gan_single_s0", workdir, out=tmp_path / "pretrained")
+  pretrained.export("gan_single_s0", workdir, out=tmp_path / "pretrained", check=False)
   name = "gan_single_s0"
   scores = gan_rescore.rescore([name], 256, [32, 64, 128, 256], folder=tmp_path / "pretrained")
   floor, model = scores["real"], scores[name]

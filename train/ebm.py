@@ -173,12 +173,15 @@ def run(config: Config, actions=()):
       buffer = metrics.logged_scores(score(held), fid_name, "_buffer") if len(held) >= 2 else {}   # --batch-size 1
       return {**buffer, **metrics.logged_scores(score(drawn), fid_name, "_fresh")}
     periodic.append(loop.Periodic(config.fid_every, evaluate, announce=True))
-  export = lambda state: harness.export(
-      config, lambda n: np.asarray(replay.latest(state.buffer, n)) if config.export_source == "buffer"
-      else fresh(state, n), reals=test["image"])
+  def export(state):   # the buffer's latest (a pretrained model keeps 500 of them), or fresh chains from noise
+    held = int(state.buffer.count)
+    require(config.export_source == "fresh" or config.export_samples is None or config.export_samples <= held,
+            "export_samples", f"{config.export_samples} exceeds the {held} samples this buffer holds; export at "
+            "most that many, or chains from noise ({export_source} fresh)")
+    harness.export(config, lambda n: np.asarray(replay.latest(state.buffer, n)) if config.export_source == "buffer"
+                   else fresh(state, n), reals=test["image"])
   if config.eval_only:   # the FIDs of a checkpoint or pretrained model (benchmarks/pretrained/), then its export
     require(fid_name is not None, "eval_only", f"needs a feature net for {config.dataset}'s FID")
-
     harness.evaluate_checkpoint(config.workdir, init_fn=init, evaluate=lambda state: evaluate(int(state.step), state),
                                 then=export, fingerprint=harness.fingerprint(config, FINGERPRINT))
     return None

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from benchmarks.common import machine
 from jaxtricks import checkpoints, replay
+from jaxtricks.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "benchmarks" / "pretrained"
@@ -38,7 +39,7 @@ def _gan(mode: str) -> dict:
   train = ["--steps", "20000", "--width", "16", "--seed", "0", "--fid-every", "1250", "--fid-samples", "5000",
            "--ema-decay", "0.999", "--sample-every", "20000", "--checkpoint-every", "500", "--no-progress",
            "--no-tensorboard", "--mode", mode]
-  return dict(program="train.gan", train=train,
+  return dict(program="train.gan", train=train, expect={"mode": mode, "width": 16, "seed": 0, "ema_decay": 0.999},
               eval=["--mode", mode, "--width", "16", "--ema-decay", "0.999", "--fid-samples", "5000"],
               what=f"DCGAN width 16, --mode {mode}, 20,000 steps, EMA 0.999, seed 0",
               table=dict(file="benchmarks/results/gan_convergence.json", run=f"{mode}/0", series="fid_ema"),
@@ -49,11 +50,12 @@ def _gan(mode: str) -> dict:
 # --eval-only --workdir: those of the run's fingerprint and architecture), where its table's number stands, the key its evaluation prints it under, and the
 # relative tolerance of the comparison (a GAN's or EBM's FID: last-bit float differences between CPU models)
 CATALOG = {
-    "ebm_s0": dict(program="train.ebm", train=[], eval=[],
+    "ebm_s0": dict(program="train.ebm", train=[], eval=[], expect={"net": "strided", "channels": 16, "seed": 0},
                    what="the main job (`make train`): strided energy net, 1,000 steps, seed 0",
                    table=dict(file="README.md", pattern=r"fid_fmnist_buffer=([\d.]+)"),
                    printed="fid_fmnist_buffer", rel=1e-3),
     "exact_mnist_s0": dict(program="train.classify", train=EXACT_PUBLISHED,
+                           expect={"model": "cnn", "loss": "exact", "dataset": "mnist", "seed": 0},
                            eval=["--dataset", "mnist", "--loss", "exact", "--exact-sigma", "scheduled",
                                  "--logit-batchnorm", "--grad-normalizer", "--optimizer", "sgd", "--batch-size", "256"],
                            what="EXACT as published on MNIST, the small CNN, 20 epochs, seed 0",
@@ -83,9 +85,17 @@ def table_number(name: str) -> float:
   return float(last[1] if isinstance(last, list) else last)
 
 
-def export(name: str, workdir: Path, out: Path = FOLDER) -> Path:
-  """<out>/<name>/: config.json, weights.msgpack of the workdir's newest checkpoint, pretrained.json."""
+def export(name: str, workdir: Path, out: Path = FOLDER, check: bool = True) -> Path:
+  """<out>/<name>/: config.json, weights.msgpack of the workdir's newest checkpoint, pretrained.json. ConfigError
+  when the workdir has no config.json or (with `check`) its settings are not those of the catalog's run."""
   entry = CATALOG[name]
+  if not (workdir / "config.json").is_file():
+    raise ConfigError("workdir", f"{workdir}: no config.json; is it a finished run of {entry['program']}?")
+  saved = json.loads((workdir / "config.json").read_text())
+  differ = {k: (saved.get(k), v) for k, v in entry["expect"].items() if check and saved.get(k) != v}
+  if differ:
+    raise ConfigError("workdir", f"{workdir}: not the run of {name} ({entry['what']}): "
+                      + ", ".join(f"{k} {a!r}, not {b!r}" for k, (a, b) in differ.items()))
   state, _, step = checkpoints.restore(workdir)
   if "buffer" in state:   # the items the EBM's FID reads (the latest --fid-samples, 500), not the whole buffer
     buffer = replay.keep_latest(replay.ReplayBuffer(**state["buffer"]), BUFFER_ITEMS)
@@ -94,7 +104,8 @@ def export(name: str, workdir: Path, out: Path = FOLDER) -> Path:
   folder.mkdir(parents=True, exist_ok=True)
   (folder / "config.json").write_text((workdir / "config.json").read_text())
   checkpoints.save_weights(folder, state, step)
-  commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+  commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip() or "unknown (no git)"
   meta = {"name": name, "what": entry["what"], "step": step,
           "trained_by": shlex.join(["python", "-m", entry["program"], *entry["train"], "--workdir", "WORKDIR"]),
           "evaluate": shlex.join(eval_argv(name)), "table": entry["table"], "printed": entry["printed"],
@@ -104,7 +115,9 @@ def export(name: str, workdir: Path, out: Path = FOLDER) -> Path:
 
 
 def total_bytes(out: Path = FOLDER) -> int:
-  return sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.name != "eval.json")
+  """The committed models' bytes: not what their evaluations write there (eval.json, export/; gitignored)."""
+  return sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.name != "eval.json"
+             and "export" not in p.relative_to(out).parts)
 
 
 def main(argv=None) -> int:
@@ -119,7 +132,10 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir)
     if not checkpoints.steps(workdir):
       parser.exit(2, f"--workdir {workdir}: no checkpoint there; train the run first ({CATALOG[args.name]['what']})\n")
-    folder = export(args.name, workdir)
+    try:
+      folder = export(args.name, workdir)
+    except ConfigError as e:
+      parser.exit(2, f"--workdir {e.problem}\n")
     print(f"wrote {folder} ({sum(p.stat().st_size for p in folder.iterdir()) / 2 ** 20:.2f} MB); all models: "
           f"{total_bytes() / 2 ** 20:.2f} MB of {MAX_BYTES / 2 ** 20:.0f}")
     return 0

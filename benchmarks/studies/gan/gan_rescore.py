@@ -30,8 +30,8 @@ MARKER = "gan_rescore"
 PRETRAINED = ROOT / "benchmarks" / "pretrained"
 MODELS = ["gan_single_s0", "gan_alternating_s0"]
 KNN_SAMPLES = 5000   # KID, precision/recall, density/coverage: of the first 5,000 samples, as the study's FIDs
-HEADER = ["model", "FID at 1,000 / 2,000 / 5,000 / 10,000 samples", "FID∞", "real-data floor at the same counts",
-          "KID (5,000)", "precision", "recall", "density", "coverage"]
+HEADER = ["model", "FID at {counts} samples", "FID∞", "real-data floor at the same counts", "KID (≤ 5,000 samples)",
+          "precision", "recall", "density", "coverage"]
 
 
 def ema_samples(folder: Path, n: int) -> np.ndarray:
@@ -85,18 +85,27 @@ def main(argv=None) -> int:
   parser.add_argument("--samples", type=int, default=10000, help="samples drawn from each model's EMA of G")
   parser.add_argument("--counts", default="1000,2000,5000,10000", help="sample counts of the FIDs and of FID∞'s line")
   args = parser.parse_args(argv)
-  models, counts = args.models.split(","), [int(c) for c in args.counts.split(",")]
-  missing = [m for m in models if not (PRETRAINED / m / checkpoints.WEIGHTS).is_file()]
-  if missing or max(counts) > args.samples:
-    parser.exit(2, f"--models: no pretrained model {', '.join(missing)} (benchmarks/pretrained/)\n" if missing else
-                f"--counts: {max(counts)} is more than --samples {args.samples}\n")
+  models = args.models.split(",")
+  try:
+    counts = sorted({int(c) for c in args.counts.split(",")})
+  except ValueError:
+    parser.error(f"--counts: comma-separated sample counts, got {args.counts!r}")
+  if len(counts) < 2 or counts[0] < 2 or counts[-1] > args.samples:
+    parser.error(f"--counts: at least two counts from 2 to --samples ({args.samples}), got {args.counts!r}")
+  for m in models:
+    folder = PRETRAINED / m
+    if not (folder / checkpoints.WEIGHTS).is_file():
+      parser.error(f"--models: no pretrained model {m} (benchmarks/pretrained/)")
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("dataset") != "fashion_mnist" or not config.get("ema_decay"):
+      parser.error(f"--models: {m} is not a Fashion-MNIST GAN with an EMA of G (its config.json)")
   scores = rescore(models, args.samples, counts)
   rows = rows_of(scores)
-  write_results(RESULTS, "benchmarks.studies.gan.gan_rescore", argv if argv is not None else sys.argv[1:], HEADER,
+  header = [h.format(counts=" / ".join(f"{c:,}" for c in counts)) for h in HEADER]
+  write_results(RESULTS, "benchmarks.studies.gan.gan_rescore", argv if argv is not None else sys.argv[1:], header,
                 rows, scores=scores)
-  print(table(HEADER, rows))
-  update_results_md(RESULTS, MARKER, README)
-  return 0
+  print(table(header, rows))
+  return update_results_md(RESULTS, MARKER, README)
 
 
 if __name__ == "__main__":
