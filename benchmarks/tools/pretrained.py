@@ -61,7 +61,8 @@ CATALOG = {
                            what="EXACT as published on MNIST, the small CNN, 20 epochs, seed 0",
                            table=dict(file="benchmarks/results/exact_table_mnist.json", run="exact (published)/0",
                                       series="curve"),
-                           printed="test/accuracy", rel=0.0),
+                           printed="test/accuracy", rel=3e-4),   # 3 of 10,000 test images: near-ties
+                                                                 # may flip on another CPU model
     "gan_single_s0": _gan("single"),
     "gan_alternating_s0": _gan("alternating"),
 }
