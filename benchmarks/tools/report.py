@@ -253,6 +253,9 @@ def section() -> str:
       _table_section("GAN to convergence: one loss and its variants vs alternating, FID vs steps and vs seconds",
                      "gan_convergence.json", _cmd("python", "-m", "benchmarks.studies.gan.gan_convergence"),
                      note_key="note", picture="gan_convergence.png", study="studies/gan"),
+      _table_section("GAN at convergence beyond FID at one count: FID∞, the real-data floor, KID, precision/recall "
+                     "(seed 0, the pretrained models)", "gan_rescore.json",
+                     _cmd("python", "-m", "benchmarks.studies.gan.gan_rescore"), study="studies/gan"),
       langevin_gpu(),
       ebm_step_gpu(),
       ebm_long_gpu(),
