@@ -284,7 +284,8 @@ def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], eval
   workdir = Path(workdir)
   weights = not checkpoints.steps(workdir) and (workdir / checkpoints.WEIGHTS).is_file()   # a pretrained model
   if not (weights or checkpoints.steps(workdir)):   # looked for, never created
-    raise WorkdirError("workdir", f"{workdir}: no checkpoint to evaluate; train a run there first")
+    raise WorkdirError("workdir", f"{workdir}: no checkpoint to evaluate; train a run there first, or name a "
+                       "pretrained model's folder (benchmarks/pretrained/README.md lists them)")
   if fingerprint is not None and (workdir / "config.json").exists():
     compare_fingerprints(workdir, read_config(workdir / "config.json"), fingerprint)
   if weights:

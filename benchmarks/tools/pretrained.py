@@ -143,7 +143,7 @@ def main(argv=None) -> int:
   for name in CATALOG:
     folder = FOLDER / name
     size = f"{total_bytes(folder) / 2 ** 20:.2f} MB" if folder.is_dir() else "not made yet"
-    print(f"{name}: {size}, {CATALOG[name]['printed']} = {table_number(name)} in its table\n  {shlex.join(eval_argv(name))}")
+    print(f"{name}: {size}, {CATALOG[name]['printed']} = {table_number(name):.6g} in its table\n  {shlex.join(eval_argv(name))}")
   return 0
 
 
