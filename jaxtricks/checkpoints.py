@@ -168,13 +168,17 @@ def restore(workdir: str | Path, abstract_state: State | None = None,
     mngr.close()
 
 
-def save_weights(folder: str | Path, state: State, step: int) -> Path:
+def save_weights(folder: str | Path, state: State, step: int, *, half: bool = False) -> Path:
   """A trained state in the form of a pretrained model: every array of `state` but the optimizer's (its
   `opt_state`), with the step, as one msgpack file <folder>/weights.msgpack (flax.serialization), written whole or
   not at all. `state` a state dataclass or the nested dicts `restore` gives. Evaluating and sampling need no more;
-  resuming training does (an orbax checkpoint holds the optimizer's moments too: 2-3x the size)."""
+  resuming training does (an orbax checkpoint holds the optimizer's moments too: 2-3x the size). With `half`, the
+  float32 arrays are stored as float16 (half the bytes; restore_weights gives float32 back, rounded to float16's
+  11-bit mantissa: a model's numbers move, by what its export measures)."""
   tree = serialization.to_state_dict(state)
   tree = jax.tree.map(np.asarray, {k: v for k, v in tree.items() if k != "opt_state"})
+  if half:
+    tree = jax.tree.map(lambda a: a.astype(np.float16) if a.dtype == np.float32 else a, tree)
   path = Path(folder) / WEIGHTS
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_bytes(serialization.msgpack_serialize({"step": int(step), "state": tree}))
@@ -194,6 +198,8 @@ def restore_weights(folder: str | Path, abstract_state: State | None = None) -> 
     raise WorkdirError("workdir", f"{path}: cannot be read ({e.strerror or e})") from None
   except Exception as e:  # pylint: disable=broad-except  (msgpack's errors for a damaged or foreign file)
     raise WorkdirError("workdir", f"{path}: not the weights of a pretrained model ({type(e).__name__})") from None
+  saved["state"] = jax.tree.map(lambda a: np.asarray(a, np.float32) if np.asarray(a).dtype == np.float16 else a,
+                                saved["state"])   # (save_weights' half)
   if abstract_state is None:
     return saved["state"], int(saved["step"])
   zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract_state)

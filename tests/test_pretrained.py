@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from conftest import PRODUCTION_XLA_FLAGS, REPO, child_env, make_raw_folder, require_real_data
@@ -53,7 +54,7 @@ def test_the_slim_form_evaluates_as_the_checkpoint(program, trained, tmp_path, m
   main, workdir = trained(program)
   monkeypatch.setenv("TFDS_DATA_DIR", str(trained.tfds))
   assert main("--eval-only", "--workdir", str(workdir)) == 0
-  folder = pretrained.export(TINY[program][1], workdir, out=tmp_path / "pretrained", check=False)
+  folder = pretrained.export(TINY[program][1], workdir, out=tmp_path / "pretrained", check=False, half=False)
   assert main("--eval-only", "--workdir", str(folder)) == 0
   full, slim = (json.loads((p / "eval.json").read_text()) for p in (workdir, folder))
   assert slim == pytest.approx(full, rel=1e-6) and len(full) > 1   # (KID's float sums: the last bits may differ)
@@ -64,6 +65,15 @@ def test_the_slim_form_evaluates_as_the_checkpoint(program, trained, tmp_path, m
     x = ebm_sample.run(ebm_sample.Config(workdirs=str(folder), num=8, rounds=1, langevin_steps=3, start="noise",
                                          out=str(tmp_path / "noise.png")))
     assert x.shape[0] == 8 and (tmp_path / "noise.png").stat().st_size > 0
+  # float16 storage: half the bytes, float32 back, each array rounded to float16
+  full_state, _ = checkpoints.restore_weights(folder)
+  halved = pretrained.export(TINY[program][1], workdir, out=tmp_path / "half", check=False, half=True)
+  half_state, _ = checkpoints.restore_weights(halved)
+  f32 = sum(a.nbytes for a in jax.tree.leaves(full_state) if a.dtype == np.float32)
+  saved = (folder / checkpoints.WEIGHTS).stat().st_size - (halved / checkpoints.WEIGHTS).stat().st_size
+  assert saved > 0.45 * f32, (saved, f32)   # float32 arrays at half their bytes (the EBM's uint8 buffer as it was)
+  for a, b in zip(jax.tree.leaves(full_state), jax.tree.leaves(half_state)):
+    assert b.dtype == a.dtype and np.array_equal(b, a.astype(np.float16).astype(a.dtype) if a.dtype == np.float32 else a)
   meta = json.loads((folder / "pretrained.json").read_text())
   assert meta["step"] == 3 and meta["code"] and meta["evaluate"].startswith("python -m train.")
 
@@ -81,7 +91,6 @@ def test_other_settings_than_the_models_are_refused(trained, tmp_path, monkeypat
 
 def test_weights_of_another_model_are_refused_naming_what_differs(trained, tmp_path):
   """restore_weights into a state of other shapes or fields: WorkdirError naming the array, never a traceback."""
-  import jax
 
   from jaxtricks.errors import WorkdirError
   _, workdir = trained("gan")
