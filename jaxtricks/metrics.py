@@ -371,11 +371,17 @@ def fid_infinity(features_ND, reference_features_MD, *, sample_counts=None, seed
   if len(ns) < 2 or ns.min() < 2 or ns.max() > len(x):
     raise ValueError(f"fid_infinity needs at least 2 sample counts between 2 and the {len(x)} features; got "
                      f"{ns.tolist()}")
+  a, fid_inf = np.polyfit(1.0 / ns, fid_at_counts(x, reference_features_MD, ns, seed=seed), 1)
+  return float(fid_inf), float(a)
+
+
+def fid_at_counts(features_ND, reference_features_MD, sample_counts, *, seed: int = 0) -> list[float]:
+  """FID of a random subset of n of the features against all of the reference, for each n of `sample_counts` in
+  turn (one permutation per n, drawn from `seed`): the points fid_infinity fits."""
+  x = np.asarray(features_ND)
   reference = gaussian_statistics(reference_features_MD)
   rng = np.random.default_rng(seed)
-  fids = [frechet_distance(*gaussian_statistics(x[rng.permutation(len(x))[:n]]), *reference) for n in ns]
-  a, fid_inf = np.polyfit(1.0 / ns, fids, 1)
-  return float(fid_inf), float(a)
+  return [frechet_distance(*gaussian_statistics(x[rng.permutation(len(x))[:n]]), *reference) for n in sample_counts]
 
 
 def scores_against(reference_images, *, net=None, kid_subsets: int = 100, kid_subset_size: int = 1000,

@@ -46,27 +46,20 @@ def ema_samples(folder: Path, n: int) -> np.ndarray:
   return np.asarray((x + 1.0) / 2.0)
 
 
-def fids_at(features_ND, reference, counts, seed: int = 0) -> list[float]:
-  rng = np.random.default_rng(seed)
-  return [metrics.frechet_distance(*metrics.gaussian_statistics(features_ND[rng.permutation(len(features_ND))[:n]]),
-                                   *reference) for n in counts]
-
-
 def rescore(models: list[str], samples: int, counts: list[int], folder: Path = PRETRAINED) -> dict:
   """{"real": the floor, model: its scores} (FIDs at `counts`, FID∞, KID, precision/recall, density/coverage)."""
   test_images, _ = load("fashion_mnist", "test")
   train_images, _ = load("fashion_mnist", "train")
   reference_ND = metrics.feature_net_outputs(test_images)[0]
-  reference = metrics.gaussian_statistics(reference_ND)
   reals = train_images[np.random.default_rng(0).permutation(len(train_images))[:samples]]
   real_ND = metrics.feature_net_outputs(reals)[0]
-  out = {"real": {"counts": counts, "fid": fids_at(real_ND, reference, counts),
+  out = {"real": {"counts": counts, "fid": metrics.fid_at_counts(real_ND, reference_ND, counts),
                   "fid_infinity": metrics.fid_infinity(real_ND, reference_ND, sample_counts=counts)[0]}}
   score = metrics.scores_against(test_images)
   for name in models:
     x = ema_samples(folder / name, samples)
     fake_ND = metrics.feature_net_outputs(x)[0]
-    out[name] = {"counts": counts, "fid": fids_at(fake_ND, reference, counts),
+    out[name] = {"counts": counts, "fid": metrics.fid_at_counts(fake_ND, reference_ND, counts),
                  "fid_infinity": metrics.fid_infinity(fake_ND, reference_ND, sample_counts=counts)[0],
                  **{k: v for k, v in score(x[:KNN_SAMPLES]).items() if k != "fid"}}
   return out
