@@ -303,7 +303,8 @@ def test_gan_convergence_records_fid_and_training_seconds_and_resumes_from_its_r
 @pytest.mark.slow
 def test_ebm_ensemble_compares_each_model_alone_with_all_sharing_one_buffer(tmp_path, monkeypatch):
   """studies.ebm.ebm_ensemble trains the models (tiny), samples each alone and all together with the same chains and
-  steps in all, and writes one FID row per configuration and the grid."""
+  steps in all, and writes one row of FID, KID, precision/recall, density/coverage per configuration, the floor of
+  as many real training images, and the grid."""
   import json
 
   from benchmarks.studies.ebm import ebm_ensemble
@@ -312,9 +313,14 @@ def test_ebm_ensemble_compares_each_model_alone_with_all_sharing_one_buffer(tmp_
                      "--fresh-steps 2 --unroll 1",
                      "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--png", str(tmp_path / "png")])
   data = json.loads((tmp_path / "out" / "ebm_ensemble.json").read_text())
-  assert [r[0] for r in data["rows"]] == ["model seed 0 alone", "model seed 1 alone", "2 models sharing one buffer"]
-  assert len({r[2] for r in data["rows"]}) == 1 and data["rows"][0][1] == 32     # equal chain-steps, all samples
-  assert all(r[3] > 0 for r in data["rows"])
+  assert [r[0] for r in data["rows"]] == ["model seed 0 alone", "model seed 1 alone", "2 models sharing one buffer",
+                                          "Fashion-MNIST train images (floor)"]
+  sampled, floor = data["rows"][:-1], dict(zip(data["header"], data["rows"][-1]))
+  assert len({r[2] for r in sampled}) == 1 and sampled[0][1] == 32 and floor["samples"] == 32   # equal chain-steps
+  assert all(r[3] > floor["FID-FMNIST"] > 0 for r in sampled)     # 2 training steps: noise, far above real images
+  for name, run in data["runs"].items():
+    assert all(0 <= run[k] <= 1 for k in ("precision", "recall", "coverage")) and run["samples"] == 32, name
+    assert np.isfinite(run["kid"]) and run["kid_std"] >= 0, name
   assert (tmp_path / "png" / "ebm_ensemble.png").exists()
 
 
@@ -561,3 +567,50 @@ def test_fresh_chains_study_scores_each_length_and_resumes(tmp_path, monkeypatch
                     "--cpu-devices 1" else "--channels 0" for a in argv]
   assert fresh_chains.main([*bad[:-2], "--json", str(tmp_path / "bad.json"), *bad[-2:]]) == 2
   assert "--channels must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ebm_eval_scores_buffer_fresh_chains_and_the_real_floor_with_every_sample_metric(tmp_path, monkeypatch):
+  """studies.ebm.ebm_eval on a tiny trained EBM: FID, KID, precision/recall, density/coverage of the buffer, of
+  fresh chains and of as many real training images (the floor), and the OOD AUROCs, written to --json."""
+  import json
+
+  from benchmarks.studies.common import train
+  from benchmarks.studies.ebm import ebm_eval
+  data = _tiny_fashion_mnist(tmp_path, monkeypatch)
+  workdir = tmp_path / "ebm"
+  train("ebm", seed=0, workdir=workdir, progress=False, tensorboard=False, steps=3, data_dir=data, channels=4,
+        batch_size=16, buffer_size=64, fid_samples=32, langevin_steps=2, fresh_steps=2, unroll=1)
+  ebm_eval.main(["--workdir", str(workdir), "--samples", "32", "--fresh-steps", "2", "--data-dir", data,
+                 "--json", str(tmp_path / "eval.json")])
+  out = json.loads((tmp_path / "eval.json").read_text())
+  assert set(out["scores"]) == {"buffer", "fresh", "train images (reference)"}
+  floor = out["scores"]["train images (reference)"]
+  for name, s in out["scores"].items():
+    assert s["samples"] == 32 and s["fid"] == out["fid"][name] > 0, name
+    assert all(0 <= s[k] <= 1 for k in ("precision", "recall", "coverage")) and np.isfinite(s["kid"]), name
+  assert out["fid"]["fresh"] > floor["fid"] and out["fid"]["buffer"] > floor["fid"]   # 3 steps: far from real
+  assert {"uniform noise", "Fashion-MNIST test, flipped vertically"} <= set(out["auroc"])   # no MNIST here: left out
+  assert all(0 <= v <= 1 for aurocs in out["auroc"].values() for v in aurocs.values())
+
+
+def test_gan_convergence_difference_pools_seeds_and_hosts_and_tests_the_means():
+  """studies.gan.gan_convergence.difference: final FID (EMA) of one variant minus alternating's over every recorded
+  run (any seed, any host), with Welch's t computed by hand (known answer) and the hosts counted."""
+  from benchmarks.studies.gan.gan_convergence import difference, hosts, recorded_runs
+  amd, intel = "AMD EPYC, AVX2 CPU, 2 cores", "Intel Xeon, AMX CPU, 2 cores"
+  finals = {"single/0": (180.0, amd), "single/1": (184.0, amd), "single/7": (190.0, intel),
+            "alternating/0": (200.0, amd), "alternating/1": (196.0, amd), "alternating/6": (210.0, intel),
+            "single, optimistic Adam/0": (1.0, amd)}      # another variant: not pooled with "single"
+  runs = {k: {"fid_ema": [999.0, f], "machine": m} for k, (f, m) in finals.items()}
+  assert [r["fid_ema"][-1] for r in recorded_runs(runs, "single")] == [180.0, 184.0, 190.0]
+  d = difference(runs, "single")
+  a, b = np.array([180.0, 184.0, 190.0]), np.array([200.0, 196.0, 210.0])
+  va, vb = a.var(ddof=1) / 3, b.var(ddof=1) / 3
+  assert d["n"] == [3, 3] and d["difference"] == pytest.approx(a.mean() - b.mean())
+  assert d["welch_t"] == pytest.approx((a.mean() - b.mean()) / np.sqrt(va + vb))
+  assert d["welch_df"] == pytest.approx((va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2))
+  assert d["ci95"][0] < d["difference"] < d["ci95"][1] < 0 and d["welch_p"] < 0.05   # clearly apart
+  assert d["mann_whitney_p"] == pytest.approx(0.1)    # 3 against 3, fully separated: the test's smallest p
+  assert hosts(recorded_runs(runs, "single")) == "AMD EPYC x2, Intel Xeon x1"
+  assert difference({"single/0": runs["single/0"], **{k: v for k, v in runs.items() if "alt" in k}}, "single") is None

@@ -162,9 +162,10 @@ def results_machines(data: dict) -> str:
   return data["machine"]
 
 
-def update_results_md(results, marker: str, md) -> int:
+def update_results_md(results, marker: str, md, note_key: str = "") -> int:
   """Rewrites the text between a study README's markers `<!-- marker:begin -->` ... `<!-- marker:end -->` with the
-  table of results file `results`, its command and the machines of its runs. 2 when the markers are missing."""
+  table of results file `results`, its command and the machines of its runs (and its field `note_key` under the
+  table, where given and present). 2 when the markers are missing."""
   data = json.loads(Path(results).read_text())
   begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
   md = Path(md)
@@ -173,7 +174,7 @@ def update_results_md(results, marker: str, md) -> int:
     print(f"{md} lacks the markers {begin} ... {end}", file=sys.stderr)
     return 2
   block = (f"`{data['command']}`, jax {data['jax']} — {results_machines(data)}.\n\n"
-           f"{table(data['header'], data['rows'])}\n")
+           f"{table(data['header'], data['rows'])}\n" + (f"\n{data[note_key]}\n" if data.get(note_key) else ""))
   head, rest = text.split(begin, 1)
   md.write_text(f"{head}{begin}\n{block}{end}{rest.split(end, 1)[1]}")
   print(f"rewrote the {marker} table in {md}")

@@ -65,6 +65,16 @@ CATALOG = {
                                       series="curve"),
                            printed="test/accuracy", rel=3e-4, half=True),   # 3 of 10,000 test images: near-ties
                                                                  # may flip on another CPU model
+    "mobilenet_cpu94_s0": dict(program="train.classify",
+                               train=["--recipe", "cpu94", "--epochs", "40", "--seed", "0", "--no-progress",
+                                      "--no-tensorboard"],
+                               expect={"model": "mobilenet", "dataset": "fashion_mnist", "width": 0.5,
+                                       "input_size": 28, "seed": 0},
+                               eval=["--recipe", "cpu94"],
+                               what="MobileNet width 0.5 on Fashion-MNIST, --recipe cpu94, 40 epochs, seed 0",
+                               table=dict(file="benchmarks/results/mobilenet_table.json", run="cpu94/0",
+                                          series="curve"),
+                               printed="test/accuracy", rel=3e-4, half=True),
     "gan_single_s0": _gan("single"),
     "gan_alternating_s0": _gan("alternating"),
 }

@@ -8,8 +8,10 @@ for each model alone and for all of them together runs train.ebm_sample from noi
 shared buffer, no training buffer) for --rounds rounds of --num chains per round in all (alone: --num chains of
 the one model; together: --num / M chains per model), --langevin-steps steps each: the same number of chains and
 Langevin steps in every configuration. FID-FMNIST (the committed feature net, against the 10,000 test images) of
-the last round's samples. Writes benchmarks/results/ebm_ensemble.json and docs/ebm_ensemble.png (64 of the
-ensemble's last-round samples, a third from each model).
+the last round's samples, and beside it KID, precision/recall (k = 3) and density/coverage (k = 5) from
+the same features (metrics.scores_against), with the real-data floor: as many Fashion-MNIST *training* images
+scored the same way. Writes benchmarks/results/ebm_ensemble.json and docs/ebm_ensemble.png (64 of the ensemble's
+last-round samples, a third from each model).
 """
 
 import argparse
@@ -24,6 +26,16 @@ from benchmarks.studies.common import train
 from jaxtricks import metrics
 from jaxtricks.data import load
 from jaxtricks.images import save_grid
+
+HEADER = ["sampler", "samples", "Langevin chain-steps in all", "FID-FMNIST", "KID", "precision", "recall",
+          "density", "coverage", "seconds"]
+
+
+def row(name: str, s: dict, chain_steps: int) -> list:
+  """One line of the table from metrics.scores_against's values (and the sampling seconds, where timed)."""
+  return [name, s["samples"], chain_steps, round(s["fid"], 1), f"{s['kid']:.2f} ± {s['kid_std']:.2f}",
+          *(round(s[k], 3) for k in ("precision", "recall", "density", "coverage")),
+          round(s["seconds"], 1) if "seconds" in s else ""]
 
 
 def main(argv=None):
@@ -52,7 +64,7 @@ def main(argv=None):
     train("ebm", seed=seed, workdir=workdir, progress=False, tensorboard=False,
           **({"steps": args.steps} if args.steps else {}), **data, **extra)
     workdirs.append(workdir)
-  fid = metrics.fid_against(load("fashion_mnist", "test", data_dir=args.data_dir or None)[0])
+  score = metrics.scores_against(load("fashion_mnist", "test", data_dir=args.data_dir or None)[0])
   configs = [(f"model seed {s} alone", [w], args.num) for s, w in zip(seeds, workdirs)]
   configs.append((f"{len(seeds)} models sharing one buffer", workdirs, args.num // len(seeds)))
   rows, results = [], {}
@@ -63,20 +75,21 @@ def main(argv=None):
     train("ebm_sample", workdirs=",".join(map(str, dirs)), num=num, rounds=args.rounds,
           langevin_steps=args.langevin_steps, start="noise", out=png, out_npy=npy)
     x = np.load(npy)
-    results[name] = {"fid": fid(x), "samples": len(x), "seconds": time.perf_counter() - t0}
-    rows.append([name, len(x), args.rounds * args.num * args.langevin_steps, results[name]["fid"],
-                 results[name]["seconds"]])
+    results[name] = {**score(x), "seconds": time.perf_counter() - t0}
+    rows.append(row(name, results[name], args.rounds * args.num * args.langevin_steps))
     print(f"{name}: FID {results[name]['fid']:.1f}", flush=True)
+  floor = load("fashion_mnist", "train", data_dir=args.data_dir or None)[0][:args.num]
+  results["Fashion-MNIST train images (floor)"] = score(floor)
+  rows.append(row("Fashion-MNIST train images (floor)", results["Fashion-MNIST train images (floor)"], 0))
   # 64 of the ensemble's last-round samples (a third from each model's chains)
   x = np.load(npy)
   per = len(x) // len(seeds)
   save_grid(np.concatenate([x[m * per:m * per + 22] for m in range(len(seeds))])[:64], Path(args.png) / "ebm_ensemble.png",
             ncol=8)
-  header = ["sampler", "samples", "Langevin chain-steps in all", "FID-FMNIST", "seconds"]
-  write_results(Path(args.out) / "ebm_ensemble.json", "benchmarks.studies.ebm.ebm_ensemble", argv, header, rows,
+  write_results(Path(args.out) / "ebm_ensemble.json", "benchmarks.studies.ebm.ebm_ensemble", argv, HEADER, rows,
                 runs=results)
   print(f"From noise, {args.rounds} rounds x {args.num} chains x {args.langevin_steps} steps — {machine()}")
-  print(table(header, rows))
+  print(table(HEADER, rows))
   return 0
 
 

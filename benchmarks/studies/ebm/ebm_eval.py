@@ -6,7 +6,9 @@ detection scores computed from the EBM alone.
 
 FID-FMNIST (the committed feature net's features, against the 10,000 Fashion-MNIST test images) of --samples
 buffer samples (the most recent ones of the training buffer) and of --samples fresh chains from uniform noise
-(--fresh-steps Langevin steps, the training sampler's settings otherwise).
+(--fresh-steps Langevin steps, the training sampler's settings otherwise), with KID, precision/recall (k = 3) and
+density/coverage (k = 5) from the same features (metrics.scores_against), and the real-data floor: as many
+Fashion-MNIST training images scored the same way.
 OOD: AUROC of telling Fashion-MNIST test (in, positive) from MNIST test, uniform noise, Fashion-MNIST test flipped
 vertically, and CIFAR-10 test in greyscale at 28x28 (out), for each score of jaxtricks.ebm: -U(x), -||dU/dx||,
 typicality (reference: 5,000 Fashion-MNIST *train* images), and the complexity-corrected energy (PNG bits), whose
@@ -115,23 +117,25 @@ def main(argv=None):
   net = metrics.load_feature_net()
   fm_test, _ = load("fashion_mnist", "test", data_dir=args.data_dir)
   _, real_probs = metrics.feature_net_outputs(fm_test, net=net)
-  fid = metrics.fid_against(fm_test, net=net)
+  score = metrics.scores_against(fm_test, net=net)
 
   n = min(args.samples, int(buffer.count))
   buffer_x = np.asarray(replay.latest(buffer, n))
   fresh_x = ebm.fresh_samples(model, state["params"], state["stats"], jax.random.PRNGKey(123), fm_test.shape[1:],
                               args.samples, args.fresh_steps, SAMPLER)
-  fids = {"buffer": fid(buffer_x), "fresh": fid(fresh_x),
-          "train images (reference)": fid(load("fashion_mnist", "train", data_dir=args.data_dir)[0][:args.samples])}
+  sets = {"buffer": score(buffer_x), "fresh": score(fresh_x),
+          "train images (reference)": score(load("fashion_mnist", "train", data_dir=args.data_dir)[0][:args.samples])}
+  fids = {k: v["fid"] for k, v in sets.items()}
 
   ood, temperature = ood_table(model, state, fm_test, real_probs, net, args.data_dir)
   wall = time.perf_counter() - t0
   print(f"EBM {args.workdir} (channels {config['channels']}, step {int(state['step'])}) — {machine()}, "
         f"jax {jax.__version__}, {wall / 60:.1f} min")
-  print(table(["samples", "n", "FID-FMNIST"],
-              [["buffer (most recent)", n, fids["buffer"]], [f"fresh, {args.fresh_steps} steps from noise",
-                                                             args.samples, fids["fresh"]],
-               ["Fashion-MNIST train images (floor)", args.samples, fids["train images (reference)"]]]))
+  names = {"buffer": "buffer (most recent)", "fresh": f"fresh, {args.fresh_steps} steps from noise",
+           "train images (reference)": "Fashion-MNIST train images (floor)"}
+  print(table(["samples", "n", "FID-FMNIST", "KID", "precision", "recall", "density", "coverage"],
+              [[names[k], v["samples"], v["fid"], f"{v['kid']:.2f} ± {v['kid_std']:.2f}",
+                *(v[m] for m in ("precision", "recall", "density", "coverage"))] for k, v in sets.items()]))
   print()
   names = list(next(iter(ood.values())))
   print(f"AUROC, Fashion-MNIST test (in) vs each set (out); complexity-corrected temperature {temperature:g} "
@@ -140,7 +144,7 @@ def main(argv=None):
   if args.json:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"workdir": args.workdir, "step": int(state["step"]), "channels": config["channels"],
-                                           "fid": fids, "auroc": ood,
+                                           "fid": fids, "scores": sets, "auroc": ood,
                                            "complexity_temperature": temperature, "samples": args.samples,
                                            "fresh_steps": args.fresh_steps, "wall_s": wall}, indent=1))
 

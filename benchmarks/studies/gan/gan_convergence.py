@@ -19,6 +19,11 @@ train.gan compiles it: XLA's own CPU convolutions, EMA update included) on one b
 interleaved (median of --repeats), recorded in the results file beside the runs:
 
     python -m benchmarks.studies.gan.gan_convergence --time --repeats 30     # no training; run it on a quiet machine
+
+The verdict between variants is a test of the difference of final FID (EMA) against alternating over every recorded
+run (`difference`: Welch's t-test with its 95% interval, and Mann-Whitney U), not a per-seed ranking: GAN runs are
+not bitwise portable across CPU models, so the spread must include the hosts'. The table counts each variant's runs
+per CPU model; a second host adds runs with other seeds (`--seeds 5,6,7,8,9`), and the table pools them all.
 """
 
 import argparse
@@ -106,12 +111,12 @@ def summarize(names, seeds, runs, timing=None):
             "ms per step (interleaved)", "step time vs alternating", "train s to the last step (steps x ms)",
             "alternating's FID (EMA) after as many seconds",
             "goal: in (or below) alternating's range at <= 0.9x its time",
-            "loop s per step (shared machine)", "seeds"]
-  alt = [runs[f"alternating/{s}"] for s in seeds if f"alternating/{s}" in runs]
+            "loop s per step (shared machine)", "hosts", "seeds"]
+  alt = recorded_runs(runs, "alternating")
   alt_final = [r["fid_ema"][-1] for r in alt]
   rows = []
   for name in names:
-    done = [runs[f"{name}/{s}"] for s in seeds if f"{name}/{s}" in runs]
+    done = recorded_runs(runs, name)
     if not done:
       rows.append([name, "not run yet", *[""] * (len(header) - 3), 0])
       continue
@@ -130,13 +135,51 @@ def summarize(names, seeds, runs, timing=None):
       if alt_secs[0] <= steps * t / 1e3 <= alt_secs[-1]:
         same_time = f"{np.interp(steps * t / 1e3, alt_secs, alt_mean):.1f}"
       inside = np.mean(ema) <= max(alt_final)   # in alternating's seed range, or below (better than) it
-      goal = (("yes" if inside and t <= 0.9 * t_alt else "no") if len(done) == len(alt) == len(seeds) else
+      goal = (("yes" if inside and t <= 0.9 * t_alt else "no") if min(len(done), len(alt)) >= len(seeds) else
               f"after {len(seeds)} seeds of both")
     rows.append([name, f"{np.mean(fin):.1f} ± {sd(fin):.1f}", f"{np.mean(ema):.1f} ± {sd(ema):.1f}",
                  " ".join(f"{f:.1f}@{s}" for f, s in best), f"{t:.2f}" if t else "",
                  f"{t / t_alt:.2f}x" if t and t_alt else "", f"{t * steps / 1e3:.0f}" if t else "", same_time, goal,
-                 f"{np.mean(secs) / steps:.3f}", len(done)])
+                 f"{np.mean(secs) / steps:.3f}", hosts(done), len(done)])
   return header, rows
+
+
+def recorded_runs(runs: dict, name: str) -> list[dict]:
+  """Every recorded run of variant `name` (keys "name/seed"), seeds in order, from whichever host ran them."""
+  keys = sorted((k for k in runs if k.rsplit("/", 1)[0] == name), key=lambda k: int(k.rsplit("/", 1)[1]))
+  return [runs[k] for k in keys]
+
+
+def hosts(done: list[dict]) -> str:
+  """The CPU models that ran the runs, with their counts ("AMD EPYC x3, Intel Xeon x2")."""
+  kinds = [r.get("machine", "?").split(",")[0] for r in done]
+  return ", ".join(f"{k} x{kinds.count(k)}" for k in dict.fromkeys(kinds))
+
+
+def difference(runs: dict, name: str, against: str = "alternating") -> dict | None:
+  """Final FID (EMA) of `name` minus `against`'s over all their recorded runs (seeds and hosts pooled): the mean
+  difference with Welch's 95% interval, Welch's t-test and the Mann-Whitney U test (two-sided, scipy.stats). A
+  verdict rests on this, not on a per-seed ranking: GAN runs are not bitwise portable across CPU models, so the
+  spread has to include the hosts'. None with fewer than 2 runs of either."""
+  from scipy import stats
+  a = np.array([r["fid_ema"][-1] for r in recorded_runs(runs, name)])
+  b = np.array([r["fid_ema"][-1] for r in recorded_runs(runs, against)])
+  if min(len(a), len(b)) < 2:
+    return None
+  welch = stats.ttest_ind(a, b, equal_var=False)
+  low, high = welch.confidence_interval(0.95)
+  return {"variant": name, "against": against, "n": [len(a), len(b)], "difference": float(a.mean() - b.mean()),
+          "ci95": [float(low), float(high)], "welch_t": float(welch.statistic), "welch_df": float(welch.df),
+          "welch_p": float(welch.pvalue), "mann_whitney_p": float(stats.mannwhitneyu(a, b).pvalue),
+          "hosts": [hosts(recorded_runs(runs, name)), hosts(recorded_runs(runs, against))]}
+
+
+def difference_line(d: dict) -> str:
+  """One sentence of `difference`'s result."""
+  return (f"{d['variant']} - {d['against']}, final FID (EMA): {d['difference']:+.1f} (95% CI {d['ci95'][0]:+.1f} to "
+          f"{d['ci95'][1]:+.1f}); Welch t = {d['welch_t']:.2f} (df {d['welch_df']:.1f}), p = {d['welch_p']:.3f}; "
+          f"Mann-Whitney p = {d['mann_whitney_p']:.3f}; runs {d['n'][0]} ({d['hosts'][0]}) and {d['n'][1]} "
+          f"({d['hosts'][1]})")
 
 
 def plot(path: Path, names, runs, title: str, timing=None) -> None:
@@ -211,8 +254,16 @@ def train_runs(args, names, seeds, runs, timing, out: Path, argv) -> tuple[list[
                  "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
     print(f"{name} seed {seed}: FID {runs[key]['fid'][-1]:.1f} (EMA {runs[key]['fid_ema'][-1]:.1f})", flush=True)
     header, rows = summarize(names, seeds, runs, timing)
-    write_results(out, MODULE, argv, header, rows, runs=runs, timing=timing, steps=args.steps, width=args.width)
+    write_results(out, MODULE, argv, header, rows, runs=runs, timing=timing, steps=args.steps, width=args.width,
+                  **differences(names, runs))
   return header, rows
+
+
+def differences(names, runs) -> dict:
+  """write_results' fields for each variant's `difference` from alternating: the results, and their sentences
+  (the "note" under the table in README and docs/results.md)."""
+  found = [d for d in (difference(runs, name) for name in names if name != "alternating") if d]
+  return {"differences": found, "note": "\n".join(f"- {difference_line(d)}" for d in found)} if found else {}
 
 
 def main(argv=None):
@@ -247,7 +298,7 @@ def main(argv=None):
     timing = timing_of(args, names, argv, timing) if args.time else timing
     header, rows = summarize(names, seeds, runs, timing)
     write_results(out, MODULE, recorded.get("argv", []), header, rows, runs=runs, timing=timing, steps=args.steps,
-                  width=args.width)
+                  width=args.width, **differences(names, runs))
   else:
     header, rows = train_runs(args, names, seeds, runs, timing, out, argv)
   if runs:
@@ -255,7 +306,10 @@ def main(argv=None):
          f"DCGAN width {args.width}, batch 64, FID-FMNIST of {args.fid_samples} samples — {machine()}", timing)
   print(f"GAN to {args.steps} steps, width {args.width}, seeds {args.seeds} — {machine()}")
   print(table(header, rows))
-  return update_results_md(out, "gan_convergence", Path(__file__).parent / "README.md") if args.results_md else 0
+  for d in differences(names, runs).get("differences", []):
+    print(difference_line(d))
+  return (update_results_md(out, "gan_convergence", Path(__file__).parent / "README.md", note_key="note")
+          if args.results_md else 0)
 
 
 if __name__ == "__main__":
