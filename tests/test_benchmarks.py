@@ -614,3 +614,24 @@ def test_gan_convergence_difference_pools_seeds_and_hosts_and_tests_the_means():
   assert d["mann_whitney_p"] == pytest.approx(0.1)    # 3 against 3, fully separated: the test's smallest p
   assert hosts(recorded_runs(runs, "single")) == "AMD EPYC x2, Intel Xeon x1"
   assert difference({"single/0": runs["single/0"], **{k: v for k, v in runs.items() if "alt" in k}}, "single") is None
+
+
+def test_fid_floor_falls_with_the_sample_count_and_reaches_the_report(tmp_path, monkeypatch):
+  """studies.metrics.fid_floor on a tiny fake Fashion-MNIST: FID of N training images against the test set falls
+  as N grows (FID's 1/N bias), KID stays near 0 at every N, and floor_at words the floor for a table at N."""
+  import json
+
+  from benchmarks.studies.metrics import fid_floor
+  data = _tiny_fashion_mnist(tmp_path, monkeypatch)
+  readme = tmp_path / "README.md"
+  readme.write_text("<!-- fid_floor:begin -->\n<!-- fid_floor:end -->\n")
+  out = tmp_path / "fid_floor.json"
+  assert fid_floor.main(["--data-dir", data, "--counts", "8,128", "--draws", "3", "--out", str(out),
+                         "--readme", str(readme)]) == 0
+  floors = json.loads(out.read_text())["floors"]
+  assert len(floors["8"]["fid"]) == 3 and np.mean(floors["8"]["fid"]) > 2 * np.mean(floors["128"]["fid"]) > 0
+  assert abs(np.mean(floors["128"]["kid"])) < np.mean(floors["128"]["fid"])
+  assert fid_floor.floor_at(128, out).startswith("Real-data floor at 128 samples: FID ")
+  assert fid_floor.floor_at(500, out) is None and "| 128 |" in readme.read_text()
+  with pytest.raises(SystemExit):
+    fid_floor.main(["--data-dir", data, "--counts", "8,100000", "--out", str(out), "--readme", str(readme)])

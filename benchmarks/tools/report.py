@@ -19,6 +19,7 @@ from pathlib import Path
 
 from benchmarks.common import table
 from benchmarks.studies.common import fresh_chain_table, results_machines, run_machines
+from benchmarks.studies.metrics.fid_floor import floor_at
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -32,7 +33,8 @@ Every table below is generated from the committed result files (`benchmarks/resu
 Python with PyTorch). The full text of each study, its verdict first and every older run, is in its README:
 [EXACT](../benchmarks/studies/exact/README.md), [GAN](../benchmarks/studies/gan/README.md),
 [EBM](../benchmarks/studies/ebm/README.md), [MobileNet](../benchmarks/studies/mobilenet/README.md),
-[margin loss](../benchmarks/studies/margin/README.md), [speed](../benchmarks/speed/README.md).
+[margin loss](../benchmarks/studies/margin/README.md), [sample metrics](../benchmarks/studies/metrics/README.md),
+[speed](../benchmarks/speed/README.md).
 """
 
 # (picture in docs/, the run file it is copied from by --grids, caption)
@@ -73,14 +75,15 @@ def _study(folder: str) -> str:
 
 
 def _table_section(title: str, name: str, make: str, note: str = "", note_key: str = "", picture: str = "",
-                   study: str = "") -> str:
+                   study: str = "", floor: int = 0) -> str:
   """The table of results file `name`; `note_key`: a field of that file printed under the table; `picture`: a
   PNG in docs/ drawn by the same command, shown under the table when it exists; `study`: the folder whose README
-  holds the verdict."""
+  holds the verdict; `floor`: the sample count of the table's FIDs, whose real-data floor is printed under it."""
   data = _load(name)
   if data is None:
     return f"### {title}\n\nNot measured yet: {make} writes `benchmarks/results/{name}`.\n"
   note = data.get(note_key, "") if note_key else note
+  note = "\n\n".join(part for part in (note, _floor(floor)) if part)
   shown = f"\n![{picture[:-4]}]({picture})\n" if picture and (DOCS / picture).exists() else ""
   more = f" Verdict and details: {_study(study)}." if study else ""
   return (f"### {title}\n\n`{data['command']}` — {results_machines(data)}, jax {data['jax']}, "
@@ -198,7 +201,8 @@ def ebm_long_gpu() -> str:
   return (f"{title}\n\n`{data['command']}` — {data['machine']}, jax {data['jax']}, {data['date']}; the runs side by side with the "
           f"other training items on one card, stopped by their guard at: {reached} (the item asks 20,000). "
           f"Verdict: {_study('studies/ebm')}.\n\n"
-          f"{table(['step', *(f'buffer {r[-2:]}' for r in runs), *(f'fresh 60 {r[-2:]}' for r in runs)], rows)}\n")
+          f"{table(['step', *(f'buffer {r[-2:]}' for r in runs), *(f'fresh 60 {r[-2:]}' for r in runs)], rows)}\n"
+          f"\n{_floor(500)}\n")
 
 
 def ebm_fresh_chains() -> str:
@@ -221,7 +225,37 @@ def ebm_fresh_chains() -> str:
                  f"{fresh_chain_table(runs, list(dict.fromkeys(k.split('/')[0] for k in runs)), lengths)}")
   if not parts:
     return f"{title}\n\nNot measured yet: `python -m benchmarks.studies.ebm.fresh_chains`.\n"
-  return f"{title}\n\nVerdict: {_study('studies/ebm')}.\n\n" + "\n\n".join(parts) + "\n"
+  return f"{title}\n\nVerdict: {_study('studies/ebm')}.\n\n" + "\n\n".join(parts) + f"\n\n{_floor(500)}\n"
+
+
+def _floor(n: int) -> str:
+  """The real-data floor of FID-FMNIST at n samples (benchmarks/results/fid_floor.json), or why it is missing."""
+  if not n:
+    return ""
+  return floor_at(n, RESULTS / "fid_floor.json") or (
+      f"Real-data floor at {n:,} samples: not measured yet (`python -m benchmarks.studies.metrics.fid_floor "
+      f"--counts {n}`).")
+
+
+def ebm_seeds() -> str:
+  """Issue 38: the main job's seeds, buffer vs fresh chains, every sample metric (benchmarks.studies.ebm.ebm_eval
+  of each seed's run, benchmarks/results/ebm_eval_main_s<seed>.json)."""
+  title = "### The main job's seeds beyond FID: buffer vs fresh chains, KID, precision/recall (docs/techniques.md#ebm)"
+  files = sorted(RESULTS.glob("ebm_eval_main_s*.json"))
+  rows, notes = [], set()
+  for path in files:
+    data = json.loads(path.read_text())
+    for name, s in data.get("scores", {}).items():
+      rows.append([path.stem.rsplit("_", 1)[1], name, s["samples"], round(s["fid"], 1),
+                   f"{s['kid']:.2f} ± {s['kid_std']:.2f}",
+                   *(round(s[k], 3) for k in ("precision", "recall", "density", "coverage"))])
+    notes.add(f"{data.get('machine', '?')}, {data.get('date', '?')}")
+  if not rows:
+    return f"{title}\n\nNot measured yet: `python -m benchmarks.studies.ebm.ebm_eval --workdir RUN --json F`.\n"
+  return (f"{title}\n\n`python -m benchmarks.studies.ebm.ebm_eval --workdir runs/ebm_ensemble/sSEED --samples 5000 "
+          f"--json benchmarks/results/ebm_eval_main_sSEED.json` — {'; '.join(sorted(notes))}; fresh chains: 60 "
+          f"Langevin steps from noise; the floor: as many real training images. Verdict: {_study('studies/ebm')}."
+          f"\n\n{table(['seed', 'sample set', 'n', 'FID-FMNIST', 'KID', 'precision', 'recall', 'density', 'coverage'], rows)}\n")
 
 
 def _cmd(*argv: str) -> str:
@@ -249,10 +283,10 @@ def section() -> str:
       _table_section("GAN step on a GPU", "gan_step_gpu.json", "`" + DEVICE_CHECK.format(item="gan_step") + "`",
                      note_key="flops_note", study="speed"),
       _table_section("GAN quality after equal steps", "gan_fid.json",
-                     _cmd("python", "-m", "benchmarks.studies.gan.gan_fid"), study="studies/gan"),
+                     _cmd("python", "-m", "benchmarks.studies.gan.gan_fid"), study="studies/gan", floor=2000),
       _table_section("GAN to convergence: one loss and its variants vs alternating, FID vs steps and vs seconds",
                      "gan_convergence.json", _cmd("python", "-m", "benchmarks.studies.gan.gan_convergence"),
-                     note_key="note", picture="gan_convergence.png", study="studies/gan"),
+                     note_key="note", picture="gan_convergence.png", study="studies/gan", floor=5000),
       _table_section("GAN at convergence beyond FID at one count: FID∞, the real-data floor, KID, precision/recall "
                      "(seed 0, the pretrained models)", "gan_rescore.json",
                      _cmd("python", "-m", "benchmarks.studies.gan.gan_rescore"), study="studies/gan"),
@@ -260,6 +294,12 @@ def section() -> str:
       ebm_step_gpu(),
       ebm_long_gpu(),
       ebm_fresh_chains(),
+      ebm_seeds(),
+      _table_section("EBMs sampling together: each model alone vs all sharing one buffer, from noise",
+                     "ebm_ensemble.json", _cmd("python", "-m", "benchmarks.studies.ebm.ebm_ensemble"),
+                     study="studies/ebm"),
+      _table_section("The real-data floor of FID-FMNIST at each sample count", "fid_floor.json",
+                     _cmd("python", "-m", "benchmarks.studies.metrics.fid_floor"), study="studies/metrics"),
       cpu_peers(),
       _table_section("MobileNet on 2 CPU cores: --recipe cpu94 and what each of its changes bought",
                      "mobilenet_table.json", _cmd("python", "-m", "benchmarks.studies.mobilenet.mobilenet_table"),

@@ -1,0 +1,88 @@
+"""The real-data floor of FID-FMNIST at each sample count the tables use (issue 38): FID of N real Fashion-MNIST
+*training* images against the 10,000 test images, as every FID in this project is taken (the committed feature
+net, jaxtricks.metrics), for several random draws of the N images.
+
+    python -m benchmarks.studies.metrics.fid_floor        # -> benchmarks/results/fid_floor.json, the table in README.md
+
+FID of N samples is biased upward by about a / N (Chong & Forsyth 2020), so a model's FID at N means little
+without the floor at the same N: docs/results.md prints this file's floor under each FID table, at that table's
+sample count. KID (unbiased, so its floor is ~0 at every N) is beside it for comparison.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import table, write_results
+from benchmarks.studies.common import update_results_md
+from jaxtricks import metrics
+from jaxtricks.data import load
+
+ROOT = Path(__file__).resolve().parents[3]
+RESULTS = ROOT / "benchmarks" / "results" / "fid_floor.json"
+COUNTS = [500, 1000, 2000, 5000, 10000]   # 500: train.ebm's --fid-samples; 2,000 gan_fid; 5,000 train.gan's
+HEADER = ["samples N", "FID floor (mean ± std)", "min .. max", "KID floor (mean ± std)", "draws"]
+
+
+def floors(train_images, test_images, counts, draws: int, seed: int = 0) -> dict[int, dict]:
+  """{N: {"fid": [one per draw], "kid": [...]}}: FID and KID of N training images drawn without replacement
+  (a fresh draw each time, from `seed`) against all the test images."""
+  net = metrics.load_feature_net()
+  train_ND = metrics.feature_net_outputs(train_images, net=net)[0]
+  test_ND = metrics.feature_net_outputs(test_images, net=net)[0]
+  reference = metrics.gaussian_statistics(test_ND)
+  rng = np.random.default_rng(seed)
+  out = {}
+  for n in counts:
+    picks = [rng.choice(len(train_ND), n, replace=False) for _ in range(draws)]
+    out[n] = {"fid": [metrics.frechet_distance(*metrics.gaussian_statistics(train_ND[i]), *reference) for i in picks],
+              "kid": [metrics.kid(train_ND[i], test_ND)[0] for i in picks]}
+  return out
+
+
+def rows_of(result: dict) -> list[list]:
+  def cell(v):
+    return f"{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f}"
+  return [[int(n), cell(r["fid"]), f"{min(r['fid']):.2f} .. {max(r['fid']):.2f}", cell(r["kid"]), len(r["fid"])]
+          for n, r in result.items()]
+
+
+def floor_at(n: int, path: Path = RESULTS) -> str | None:
+  """A sentence for a table of FIDs at N samples: the floor at N from the results file (None: not measured at N)."""
+  import json
+  if not path.exists():
+    return None
+  r = json.loads(path.read_text())["floors"].get(str(n))
+  if r is None:
+    return None
+  return (f"Real-data floor at {n:,} samples: FID {np.mean(r['fid']):.2f} ± {np.std(r['fid'], ddof=1):.2f} "
+          f"({len(r['fid'])} draws of {n:,} Fashion-MNIST training images against the same test set; "
+          f"`python -m benchmarks.studies.metrics.fid_floor`).")
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="python -m benchmarks.studies.metrics.fid_floor",
+                              description=__doc__.splitlines()[0])
+  p.add_argument("--counts", default=",".join(map(str, COUNTS)), help="sample counts N, comma-separated")
+  p.add_argument("--draws", type=int, default=5, help="random draws of N training images per count")
+  p.add_argument("--data-dir", default=None)
+  p.add_argument("--out", default=str(RESULTS))
+  p.add_argument("--readme", default=str(Path(__file__).with_name("README.md")))
+  args = p.parse_args(argv)
+  counts = [int(c) for c in args.counts.split(",")]
+  train_images, _ = load("fashion_mnist", "train", data_dir=args.data_dir)
+  test_images, _ = load("fashion_mnist", "test", data_dir=args.data_dir)
+  if max(counts) > len(train_images) or min(counts) < 2 or args.draws < 2:
+    p.error(f"--counts must lie in 2..{len(train_images)} (the training images) and --draws be >= 2")
+  result = floors(train_images, test_images, counts, args.draws)
+  rows = rows_of(result)
+  write_results(args.out, "benchmarks.studies.metrics.fid_floor", argv, HEADER, rows,
+                floors={str(n): r for n, r in result.items()})
+  print(table(HEADER, rows))
+  return update_results_md(args.out, "fid_floor", args.readme)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
