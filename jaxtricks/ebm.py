@@ -149,9 +149,26 @@ def sample_ensemble(model: nn.Module, params_M, stats_M, buffer: replay.ReplayBu
   return x_M, replay.push(buffer, x_M.reshape(x0.shape))
 
 
+def kl_loss(model: nn.Module, params, stats, x_fake_B: jax.Array, *, step_size: float,
+            data_range: tuple[float, float] | None = (0.0, 1.0)) -> jax.Array:
+  """The KL term of Improved Contrastive Divergence (Du et al. 2021, arXiv 2012.01316, eq. 7): the gradient the
+  usual loss leaves out, of the sampler's output with respect to the energy's parameters. One more (noise-free,
+  unclipped) Langevin step from the constant fakes under U_theta,
+
+      x~ = clip(x_f - (step_size / 2) grad_x U_theta(x_f), data_range),   loss = mean U_stop(theta)(x~),
+
+  so that minimising it moves theta to make the sampler's step land lower on the (frozen) energy: the gradient
+  reaches theta through the step only. Their entropy term (nearest neighbours in the buffer) is not included."""
+  energy = energy_fn(model, params, stats)
+  x = x_fake_B - 0.5 * step_size * jax.grad(lambda v: energy(v).sum())(x_fake_B)
+  x = jnp.clip(x, *data_range) if data_range is not None else x
+  return energy_fn(model, jax.lax.stop_gradient(params), stats)(x).mean()
+
+
 def train_step(state: EbmState, batch: dict, key: jax.Array, *, model: nn.Module, tx: optax.GradientTransformation,
-               sampler: SamplerConfig, reg: float = 1.0, chain_sharding=None):
-  """Sample as many fakes as reals with the buffer, then one optimizer step on the contrastive loss."""
+               sampler: SamplerConfig, reg: float = 1.0, kl: float = 0.0, chain_sharding=None):
+  """Sample as many fakes as reals with the buffer, then one optimizer step on the contrastive loss (plus `kl` times
+  Improved CD's KL term, `kl_loss`, when kl > 0)."""
   x_real = batch["image"]
   x_fake, buffer = sample_chains(model, state, key, x_real.shape[0], sampler, chain_sharding=chain_sharding)
 
@@ -159,7 +176,11 @@ def train_step(state: EbmState, batch: dict, key: jax.Array, *, model: nn.Module
     energies, updates = model.apply({"params": params, "batch_stats": state.stats},
                                     jnp.concatenate([x_real, x_fake]), update_stats=True, mutable=["batch_stats"])
     e_real, e_fake = jnp.split(energies, 2)
-    return contrastive_loss(e_real, e_fake, reg=reg), (updates["batch_stats"], e_real.mean(), e_fake.mean())
+    loss = contrastive_loss(e_real, e_fake, reg=reg)
+    if kl:   # a Python branch: kl = 0 compiles the step as before
+      loss = loss + kl * kl_loss(model, params, state.stats, x_fake, step_size=sampler.step_size,
+                                 data_range=sampler.data_range)
+    return loss, (updates["batch_stats"], e_real.mean(), e_fake.mean())
 
   (loss, (stats, e_real, e_fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)

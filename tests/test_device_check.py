@@ -90,3 +90,26 @@ def test_device_check_refuses_an_item_it_does_not_have(tmp_path):
   assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
   assert "no item mobilenet" in r.stderr and "exact_vgg_m3" in r.stderr
   assert not (tmp_path / "out" / "device_check.tgz").exists()
+
+
+def test_device_results_keeps_the_fresh_chain_runs_a_new_device_run_does_not_measure_again(tmp_path):
+  """ebm_fresh_chains_gpu.json is merged: a device run of one new recipe (and the control) adds its runs and
+  replaces the control's, the other recipes' earlier runs stay, each stamped with its own card and date."""
+  (tmp_path / "res").mkdir()
+  old = {"machine": "old card", "date": "2026-12-01",
+         "runs": {"main/0": {"argv": ["old"]}, "reg1/0": {"argv": ["r"]}}}
+  (tmp_path / "res" / "ebm_fresh_chains_gpu.json").write_text(json.dumps(old))
+  files = {"fresh_chains_kl1.json": json.dumps({"runs": {"kl1/0": {"argv": ["k"]}}}).encode(),
+           "fresh_chains_main.json": json.dumps({"runs": {"main/0": {"argv": ["new"]}}}).encode(),
+           "machine.txt": b"new card jax 0.12.0", "items.jsonl": b""}
+  archive = tmp_path / "device_check.tgz"
+  with tarfile.open(archive, "w:gz") as tar:
+    for name, data in files.items():
+      info = tarfile.TarInfo(f"./{name}")
+      info.size = len(data)
+      tar.addfile(info, io.BytesIO(data))
+  assert device_results.main([str(archive), "--results", str(tmp_path / "res"), "--docs", str(tmp_path / "docs")]) == 0
+  runs = json.loads((tmp_path / "res" / "ebm_fresh_chains_gpu.json").read_text())["runs"]
+  assert sorted(runs) == ["kl1/0", "main/0", "reg1/0"]
+  assert runs["main/0"]["argv"] == ["new"] and runs["main/0"]["machine"] == "new card"
+  assert runs["reg1/0"] == {"machine": "old card", "date": "2026-12-01", "argv": ["r"]}

@@ -56,6 +56,9 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
   beta1: float = dataclasses.field(default=0.0, metadata={"help": "Adam beta1 (0 as in Du & Mordatch's code)"})
   reg: float = dataclasses.field(
       default=0.1, metadata={"help": "lambda of the energy-magnitude penalty (Du & Mordatch's code: 1)"})
+  kl: float = dataclasses.field(
+      default=0.0, metadata={"help": "weight of Improved CD's KL term (Du et al. 2021; jaxtricks.ebm.kl_loss): the "
+                                     "gradient through one more Langevin step; 0: off"})
   net: Literal["resnet", "strided"] = dataclasses.field(
       default="strided", metadata={"help": "energy net: Du & Mordatch's residual net, or the UvA tutorial's four "
                                           "stride-2 convolutions (space-to-depth form)"})
@@ -99,7 +102,7 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
     super().__post_init__()
     harness.require_positive(self, "steps", "batch_size", "channels", "langevin_steps", "buffer_size", "fresh_steps",
                              "sample_every", "fid_every", "fid_samples", "lr", "step_size")
-    for name in ("reg", "grad_clip", "data_noise"):
+    for name in ("reg", "kl", "grad_clip", "data_noise"):
       require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
     require(self.noise_scale == "sqrt_step_size" or self.noise_scale >= 0, "noise_scale",
             f"must be >= 0 or sqrt_step_size, got {self.noise_scale}")
@@ -186,7 +189,7 @@ def run(config: Config, actions=()):
                                 then=export, fingerprint=harness.fingerprint(config, FINGERPRINT))
     return None
   step_fn = functools.partial(ebm.train_step, model=model, tx=tx, sampler=chains, reg=config.reg,
-                              chain_sharding=parallel.sharded(mesh))
+                              kl=config.kl, chain_sharding=parallel.sharded(mesh))
   state = harness.train(
       config, steps=config.steps, init_fn=init, train_step=step_fn, batches=batches, key=keys["step"], mesh=mesh,
       state_sharding=shardings, actions=[*periodic, *actions], fingerprint=harness.fingerprint(config, FINGERPRINT),

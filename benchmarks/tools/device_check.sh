@@ -127,7 +127,9 @@ else
   # with the test accuracy of their last finished epoch saved (one evaluation per epoch), the long EBM runs with
   # their FID curve so far; the fresh-chain study records each finished run as it goes
   g_ebm_step=180; g_exact=250; g_ebm_long=250; g_fresh=250; g_tests=80
-  seeds=(0 1 2); recipes=(main shortrun reinit25 noise2x reg1)
+  # (shortrun, reinit25, noise2x and reg1 were measured on the H200 on 2026-12-04, ebm_fresh_chains_gpu.json, which
+  # device_results merges: main runs again beside the new recipe as the same card's control)
+  seeds=(0 1 2); recipes=(kl1 main)
   fresh_args=()
   ebm_step_args=(--batch-size 128 --repeats 20)
   exact_args=()

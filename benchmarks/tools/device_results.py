@@ -84,6 +84,18 @@ def collect(files: dict[str, bytes], machine: str, date: str) -> dict[str, dict]
   return results
 
 
+# result files that keep their earlier runs (a device run measures what is new, e.g. one more recipe)
+MERGED = ("ebm_fresh_chains_gpu.json",)
+
+
+def merge_runs(old: dict, new: dict) -> dict:
+  """`new` with the runs of `old` it does not measure again (each keyed "recipe/seed"), every run stamped with the
+  machine and date of the file it came from."""
+  stamp = lambda data: {k: {"machine": data.get("machine"), "date": data.get("date"), **v}
+                        for k, v in data.get("runs", {}).items()}
+  return {**new, "runs": {**stamp(old), **stamp(new)}}
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("archive")
@@ -104,6 +116,8 @@ def main(argv=None) -> int:
   results, docs = Path(args.results), Path(args.docs)
   results.mkdir(parents=True, exist_ok=True)
   for name, content in collect(files, machine, date).items():
+    if name in MERGED and (results / name).exists():
+      content = merge_runs(json.loads((results / name).read_text()), content)
     (results / name).write_text(json.dumps(content, indent=1))
     print(f"wrote {results / name}")
   grids = sorted((int(m[2]), m[1], path) for path in files

@@ -34,6 +34,7 @@ RECIPES = {
     "reinit25": dict(reinit_prob=0.25),            # a buffer, but a quarter of the chains restart from noise
     "noise2x": dict(noise_scale=0.01),             # twice the Langevin noise (larger noise, Du & Mordatch's advice)
     "reg1": dict(reg=1.0),                         # Du & Mordatch's energy-magnitude penalty weight (ours: 0.1)
+    "kl1": dict(kl=1.0),                           # Improved CD's KL term (Du et al. 2021), weight 1 as theirs
 }
 
 
