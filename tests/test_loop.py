@@ -207,6 +207,16 @@ def test_other_configuration_refused(tmp_path):
   assert checkpoints.manager(tmp_path).latest_step() == 5   # nothing lost
 
 
+def test_a_setting_the_saved_run_does_not_record_is_not_compared(tmp_path):
+  """A run made before a setting joined the fingerprint resumes (its value then is unknown); once recorded, the
+  setting is compared like the others."""
+  _run(tmp_path, 5, fingerprint={"model": "cnn"})
+  _run(tmp_path, 10, fingerprint={"model": "cnn", "logit_batchnorm": True})
+  assert checkpoints.manager(tmp_path).latest_step() == 10
+  with pytest.raises(WorkdirError, match="another configuration .*logit_batchnorm: True there, False now"):
+    _run(tmp_path, 12, fingerprint={"model": "cnn", "logit_batchnorm": False})
+
+
 def test_checkpoint_of_another_shape_refused(tmp_path):
   _run(tmp_path, 5)
   abstract = {"w": jax.ShapeDtypeStruct((4,), jnp.float32), "step": jax.ShapeDtypeStruct((), jnp.int32)}

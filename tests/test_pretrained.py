@@ -87,6 +87,13 @@ def test_other_settings_than_the_models_are_refused(trained, tmp_path, monkeypat
   assert main("--width", "16", "--eval-only", "--workdir", str(folder)) == cli.EXIT_USAGE
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "width" in err[0], err
+  # EXACT's loss settings are the run's too: its nll would be another without the logit batch-norm it trained with
+  main, workdir = trained("classify")
+  folder = pretrained.export("exact_mnist_s0", workdir, out=tmp_path / "pretrained", check=False)
+  capsys.readouterr()
+  assert main("--no-logit-batchnorm", "--eval-only", "--workdir", str(folder)) == cli.EXIT_USAGE
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "logit_batchnorm: True there, False now" in err[0], err
 
 
 def test_weights_of_another_model_are_refused_naming_what_differs(trained, tmp_path):

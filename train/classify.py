@@ -122,7 +122,10 @@ class Config(harness.EvalOnlyConfig, harness.BaseConfig):
 # What defines a run's state (resuming with other values is refused).
 FINGERPRINT = ("model", "loss", "dataset", "width", "input_size", "stem_stride", "mobilenet_blocks", "seed",
                "batch_size", "augment",
-               "optimizer", "exact_sigma", "grad_normalizer")
+               "optimizer", "exact_sigma", "grad_normalizer",
+               # since 2026-12-04: what EXACT's loss and evaluation read (--eval-only's nll), so that a run is
+               # evaluated as trained (runs made before do not record them: not compared)
+               "exact_margin", "exact_sigma_final", "logit_batchnorm")
 
 
 # --recipe NAME: named sets of defaults (flags given beside --recipe still win). docs/techniques.md#mobilenet.
