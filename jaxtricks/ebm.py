@@ -152,13 +152,16 @@ def sample_ensemble(model: nn.Module, params_M, stats_M, buffer: replay.ReplayBu
 def kl_loss(model: nn.Module, params, stats, x_fake_B: jax.Array, *, step_size: float,
             data_range: tuple[float, float] | None = (0.0, 1.0)) -> jax.Array:
   """The KL term of Improved Contrastive Divergence (Du et al. 2021, arXiv 2012.01316, eq. 7): the gradient the
-  usual loss leaves out, of the sampler's output with respect to the energy's parameters. One more (noise-free,
-  unclipped) Langevin step from the constant fakes under U_theta,
+  usual loss leaves out, of the sampler's output with respect to the energy's parameters, taken through one more
+  Langevin step from the constant fakes under U_theta,
 
-      x~ = clip(x_f - (step_size / 2) grad_x U_theta(x_f), data_range),   loss = mean U_stop(theta)(x~),
+      x~ = x_f - (step_size / 2) grad_x U_theta(x_f), kept in data_range;   loss = mean U_stop(theta)(x~),
 
-  so that minimising it moves theta to make the sampler's step land lower on the (frozen) energy: the gradient
-  reaches theta through the step only. Their entropy term (nearest neighbours in the buffer) is not included."""
+  so that minimising it moves theta to make that step land lower on the (frozen) energy: the gradient reaches theta
+  through the step only. The step is the sampler's without its noise and without its gradient clip (our choice: a
+  clip passes no gradient wherever it binds), so it is longer than a sampler step where the clip would bind, and
+  pixels it pushes past data_range pass no gradient either. Their entropy term (nearest neighbours in the buffer)
+  is not included."""
   energy = energy_fn(model, params, stats)
   x = x_fake_B - 0.5 * step_size * jax.grad(lambda v: energy(v).sum())(x_fake_B)
   x = jnp.clip(x, *data_range) if data_range is not None else x

@@ -17,6 +17,7 @@ fields, its state, its step and its evaluation:
 """
 
 import dataclasses
+import json
 import math
 import shutil
 from pathlib import Path
@@ -144,9 +145,19 @@ def require_positive(config, *names: str) -> None:
     require(getattr(config, name) > 0, name, f"must be positive, got {getattr(config, name)}")
 
 
-def fingerprint(config, names: Sequence[str]) -> dict[str, Any]:
-  """The settings that define a run's state; resuming with other values is refused (workdir.prepare)."""
+def fingerprint(config, names: Sequence[str], *, since: Sequence[str] = ()) -> dict[str, Any]:
+  """The settings that define a run's state; resuming with other values is refused (workdir.prepare). `since`:
+  those of `names` the program added to its fingerprint after runs were made; they are left out when the
+  workdir's config.json exists and does not record them (an older run: what they were is not known)."""
   values = dataclasses.asdict(config)
+  saved = Path(values.get("workdir") or "") / "config.json"
+  if since and values.get("workdir") and saved.is_file():
+    try:
+      recorded = json.loads(saved.read_text())
+    except (OSError, ValueError):
+      recorded = None   # unreadable: workdir.prepare names it
+    if isinstance(recorded, dict):
+      names = [k for k in names if k not in since or k in recorded]
   return {k: values[k] for k in names}
 
 

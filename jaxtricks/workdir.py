@@ -74,11 +74,10 @@ def write_config(workdir: Path, fingerprint: dict) -> None:
 
 
 def compare_fingerprints(workdir: Path, saved: dict, fingerprint: dict) -> None:
-  """WorkdirError naming each setting where `fingerprint` (compared as JSON reads it back) differs from `saved`. A
-  setting `saved` does not record is not compared: the run was made before that setting joined its program's
-  fingerprint (CHANGELOG), so what it was is not known."""
+  """WorkdirError naming each setting where `fingerprint` (compared as JSON reads it back) differs from `saved` (a
+  setting `saved` lacks differs too; harness.fingerprint leaves out those a program added later)."""
   fingerprint = json.loads(json.dumps(fingerprint))
-  diff = {k: (saved[k], v) for k, v in fingerprint.items() if k in saved and saved[k] != v}
+  diff = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
   if diff:
     what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
     raise WorkdirError("workdir", f"{workdir} holds a run of another configuration ({what}); "

@@ -297,7 +297,15 @@ def test_gan_convergence_records_fid_and_training_seconds_and_resumes_from_its_r
   recorded = json.loads((tmp_path / "out" / "gan_convergence.json").read_text())
   assert recorded["timing"]["ms"]["single, optimistic Adam"] > 0
   assert recorded["runs"].keys() == {"single, optimistic Adam/0"} and recorded["argv"] == argv
-  assert float(recorded["rows"][0][recorded["header"].index("ms per step (interleaved)")]) > 0
+  rows = {r[0]: r for r in recorded["rows"]}   # every variant's row, whichever this call trained
+  assert len(rows) == 5 and rows["alternating"][1] == "not run yet"
+  assert float(rows["single, optimistic Adam"][recorded["header"].index("ms per step (interleaved)")]) > 0
+  # a call with other settings (here: steps) pools none of these runs and trains its own
+  trained = []
+  monkeypatch.setattr(gan_convergence, "train", lambda *a, **k: trained.append(k["steps"]))
+  monkeypatch.setattr(gan_convergence, "curve", lambda w: recorded["runs"]["single, optimistic Adam/0"])
+  gan_convergence.main([*argv[:argv.index("--steps") + 1], "6", *argv[argv.index("--steps") + 2:]])
+  assert trained == [6]
 
 
 @pytest.mark.slow
@@ -610,15 +618,19 @@ def test_gan_convergence_difference_pools_seeds_and_hosts_and_tests_the_means():
   assert d["n"] == [3, 3] and d["difference"] == pytest.approx(a.mean() - b.mean())
   assert d["welch_t"] == pytest.approx((a.mean() - b.mean()) / np.sqrt(va + vb))
   assert d["welch_df"] == pytest.approx((va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2))
-  assert d["ci95"][0] < d["difference"] < d["ci95"][1] < 0 and d["welch_p"] < 0.05   # clearly apart
+  from scipy import stats
+  half = stats.t.ppf(0.975, d["welch_df"]) * np.sqrt(va + vb)         # Welch's two-sided 95% interval
+  assert d["ci95"] == pytest.approx([d["difference"] - half, d["difference"] + half])
+  assert d["welch_p"] == pytest.approx(2 * stats.t.sf(abs(d["welch_t"]), d["welch_df"])) and d["welch_p"] < 0.05
   assert d["mann_whitney_p"] == pytest.approx(0.1)    # 3 against 3, fully separated: the test's smallest p
-  assert hosts(recorded_runs(runs, "single")) == "AMD EPYC x2, Intel Xeon x1"
+  assert hosts(recorded_runs(runs, "single")) == "AMD EPYC, AVX2 x2, Intel Xeon, AMX x1"
   assert difference({"single/0": runs["single/0"], **{k: v for k, v in runs.items() if "alt" in k}}, "single") is None
 
 
-def test_fid_floor_falls_with_the_sample_count_and_reaches_the_report(tmp_path, monkeypatch):
+def test_fid_floor_falls_with_the_sample_count_and_floor_at_words_it(tmp_path, monkeypatch):
   """studies.metrics.fid_floor on a tiny fake Fashion-MNIST: FID of N training images against the test set falls
-  as N grows (FID's 1/N bias), KID stays near 0 at every N, and floor_at words the floor for a table at N."""
+  as N grows (FID's 1/N bias), their KID is far below that of noise images, and floor_at words the floor for a
+  table at N."""
   import json
 
   from benchmarks.studies.metrics import fid_floor
@@ -630,7 +642,12 @@ def test_fid_floor_falls_with_the_sample_count_and_reaches_the_report(tmp_path, 
                          "--readme", str(readme)]) == 0
   floors = json.loads(out.read_text())["floors"]
   assert len(floors["8"]["fid"]) == 3 and np.mean(floors["8"]["fid"]) > 2 * np.mean(floors["128"]["fid"]) > 0
-  assert abs(np.mean(floors["128"]["kid"])) < np.mean(floors["128"]["fid"])
+  from jaxtricks import metrics
+  from jaxtricks.data import load
+  test = load("fashion_mnist", "test", data_dir=data)[0]
+  noise = np.random.default_rng(0).integers(0, 256, (128, *test.shape[1:]), dtype=np.uint8)
+  kid_noise = metrics.kid(metrics.feature_net_outputs(noise)[0], metrics.feature_net_outputs(test)[0])[0]
+  assert abs(np.mean(floors["128"]["kid"])) < 0.1 * kid_noise, (floors["128"]["kid"], kid_noise)
   assert fid_floor.floor_at(128, out).startswith("Real-data floor at 128 samples: FID ")
   assert fid_floor.floor_at(500, out) is None and "| 128 |" in readme.read_text()
   with pytest.raises(SystemExit):

@@ -93,8 +93,8 @@ def test_device_check_refuses_an_item_it_does_not_have(tmp_path):
 
 
 def test_device_results_keeps_the_fresh_chain_runs_a_new_device_run_does_not_measure_again(tmp_path):
-  """ebm_fresh_chains_gpu.json is merged: a device run of one new recipe (and the control) adds its runs and
-  replaces the control's, the other recipes' earlier runs stay, each stamped with its own card and date."""
+  """ebm_fresh_chains_gpu.json is merged: a device run of one new recipe (and the control) adds its runs, the
+  earlier runs stay, each stamped with its own card and date, and the new control is keyed by its date."""
   (tmp_path / "res").mkdir()
   old = {"machine": "old card", "date": "2026-12-01",
          "runs": {"main/0": {"argv": ["old"]}, "reg1/0": {"argv": ["r"]}}}
@@ -110,6 +110,8 @@ def test_device_results_keeps_the_fresh_chain_runs_a_new_device_run_does_not_mea
       tar.addfile(info, io.BytesIO(data))
   assert device_results.main([str(archive), "--results", str(tmp_path / "res"), "--docs", str(tmp_path / "docs")]) == 0
   runs = json.loads((tmp_path / "res" / "ebm_fresh_chains_gpu.json").read_text())["runs"]
-  assert sorted(runs) == ["kl1/0", "main/0", "reg1/0"]
-  assert runs["main/0"]["argv"] == ["new"] and runs["main/0"]["machine"] == "new card"
+  date = json.loads((tmp_path / "res" / "ebm_fresh_chains_gpu.json").read_text())["date"]
+  assert sorted(runs) == sorted(["kl1/0", "main/0", f"main@{date}/0", "reg1/0"])
+  assert runs[f"main@{date}/0"] == {"machine": "new card", "date": date, "argv": ["new"]}
+  assert runs["main/0"] == {"machine": "old card", "date": "2026-12-01", "argv": ["old"]}
   assert runs["reg1/0"] == {"machine": "old card", "date": "2026-12-01", "argv": ["r"]}

@@ -207,14 +207,33 @@ def test_other_configuration_refused(tmp_path):
   assert checkpoints.manager(tmp_path).latest_step() == 5   # nothing lost
 
 
-def test_a_setting_the_saved_run_does_not_record_is_not_compared(tmp_path):
-  """A run made before a setting joined the fingerprint resumes (its value then is unknown); once recorded, the
-  setting is compared like the others."""
-  _run(tmp_path, 5, fingerprint={"model": "cnn"})
-  _run(tmp_path, 10, fingerprint={"model": "cnn", "logit_batchnorm": True})
-  assert checkpoints.manager(tmp_path).latest_step() == 10
+def test_a_setting_added_to_a_programs_fingerprint_later_is_checked_only_where_recorded(tmp_path):
+  """harness.fingerprint(since=...): a run made before a setting joined the fingerprint resumes (its value then is
+  unknown, the setting is left out); a run that records it is checked for it; a setting not named in `since` that
+  the saved run lacks is refused like any other difference."""
+  import dataclasses
+
+  from jaxtricks import harness
+
+  @dataclasses.dataclass(frozen=True)
+  class Config:
+    workdir: str
+    model: str = "cnn"
+    logit_batchnorm: bool = False
+  old = Config(str(tmp_path / "old"))
+  _run(tmp_path / "old", 5, fingerprint={"model": "cnn"})
+  assert harness.fingerprint(old, ["model", "logit_batchnorm"], since=["logit_batchnorm"]) == {"model": "cnn"}
+  _run(tmp_path / "old", 10, fingerprint=harness.fingerprint(old, ["model", "logit_batchnorm"],
+                                                             since=["logit_batchnorm"]))
+  assert checkpoints.manager(tmp_path / "old").latest_step() == 10
+  new = Config(str(tmp_path / "new"), logit_batchnorm=True)
+  _run(tmp_path / "new", 5, fingerprint=harness.fingerprint(new, ["model", "logit_batchnorm"], since=["logit_batchnorm"]))
+  flipped = harness.fingerprint(dataclasses.replace(new, logit_batchnorm=False), ["model", "logit_batchnorm"],
+                                since=["logit_batchnorm"])
   with pytest.raises(WorkdirError, match="another configuration .*logit_batchnorm: True there, False now"):
-    _run(tmp_path, 12, fingerprint={"model": "cnn", "logit_batchnorm": False})
+    _run(tmp_path / "new", 12, fingerprint=flipped)
+  with pytest.raises(WorkdirError, match="logit_batchnorm: None there, False now"):
+    _run(tmp_path / "old", 12, fingerprint=harness.fingerprint(old, ["model", "logit_batchnorm"]))
 
 
 def test_checkpoint_of_another_shape_refused(tmp_path):

@@ -120,12 +120,12 @@ class Config(harness.EvalOnlyConfig, harness.BaseConfig):
 
 
 # What defines a run's state (resuming with other values is refused).
+# since 2026-12-04: what EXACT's loss and evaluation read (--eval-only's nll), so that a run is evaluated as it
+# trained; runs made before do not record them, and are not checked for them (harness.fingerprint's `since`)
+FINGERPRINT_SINCE = ("exact_margin", "exact_sigma_final", "logit_batchnorm")
 FINGERPRINT = ("model", "loss", "dataset", "width", "input_size", "stem_stride", "mobilenet_blocks", "seed",
                "batch_size", "augment",
-               "optimizer", "exact_sigma", "grad_normalizer",
-               # since 2026-12-04: what EXACT's loss and evaluation read (--eval-only's nll), so that a run is
-               # evaluated as trained (runs made before do not record them: not compared)
-               "exact_margin", "exact_sigma_final", "logit_batchnorm")
+               "optimizer", "exact_sigma", "grad_normalizer", *FINGERPRINT_SINCE)
 
 
 # --recipe NAME: named sets of defaults (flags given beside --recipe still win). docs/techniques.md#mobilenet.
@@ -325,13 +325,13 @@ def run(config: Config, actions=()) -> classifier.ClassifierState | None:
   init_fn = lambda: classifier.init(keys["init"], model, (1, *input_shape(config)), tx)
   if config.eval_only:
     harness.evaluate_checkpoint(config.workdir, init_fn=init_fn, evaluate=evaluate,
-                                fingerprint=harness.fingerprint(config, FINGERPRINT))
+                                fingerprint=harness.fingerprint(config, FINGERPRINT, since=FINGERPRINT_SINCE))
     return None
   return harness.train(
       config, steps=steps, init_fn=init_fn,
       train_step=functools.partial(train_step, config=config, model=model, tx=tx,
                                    sigma_fn=exact_sigma_fn(config, steps)), batches=batches,
-      key=keys["step"], mesh=mesh, fingerprint=harness.fingerprint(config, FINGERPRINT),
+      key=keys["step"], mesh=mesh, fingerprint=harness.fingerprint(config, FINGERPRINT, since=FINGERPRINT_SINCE),
       actions=[loop.Periodic(config.eval_every or batches.steps_per_epoch, lambda step, s: evaluate(s),
                              announce=True), *actions])
 

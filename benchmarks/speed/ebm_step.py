@@ -93,6 +93,20 @@ def setup(batch_size: int, langevin_steps: int, channels: int, seed: int = 0) ->
               fake=fake, check_params=check_params(model, state.params, x, fake))
 
 
+# the 2x2 convolutions as matrix products (models.energy.Conv2x2, issue 35): the same parameters, other programs
+CONV_FORMS = {"taps": "2x2 convs as one dot over 4 taps", "shifted": "2x2 convs as 4 shifted dots"}
+
+
+def conv_models(s: dict, convs) -> dict:
+  """{row name: model} of the net with its convolutions as `convs` (CONV_FORMS' keys), float32 and bf16 compute."""
+  out = {}
+  for conv in convs:
+    model = s["model"].clone(conv=conv)
+    out[f"JAX float32, {CONV_FORMS[conv]}"] = model
+    out[f"JAX bf16 compute, {CONV_FORMS[conv]}"] = model.clone(dtype=jnp.bfloat16)
+  return out
+
+
 def check_params(model, params, x, fake):
   """The weights the outputs are checked on: `params` with the last Dense rescaled so that the energies of
   [x; fake] span about [-0.5, 1.5], as a trained net's are O(1) (at init they are ~1e-3, where the loss'
@@ -142,16 +156,18 @@ def agree(got: dict, ref: dict, tol: float, *, reg: float, name: str = "") -> fl
   return worst
 
 
-def jax_rows(s: dict) -> dict:
+def jax_rows(s: dict, convs=()) -> dict:
   """{row: (call, compile s)}: each row's jitted step, compiled (lower + compile timed), on its own copy of the
-  state; call() runs one step and returns its metrics. The step's key is fold_in(key, step), as the loop's."""
+  state; call() runs one step and returns its metrics. The step's key is fold_in(key, step), as the loop's.
+  `convs`: also the rows of the net with its convolutions in those forms (`conv_models`), on one device."""
   key = jax.random.PRNGKey(1)
   batch = {"image": s["x"]}
   step = lambda model, **kw: (lambda state, batch, key: ebm.train_step(
       state, batch, jax.random.fold_in(key, state.step), model=model, tx=s["tx"], sampler=s["sampler"],
       reg=UVA["reg"], **kw))
   forms = {"JAX float32": (step(s["model"]), None),
-           "JAX bf16 compute (params float32)": (step(s["model_bf16"]), None)}
+           "JAX bf16 compute (params float32)": (step(s["model_bf16"]), None),
+           **{name: (step(model), None) for name, model in conv_models(s, convs).items()}}
   if jax.device_count() > 1 and s["x"].shape[0] % jax.device_count() == 0 and \
      UVA["buffer_size"] % jax.device_count() == 0:
     mesh = parallel.make_mesh()
@@ -185,15 +201,16 @@ def timed(call) -> float:
 
 
 def measure(batch_size: int, langevin_steps: int, channels: int, repeats: int, torch_python: str = "",
-            torch_only=None, torch_threads: int = 0) -> tuple[list, list]:
+            torch_only=None, torch_threads: int = 0, convs=()) -> tuple[list, list]:
   """(table rows, notes): every row timed interleaved with the others, outputs checked against JAX float32."""
   s = setup(batch_size, langevin_steps, channels)
   params = s["check_params"]
   ref = outputs(s["model"], params, s["x"], s["fake"], reg=UVA["reg"])
-  checks = {"JAX bf16 compute (params float32)": agree(outputs(s["model_bf16"], params, s["x"], s["fake"],
-                                                               reg=UVA["reg"]), ref, BF16_TOL, reg=UVA["reg"],
-                                                       name="JAX bf16")}
-  rows = jax_rows(s)
+  checks = {name: agree(outputs(model, params, s["x"], s["fake"], reg=UVA["reg"]), ref,
+                        BF16_TOL if "bf16" in name else float32_tol(), reg=UVA["reg"], name=name)
+            for name, model in {"JAX bf16 compute (params float32)": s["model_bf16"],
+                                **conv_models(s, convs)}.items()}
+  rows = jax_rows(s, convs)
   first = {name: compile_s + timed(call) for name, (call, compile_s) in rows.items()}
   calls = {name: functools.partial(timed, call) for name, (call, _) in rows.items()}
   peer, notes, tmp = None, [], tempfile.TemporaryDirectory()
@@ -256,9 +273,14 @@ def main(argv=None):
   p.add_argument("--torch-threads", type=int, default=0,
                  help="CPU threads of the PyTorch rows (default 0: one per core). On a CPU shared with other jobs, "
                       "PyTorch's OpenMP threads lose a time slice at each op's barrier: 1 can be several times faster")
+  p.add_argument("--convs", default="", help=f"comma-separated, of {', '.join(CONV_FORMS)}: also the net with its "
+                 "2x2 convolutions as matrix products in that form (float32 and bf16 rows; default none)")
   p.add_argument("--json", default="", help="append the run to this file of runs (e.g. "
                  "benchmarks/results/ebm_step_peers.json); default nowhere")
   args = p.parse_args(argv)
+  convs = [c.strip() for c in args.convs.split(",") if c.strip()]
+  if any(c not in CONV_FORMS for c in convs):
+    p.error(f"--convs: {args.convs!r}; each must be one of {', '.join(CONV_FORMS)}")
   if args.torch_threads < 0:
     p.error(f"--torch-threads must be >= 0, got {args.torch_threads}")
   for name in ("batch_size", "langevin_steps", "channels", "repeats"):
@@ -269,7 +291,7 @@ def main(argv=None):
   parallel.set_cpu_devices(parallel.cpu_cores())
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   rows, notes = measure(args.batch_size, args.langevin_steps, args.channels, args.repeats, args.torch_python,
-                        [v.strip() for v in args.torch_variants.split(";") if v.strip()], args.torch_threads)
+                        [v.strip() for v in args.torch_variants.split(";") if v.strip()], args.torch_threads, convs)
   title = (f"EBM train step, train.ebm's uva recipe: strided net c={args.channels}, batch {args.batch_size}, "
            f"{args.langevin_steps}-step chains, buffer {UVA['buffer_size']} — {machine()}, jax {jax.__version__}, "
            f"median of {args.repeats} after warm-up, rows interleaved")

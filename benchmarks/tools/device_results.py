@@ -89,11 +89,16 @@ MERGED = ("ebm_fresh_chains_gpu.json",)
 
 
 def merge_runs(old: dict, new: dict) -> dict:
-  """`new` with the runs of `old` it does not measure again (each keyed "recipe/seed"), every run stamped with the
-  machine and date of the file it came from."""
+  """`new` with every run of `old` kept (each keyed "recipe/seed", stamped with the machine and date of the file it
+  came from): a new run whose key `old` has (a recipe measured again, e.g. main as the new card's control) is keyed
+  "recipe@date/seed", so that each recipe is compared with the control of its own session."""
   stamp = lambda data: {k: {"machine": data.get("machine"), "date": data.get("date"), **v}
                         for k, v in data.get("runs", {}).items()}
-  return {**new, "runs": {**stamp(old), **stamp(new)}}
+  runs = stamp(old)
+  for key, run in stamp(new).items():
+    name, seed = key.rsplit("/", 1)
+    runs[f"{name}@{new.get('date')}/{seed}" if key in runs else key] = run
+  return {**new, "runs": runs}
 
 
 def main(argv=None) -> int:

@@ -249,12 +249,13 @@ def ebm_seeds() -> str:
       rows.append([path.stem.rsplit("_", 1)[1], name, s["samples"], round(s["fid"], 1),
                    f"{s['kid']:.2f} ± {s['kid_std']:.2f}",
                    *(round(s[k], 3) for k in ("precision", "recall", "density", "coverage"))])
-    notes.add(f"{data.get('machine', '?')}, {data.get('date', '?')}")
+    notes.add(f"{data.get('machine', '?')}, {data.get('date', '?')}, {data.get('samples')} samples, fresh chains "
+              f"of {data.get('fresh_steps')} Langevin steps from noise")
   if not rows:
     return f"{title}\n\nNot measured yet: `python -m benchmarks.studies.ebm.ebm_eval --workdir RUN --json F`.\n"
-  return (f"{title}\n\n`python -m benchmarks.studies.ebm.ebm_eval --workdir runs/ebm_ensemble/sSEED --samples 5000 "
-          f"--json benchmarks/results/ebm_eval_main_sSEED.json` — {'; '.join(sorted(notes))}; fresh chains: 60 "
-          f"Langevin steps from noise; the floor: as many real training images. Verdict: {_study('studies/ebm')}."
+  return (f"{title}\n\n`python -m benchmarks.studies.ebm.ebm_eval --workdir runs/ebm_ensemble/sSEED --samples N "
+          f"--json benchmarks/results/ebm_eval_main_sSEED.json` — {'; '.join(sorted(notes))}; the floor: as many "
+          f"real training images. Verdict: {_study('studies/ebm')}."
           f"\n\n{table(['seed', 'sample set', 'n', 'FID-FMNIST', 'KID', 'precision', 'recall', 'density', 'coverage'], rows)}\n")
 
 

@@ -67,6 +67,34 @@ def space_to_depth_2x2(x_BHWC: jax.Array) -> jax.Array:
   return x.reshape(b, (h + 1) // 2, (w + 1) // 2, 4 * c)
 
 
+class Conv2x2(nn.Module):
+  """nn.Conv(features, (2, 2), padding="SAME") — the same parameters ("kernel" [2, 2, C, F], "bias" [F]), the same
+  initialization and values — computed as matrix products, which reach a CPU's matrix units in bfloat16 where
+  XLA:CPU's own convolutions do not (issue 35). SAME pads one row and column at the end, so out[i, j] is the sum over
+  the taps (a, b) in {0, 1}^2 of x[i + a, j + b] @ kernel[a, b]. `impl`: "taps" concatenates the four shifted maps
+  along channels, one dot with the kernel as a [4C, F] matrix; "shifted": four dots, summed."""
+  features: int
+  impl: str = "taps"
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    c = x_BHWC.shape[-1]
+    kernel = self.param("kernel", nn.linear.default_kernel_init, (2, 2, c, self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    x, kernel, bias = nn.dtypes.promote_dtype(x_BHWC, kernel, bias, dtype=self.dtype)
+    h, w = x.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+    taps = [xp[:, a:a + h, b:b + w, :] for a in (0, 1) for b in (0, 1)]
+    if self.impl == "taps":
+      y = jnp.concatenate(taps, axis=-1) @ kernel.reshape(4 * c, self.features)
+    elif self.impl == "shifted":
+      y = sum(t @ kernel[a, b] for t, (a, b) in zip(taps, [(0, 0), (0, 1), (1, 0), (1, 1)]))
+    else:
+      raise ValueError(f"Conv2x2: impl must be taps or shifted, got {self.impl!r}")
+    return y + bias[None, None, None, :]
+
+
 class StridedEnergyNet(nn.Module):
   """The small energy net of the UvA deep-learning tutorial 8 (Lippe 2022: four stride-2 convolutions of 16, 32,
   64, 64 channels with Swish, Dense 64, Dense 1; no normalization), each stride-2 convolution in the form whose
@@ -74,17 +102,22 @@ class StridedEnergyNet(nn.Module):
   convolution). A strided convolution's input-gradient is the lhs-dilated convolution XLA:CPU runs slowly, and a
   Langevin step is exactly that gradient (benchmarks/studies/ebm/README.md, the new main job). x [B, H, W, C] -> energies [B].
   `dtype`: the compute type of the convolutions, the Dense layers and the activations (e.g. bfloat16; the
-  parameters stay float32 and the energies come out float32); None: the parameters' and inputs' (float32)."""
+  parameters stay float32 and the energies come out float32); None: the parameters' and inputs' (float32).
+  `conv`: how the 2x2 convolutions are computed — "xla" (nn.Conv: XLA's convolution), or as matrix products,
+  "taps" or "shifted" (`Conv2x2`); the parameters are the same in all three, so a trained state runs in any."""
   features: tuple[int, ...] = (16, 32, 64, 64)
   hidden: int = 64
   dtype: Any = None
+  conv: str = "xla"
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array, *, update_stats: bool = False) -> jax.Array:
     del update_stats   # no spectral norm: the same call as EnergyNet's
     x = x_BHWC
-    for f in self.features:
-      x = nn.swish(nn.Conv(f, (2, 2), padding="SAME", dtype=self.dtype)(space_to_depth_2x2(x)))
+    for i, f in enumerate(self.features):
+      conv = (nn.Conv(f, (2, 2), padding="SAME", dtype=self.dtype, name=f"Conv_{i}") if self.conv == "xla" else
+              Conv2x2(f, impl=self.conv, dtype=self.dtype, name=f"Conv_{i}"))
+      x = nn.swish(conv(space_to_depth_2x2(x)))
     x = nn.swish(nn.Dense(self.hidden, dtype=self.dtype)(x.reshape(x.shape[0], -1)))
     e_B = nn.Dense(1, dtype=self.dtype)(x)[:, 0]
     return e_B if self.dtype is None else e_B.astype(jnp.float32)

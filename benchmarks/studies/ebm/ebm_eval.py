@@ -143,7 +143,9 @@ def main(argv=None):
   print(table(["out-of-distribution set", *names], [[k, *v.values()] for k, v in ood.items()]))
   if args.json:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"workdir": args.workdir, "step": int(state["step"]), "channels": config["channels"],
+    Path(args.json).write_text(json.dumps({"workdir": args.workdir, "machine": machine(), "jax": jax.__version__,
+                                           "date": time.strftime("%Y-%m-%d"), "step": int(state["step"]),
+                                           "channels": config["channels"],
                                            "fid": fids, "scores": sets, "auroc": ood,
                                            "complexity_temperature": temperature, "samples": args.samples,
                                            "fresh_steps": args.fresh_steps, "wall_s": wall}, indent=1))

@@ -58,6 +58,7 @@ IDS = {"alternating": "alternating", "single": "single",
        "single_optimistic_adam": "single, optimistic Adam",
        "single_lambda2": "single, lambda 2, Adam eps 1e-3"}
 DEFAULT = list(IDS)
+ALL = [IDS[v] for v in DEFAULT]   # the table's rows: every variant, whichever a call trains
 MODULE = "benchmarks.studies.gan.gan_convergence"
 
 
@@ -151,8 +152,9 @@ def recorded_runs(runs: dict, name: str) -> list[dict]:
 
 
 def hosts(done: list[dict]) -> str:
-  """The CPU models that ran the runs, with their counts ("AMD EPYC x3, Intel Xeon x2")."""
-  kinds = [r.get("machine", "?").split(",")[0] for r in done]
+  """The hosts that ran the runs (the CPU model and its vector and matrix extensions, as benchmarks.common.machine
+  names them), with their counts ("AMD EPYC, AVX2, AVX-512, AVX-512 BF16 x3")."""
+  kinds = [r.get("machine", "?").split(" CPU,")[0] for r in done]
   return ", ".join(f"{k} x{kinds.count(k)}" for k in dict.fromkeys(kinds))
 
 
@@ -235,27 +237,43 @@ def timing_of(args, names, argv, timing) -> dict:
           "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
 
 
-def train_runs(args, names, seeds, runs, timing, out: Path, argv) -> tuple[list[str], list[list]]:
-  """Trains the runs the results file lacks (common.pending_runs), rewriting it after each; the table."""
+def flags_of(args, name: str, seed: int) -> dict:
+  """train.gan's flags of variant `name`'s run of `seed` with the study's settings (`args`)."""
   data = {"data_dir": args.data_dir} if args.data_dir else {}
+  return dict(steps=args.steps, width=args.width, seed=seed, fid_every=args.fid_every,
+              fid_samples=args.fid_samples, ema_decay=args.ema_decay, sample_every=args.steps,
+              checkpoint_every=500, progress=False, tensorboard=False, **data, **VARIANTS[name])
 
-  def flags_of(name, seed):
-    return dict(steps=args.steps, width=args.width, seed=seed, fid_every=args.fid_every,
-                fid_samples=args.fid_samples, ema_decay=args.ema_decay, sample_every=args.steps,
-                checkpoint_every=500, progress=False, tensorboard=False, **data, **VARIANTS[name])
 
-  header, rows = summarize(names, seeds, runs, timing)
-  for name, seed in pending_runs(names, seeds, runs, lambda n, s: flag_argv(flags_of(n, s)), args.max_runs):
+def comparable(runs: dict, args) -> dict:
+  """The recorded runs made with the study's settings of this call (`args`: steps, width, FID evaluations, EMA;
+  where the data was read from aside): the runs the table and the test of differences pool, whichever variants
+  this call trains."""
+  def settings(argv):
+    return [w for i, w in enumerate(argv) if w != "--data-dir" and (i == 0 or argv[i - 1] != "--data-dir")]
+  out = {}
+  for key, run in runs.items():
+    name, seed = key.rsplit("/", 1)
+    if name in VARIANTS and settings(run.get("argv", [])) == settings(flag_argv(flags_of(args, name, int(seed)))):
+      out[key] = run
+  return out
+
+
+def train_runs(args, names, seeds, runs, timing, out: Path, argv) -> tuple[list[str], list[list]]:
+  """Trains the runs the results file lacks (common.pending_runs), rewriting it after each; the table, of every
+  variant's comparable runs (not only those of `names`)."""
+  header, rows = summarize(ALL, seeds, comparable(runs, args), timing)
+  for name, seed in pending_runs(names, seeds, runs, lambda n, s: flag_argv(flags_of(args, n, s)), args.max_runs):
     workdir = Path(args.root) / f"{slug(name)}-w{args.width}-n{args.steps}-s{seed}"
     t0 = time.perf_counter()
-    train("gan", workdir=workdir, **flags_of(name, seed))
+    train("gan", workdir=workdir, **flags_of(args, name, seed))
     key = f"{name}/{seed}"
-    runs[key] = {**curve(workdir), "argv": flag_argv(flags_of(name, seed)), "wall_s": time.perf_counter() - t0,
+    runs[key] = {**curve(workdir), "argv": flag_argv(flags_of(args, name, seed)), "wall_s": time.perf_counter() - t0,
                  "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
     print(f"{name} seed {seed}: FID {runs[key]['fid'][-1]:.1f} (EMA {runs[key]['fid_ema'][-1]:.1f})", flush=True)
-    header, rows = summarize(names, seeds, runs, timing)
+    header, rows = summarize(ALL, seeds, comparable(runs, args), timing)
     write_results(out, MODULE, argv, header, rows, runs=runs, timing=timing, steps=args.steps, width=args.width,
-                  **differences(names, runs))
+                  **differences(ALL, comparable(runs, args)))
   return header, rows
 
 
@@ -296,17 +314,18 @@ def main(argv=None):
   runs, timing = recorded.get("runs", {}), recorded.get("timing")
   if args.time or args.results_md:   # no training; the table's command stays the study's
     timing = timing_of(args, names, argv, timing) if args.time else timing
-    header, rows = summarize(names, seeds, runs, timing)
+    header, rows = summarize(ALL, seeds, comparable(runs, args), timing)
     write_results(out, MODULE, recorded.get("argv", []), header, rows, runs=runs, timing=timing, steps=args.steps,
-                  width=args.width, **differences(names, runs))
+                  width=args.width, **differences(ALL, comparable(runs, args)))
   else:
-    header, rows = train_runs(args, names, seeds, runs, timing, out, argv)
+    # the file's command stays the study's first (a call that adds seeds or a host's runs is not the table's)
+    header, rows = train_runs(args, names, seeds, runs, timing, out, recorded.get("argv", argv))
   if runs:
-    plot(Path(args.png) / "gan_convergence.png", names, runs,
+    plot(Path(args.png) / "gan_convergence.png", ALL, comparable(runs, args),
          f"DCGAN width {args.width}, batch 64, FID-FMNIST of {args.fid_samples} samples — {machine()}", timing)
   print(f"GAN to {args.steps} steps, width {args.width}, seeds {args.seeds} — {machine()}")
   print(table(header, rows))
-  for d in differences(names, runs).get("differences", []):
+  for d in differences(ALL, comparable(runs, args)).get("differences", []):
     print(difference_line(d))
   return (update_results_md(out, "gan_convergence", Path(__file__).parent / "README.md", note_key="note")
           if args.results_md else 0)
