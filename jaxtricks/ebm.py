@@ -76,11 +76,17 @@ def scan_unroll(unroll: int | bool | Literal["auto", "full"]) -> int | bool:
   return True if unroll == "full" else unroll
 
 
-def energy_net(channels: int, kind: str = "resnet") -> nn.Module:
+def energy_net(channels: int, kind: str = "resnet", *, dtype=None, conv: str = "xla") -> nn.Module:
   """The energy net: "resnet" at width c: stem c, stages c, 2c, 4c (Du & Mordatch's design; their 28x28 net is
-  c = 64); "strided": the UvA tutorial's four stride-2 convolutions at c, 2c, 4c, 4c (its net is c = 16)."""
+  c = 64); "strided": the UvA tutorial's four stride-2 convolutions at c, 2c, 4c, 4c (its net is c = 16), with
+  compute `dtype` (None: float32; e.g. bfloat16, the parameters staying float32) and its 2x2 convolutions computed
+  as `conv` (models.energy.StridedEnergyNet: "xla", "taps", "shifted"; the same parameters in all). The residual
+  net has neither setting: ValueError naming them."""
   if kind == "strided":
-    return StridedEnergyNet(features=(channels, 2 * channels, 4 * channels, 4 * channels))
+    return StridedEnergyNet(features=(channels, 2 * channels, 4 * channels, 4 * channels), dtype=dtype, conv=conv)
+  if dtype is not None or conv != "xla":
+    raise ValueError(f"energy_net: dtype and conv are the strided net's; the residual net takes neither (got dtype "
+                     f"{dtype}, conv {conv!r})")
   return EnergyNet(stem=channels, stages=(channels, 2 * channels, 4 * channels))
 
 

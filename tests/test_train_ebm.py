@@ -112,6 +112,8 @@ def test_divergence_gives_advice_and_keeps_checkpoint(tmp_path, capsys, monkeypa
     (["--export-samples", "100", "--steps", "4", "--batch-size", "16"], "--export-samples 100 exceeds the 64 samples "
      "the buffer holds after --steps 4 (at most --buffer-size); export fewer, or fresh chains (--export-source fresh)"),
     (["--export-format", "jpg"], "invalid choice: 'jpg'"),
+    (["--net", "resnet", "--conv", "taps"], "--conv is the strided net's setting; the resnet net runs xla only"),
+    (["--net", "resnet", "--compute-dtype", "bfloat16"], "--compute-dtype is the strided net's setting"),
 ])
 def test_bad_input_one_line_exit_2(args, words, tmp_path, capsys, monkeypatch):
   monkeypatch.delenv("JAXTRICKS_DATA", raising=False)
@@ -184,3 +186,22 @@ def test_three_steps_on_real_fashion_mnist_write_pngs(tmp_path):
   lines = loop.read_metrics(tmp_path / "run")
   assert [l["step"] for l in lines if "energy_fake" in l] == [1, 2, 3]
   assert all(np.isfinite(l["fid_fmnist_fresh"]) for l in lines if "fid_fmnist_fresh" in l)
+
+
+def test_the_convolutions_as_dots_train_as_xlas_and_bf16_compute_runs(tmp_path, monkeypatch):
+  """--conv taps is XLA's convolution as matrix products (the same parameters): 2 steps give the same losses and
+  energies as --conv xla to float32 rounding; --compute-dtype bfloat16 --conv taps trains with finite metrics."""
+  make_raw_folder(tmp_path / "raw")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  monkeypatch.delenv("JAXTRICKS_DATA", raising=False)
+  def run(name, *flags):
+    argv = ["--data-dir", str(tmp_path / "raw"), *TINY, "--steps", "2", "--fid-every", "2", "--sample-every", "2",
+            "--no-tensorboard", "--workdir", str(tmp_path / name), *flags]
+    assert cli.main(train_ebm.Config, train_ebm.run, argv=argv, prog="train.ebm") == 0
+    return [r for r in loop.read_metrics(tmp_path / name) if "loss" in r]
+  xla, taps = run("xla"), run("taps", "--conv", "taps")
+  for a, b in zip(xla, taps):
+    for key in ("loss", "energy_real", "energy_fake"):
+      np.testing.assert_allclose(b[key], a[key], rtol=1e-3, atol=1e-5)
+  bf16 = run("bf16", "--conv", "taps", "--compute-dtype", "bfloat16")
+  assert len(bf16) == 2 and all(np.isfinite([r["loss"], r["grad_norm"]]).all() for r in bf16)

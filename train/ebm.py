@@ -62,6 +62,13 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
   net: Literal["resnet", "strided"] = dataclasses.field(
       default="strided", metadata={"help": "energy net: Du & Mordatch's residual net, or the UvA tutorial's four "
                                           "stride-2 convolutions (space-to-depth form)"})
+  compute_dtype: Literal["float32", "bfloat16"] = dataclasses.field(
+      default="float32", metadata={"help": "the strided net's compute type (convolutions, Dense layers, activations; "
+                                         "parameters, Langevin iterates and loss stay float32)"})
+  conv: Literal["xla", "taps", "shifted"] = dataclasses.field(
+      default="xla", metadata={"help": "the strided net's 2x2 convolutions: XLA's convolution, or matrix products "
+                                       "(taps: one dot over the 4 shifted maps; shifted: 4 dots), which reach a CPU's "
+                                       "bf16 matrix units (benchmarks/speed/README.md); the same parameters"})
   channels: int = dataclasses.field(
       default=16, metadata={"help": "energy net width c: resnet stem c, stages c, 2c, 4c (the issue's net: 64); "
                                     "strided c, 2c, 4c, 4c (the tutorial's: 16)"})
@@ -107,6 +114,9 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
     require(self.noise_scale == "sqrt_step_size" or self.noise_scale >= 0, "noise_scale",
             f"must be >= 0 or sqrt_step_size, got {self.noise_scale}")
     require(0 <= self.beta1 < 1, "beta1", f"must be in [0, 1), got {self.beta1}")
+    for name, plain in (("compute_dtype", "float32"), ("conv", "xla")):
+      require(self.net == "strided" or getattr(self, name) == plain, name,
+              f"is the strided net's setting; the {self.net} net runs {plain} only")
     require(0 <= self.reinit_prob <= 1, "reinit_prob", f"must be in [0, 1], got {self.reinit_prob}")
     require(self.unroll in ("auto", "full") or self.unroll >= 1, "unroll",
             f"must be auto, full or >= 1, got {self.unroll}")
@@ -152,7 +162,9 @@ def run(config: Config, actions=()):
   keys = harness.keys(config.seed, "init", "data", "step", "sample")
   batches = harness.batches({"image": train["image"]}, config.batch_size, keys["data"], mesh, transform=functools.partial(real_images, config))
   image_shape = IMAGE_SHAPES[config.dataset]
-  model, tx, chains = ebm.energy_net(config.channels, config.net), optimizer(config), sampler(config)
+  dtype = None if config.compute_dtype == "float32" else jnp.dtype(config.compute_dtype)
+  model = ebm.energy_net(config.channels, config.net, dtype=dtype, conv=config.conv)
+  tx, chains = optimizer(config), sampler(config)
   init = lambda: ebm.init(keys["init"], model, image_shape, tx, buffer_size=config.buffer_size,
                           buffer_dtype=jnp.dtype(config.buffer_dtype))
   shardings = ebm.shardings(jax.eval_shape(init), mesh)

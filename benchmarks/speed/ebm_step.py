@@ -159,7 +159,8 @@ def agree(got: dict, ref: dict, tol: float, *, reg: float, name: str = "") -> fl
 def jax_rows(s: dict, convs=()) -> dict:
   """{row: (call, compile s)}: each row's jitted step, compiled (lower + compile timed), on its own copy of the
   state; call() runs one step and returns its metrics. The step's key is fold_in(key, step), as the loop's.
-  `convs`: also the rows of the net with its convolutions in those forms (`conv_models`), on one device."""
+  `convs`: also the rows of the net with its convolutions in those forms (`conv_models`), and with several
+  devices their bf16 forms split over them too."""
   key = jax.random.PRNGKey(1)
   batch = {"image": s["x"]}
   step = lambda model, **kw: (lambda state, batch, key: ebm.train_step(
@@ -171,8 +172,11 @@ def jax_rows(s: dict, convs=()) -> dict:
   if jax.device_count() > 1 and s["x"].shape[0] % jax.device_count() == 0 and \
      UVA["buffer_size"] % jax.device_count() == 0:
     mesh = parallel.make_mesh()
-    forms[f"JAX float32, split over {jax.device_count()} devices"] = (
-        step(s["model"], chain_sharding=parallel.sharded(mesh)), mesh)
+    split = {"JAX float32": s["model"],
+             **{name: model for name, model in conv_models(s, convs).items() if "bf16" in name}}
+    for name, model in split.items():   # train.ebm's CPU default (one device per core), and the bf16 conv forms
+      forms[f"{name}, split over {jax.device_count()} devices"] = (
+          step(model, chain_sharding=parallel.sharded(mesh)), mesh)
   rows = {}
   for name, (fn, mesh) in forms.items():
     holder = {"state": jax.tree.map(jnp.copy, s["state"]), "batch": batch}
