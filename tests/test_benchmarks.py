@@ -562,6 +562,10 @@ def test_fresh_chains_study_scores_each_length_and_resumes(tmp_path, monkeypatch
   run = json.loads((tmp_path / "r.json").read_text())["runs"]["shortrun/0"]
   assert run["step"] == 3 and "--reinit-prob" in run["argv"] and run["argv"][run["argv"].index("--reinit-prob") + 1] == "1.0"
   assert [run["fresh"][n]["langevin_steps"] for n in ("2", "25")] == [2, 26]   # whole chains of --langevin-steps 2
+  config, model, state = common.load_ebm_run(tmp_path / "runs" / "shortrun-s0")
+  _, bf16, _ = fresh_chains.model_of(fresh_chains.RECIPES["bf16"], (config, model, state))
+  assert (model.dtype, model.conv, bf16.dtype, bf16.conv) == (None, "xla", jnp.bfloat16, "taps")
+  assert fresh_chains.model_of(fresh_chains.RECIPES["main"], (config, model, state))[1] is model
   assert fresh_chains.sampler_of(fresh_chains.RECIPES["noise2x"], ["--grad-clip", "0", "--noise-scale", "0.02"]) == \
       dataclasses.replace(common.EBM_SAMPLER, noise_scale=0.02, grad_clip=None)   # the flags win over the recipe
   assert all(np.isfinite(run["fresh"][n]["fid"]) and run["fresh"][n]["samples"] == 8 for n in ("2", "25"))

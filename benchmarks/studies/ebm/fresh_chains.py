@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import machine
@@ -35,7 +36,21 @@ RECIPES = {
     "noise2x": dict(noise_scale=0.01),             # twice the Langevin noise (larger noise, Du & Mordatch's advice)
     "reg1": dict(reg=1.0),                         # Du & Mordatch's energy-magnitude penalty weight (ours: 0.1)
     "kl1": dict(kl=1.0),                           # Improved CD's KL term (Du et al. 2021), weight 1 as theirs
+    # issue 35: the main job in bf16 compute with the convolutions as matrix products (its fastest CPU form);
+    # its FIDs against main's say whether bf16 changes results beyond the seeds' spread
+    "bf16": dict(compute_dtype="bfloat16", conv="taps"),
 }
+
+
+def model_of(recipe: dict, run):
+  """common.load_ebm_run's (config, model, state) with the model the recipe trained (config.json records only the
+  fingerprint): its compute dtype and convolution form, so that its fresh chains run as its training chains did."""
+  config, model, state = run
+  if "compute_dtype" in recipe or "conv" in recipe:
+    dtype = recipe.get("compute_dtype", "float32")
+    model = ebm.energy_net(config["channels"], config.get("net", "resnet"),
+                           dtype=None if dtype == "float32" else jnp.dtype(dtype), conv=recipe.get("conv", "xla"))
+  return config, model, state
 
 
 def sampler_of(recipe: dict, train_flags: list[str] = ()) -> ebm.SamplerConfig:
@@ -127,7 +142,7 @@ def main(argv=None) -> int:
     except SystemExit as e:   # train.ebm said why, in one line; its exit status ends the study's
       return int(str(e).rsplit(" ", 1)[-1]) if str(e).rsplit(" ", 1)[-1].isdigit() else 1
     workdir = Path(args.root) / f"{name}-s{seed}"
-    run = common.load_ebm_run(workdir)
+    run = model_of(RECIPES[name], common.load_ebm_run(workdir))
     if int(run[2]["step"]) != args.steps:
       print(f"{p.prog}: error: {workdir} holds a run of {int(run[2]['step'])} steps, not --steps {args.steps}; use "
             f"another --root or the same --steps", file=sys.stderr)
