@@ -266,3 +266,29 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs_and_agrees_with_float
   hlo = fn16.lower(vg, vd, z).as_text()
   assert "bf16" in hlo and "convolution" in hlo
   assert not np.allclose(images16, images32, atol=1e-6)   # it did not compute in float32
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
+def test_convolutions_as_dots_are_the_same_nets(shape):
+  """Generator/Discriminator(conv="taps"): every convolution as one matrix product over its taps (conv_taps), with
+  nn.Conv's and ConvTranspose's parameters (the same tree and initial values): the same outputs and parameter
+  gradients as XLA's convolutions, to float32 rounding, at both image sizes (odd 7x7 maps included)."""
+  from jaxtricks.models.dcgan import conv_taps
+  key = jax.random.PRNGKey(0)
+  z = jax.random.normal(key, (4, 16))
+  x = jax.random.uniform(key, (4, *shape), minval=-1, maxval=1)
+  for xla, taps, inp in ((Generator(image_shape=shape, width=4), Generator(image_shape=shape, width=4, conv="taps"), z),
+                         (Discriminator(width=4), Discriminator(width=4, conv="taps"), x)):
+    v = xla.init(key, inp)
+    chex.assert_trees_all_equal(v, taps.init(key, inp))
+    out = lambda m, p: m.apply({**v, "params": p}, inp, mutable=["batch_stats"])[0]
+    grads = lambda m: jax.grad(lambda p: jnp.sum(out(m, p) ** 2))(v["params"])
+    chex.assert_trees_all_close(out(taps, v["params"]), out(xla, v["params"]), rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(grads(taps), grads(xla), rtol=1e-3, atol=1e-5)
+  # conv_taps itself against lax at a stride and explicit padding the nets do not use
+  k = jax.random.normal(key, (3, 3, 2, 5))
+  y = jax.random.normal(key, (2, 9, 9, 2))
+  want = jax.lax.conv_general_dilated(y, k, (3, 3), [(2, 0), (1, 1)], dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(conv_taps(y, k, 3, [(2, 0), (1, 1)]), want, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="conv must be 'xla' or 'taps'"):
+    Discriminator(width=4, conv="fft").init(key, x)

@@ -115,7 +115,7 @@ def _rows(batch: int, seconds: dict, stats: dict, peers: dict) -> list[list]:
 
 def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devices: int | str = 1,
             conv_transpose: str = "subpixel", torch_python: str = "", torch_only=None,
-            ynn_convolutions: bool = False) -> tuple[list, str]:
+            ynn_convolutions: bool = False, taps: bool = False) -> tuple[list, str]:
   g, d = Generator(width=width, conv_transpose=conv_transpose), Discriminator(width=width)
   key = jax.random.PRNGKey(0)
   x = jax.random.uniform(key, (batch, 28, 28, 1), minval=-1, maxval=1)
@@ -148,6 +148,12 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
   kw16 = dict(generator=Generator(width=width, conv_transpose=conv_transpose, dtype=jnp.bfloat16),
               discriminator=Discriminator(width=width, dtype=jnp.bfloat16), tx=tx)
   variants["(e) in bfloat16 (params float32)"] = (lambda s, x, z: gan.single_step(s, x, z, mode="single", **kw16), one)
+  if taps:   # (e) with every convolution as one matrix product (models.dcgan.conv_taps: the same parameters)
+    for dtype, label in ((jnp.float32, "float32"), (jnp.bfloat16, "bfloat16")):
+      kwt = dict(generator=Generator(width=width, dtype=dtype, conv="taps"),
+                 discriminator=Discriminator(width=width, dtype=dtype, conv="taps"), tx=tx)
+      variants[f"(e) convolutions as dots, {label}"] = (
+          lambda s, x, z, kwt=kwt: gan.single_step(s, x, z, mode="single", **kwt), one)
   holders, fns, stats = {}, {}, {}
   for name, (fn, state) in variants.items():
     fns[name], stats[name] = _timed_call(name, fn, state, holders, x, z, mesh=mesh, jit=compile_with.get(name, jit),
@@ -174,6 +180,9 @@ def main(argv=None):
   p.add_argument("--ynn-convolutions", action=argparse.BooleanOptionalAction, default=False,
                  help="on a CPU, compile the JAX steps with XLA's YNNPACK convolutions (its default) rather than "
                       "its own kernels (train.gan's default, --no-cpu-ynn-convolutions)")
+  p.add_argument("--convs-as-dots", action="store_true",
+                 help="also (e) with every convolution as one matrix product over its taps (models.dcgan.conv_taps), "
+                      "in float32 and in bfloat16")
   p.add_argument("--flops-only", action="store_true", help="only print XLA's FLOP counts (no timing, no file)")
   p.add_argument("--torch-python", default="",
                  help="also time the PyTorch peers under this interpreter (one with torch; e.g. a venv's python)")
@@ -188,7 +197,8 @@ def main(argv=None):
   for b in (int(v) for v in args.batches.split(",")):
     more, note = measure(b, args.repeats, args.width, devices=args.devices, conv_transpose=args.conv_transpose,
                          torch_python=args.torch_python, ynn_convolutions=args.ynn_convolutions,
-                         torch_only=[v.strip() for v in args.torch_variants.split(";") if v.strip()])
+                         torch_only=[v.strip() for v in args.torch_variants.split(";") if v.strip()],
+                         taps=args.convs_as_dots)
     rows += more
     notes += [f"batch {b}: {note}"] if note else []
   convs = "" if jax.default_backend() != "cpu" else (

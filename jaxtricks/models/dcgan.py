@@ -28,12 +28,28 @@ def _subpixel_taps(k: int, s: int) -> tuple[np.ndarray, int, int]:
   return table, dmin, dmax
 
 
-def conv_transpose_subpixel(x_BHWC: jax.Array, kernel_KKCO: jax.Array, stride: int) -> jax.Array:
+def conv_taps(x_BHWC: jax.Array, kernel_KKCO: jax.Array, stride: int, padding) -> jax.Array:
+  """lax.conv_general_dilated(x, kernel, (s, s), padding) (NHWC, HWIO) as ONE matrix product: the k*k strided
+  views of the padded input (one per kernel tap) concatenated along channels, times the kernel as a [k*k*C, O]
+  matrix — the patches built by slicing, which XLA:CPU sends to its dot kernels (in bfloat16: a CPU's matrix
+  units, which its bf16 convolutions do not reach; issue 35). `padding`: [(lo, hi), (lo, hi)] or 'SAME'/'VALID'."""
+  k, c, o = kernel_KKCO.shape[0], kernel_KKCO.shape[2], kernel_KKCO.shape[3]
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads(x_BHWC.shape[1:3], (k, k), (stride, stride), padding)
+  x = jnp.pad(x_BHWC, ((0, 0), *padding, (0, 0)))
+  h = (x.shape[1] - k) // stride + 1
+  w = (x.shape[2] - k) // stride + 1
+  taps = [x[:, a:a + stride * (h - 1) + 1:stride, b:b + stride * (w - 1) + 1:stride, :]
+          for a in range(k) for b in range(k)]
+  return jnp.concatenate(taps, axis=-1) @ kernel_KKCO.reshape(k * k * c, o)
+
+
+def conv_transpose_subpixel(x_BHWC: jax.Array, kernel_KKCO: jax.Array, stride: int, conv: str = "xla") -> jax.Array:
   """lax.conv_transpose(x, kernel, (s, s), 'SAME') (no kernel flip: flax's nn.ConvTranspose) as ONE stride-1
   convolution to s*s*O channels followed by depth-to-space — the sub-pixel / polyphase form (Shi et al. 2016):
   output pixel (s*i + a, s*j + b) only ever meets the taps of phase (a, b), so each phase is a small ordinary
   convolution of the undilated input; no multiplications by the zeros of a dilated input, forward or backward.
-  Output [B, s*H, s*W, O]."""
+  Output [B, s*H, s*W, O]. `conv`: that convolution by XLA ("xla") or as one matrix product (`conv_taps`)."""
   B, H, W, C = x_BHWC.shape
   k, o = kernel_KKCO.shape[0], kernel_KKCO.shape[-1]
   table, dmin, dmax = _subpixel_taps(k, stride)
@@ -41,8 +57,11 @@ def conv_transpose_subpixel(x_BHWC: jax.Array, kernel_KKCO: jax.Array, stride: i
   phases = padded[table[:, None, :, None], table[None, :, None, :]]       # [s, s, L, L, C, O]
   length = dmax - dmin + 1
   kernel = phases.transpose(2, 3, 4, 0, 1, 5).reshape(length, length, C, stride * stride * o)
-  y = jax.lax.conv_general_dilated(x_BHWC, kernel, (1, 1), [(-dmin, dmax)] * 2,
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  if conv == "taps":
+    y = conv_taps(x_BHWC, kernel, 1, [(-dmin, dmax)] * 2)
+  else:
+    y = jax.lax.conv_general_dilated(x_BHWC, kernel, (1, 1), [(-dmin, dmax)] * 2,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
   y = y.reshape(B, H, W, stride, stride, o).transpose(0, 1, 3, 2, 4, 5)
   return y.reshape(B, stride * H, stride * W, o)
 
@@ -57,6 +76,7 @@ class ConvTranspose(nn.Module):
   strides: tuple[int, int] = (1, 1)
   use_bias: bool = True
   dtype: jnp.dtype = jnp.float32   # compute type; the parameters stay float32
+  conv: str = "xla"                # its stride-1 convolution: XLA's, or "taps" (conv_taps)
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
@@ -64,10 +84,33 @@ class ConvTranspose(nn.Module):
     if k != k2 or s != s2:
       raise ValueError(f"square kernels and strides only, got {self.kernel_size}, {self.strides}")
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x_BHWC.shape[-1], self.features))
-    y = conv_transpose_subpixel(x_BHWC.astype(self.dtype), kernel.astype(self.dtype), s)
+    y = conv_transpose_subpixel(x_BHWC.astype(self.dtype), kernel.astype(self.dtype), s, conv=self.conv)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(self.dtype).reshape(1, 1, 1, -1)
     return y
+
+
+class ConvTaps(nn.Module):
+  """nn.Conv(features, (k, k), (s, s), padding='SAME') — the same parameters and initializers — as `conv_taps`."""
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int] = (1, 1)
+  use_bias: bool = True
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    k, s = self.kernel_size[0], self.strides[0]
+    kernel = self.param("kernel", nn.linear.default_kernel_init, (k, k, x_BHWC.shape[-1], self.features))
+    y = conv_taps(x_BHWC.astype(self.dtype), kernel.astype(self.dtype), s, "SAME")
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(self.dtype).reshape(1, 1, 1, -1)
+    return y
+
+
+def _check_conv(conv: str) -> None:
+  if conv not in ("xla", "taps"):
+    raise ValueError(f"conv must be 'xla' or 'taps', got {conv!r}")
 
 
 class Generator(nn.Module):
@@ -76,9 +119,11 @@ class Generator(nn.Module):
   width: int = 64           # channels of the last hidden layer; earlier layers 2x, 4x
   conv_transpose: str = "subpixel"   # or "flax": nn.ConvTranspose itself (same function and params, slower on CPU)
   dtype: jnp.dtype = jnp.float32     # compute type (parameters stay float32)
+  conv: str = "xla"                  # the sub-pixel form's convolutions: XLA's, or "taps" (one matrix product each)
 
   @nn.compact
   def __call__(self, z_BZ: jax.Array, *, train: bool = True) -> jax.Array:
+    _check_conv(self.conv)
     h, _, c = self.image_shape
     start = h // 4
     bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)
@@ -86,7 +131,9 @@ class Generator(nn.Module):
     x = nn.leaky_relu(bn()(x), 0.2).reshape(z_BZ.shape[0], start, start, 4 * self.width)
     if self.conv_transpose not in ("subpixel", "flax"):
       raise ValueError(f"conv_transpose must be 'subpixel' or 'flax', got {self.conv_transpose!r}")
-    up = functools.partial(ConvTranspose if self.conv_transpose == "subpixel"
+    if self.conv != "xla" and self.conv_transpose != "subpixel":
+      raise ValueError(f"conv {self.conv!r} is the sub-pixel form's; conv_transpose 'flax' computes by XLA only")
+    up = functools.partial(functools.partial(ConvTranspose, conv=self.conv) if self.conv_transpose == "subpixel"
                            else functools.partial(nn.ConvTranspose, padding="SAME"), dtype=self.dtype)
     # named as nn.ConvTranspose's would be, so params and checkpoints keep their paths either way
     x = up(2 * self.width, (5, 5), (1, 1), use_bias=False, name="ConvTranspose_0")(x)
@@ -101,11 +148,14 @@ class Discriminator(nn.Module):
   """images [B, H, W, C] -> scores [B]; hinge convention: LOW for real data (docs/techniques.md#gan)."""
   width: int = 64
   dtype: jnp.dtype = jnp.float32     # compute type (parameters stay float32)
+  conv: str = "xla"                  # its convolutions: XLA's, or "taps" (ConvTaps: the same parameters)
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array, *, train: bool = True) -> jax.Array:
-    x = nn.leaky_relu(nn.Conv(self.width, (5, 5), (2, 2), padding="SAME", dtype=self.dtype)(x_BHWC), 0.2)
-    x = nn.Conv(2 * self.width, (5, 5), (2, 2), padding="SAME", use_bias=False, dtype=self.dtype)(x)
+    _check_conv(self.conv)
+    conv = (functools.partial(nn.Conv, padding="SAME") if self.conv == "xla" else ConvTaps)
+    x = nn.leaky_relu(conv(self.width, (5, 5), (2, 2), dtype=self.dtype, name="Conv_0")(x_BHWC), 0.2)
+    x = conv(2 * self.width, (5, 5), (2, 2), use_bias=False, dtype=self.dtype, name="Conv_1")(x)
     x = nn.leaky_relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x), 0.2)
     x = x.reshape(x.shape[0], -1)
     return nn.Dense(1, dtype=self.dtype)(x)[:, 0].astype(jnp.float32)
