@@ -42,6 +42,17 @@ def test_device_check_skips_what_the_budget_cannot_hold_and_runs_what_it_can(tmp
   assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["tests_gpu.json"]
 
 
+def _read_archive(tmp_path, files: dict[str, bytes]) -> int:
+  """device_results.main on a device_check.tgz of `files` {path: bytes}, results into tmp_path/res, docs/ there."""
+  archive = tmp_path / "device_check.tgz"
+  with tarfile.open(archive, "w:gz") as tar:
+    for name, data in files.items():
+      info = tarfile.TarInfo(f"./{name}")
+      info.size = len(data)
+      tar.addfile(info, io.BytesIO(data))
+  return device_results.main([str(archive), "--results", str(tmp_path / "res"), "--docs", str(tmp_path / "docs")])
+
+
 def test_device_results_reads_the_exact_runs_and_the_ebm_fid_curve(tmp_path):
   """The archive's files as the trainers write them (metrics.jsonl rows; one test evaluation per epoch; FID keys
   fid_<net>_buffer and _fresh) -> the rows of exact_vgg_m3_gpu.json and ebm_long_gpu.json; ebm_step's JSON is
@@ -63,13 +74,7 @@ def test_device_results_reads_the_exact_runs_and_the_ebm_fid_curve(tmp_path):
       "ebm_long_s1/buffer_3000.png": b"another seed's",
       "machine.txt": b"some GPU jax 0.12.0", "items.jsonl": b'{"item": "ebm_long", "skipped": false, "rc": 130, '
                                                            b'"seconds": 120, "guard_s": 120}\n'}
-  archive = tmp_path / "device_check.tgz"
-  with tarfile.open(archive, "w:gz") as tar:
-    for name, data in files.items():
-      info = tarfile.TarInfo(f"./{name}")
-      info.size = len(data)
-      tar.addfile(info, io.BytesIO(data))
-  assert device_results.main([str(archive), "--results", str(tmp_path / "res"), "--docs", str(tmp_path / "docs")]) == 0
+  assert _read_archive(tmp_path, files) == 0
   rows = json.loads((tmp_path / "res" / "exact_vgg_m3_gpu.json").read_text())["rows"]
   assert rows[1] == ["exact", 2, 469, 97.5, 98.0, 50.0]    # epochs completed, steps reached, last and best %, steps/s
   assert rows[0][:3] == ["ce", 0, 1] and rows[0][3] != rows[0][3]   # no evaluation yet: nan accuracy
@@ -102,13 +107,7 @@ def test_device_results_keeps_the_fresh_chain_runs_a_new_device_run_does_not_mea
   files = {"fresh_chains_kl1.json": json.dumps({"runs": {"kl1/0": {"argv": ["k"]}}}).encode(),
            "fresh_chains_main.json": json.dumps({"runs": {"main/0": {"argv": ["new"]}}}).encode(),
            "machine.txt": b"new card jax 0.12.0", "items.jsonl": b""}
-  archive = tmp_path / "device_check.tgz"
-  with tarfile.open(archive, "w:gz") as tar:
-    for name, data in files.items():
-      info = tarfile.TarInfo(f"./{name}")
-      info.size = len(data)
-      tar.addfile(info, io.BytesIO(data))
-  assert device_results.main([str(archive), "--results", str(tmp_path / "res"), "--docs", str(tmp_path / "docs")]) == 0
+  assert _read_archive(tmp_path, files) == 0
   runs = json.loads((tmp_path / "res" / "ebm_fresh_chains_gpu.json").read_text())["runs"]
   date = json.loads((tmp_path / "res" / "ebm_fresh_chains_gpu.json").read_text())["date"]
   assert sorted(runs) == sorted(["kl1/0", "main/0", f"main@{date}/0", "reg1/0"])
