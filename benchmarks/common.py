@@ -1,6 +1,7 @@
 """What every benchmark shares: timing (warm-up excluded, block_until_ready, median of repeats), the machine,
 XLA's FLOP count, the printed table and its results file (benchmarks.tools.report renders it)."""
 
+import argparse
 import json
 import os
 import platform
@@ -143,3 +144,33 @@ def classifier_step(model, input_shape: tuple[int, ...], lr: float = 1e-3, *, ji
   state = classifier.init(jax.random.PRNGKey(0), model, (1, *input_shape), tx)
   step = functools.partial(classifier.train_step, model=model, tx=tx, objective=ce)
   return state, (jax.jit(step, donate_argnums=0) if jit else step)
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+  """Each option's help ends with its default, unless the help already says what it defaults to."""
+
+  def _get_help_string(self, action):
+    text = action.help or ""
+    return text if "default" in text.lower() else super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse's parser as every benchmark's command line uses it: a usage error is one line, `PROG: error:
+  MESSAGE`, and exit 2 (the project's rule for bad input; `--help` shows the usage); every option's help ends with
+  its default; PROG is `python -m MODULE` when run that way (argparse's own would be the file's name)."""
+
+  def __init__(self, *args, **kwargs):
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if kwargs.get("prog") is None and main is not None and main.name.startswith("benchmarks."):
+      kwargs["prog"] = f"python -m {main.name}"
+    kwargs.setdefault("formatter_class", _DefaultsFormatter)
+    super().__init__(*args, **kwargs)
+
+  def add_argument(self, *args, **kwargs):
+    if args and args[0].startswith("-") and not kwargs.get("help") and kwargs.get("action") not in (
+        "store_true", "store_false", "help", "version"):
+      kwargs["help"] = "(default: %(default)s)"
+    return super().add_argument(*args, **kwargs)
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message}\n")

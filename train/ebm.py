@@ -57,8 +57,8 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
   reg: float = dataclasses.field(
       default=0.1, metadata={"help": "lambda of the energy-magnitude penalty (Du & Mordatch's code: 1)"})
   kl: float = dataclasses.field(
-      default=0.0, metadata={"help": "weight of Improved CD's KL term (Du et al. 2021; jaxtricks.ebm.kl_loss): the "
-                                     "gradient through one more Langevin step; 0: off"})
+      default=0.0, metadata={"help": "weight (>= 0) of Improved CD's KL term (Du et al. 2021; jaxtricks.ebm.kl_loss): "
+                                     "the gradient through one more Langevin step; 0: off"})
   net: Literal["resnet", "strided"] = dataclasses.field(
       default="strided", metadata={"help": "energy net: Du & Mordatch's residual net, or the UvA tutorial's four "
                                           "stride-2 convolutions (space-to-depth form)"})
@@ -67,10 +67,12 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
                                          "parameters, Langevin iterates and loss stay float32)"})
   conv: Literal["xla", "taps", "shifted"] = dataclasses.field(
       default="xla", metadata={"help": "the strided net's 2x2 convolutions: XLA's convolution, or matrix products "
-                                       "(taps: one dot over the 4 shifted maps; shifted: 4 dots), which reach a CPU's "
-                                       "bf16 matrix units (benchmarks/speed/README.md); the same parameters"})
+                                       "(taps: one dot over the 4 shifted maps; shifted: 4 dots). With --compute-dtype "
+                                       "bfloat16 the dots reach a CPU's bf16 matrix units (1.5x faster steps on an "
+                                       "AVX-512 BF16 host); in float32 they are slower. The weights are the same in "
+                                       "every form, so a model trained in one runs in any"})
   channels: int = dataclasses.field(
-      default=16, metadata={"help": "energy net width c: resnet stem c, stages c, 2c, 4c (the issue's net: 64); "
+      default=16, metadata={"help": "energy net width c: resnet stem c, stages c, 2c, 4c (Du & Mordatch's net: 64); "
                                     "strided c, 2c, 4c, 4c (the tutorial's: 16)"})
   data_noise: float = dataclasses.field(
       default=0.005, metadata={"help": "std of Gaussian noise added to the real images each step (clipped to the data "

@@ -11,7 +11,6 @@ Cells of one program run interleaved, --repeats rounds, median taken, so machine
 ms per step and the ratio to one device without flags; `--json` keeps the table.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import ArgumentParser
 from jaxtricks.parallel import cpu_cores
 
 # the programs as `make train` / README run them, shortened; evaluation and sampling pushed past the end
@@ -54,7 +54,7 @@ def step_ms(program: str, steps: int, devices: int, xla_flags: str, data_dir: st
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--programs", default=",".join(PROGRAMS), help=f"comma-separated, of {list(PROGRAMS)}")
   p.add_argument("--devices", default=f"1,{cpu_cores()}", help="CPU device counts to try")
   p.add_argument("--flags", default="", help="comma-separated XLA_FLAGS values to try ('' = none), "

@@ -30,7 +30,6 @@ all rows interleaved call by call (JAX and PyTorch alike) so that machine noise 
 "speed vs": the reference's time over the row's (> 1: faster than torch.compile).
 """
 
-import argparse
 import functools
 import os
 import statistics
@@ -44,7 +43,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from benchmarks.common import machine, table, write_results
+from benchmarks.common import ArgumentParser, machine, table, write_results
 from benchmarks.speed.torch_peer import TorchPeer
 from jaxtricks import ebm, parallel
 
@@ -262,7 +261,7 @@ def measure(batch_size: int, langevin_steps: int, channels: int, repeats: int, t
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
                  help="reals per step, and as many chains (train.ebm's)")
   p.add_argument("--langevin-steps", type=int, default=DEFAULTS["langevin_steps"],
@@ -277,8 +276,8 @@ def main(argv=None):
   p.add_argument("--torch-threads", type=int, default=0,
                  help="CPU threads of the PyTorch rows (default 0: one per core). On a CPU shared with other jobs, "
                       "PyTorch's OpenMP threads lose a time slice at each op's barrier: 1 can be several times faster")
-  p.add_argument("--convs", default="", help=f"comma-separated, of {', '.join(CONV_FORMS)}: also the net with its "
-                 "2x2 convolutions as matrix products in that form (float32 and bf16 rows; default none)")
+  p.add_argument("--convs", default="", help=f"also time the net with its 2x2 convolutions as matrix products, in "
+                 f"these forms (comma-separated: {' or '.join(CONV_FORMS)}; float32 and bf16 rows each; default none)")
   p.add_argument("--json", default="", help="append the run to this file of runs (e.g. "
                  "benchmarks/results/ebm_step_peers.json); default nowhere")
   args = p.parse_args(argv)

@@ -7,19 +7,18 @@ the generator's 7->14 transposed convolution alone in both forms.
 Each part jitted alone, calls interleaved, median after warm-up; FLOPs: XLA's count (CPU compile).
 """
 
-import argparse
 import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from benchmarks.common import machine, table, time_interleaved, xla_flops
+from benchmarks.common import ArgumentParser, machine, table, time_interleaved, xla_flops
 from jaxtricks.models.dcgan import ConvTranspose, Discriminator, Generator
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--width", type=int, default=64)
   p.add_argument("--repeats", type=int, default=10)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.common import machine, table, time_interleaved, write_results, xla_flops
+from benchmarks.common import ArgumentParser, machine, table, time_interleaved, write_results, xla_flops
 from benchmarks.speed.torch_peer import TorchPeer
 from jaxtricks import gan, parallel
 from jaxtricks.models.dcgan import Discriminator, Generator
@@ -167,7 +167,7 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--batches", default="64,256")
   p.add_argument("--repeats", type=int, default=20)
   p.add_argument("--width", type=int, default=64)
@@ -181,8 +181,8 @@ def main(argv=None):
                  help="on a CPU, compile the JAX steps with XLA's YNNPACK convolutions (its default) rather than "
                       "its own kernels (train.gan's default, --no-cpu-ynn-convolutions)")
   p.add_argument("--convs-as-dots", action="store_true",
-                 help="also (e) with every convolution as one matrix product over its taps (models.dcgan.conv_taps), "
-                      "in float32 and in bfloat16")
+                 help="also time the fused single-loss step with every convolution as one matrix product over its "
+                      "taps (models.dcgan.conv_taps), in float32 and in bfloat16")
   p.add_argument("--flops-only", action="store_true", help="only print XLA's FLOP counts (no timing, no file)")
   p.add_argument("--torch-python", default="",
                  help="also time the PyTorch peers under this interpreter (one with torch; e.g. a venv's python)")

@@ -8,14 +8,13 @@ the train step alone on a fixed batch, and of both as the loop runs them; the pi
 (both - step) / both. Synthetic data by default has the real shapes (60,000 x 28 x 28 x 1 uint8).
 """
 
-import argparse
 import functools
 import sys
 
 import jax
 import numpy as np
 
-from benchmarks.common import classifier_step, machine, table, time_call, time_interleaved
+from benchmarks.common import ArgumentParser, classifier_step, machine, table, time_call, time_interleaved
 from jaxtricks.data import load, pipeline
 from jaxtricks.models.cnn import CNN
 from jaxtricks.models.mobilenet import MobileNetV1
@@ -64,7 +63,7 @@ def measure(name: str, images, labels, *, batch_size: int, repeats: int) -> list
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--data", choices=["synthetic", "fashion_mnist"], default="synthetic")
   p.add_argument("--models", default="cnn,mobilenet-0.25,mobilenet-1.0")
   p.add_argument("--batch-size", type=int, default=64)

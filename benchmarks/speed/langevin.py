@@ -16,7 +16,6 @@ The PyTorch net gets the JAX net's spectrally normalized weights and its energie
 before timing. Median of --repeats after the first call (compile + one run, reported); ratios within this run.
 """
 
-import argparse
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import machine, table, time_call, time_interleaved, write_results, xla_flops
+from benchmarks.common import ArgumentParser, machine, table, time_call, time_interleaved, write_results, xla_flops
 from benchmarks.speed.torch_peer import TorchPeer
 from jaxtricks import ebm, langevin, parallel
 from jaxtricks.models.energy import EnergyNet
@@ -364,7 +363,7 @@ def long_chains(steps: int, chains: int, unrolls: list, full_steps: int, repeats
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--channels", type=int, default=64, help="energy net width (64: the issue's default net)")
   p.add_argument("--chains", default="16,64,256,1024")
   p.add_argument("--steps", default="20,60", help="chain lengths K")

@@ -7,12 +7,11 @@ For each XLA_FLAGS value, a fresh Python process times one jitted chain as a lax
 as such (XLA aborts on unknown flags).
 """
 
-import argparse
 import os
 import subprocess
 import sys
 
-from benchmarks.common import table
+from benchmarks.common import ArgumentParser, table
 
 FLAGS = ("", "--xla_cpu_use_thunk_runtime=false", "--xla_cpu_use_onednn=true", "--xla_cpu_use_xnnpack=true",
          "--xla_cpu_enable_fast_math=true", "--xla_cpu_multi_thread_eigen=false")
@@ -36,7 +35,7 @@ print("RESULT", *out)
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--channels", type=int, default=16)
   p.add_argument("--chains", type=int, default=64)
   p.add_argument("--steps", type=int, default=20)

@@ -6,14 +6,13 @@ EXACT's cost is the Gauss-Hermite quadrature: B x K x C log-normal-CDF evaluatio
 softmax cross-entropy's B x C exponentials.
 """
 
-import argparse
 import functools
 import sys
 
 import jax
 import optax
 
-from benchmarks.common import machine, table, time_interleaved
+from benchmarks.common import ArgumentParser, machine, table, time_interleaved
 from jaxtricks import losses
 
 
@@ -30,7 +29,7 @@ def loss_fns(num_points: int):
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--batch", type=int, default=1024)
   p.add_argument("--classes", default="10,1000")
   p.add_argument("--num-points", type=int, default=32)

@@ -6,13 +6,12 @@ Times the train step of MobileNet v1 variants (width, input side, stem stride, b
 epochs of Fashion-MNIST each could run within the budget, next to the seed's recipe (56x56x3, width 1, batch 64).
 """
 
-import argparse
 import sys
 
 import jax
 import jax.numpy as jnp
 
-from benchmarks.common import classifier_step, machine, table, time_interleaved
+from benchmarks.common import ArgumentParser, classifier_step, machine, table, time_interleaved
 from jaxtricks.models.mobilenet import MobileNetV1, blocks_downsampling_at, depthwise_conv_shifted
 
 VARIANTS = [
@@ -57,7 +56,7 @@ def layer_table(repeats: int) -> None:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--budget-min", type=float, default=150)
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--only", default="", help="substring: time only the variants whose name contains it")

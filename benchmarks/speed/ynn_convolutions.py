@@ -9,14 +9,13 @@ alike. What a program's
 `--cpu-ynn-convolutions` default should be follows from its row (benchmarks/speed/README.md).
 """
 
-import argparse
 import sys
 
 import jax
 import numpy as np
 import optax
 
-from benchmarks.common import classifier_step, machine, table, time_interleaved, write_results
+from benchmarks.common import ArgumentParser, classifier_step, machine, table, time_interleaved, write_results
 from jaxtricks import gan, langevin, parallel
 
 
@@ -59,7 +58,7 @@ def classifier_cores():
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--repeats", type=int, default=8)
   p.add_argument("--batch", type=int, default=64, help="the GAN's batch")
   p.add_argument("--width", type=int, default=64, help="the GAN's width")

@@ -11,7 +11,6 @@ long EBM run's last grids into docs/ (ebm_long_<buffer|fresh>_gpu.png), and prin
 skipped for lack of budget, or stopped by its guard). The machine and date are those of the device run.
 """
 
-import argparse
 import json
 import re
 import sys
@@ -20,7 +19,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from benchmarks.common import table
+from benchmarks.common import ArgumentParser, table
 
 
 def _jsonl(text: str) -> list[dict]:
@@ -102,7 +101,7 @@ def merge_runs(old: dict, new: dict) -> dict:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("archive")
   p.add_argument("--results", default="benchmarks/results")
   p.add_argument("--docs", default="docs")

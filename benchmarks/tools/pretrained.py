@@ -11,7 +11,6 @@ Its program's `--eval-only` evaluates it like a workdir (CATALOG's eval commands
 each command and compares with the table. All models together stay within MAX_BYTES.
 """
 
-import argparse
 import json
 import re
 import shlex
@@ -20,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import machine
+from benchmarks.common import ArgumentParser, machine
 from jaxtricks import checkpoints, replay
 from jaxtricks.errors import ConfigError
 
@@ -136,7 +135,7 @@ def total_bytes(out: Path = FOLDER) -> int:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m benchmarks.tools.pretrained", description=__doc__.split("\n\n")[0])
+  parser = ArgumentParser(prog="python -m benchmarks.tools.pretrained", description=__doc__.split("\n\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
   ex = sub.add_parser("export", help="write benchmarks/pretrained/NAME from a trained workdir")
   ex.add_argument("name", choices=sorted(CATALOG))

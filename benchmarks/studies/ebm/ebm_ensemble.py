@@ -14,14 +14,13 @@ scored the same way. Writes benchmarks/results/ebm_ensemble.json and docs/ebm_en
 last-round samples, a third from each model).
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine, table, write_results
+from benchmarks.common import ArgumentParser, machine, table, write_results
 from benchmarks.studies.common import train
 from jaxtricks import metrics
 from jaxtricks.data import load
@@ -39,7 +38,7 @@ def row(name: str, s: dict, chain_steps: int) -> list:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--steps", type=int, default=0, help="train.ebm --steps (0: its default)")
   p.add_argument("--num", type=int, default=5001, help="chains per round in all (a multiple of the models)")

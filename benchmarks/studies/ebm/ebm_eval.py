@@ -19,7 +19,6 @@ trained on Fashion-MNIST labels, which the EBM never sees). MNIST and CIFAR-10 c
 --data-dir), like the trainers'; a set that is not there is left out with a line saying so.
 """
 
-import argparse
 import json
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.common import machine, table
+from benchmarks.common import ArgumentParser, machine, table
 from benchmarks.studies.common import EBM_SAMPLER as SAMPLER
 from benchmarks.studies.common import load_ebm_run as load_run
 from jaxtricks import ebm, metrics, replay
@@ -101,7 +100,7 @@ def ood_table(model, state, fm_test, real_probs, net, data_dir) -> tuple[dict, f
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--workdir", default="runs/ebm")
   p.add_argument("--samples", type=int, default=10000)
   p.add_argument("--fresh-steps", type=int, default=60)

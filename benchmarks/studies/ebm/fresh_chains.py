@@ -12,7 +12,6 @@ the newest --samples images of the replay buffer. Results go into --json, keyed 
 made the run; rerunning skips what is recorded with the same argv (the study resumes).
 """
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -23,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import machine
+from benchmarks.common import ArgumentParser, machine
 from benchmarks.studies import common
 from jaxtricks import ebm, metrics, replay
 from jaxtricks.data import IMAGE_SHAPES, DataError, load
@@ -92,7 +91,7 @@ def score_run(run, chains: ebm.SamplerConfig, lengths: list[int], samples: int, 
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of: {', '.join(RECIPES)}")
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--steps", type=int, default=1000, help="train steps of each run")

@@ -12,7 +12,6 @@ logit batch-norm and the gradient normalizer). Runs live in runs/exact_table/ an
 benchmarks/results/exact_table_<dataset>.json (per-epoch test accuracy of every run) and prints the table.
 """
 
-import argparse
 import json
 import shlex
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine, table, write_results
+from benchmarks.common import ArgumentParser, machine, table, write_results
 from benchmarks.studies.common import (
   curve,
   fill_train_minutes,
@@ -198,7 +197,7 @@ def train_table(args, names: list[str], seeds: list[int], out: Path, argv) -> in
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--dataset", default="mnist", choices=list(DEFAULTS))
   p.add_argument("--recipes", default="", help=f"comma-separated recipe ids, of {', '.join(RECIPES)}; default: the "
                                                   "data set's")

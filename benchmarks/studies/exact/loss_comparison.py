@@ -7,7 +7,6 @@ then prints a table of final test accuracy, mean ± std over seeds, and writes e
 benchmarks/results/loss_comparison_<model>.json.
 """
 
-import argparse
 import json
 import sys
 import time
@@ -15,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine, table
+from benchmarks.common import ArgumentParser, machine, table
 from benchmarks.studies.common import curve, train
 
 LOSSES = ("ce", "margin", "soft_acc", "exact", "exact_log_mean", "exact_log")
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--model", default="cnn", choices=["cnn", "mobilenet"])
   p.add_argument("--epochs", type=float, default=3)
   p.add_argument("--seeds", default="0,1,2")

@@ -26,7 +26,6 @@ not bitwise portable across CPU models, so the spread must include the hosts'. T
 per CPU model; a second host adds runs with other seeds (`--seeds 5,6,7,8,9`), and the table pools them all.
 """
 
-import argparse
 import functools
 import json
 import sys
@@ -36,7 +35,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.common import machine, table, time_interleaved, write_results
+from benchmarks.common import ArgumentParser, machine, table, time_interleaved, write_results
 from benchmarks.studies.common import flag_argv, pending_runs, slug, train, update_results_md
 from jaxtricks import gan, loop, parallel
 from jaxtricks.models.dcgan import Discriminator, Generator
@@ -285,7 +284,7 @@ def differences(names, runs) -> dict:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--variants", default="", help=f"comma-separated variant ids, of {', '.join(IDS)}; default all")
   p.add_argument("--steps", type=int, default=20000)
   p.add_argument("--width", type=int, default=16)

@@ -10,13 +10,12 @@ benchmarks/results/gan_fid.json. Equal steps means: the single loss updates D an
 updates D then G once per step (1:1), both with Adam(2e-4, beta1 0.5) per network and batch 64.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine, table, write_results
+from benchmarks.common import ArgumentParser, machine, table, write_results
 from benchmarks.studies.common import loop_minutes, train
 from jaxtricks import loop
 
@@ -26,7 +25,7 @@ def fid_curve(workdir: Path) -> list[tuple[int, float, float]]:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--modes", default="single,alternating")
   p.add_argument("--steps", type=int, default=1500)
   p.add_argument("--width", type=int, default=32)

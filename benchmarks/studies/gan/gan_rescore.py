@@ -9,7 +9,6 @@ Samples: 10,000 from the EMA of G (z from seed 0's sample key, folded with 2: no
 features of the committed FID-FMNIST net, the 10,000 test images as the reference.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.common import table, write_results
+from benchmarks.common import ArgumentParser, table, write_results
 from benchmarks.studies.common import update_results_md
 from jaxtricks import checkpoints, harness, metrics
 from jaxtricks.data import load
@@ -73,7 +72,7 @@ def rows_of(scores: dict) -> list[list]:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.gan.gan_rescore", description=__doc__.split("\n\n")[0])
+  parser = ArgumentParser(prog="python -m benchmarks.studies.gan.gan_rescore", description=__doc__.split("\n\n")[0])
   parser.add_argument("--models", default=",".join(MODELS), help="pretrained GANs (benchmarks/pretrained/)")
   parser.add_argument("--samples", type=int, default=10000, help="samples drawn from each model's EMA of G")
   parser.add_argument("--counts", default="1000,2000,5000,10000", help="sample counts of the FIDs and of FID∞'s line")

@@ -10,20 +10,19 @@ training (mean over seeds); writes every per-epoch accuracy to benchmarks/result
 training loop's wall time (evaluations included, start-up and compilation not) read from metrics.jsonl.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine, table, write_results
+from benchmarks.common import ArgumentParser, machine, table, write_results
 from benchmarks.studies.common import curve, loop_minutes, train
 
 EVAL_SPLIT = {"imdb": "test", "sst2": "validation"}   # what train.sentiment evaluates on
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--models", default="lstm,cnn")
   p.add_argument("--losses", default="bce,margin")
   p.add_argument("--seeds", default="0,1,2,3,4")

@@ -1,6 +1,6 @@
-"""The real-data floor of FID-FMNIST at each sample count the tables use (issue 38): FID of N real Fashion-MNIST
-*training* images against the 10,000 test images, as every FID in this project is taken (the committed feature
-net, jaxtricks.metrics), for several random draws of the N images.
+"""The real-data floor of FID-FMNIST at each sample count the tables use: FID of N real Fashion-MNIST *training*
+images against the 10,000 test images, as every FID in this project is taken (the committed feature net,
+jaxtricks.metrics), for several random draws of the N images (issue 38).
 
     python -m benchmarks.studies.metrics.fid_floor        # -> benchmarks/results/fid_floor.json, the table in README.md
 
@@ -12,13 +12,12 @@ expectation does not depend on N; the same units as the tables', the raw MMD^2 o
 its draws share the test set's KID subsets (seed 0), so their spread is not that of independent evaluations.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import table, write_results
+from benchmarks.common import ArgumentParser, table, write_results
 from benchmarks.studies.common import update_results_md
 from jaxtricks import metrics
 from jaxtricks.data import load
@@ -66,19 +65,22 @@ def floor_at(n: int, path: Path = RESULTS) -> str | None:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m benchmarks.studies.metrics.fid_floor",
-                              description=__doc__.splitlines()[0])
+  p = ArgumentParser(prog="python -m benchmarks.studies.metrics.fid_floor", description=__doc__.split("\n\n")[0])
   p.add_argument("--counts", default=",".join(map(str, COUNTS)), help="sample counts N, comma-separated")
   p.add_argument("--draws", type=int, default=10, help="random draws of N training images per count")
   p.add_argument("--data-dir", default=None)
-  p.add_argument("--out", default=str(RESULTS))
-  p.add_argument("--readme", default=str(Path(__file__).with_name("README.md")))
+  p.add_argument("--out", default="benchmarks/results/fid_floor.json",
+                 help="the results file (default: the committed one, rewritten)")
+  p.add_argument("--readme", default="benchmarks/studies/metrics/README.md",
+                 help="the README whose fid_floor table is rewritten (default: the study's)")
   args = p.parse_args(argv)
   counts = [int(c) for c in args.counts.split(",")]
   train_images, _ = load("fashion_mnist", "train", data_dir=args.data_dir)
   test_images, _ = load("fashion_mnist", "test", data_dir=args.data_dir)
-  if max(counts) > len(train_images) or min(counts) < 2 or args.draws < 2:
-    p.error(f"--counts must lie in 2..{len(train_images)} (the training images) and --draws be >= 2")
+  if max(counts) > len(train_images) or min(counts) < 2:
+    p.error(f"--counts {args.counts}: each count must lie in 2..{len(train_images)} (the training images there)")
+  if args.draws < 2:
+    p.error(f"--draws {args.draws}: must be >= 2 (a spread needs two draws)")
   result = floors(train_images, test_images, counts, args.draws)
   rows = rows_of(result)
   write_results(args.out, "benchmarks.studies.metrics.fid_floor", argv, HEADER, rows,

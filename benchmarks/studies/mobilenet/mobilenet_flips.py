@@ -10,7 +10,6 @@ beside it); a run whose checkpoints are not on this machine is left out and name
 seeds also gets its mean ± std over them.
 """
 
-import argparse
 import json
 import sys
 from collections import defaultdict
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import table, write_results
+from benchmarks.common import ArgumentParser, table, write_results
 from benchmarks.studies.common import run_program, update_results_md
 
 
@@ -55,7 +54,7 @@ def seed_means(measured: dict[str, dict[str, float]]) -> list[list[str]]:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--table", default="benchmarks/results/mobilenet_table.json", help="mobilenet_table's results")
   p.add_argument("--out", default="benchmarks/results/mobilenet_flips.json")
   p.add_argument("--data-dir", default="", help="raw data folder (else $JAXTRICKS_DATA or Debian's copy)")

@@ -13,13 +13,12 @@ started in one session continues in the next. The picture (docs/mobilenet_cpu94.
 beside the earlier 89.71% run's (BASELINE).
 """
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import machine, table, write_results
+from benchmarks.common import ArgumentParser, machine, table, write_results
 from benchmarks.studies.common import (
   curve,
   flag_argv,
@@ -110,7 +109,7 @@ def plot_all(path: Path, names: list[str], seeds: list[int], runs: dict, epochs:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--rows", default="", help=f"comma-separated row ids, of {', '.join(ROWS)}; default all")
   p.add_argument("--seeds", default="0,1,2", help="seeds of the cpu94 row (ablation rows: seed 0)")
   p.add_argument("--epochs", type=float, default=40, help="epochs of every run (cpu94's own: 40)")
