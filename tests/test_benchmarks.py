@@ -300,6 +300,8 @@ def test_gan_convergence_records_fid_and_training_seconds_and_resumes_from_its_r
   rows = {r[0]: r for r in recorded["rows"]}   # every variant's row, whichever this call trained
   assert len(rows) == 5 and rows["alternating"][1] == "not run yet"
   assert float(rows["single, optimistic Adam"][recorded["header"].index("ms per step (interleaved)")]) > 0
+  beyond = rows["single, optimistic Adam"][recorded["header"].index("KID / precision / recall (EMA), end")]
+  assert beyond.endswith("(1 runs)") and len(beyond.split(" / ")) == 3, beyond   # what train.gan logged at the end
   # a call with other settings (here: steps) pools none of these runs and trains its own
   trained = []
   monkeypatch.setattr(gan_convergence, "train", lambda *a, **k: trained.append(k["steps"]))

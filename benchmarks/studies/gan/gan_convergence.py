@@ -97,8 +97,25 @@ def curve(workdir: Path) -> dict:
       elapsed += 1.0 / r["steps_per_sec"]
     seconds[r["step"]] = elapsed
   evals = [r for r in records if "fid_fmnist" in r]
-  return {"step": [r["step"] for r in evals], "seconds": [seconds.get(r["step"], elapsed) for r in evals],
-          "fid": [r["fid_fmnist"] for r in evals], "fid_ema": [r.get("fid_fmnist_ema") for r in evals]}
+  out = {"step": [r["step"] for r in evals], "seconds": [seconds.get(r["step"], elapsed) for r in evals],
+         "fid": [r["fid_fmnist"] for r in evals], "fid_ema": [r.get("fid_fmnist_ema") for r in evals]}
+  last = evals[-1] if evals else {}
+  for metric in BEYOND:   # the EMA's scores beside FID at the last evaluation, where train.gan logged them
+    if f"{metric}_fmnist_ema" in last:
+      out[f"{metric}_ema"] = last[f"{metric}_fmnist_ema"]
+  return out
+
+
+BEYOND = ("kid", "precision", "recall")   # train.gan's scores beside FID (since 2026-12-04) the table shows
+
+
+def beyond_fid(done: list[dict]) -> str:
+  """KID, precision and recall of the EMA at the end, mean over the runs that logged them (and how many did)."""
+  have = [r for r in done if all(f"{m}_ema" in r for m in BEYOND)]
+  if not have:
+    return "not logged"
+  return (" / ".join(f"{np.mean([r[f'{m}_ema'] for r in have]):.{1 if m == 'kid' else 3}f}" for m in BEYOND)
+          + f" ({len(have)} runs)")
 
 
 def summarize(names, seeds, runs, timing=None):
@@ -111,7 +128,7 @@ def summarize(names, seeds, runs, timing=None):
             "ms per step (interleaved)", "step time vs alternating", "train s to the last step (steps x ms)",
             "alternating's FID (EMA) after as many seconds",
             "goal: in (or below) alternating's range at <= 0.9x its time",
-            "loop s per step (shared machine)", "hosts", "seeds"]
+            "loop s per step (shared machine)", "KID / precision / recall (EMA), end", "hosts", "seeds"]
   alt = recorded_runs(runs, "alternating")
   alt_final = [r["fid_ema"][-1] for r in alt]
   rows = []
@@ -140,7 +157,7 @@ def summarize(names, seeds, runs, timing=None):
     rows.append([name, f"{np.mean(fin):.1f} ± {sd(fin):.1f}", f"{np.mean(ema):.1f} ± {sd(ema):.1f}",
                  " ".join(f"{f:.1f}@{s}" for f, s in best), f"{t:.2f}" if t else "",
                  f"{t / t_alt:.2f}x" if t and t_alt else "", f"{t * steps / 1e3:.0f}" if t else "", same_time, goal,
-                 f"{np.mean(secs) / steps:.3f}", hosts(done), len(done)])
+                 f"{np.mean(secs) / steps:.3f}", beyond_fid(done), hosts(done), len(done)])
   return header, rows
 
 
