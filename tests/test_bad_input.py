@@ -244,3 +244,24 @@ def test_error_lines_drops_xla_log_lines_only():
             "accuracy.\npython -m train.classify: training diverged at step 22\nWarning: W1126 is not a log line\n")
   assert error_lines(stderr) == ["python -m train.classify: training diverged at step 22",
                                  "Warning: W1126 is not a log line"]
+
+
+def test_every_benchmark_command_line_gives_one_line_on_bad_input(capsys):
+  """benchmarks.common.ArgumentParser, which every benchmark, study and tool parses with (none builds argparse's
+  own): a usage error is one line naming the option, exit 2; --help shows each option's default."""
+  import re
+
+  from benchmarks.common import ArgumentParser
+  raw = [str(p.relative_to(REPO)) for p in (REPO / "benchmarks").rglob("*.py")
+         if p.name != "common.py" and re.search(r"argparse\.ArgumentParser\(", p.read_text())]
+  assert not raw, f"parse with benchmarks.common.ArgumentParser: {raw}"
+  p = ArgumentParser(prog="python -m benchmarks.x")
+  p.add_argument("--repeats", type=int, default=20)
+  p.add_argument("--json", default="", help="where the table goes (default nowhere)")
+  with pytest.raises(SystemExit) as stop:
+    p.parse_args(["--repeats", "many"])
+  err = capsys.readouterr().err
+  assert stop.value.code == 2 and err.strip().splitlines() == [
+      "python -m benchmarks.x: error: argument --repeats: invalid int value: 'many'"], err
+  text = p.format_help()
+  assert "(default: 20)" in text and "(default nowhere)" in text and "(default: )" not in text
