@@ -68,8 +68,8 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
   conv: Literal["xla", "taps", "shifted"] = dataclasses.field(
       default="xla", metadata={"help": "the strided net's 2x2 convolutions: XLA's convolution, or matrix products "
                                        "(taps: one dot over the 4 shifted maps; shifted: 4 dots). With --compute-dtype "
-                                       "bfloat16 the dots reach a CPU's bf16 matrix units (1.5x faster steps on an "
-                                       "AVX-512 BF16 host); in float32 they are slower. The weights are the same in "
+                                       "bfloat16 the dots reach a CPU's bf16 matrix units (1.3-1.4x faster steps on "
+                                       "an AVX-512 BF16 host); in float32 they are slower. The weights are the same in "
                                        "every form, so a model trained in one runs in any"})
   channels: int = dataclasses.field(
       default=16, metadata={"help": "energy net width c: resnet stem c, stages c, 2c, 4c (Du & Mordatch's net: 64); "
