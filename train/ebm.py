@@ -68,7 +68,7 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
   conv: Literal["xla", "taps", "shifted"] = dataclasses.field(
       default="xla", metadata={"help": "the strided net's 2x2 convolutions: XLA's convolution, or matrix products "
                                        "(taps: one dot over the 4 shifted maps; shifted: 4 dots). With --compute-dtype "
-                                       "bfloat16 the dots reach a CPU's bf16 matrix units (1.3-1.4x faster steps on "
+                                       "bfloat16 the dots reach a CPU's bf16 matrix units (1.3x faster steps on "
                                        "an AVX-512 BF16 host); in float32 they are slower. The weights are the same in "
                                        "every form, so a model trained in one runs in any"})
   channels: int = dataclasses.field(
