@@ -71,8 +71,10 @@ def main(argv=None):
     t0 = time.perf_counter()
     npy = root / f"{len(dirs)}-{dirs[0].name}.npy"
     png = root / f"{len(dirs)}-{dirs[0].name}.png"
+    # on one device: the chains of --num 5,001 (a multiple of 3 models) do not split over train.ebm's one device
+    # per core, which this process has by now; one device is also how the 2026-12-02 table sampled
     train("ebm_sample", workdirs=",".join(map(str, dirs)), num=num, rounds=args.rounds,
-          langevin_steps=args.langevin_steps, start="noise", out=png, out_npy=npy)
+          langevin_steps=args.langevin_steps, start="noise", out=png, out_npy=npy, devices=1)
     x = np.load(npy)
     results[name] = {**score(x), "seconds": time.perf_counter() - t0}
     rows.append(row(name, results[name], args.rounds * args.num * args.langevin_steps))
