@@ -639,6 +639,7 @@ def test_fid_floor_falls_with_the_sample_count_and_floor_at_words_it(tmp_path, m
   table at N."""
   import json
 
+  from benchmarks.studies import common
   from benchmarks.studies.metrics import fid_floor
   data = _tiny_fashion_mnist(tmp_path, monkeypatch)
   readme = tmp_path / "README.md"
@@ -654,7 +655,7 @@ def test_fid_floor_falls_with_the_sample_count_and_floor_at_words_it(tmp_path, m
   noise = np.random.default_rng(0).integers(0, 256, (128, *test.shape[1:]), dtype=np.uint8)
   kid_noise = metrics.kid(metrics.feature_net_outputs(noise)[0], metrics.feature_net_outputs(test)[0])[0]
   assert abs(np.mean(floors["128"]["kid"])) < 0.1 * kid_noise, (floors["128"]["kid"], kid_noise)
-  assert fid_floor.floor_at(128, out).startswith("Real-data floor at 128 samples: FID ")
-  assert fid_floor.floor_at(500, out) is None and "| 128 |" in readme.read_text()
+  assert common.floor_at(128, out).startswith("Real-data floor at 128 samples: FID ")
+  assert common.floor_at(500, out) is None and "| 128 |" in readme.read_text()
   with pytest.raises(SystemExit):
     fid_floor.main(["--data-dir", data, "--counts", "8,100000", "--out", str(out), "--readme", str(readme)])

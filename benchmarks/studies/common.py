@@ -208,3 +208,15 @@ def load_ebm_run(workdir: Path):
   config = json.loads((workdir / "config.json").read_text())
   state, _, _ = checkpoints.restore(workdir)
   return config, ebm.energy_net(config["channels"], config.get("net", "resnet")), state
+
+
+def floor_at(n: int, path: Path = Path("benchmarks/results/fid_floor.json")) -> str | None:
+  """A sentence for a table of FIDs at N samples: the floor at N from the results file (None: not measured at N)."""
+  if not path.exists():
+    return None
+  r = json.loads(path.read_text())["floors"].get(str(n))
+  if r is None:
+    return None
+  return (f"Real-data floor at {n:,} samples: FID {np.mean(r['fid']):.2f} ± {np.std(r['fid'], ddof=1):.2f}, "
+          f"{min(r['fid']):.2f} to {max(r['fid']):.2f} ({len(r['fid'])} draws of {n:,} Fashion-MNIST training "
+          f"images against the same test set; `python -m benchmarks.studies.metrics.fid_floor`).")

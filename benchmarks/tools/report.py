@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.common import ArgumentParser, table
-from benchmarks.studies.common import fresh_chain_table, results_machines, run_machines
-from benchmarks.studies.metrics.fid_floor import floor_at
+from benchmarks.studies.common import floor_at, fresh_chain_table, results_machines, run_machines
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -241,18 +240,19 @@ def ebm_seeds() -> str:
   of each seed's run, benchmarks/results/ebm_eval_main_s<seed>.json)."""
   title = "### The main job's seeds beyond FID: buffer vs fresh chains, KID, precision/recall (docs/techniques.md#ebm)"
   files = sorted(RESULTS.glob("ebm_eval_main_s*.json"))
-  rows, notes = [], set()
+  rows, notes, samples = [], set(), 5000
   for path in files:
     data = json.loads(path.read_text())
     for name, s in data.get("scores", {}).items():
       rows.append([path.stem.rsplit("_", 1)[1], name, s["samples"], round(s["fid"], 1),
                    f"{s['kid']:.2f} ± {s['kid_std']:.2f}",
                    *(round(s[k], 3) for k in ("precision", "recall", "density", "coverage"))])
+    samples = data.get("samples", samples)
     notes.add(f"{data.get('machine', '?')}, {data.get('date', '?')}, {data.get('samples')} samples, fresh chains "
               f"of {data.get('fresh_steps')} Langevin steps from noise")
   if not rows:
     return f"{title}\n\nNot measured yet: `python -m benchmarks.studies.ebm.ebm_eval --workdir RUN --json F`.\n"
-  return (f"{title}\n\n`python -m benchmarks.studies.ebm.ebm_eval --workdir runs/ebm_ensemble/sSEED --samples N "
+  return (f"{title}\n\n`python -m benchmarks.studies.ebm.ebm_eval --workdir runs/ebm_ensemble/sSEED --samples {samples} "
           f"--json benchmarks/results/ebm_eval_main_sSEED.json` — {'; '.join(sorted(notes))}; the floor: as many "
           f"real training images. Verdict: {_study('studies/ebm')}."
           f"\n\n{table(['seed', 'sample set', 'n', 'FID-FMNIST', 'KID', 'precision', 'recall', 'density', 'coverage'], rows)}\n")

@@ -51,19 +51,6 @@ def rows_of(result: dict) -> list[list]:
           for n, r in result.items()]
 
 
-def floor_at(n: int, path: Path = RESULTS) -> str | None:
-  """A sentence for a table of FIDs at N samples: the floor at N from the results file (None: not measured at N)."""
-  import json
-  if not path.exists():
-    return None
-  r = json.loads(path.read_text())["floors"].get(str(n))
-  if r is None:
-    return None
-  return (f"Real-data floor at {n:,} samples: FID {np.mean(r['fid']):.2f} ± {np.std(r['fid'], ddof=1):.2f}, "
-          f"{min(r['fid']):.2f} to {max(r['fid']):.2f} ({len(r['fid'])} draws of {n:,} Fashion-MNIST training "
-          f"images against the same test set; `python -m benchmarks.studies.metrics.fid_floor`).")
-
-
 def main(argv=None) -> int:
   p = ArgumentParser(prog="python -m benchmarks.studies.metrics.fid_floor", description=__doc__.split("\n\n")[0])
   p.add_argument("--counts", default=",".join(map(str, COUNTS)), help="sample counts N, comma-separated")
