@@ -19,6 +19,7 @@ import optax
 from flax import struct
 
 from jaxtricks import langevin, parallel, replay
+from jaxtricks.data import pipeline
 from jaxtricks.models.energy import EnergyNet, StridedEnergyNet
 
 
@@ -43,12 +44,15 @@ class SamplerConfig:
   reinit_prob: float = 0.05
   data_range: tuple[float, float] = (0.0, 1.0)
   unroll: int | bool | Literal["auto", "full"] = 1
+  augment_shift: int = 0           # > 0: `augment_starts` on the chains' starting points (Improved CD); 0: off
 
   def __post_init__(self):   # ValueError naming the field (langevin.langevin_chain checks the chain's own)
     if not 0 <= self.reinit_prob <= 1:
       raise ValueError(f"SamplerConfig: reinit_prob must be in [0, 1], got {self.reinit_prob}")
     if self.unroll not in ("auto", "full") and not isinstance(self.unroll, (int, bool)):
       raise ValueError(f"SamplerConfig: unroll must be auto, full, True, False or an integer >= 1, got {self.unroll!r}")
+    if isinstance(self.augment_shift, bool) or not isinstance(self.augment_shift, int) or self.augment_shift < 0:
+      raise ValueError(f"SamplerConfig: augment_shift must be an integer >= 0, got {self.augment_shift!r}")
 
 
 # On XLA:CPU the chain's lax.scan unrolls blocks of this many steps (SamplerConfig.unroll "auto"): chains up to this
@@ -79,9 +83,10 @@ def scan_unroll(unroll: int | bool | Literal["auto", "full"]) -> int | bool:
 def energy_net(channels: int, kind: str = "resnet", *, dtype=None, conv: str = "xla") -> nn.Module:
   """The energy net: "resnet" at width c: stem c, stages c, 2c, 4c (Du & Mordatch's design; their 28x28 net is
   c = 64); "strided": the UvA tutorial's four stride-2 convolutions at c, 2c, 4c, 4c (its net is c = 16), with
-  compute `dtype` (None: float32; e.g. bfloat16, the parameters staying float32) and its 2x2 convolutions computed
-  as `conv` (models.energy.StridedEnergyNet: "xla", "taps", "shifted"; the same parameters in all). The residual
-  net has neither setting: ValueError naming them."""
+  compute `dtype` (None or "float32": float32; e.g. "bfloat16", the parameters staying float32) and its 2x2
+  convolutions computed as `conv` (models.energy.StridedEnergyNet: "xla", "taps", "shifted"; the same parameters in
+  all). The residual net has neither setting: ValueError naming them."""
+  dtype = None if dtype is None or jnp.dtype(dtype) == jnp.float32 else jnp.dtype(dtype)
   if kind == "strided":
     return StridedEnergyNet(features=(channels, 2 * channels, 4 * channels, 4 * channels), dtype=dtype, conv=conv)
   if dtype is not None or conv != "xla":
@@ -113,6 +118,16 @@ def run_chains(energy, x0: jax.Array, key: jax.Array, sampler: SamplerConfig) ->
   return jax.lax.stop_gradient(x)
 
 
+def augment_starts(key: jax.Array, x_BHWC: jax.Array, *, max_shift: int = 2) -> jax.Array:
+  """Improved CD's data-augmentation transitions (Du et al. 2021, arXiv 2012.01316), for grey garments:
+  each chain's starting point flipped left-right with probability 1/2 and shifted by up to `max_shift` pixels each
+  way (zero-padded), so that a chain restarted from the buffer explores past the mode it left. Their CIFAR-10
+  transforms (colour jitter, resized crops, blur) are not used: ours is a flip and a shift, our choice for 28x28
+  greyscale images (jaxtricks.data.pipeline's random_flip and random_crop, dm-pix)."""
+  k_flip, k_shift = jax.random.split(key)
+  return pipeline.random_crop(k_shift, pipeline.random_flip(k_flip, x_BHWC), pad=max_shift)
+
+
 def sample_chains(model: nn.Module, state: EbmState, key: jax.Array, batch_size: int, sampler: SamplerConfig,
                   buffer: replay.ReplayBuffer | None = None, chain_sharding=None):
   """(samples, new buffer): chains started from the buffer (or noise), run, and pushed back.
@@ -120,6 +135,8 @@ def sample_chains(model: nn.Module, state: EbmState, key: jax.Array, batch_size:
   buffer = state.buffer if buffer is None else buffer
   k_init, k_chain = jax.random.split(key)
   x0 = replay.sample(buffer, k_init, batch_size, reinit_prob=sampler.reinit_prob)
+  if sampler.augment_shift:   # a Python branch: off, the step compiles (and draws its keys) as before
+    x0 = augment_starts(jax.random.fold_in(k_init, 1), x0, max_shift=sampler.augment_shift)
   if chain_sharding is not None:
     x0 = jax.lax.with_sharding_constraint(x0, chain_sharding)
   x = run_chains(energy_fn(model, state.params, state.stats), x0, k_chain, sampler)

@@ -319,3 +319,40 @@ def test_strided_net_with_convolutions_as_dots_is_the_same_function(impl):
   np.testing.assert_allclose(e_bf16, ref.apply(v, x), atol=0.05 * float(jnp.abs(ref.apply(v, x)).max()))
   with pytest.raises(ValueError, match="impl must be taps or shifted"):
     StridedEnergyNet(conv="fft").init(jax.random.PRNGKey(0), x)
+
+
+def test_augment_starts_flips_and_shifts_each_image_within_its_bound():
+  """Each output is its input, or the input mirrored, moved by at most max_shift pixels each way (zeros coming
+  in); with max_shift 2 over 64 images both flips and several shifts occur."""
+  x = jax.random.uniform(jax.random.PRNGKey(0), (64, 8, 8, 1))
+  out = np.asarray(ebm.augment_starts(jax.random.PRNGKey(1), x, max_shift=2))
+  chex.assert_shape(out, x.shape)
+  found = set()
+  for img, o in zip(np.asarray(x), out):
+    matches = [(f, dy, dx) for f in (0, 1) for dy in range(-2, 3) for dx in range(-2, 3)
+               if np.array_equal(o, np.roll(np.pad(img[:, ::-1] if f else img, ((2, 2), (2, 2), (0, 0))),
+                                            (dy, dx), axis=(0, 1))[2:10, 2:10])]
+    assert matches, "an output is no flip-and-shift of its input"
+    found.update(matches)
+  assert {f for f, _, _ in found} == {0, 1} and len({(dy, dx) for _, dy, dx in found}) > 5
+
+
+def test_train_step_augments_the_chain_starts_only_when_asked():
+  tx = optax.sgd(1e-3)
+  state = ebm.init(jax.random.PRNGKey(0), NET, (28, 28, 1), tx, buffer_size=64)
+  state = state.replace(buffer=replay.push(state.buffer, jax.random.uniform(jax.random.PRNGKey(5), (64, 28, 28, 1))))
+  batch = {"image": jnp.zeros((8, 28, 28, 1)).at[:, 10:18, 10:18].set(1.0)}
+  step = lambda shift: jax.jit(functools.partial(
+      ebm.train_step, model=NET, tx=tx, sampler=dataclasses.replace(SAMPLER, augment_shift=shift, reinit_prob=0.0)))(
+      state, batch, jax.random.PRNGKey(3))
+  (plain, _), (again, _), (augmented, m) = step(0), step(0), step(2)
+  chex.assert_tree_all_finite((augmented.params, m))
+  chex.assert_trees_all_equal(plain.buffer, again.buffer)
+  assert not np.array_equal(plain.buffer.data, augmented.buffer.data)
+  with pytest.raises(ValueError, match="augment_shift"):
+    ebm.SamplerConfig(augment_shift=-1)
+
+
+def test_energy_net_reads_its_compute_dtype_as_a_name():
+  assert ebm.energy_net(2, "strided", dtype="float32").dtype is None
+  assert ebm.energy_net(2, "strided", dtype="bfloat16").dtype == jnp.bfloat16

@@ -84,6 +84,10 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
                                        "dynamics)", "deprecated": {0: "sqrt_step_size"}})
   grad_clip: float = dataclasses.field(default=0.03, metadata={"help": "clip grad_x U to +-this; 0: no clip"})
   reinit_prob: float = 0.05
+  chain_augment: int = dataclasses.field(
+      default=0, metadata={"help": "Improved CD's data-augmentation transitions (Du et al. 2021): each chain's start "
+                                   "flipped left-right at random and shifted by up to N pixels (jaxtricks.ebm."
+                                   "augment_starts); 0: off"})
   buffer_size: int = 8192
   buffer_dtype: Literal["uint8", "float32"] = "uint8"
   unroll: int | Literal["auto", "full"] = dataclasses.field(
@@ -111,7 +115,7 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
     super().__post_init__()
     harness.require_positive(self, "steps", "batch_size", "channels", "langevin_steps", "buffer_size", "fresh_steps",
                              "sample_every", "fid_every", "fid_samples", "lr", "step_size")
-    for name in ("reg", "kl", "grad_clip", "data_noise"):
+    for name in ("reg", "kl", "grad_clip", "data_noise", "chain_augment"):
       require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
     require(self.noise_scale == "sqrt_step_size" or self.noise_scale >= 0, "noise_scale",
             f"must be >= 0 or sqrt_step_size, got {self.noise_scale}")
@@ -141,7 +145,8 @@ def sampler(config: Config) -> ebm.SamplerConfig:
   """The chains' settings (--grad-clip 0: no clip, as a clip at 0 would zero every gradient)."""
   noise_scale = None if config.noise_scale == "sqrt_step_size" else config.noise_scale
   return ebm.SamplerConfig(num_steps=config.langevin_steps, step_size=config.step_size, noise_scale=noise_scale,
-                           grad_clip=config.grad_clip or None, reinit_prob=config.reinit_prob, unroll=config.unroll)
+                           grad_clip=config.grad_clip or None, reinit_prob=config.reinit_prob, unroll=config.unroll,
+                           augment_shift=config.chain_augment)
 
 
 def optimizer(config: Config) -> optax.GradientTransformation:
@@ -164,8 +169,7 @@ def run(config: Config, actions=()):
   keys = harness.keys(config.seed, "init", "data", "step", "sample")
   batches = harness.batches({"image": train["image"]}, config.batch_size, keys["data"], mesh, transform=functools.partial(real_images, config))
   image_shape = IMAGE_SHAPES[config.dataset]
-  dtype = None if config.compute_dtype == "float32" else jnp.dtype(config.compute_dtype)
-  model = ebm.energy_net(config.channels, config.net, dtype=dtype, conv=config.conv)
+  model = ebm.energy_net(config.channels, config.net, dtype=config.compute_dtype, conv=config.conv)
   tx, chains = optimizer(config), sampler(config)
   init = lambda: ebm.init(keys["init"], model, image_shape, tx, buffer_size=config.buffer_size,
                           buffer_dtype=jnp.dtype(config.buffer_dtype))

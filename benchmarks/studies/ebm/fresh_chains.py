@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import ArgumentParser, machine
@@ -35,6 +34,8 @@ RECIPES = {
     "noise2x": dict(noise_scale=0.01),             # twice the Langevin noise (larger noise, Du & Mordatch's advice)
     "reg1": dict(reg=1.0),                         # Du & Mordatch's energy-magnitude penalty weight (ours: 0.1)
     "kl1": dict(kl=1.0),                           # Improved CD's KL term (Du et al. 2021), weight 1 as theirs
+    "aug": dict(chain_augment=2),                  # Improved CD's data-augmentation transitions (flip, 2-pixel shift)
+    "kl1aug": dict(kl=1.0, chain_augment=2),       # both, as Improved CD trains
     # issue 35: the main job in bf16 compute with the convolutions as matrix products (its fastest CPU form);
     # its FIDs against main's say whether bf16 changes results beyond the seeds' spread
     "bf16": dict(compute_dtype="bfloat16", conv="taps"),
@@ -46,9 +47,8 @@ def model_of(recipe: dict, run):
   fingerprint): its compute dtype and convolution form, so that its fresh chains run as its training chains did."""
   config, model, state = run
   if "compute_dtype" in recipe or "conv" in recipe:
-    dtype = recipe.get("compute_dtype", "float32")
     model = ebm.energy_net(config["channels"], config.get("net", "resnet"),
-                           dtype=None if dtype == "float32" else jnp.dtype(dtype), conv=recipe.get("conv", "xla"))
+                           dtype=recipe.get("compute_dtype"), conv=recipe.get("conv", "xla"))
   return config, model, state
 
 

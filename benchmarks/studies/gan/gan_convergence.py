@@ -275,9 +275,18 @@ def comparable(runs: dict, args) -> dict:
   return out
 
 
+def record(out: Path, argv, args, seeds, runs, timing) -> tuple[list[str], list[list]]:
+  """Writes the results file: every run, and the table and test of differences of the comparable ones (of every
+  variant, not only those this call trains); returns the table."""
+  kept = comparable(runs, args)
+  header, rows = summarize(ALL, seeds, kept, timing)
+  write_results(out, MODULE, argv, header, rows, runs=runs, timing=timing, steps=args.steps, width=args.width,
+                **differences(ALL, kept))
+  return header, rows
+
+
 def train_runs(args, names, seeds, runs, timing, out: Path, argv) -> tuple[list[str], list[list]]:
-  """Trains the runs the results file lacks (common.pending_runs), rewriting it after each; the table, of every
-  variant's comparable runs (not only those of `names`)."""
+  """Trains the runs the results file lacks (common.pending_runs), rewriting it after each; the table."""
   header, rows = summarize(ALL, seeds, comparable(runs, args), timing)
   for name, seed in pending_runs(names, seeds, runs, lambda n, s: flag_argv(flags_of(args, n, s)), args.max_runs):
     workdir = Path(args.root) / f"{slug(name)}-w{args.width}-n{args.steps}-s{seed}"
@@ -287,9 +296,7 @@ def train_runs(args, names, seeds, runs, timing, out: Path, argv) -> tuple[list[
     runs[key] = {**curve(workdir), "argv": flag_argv(flags_of(args, name, seed)), "wall_s": time.perf_counter() - t0,
                  "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
     print(f"{name} seed {seed}: FID {runs[key]['fid'][-1]:.1f} (EMA {runs[key]['fid_ema'][-1]:.1f})", flush=True)
-    header, rows = summarize(ALL, seeds, comparable(runs, args), timing)
-    write_results(out, MODULE, argv, header, rows, runs=runs, timing=timing, steps=args.steps, width=args.width,
-                  **differences(ALL, comparable(runs, args)))
+    header, rows = record(out, argv, args, seeds, runs, timing)
   return header, rows
 
 
@@ -330,18 +337,17 @@ def main(argv=None):
   runs, timing = recorded.get("runs", {}), recorded.get("timing")
   if args.time or args.results_md:   # no training; the table's command stays the study's
     timing = timing_of(args, names, argv, timing) if args.time else timing
-    header, rows = summarize(ALL, seeds, comparable(runs, args), timing)
-    write_results(out, MODULE, recorded.get("argv", []), header, rows, runs=runs, timing=timing, steps=args.steps,
-                  width=args.width, **differences(ALL, comparable(runs, args)))
+    header, rows = record(out, recorded.get("argv", []), args, seeds, runs, timing)
   else:
     # the file's command stays the study's first (a call that adds seeds or a host's runs is not the table's)
     header, rows = train_runs(args, names, seeds, runs, timing, out, recorded.get("argv", argv))
+  kept = comparable(runs, args)
   if runs:
-    plot(Path(args.png) / "gan_convergence.png", ALL, comparable(runs, args),
+    plot(Path(args.png) / "gan_convergence.png", ALL, kept,
          f"DCGAN width {args.width}, batch 64, FID-FMNIST of {args.fid_samples} samples — {machine()}", timing)
   print(f"GAN to {args.steps} steps, width {args.width}, seeds {args.seeds} — {machine()}")
   print(table(header, rows))
-  for d in differences(ALL, comparable(runs, args)).get("differences", []):
+  for d in differences(ALL, kept).get("differences", []):
     print(difference_line(d))
   return (update_results_md(out, "gan_convergence", Path(__file__).parent / "README.md", note_key="note")
           if args.results_md else 0)
