@@ -13,9 +13,9 @@ LOCK := requirements.lock
 FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PYTEST_ARGS ?=
 
-.PHONY: setup interpreter data train test lint bench upgrade clean
+.PHONY: setup interpreter data train test lint bench upgrade clean onednn
 
-setup: interpreter $(VENV)/.installed
+setup: interpreter $(VENV)/.installed onednn
 
 # a venv made by another interpreter (e.g. by an older checkout's python3.11) is made anew
 interpreter:
@@ -57,6 +57,23 @@ data:
 train: setup data
 	$(PY) -m train.ebm --workdir runs/ebm
 
+# oneDNN convolutions for XLA:CPU (jaxtricks/onednn.py, issue 35: bf16 convolutions that reach a CPU's matrix units):
+# compiled where a C++ compiler and oneDNN's headers exist (Debian's libdnnl-dev, installed here when apt-get and
+# root are available), left out otherwise: then `--conv onednn` says how to get it, and nothing else changes.
+ONEDNN_SO := jaxtricks/csrc/onednn_conv.so
+ONEDNN_H := /usr/include/oneapi/dnnl/dnnl.hpp
+onednn: $(VENV)/.installed
+	@if [ ! -f $(ONEDNN_H) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "oneDNN: installing Debian's libdnnl-dev"; \
+	  apt-get install -y -q libdnnl-dev >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libdnnl-dev >/dev/null 2>&1; } || true; \
+	fi
+	@if command -v $(CXX) >/dev/null && [ -f $(ONEDNN_H) ]; then $(MAKE) -s $(ONEDNN_SO); \
+	else echo "oneDNN convolutions: not built (no C++ compiler or no libdnnl-dev); --conv onednn is unavailable"; fi
+
+$(ONEDNN_SO): jaxtricks/csrc/onednn_conv.cc $(VENV)/.installed
+	$(CXX) -O2 -std=c++17 -shared -fPIC -w -I"$$($(PY) -c 'import jax; print(jax.ffi.include_dir())')" $< -ldnnl -o $@
+
 test: setup data
 	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
@@ -78,4 +95,4 @@ bench: setup data
 	$(PY) -m benchmarks.speed.input_pipeline
 
 clean:
-	rm -rf $(VENV) $(VENV)-upgrade *.egg-info .pytest_cache build
+	rm -rf $(VENV) $(VENV)-upgrade *.egg-info .pytest_cache build $(ONEDNN_SO)

@@ -291,3 +291,13 @@ def test_convolutions_as_dots_are_the_same_nets(shape=(28, 28, 1)):
   np.testing.assert_allclose(conv_taps(y, k, 3, [(2, 0), (1, 1)]), want, rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="conv must be 'xla' or 'taps'"):
     Discriminator(width=4, conv="fft").init(key, x)
+
+
+def test_conv_onednn_where_it_is_not_built_is_one_line_naming_the_flag(monkeypatch, capsys, tmp_path):
+  from jaxtricks import onednn
+  from train import gan as program
+  monkeypatch.setattr(onednn, "available", lambda: False)
+  assert program.main(["--conv", "onednn", "--workdir", str(tmp_path / "g")]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and "--conv" in err and "make onednn" in err
+  assert not (tmp_path / "g").exists()

@@ -20,9 +20,10 @@ import sys
 from typing import Literal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from jaxtricks import cli, gan, harness, loop, metrics
+from jaxtricks import cli, gan, harness, loop, metrics, onednn
 from jaxtricks.data import IMAGE_SHAPES, pipeline
 from jaxtricks.errors import DivergenceError, require
 from jaxtricks.models.dcgan import Discriminator, Generator
@@ -57,6 +58,13 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
       default=False, metadata={"help": "on a CPU: run the step's convolutions with XLA's YNNPACK kernels (XLA's "
                                        "default); off (this program's default): XLA's own kernels, 1.1-1.2x faster "
                                        "for the DCGAN step (benchmarks/speed/README.md); unused on a GPU/TPU"})
+  compute_dtype: Literal["float32", "bfloat16"] = dataclasses.field(
+      default="float32", metadata={"help": "both nets' compute type (parameters, optimizer and losses stay float32)"})
+  conv: Literal["xla", "taps", "onednn"] = dataclasses.field(
+      default="xla", metadata={"help": "how the convolutions are computed: XLA's, as one matrix product over their taps, "
+                                       "or by oneDNN (built by `make onednn`; a CPU, one device): with --compute-dtype "
+                                       "bfloat16 1.8x faster steps than XLA's on an AVX-512 BF16 host "
+                                       "(benchmarks/speed/README.md). The weights are the same in every form"})
   workdir: str = "runs/gan"
   sample_every: int = 500
   fid_every: int = 1000
@@ -75,6 +83,10 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
     require(self.fid_every >= 0, "fid_every", f"must be >= 0 (0: only at the end), got {self.fid_every}")
     require(self.adam_eps > 0, "adam_eps", f"must be positive, got {self.adam_eps}")
     require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1) (0: off), got {self.ema_decay}")
+    require(self.conv != "onednn" or onednn.available(), "conv",
+            "onednn: the oneDNN kernels are not built here; run `make onednn` (a C++ compiler and libdnnl-dev)")
+    require(self.conv != "onednn" or self.cpu_devices == 1, "conv",
+            f"onednn runs on one CPU device (its threads use every core), not {{cpu_devices}} {self.cpu_devices}")
 
 
 FINGERPRINT = ("mode", "dataset", "batch_size", "z_dim", "width", "seed", "ema_decay", "optimizer")
@@ -86,7 +98,11 @@ def to_tanh_range(key, batch):
 
 
 def nets(config: Config) -> tuple[Generator, Discriminator]:
-  return Generator(image_shape=IMAGE_SHAPES[config.dataset], width=config.width), Discriminator(width=config.width)
+  require(config.conv != "onednn" or jax.default_backend() == "cpu", "conv",
+          f"onednn is a CPU kernel; on {jax.default_backend()} use xla")
+  dtype = jnp.dtype(config.compute_dtype)
+  return (Generator(image_shape=IMAGE_SHAPES[config.dataset], width=config.width, dtype=dtype, conv=config.conv),
+          Discriminator(width=config.width, dtype=dtype, conv=config.conv))
 
 
 def optimizers(config: Config) -> gan.Optimizers:

@@ -45,7 +45,7 @@ from flax import traverse_util
 
 from benchmarks.common import ArgumentParser, machine, table, write_results
 from benchmarks.speed.torch_peer import TorchPeer
-from jaxtricks import ebm, parallel
+from jaxtricks import ebm, onednn, parallel
 
 # train.ebm's RECIPES["uva"] (its defaults), the settings of one step (a test checks that they agree)
 UVA = dict(net="strided", step_size=10.0, noise_scale=0.005, grad_clip=0.03, reinit_prob=0.05, reg=0.1, lr=1e-3,
@@ -93,7 +93,8 @@ def setup(batch_size: int, langevin_steps: int, channels: int, seed: int = 0) ->
 
 
 # the 2x2 convolutions as matrix products (models.energy.Conv2x2, issue 35): the same parameters, other programs
-CONV_FORMS = {"taps": "2x2 convs as one dot over 4 taps", "shifted": "2x2 convs as 4 shifted dots"}
+CONV_FORMS = {"taps": "2x2 convs as one dot over 4 taps", "shifted": "2x2 convs as 4 shifted dots",
+              "onednn": "2x2 convs by oneDNN"}   # oneDNN: one device only (its call runs whole arrays)
 
 
 def conv_models(s: dict, convs) -> dict:
@@ -172,7 +173,7 @@ def jax_rows(s: dict, convs=()) -> dict:
      UVA["buffer_size"] % jax.device_count() == 0:
     mesh = parallel.make_mesh()
     split = {"JAX float32": s["model"],
-             **{name: model for name, model in conv_models(s, convs).items() if "bf16" in name}}
+             **{name: model for name, model in conv_models(s, convs).items() if "bf16" in name and "oneDNN" not in name}}
     for name, model in split.items():   # train.ebm's CPU default (one device per core), and the bf16 conv forms
       forms[f"{name}, split over {jax.device_count()} devices"] = (
           step(model, chain_sharding=parallel.sharded(mesh)), mesh)
@@ -284,6 +285,8 @@ def main(argv=None):
   convs = [c.strip() for c in args.convs.split(",") if c.strip()]
   if any(c not in CONV_FORMS for c in convs):
     p.error(f"--convs: {args.convs!r}; each must be one of {', '.join(CONV_FORMS)}")
+  if "onednn" in convs and not onednn.available():
+    p.error("--convs onednn: the oneDNN kernels are not built here; run `make onednn` (a C++ compiler and libdnnl-dev)")
   if args.torch_threads < 0:
     p.error(f"--torch-threads must be >= 0, got {args.torch_threads}")
   for name in ("batch_size", "langevin_steps", "channels", "repeats"):

@@ -27,7 +27,7 @@ import optax
 
 from benchmarks.common import ArgumentParser, machine, table, time_interleaved, write_results, xla_flops
 from benchmarks.speed.torch_peer import TorchPeer
-from jaxtricks import gan, parallel
+from jaxtricks import gan, onednn, parallel
 from jaxtricks.models.dcgan import Discriminator, Generator
 
 Z_DIM = 100
@@ -115,7 +115,7 @@ def _rows(batch: int, seconds: dict, stats: dict, peers: dict) -> list[list]:
 
 def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devices: int | str = 1,
             conv_transpose: str = "subpixel", torch_python: str = "", torch_only=None,
-            ynn_convolutions: bool = False, taps: bool = False) -> tuple[list, str]:
+            ynn_convolutions: bool = False, taps: bool = False, use_onednn: bool = False) -> tuple[list, str]:
   g, d = Generator(width=width, conv_transpose=conv_transpose), Discriminator(width=width)
   key = jax.random.PRNGKey(0)
   x = jax.random.uniform(key, (batch, 28, 28, 1), minval=-1, maxval=1)
@@ -148,11 +148,14 @@ def measure(batch: int, repeats: int, width: int, flops_only: bool = False, devi
   kw16 = dict(generator=Generator(width=width, conv_transpose=conv_transpose, dtype=jnp.bfloat16),
               discriminator=Discriminator(width=width, dtype=jnp.bfloat16), tx=tx)
   variants["(e) in bfloat16 (params float32)"] = (lambda s, x, z: gan.single_step(s, x, z, mode="single", **kw16), one)
-  if taps:   # (e) with every convolution as one matrix product (models.dcgan.conv_taps: the same parameters)
+  # (e) with every convolution as one matrix product (models.dcgan.conv_taps) or by oneDNN (jaxtricks.onednn): the
+  # same parameters
+  forms = [("taps", "convolutions as dots")] * taps + [("onednn", "convolutions by oneDNN")] * use_onednn
+  for conv, what in forms:
     for dtype, label in ((jnp.float32, "float32"), (jnp.bfloat16, "bfloat16")):
-      kwt = dict(generator=Generator(width=width, dtype=dtype, conv="taps"),
-                 discriminator=Discriminator(width=width, dtype=dtype, conv="taps"), tx=tx)
-      variants[f"(e) convolutions as dots, {label}"] = (
+      kwt = dict(generator=Generator(width=width, dtype=dtype, conv=conv),
+                 discriminator=Discriminator(width=width, dtype=dtype, conv=conv), tx=tx)
+      variants[f"(e) {what}, {label}"] = (
           lambda s, x, z, kwt=kwt: gan.single_step(s, x, z, mode="single", **kwt), one)
   holders, fns, stats = {}, {}, {}
   for name, (fn, state) in variants.items():
@@ -183,10 +186,17 @@ def main(argv=None):
   p.add_argument("--convs-as-dots", action="store_true",
                  help="also time the fused single-loss step with every convolution as one matrix product over its "
                       "taps (models.dcgan.conv_taps), in float32 and in bfloat16")
+  p.add_argument("--onednn", action="store_true",
+                 help="also time the fused single-loss step with every convolution by oneDNN (jaxtricks.onednn, "
+                      "built by `make onednn`), in float32 and in bfloat16; on one device")
   p.add_argument("--flops-only", action="store_true", help="only print XLA's FLOP counts (no timing, no file)")
   p.add_argument("--torch-python", default="",
                  help="also time the PyTorch peers under this interpreter (one with torch; e.g. a venv's python)")
   args = p.parse_args(argv)
+  if args.onednn and not onednn.available():
+    p.error("--onednn: the oneDNN kernels are not built here; run `make onednn` (a C++ compiler and libdnnl-dev)")
+  if args.onednn and args.devices != 1:
+    p.error("--onednn: on one device (--devices 1): the oneDNN call runs whole arrays, its threads on every core")
   if args.flops_only:
     rows = sum((measure(int(b), 0, args.width, flops_only=True, conv_transpose=args.conv_transpose)[0]
                 for b in args.batches.split(",")), [])
@@ -198,7 +208,7 @@ def main(argv=None):
     more, note = measure(b, args.repeats, args.width, devices=args.devices, conv_transpose=args.conv_transpose,
                          torch_python=args.torch_python, ynn_convolutions=args.ynn_convolutions,
                          torch_only=[v.strip() for v in args.torch_variants.split(";") if v.strip()],
-                         taps=args.convs_as_dots)
+                         taps=args.convs_as_dots, use_onednn=args.onednn)
     rows += more
     notes += [f"batch {b}: {note}"] if note else []
   convs = "" if jax.default_backend() != "cpu" else (

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtricks import onednn
+
 
 def _subpixel_taps(k: int, s: int) -> tuple[np.ndarray, int, int]:
   """For one spatial dim of a transposed conv (kernel k, stride s, lax's 'SAME' padding): which kernel tap feeds
@@ -49,7 +51,8 @@ def conv_transpose_subpixel(x_BHWC: jax.Array, kernel_KKCO: jax.Array, stride: i
   convolution to s*s*O channels followed by depth-to-space — the sub-pixel / polyphase form (Shi et al. 2016):
   output pixel (s*i + a, s*j + b) only ever meets the taps of phase (a, b), so each phase is a small ordinary
   convolution of the undilated input; no multiplications by the zeros of a dilated input, forward or backward.
-  Output [B, s*H, s*W, O]. `conv`: that convolution by XLA ("xla") or as one matrix product (`conv_taps`)."""
+  Output [B, s*H, s*W, O]. `conv`: that convolution by XLA ("xla"), as one matrix product (`conv_taps`), or by
+  oneDNN ("onednn": jaxtricks.onednn.conv2d, where built)."""
   B, H, W, C = x_BHWC.shape
   k, o = kernel_KKCO.shape[0], kernel_KKCO.shape[-1]
   table, dmin, dmax = _subpixel_taps(k, stride)
@@ -59,6 +62,8 @@ def conv_transpose_subpixel(x_BHWC: jax.Array, kernel_KKCO: jax.Array, stride: i
   kernel = phases.transpose(2, 3, 4, 0, 1, 5).reshape(length, length, C, stride * stride * o)
   if conv == "taps":
     y = conv_taps(x_BHWC, kernel, 1, [(-dmin, dmax)] * 2)
+  elif conv == "onednn":
+    y = onednn.conv2d(x_BHWC, kernel, 1, [(-dmin, dmax)] * 2)
   else:
     y = jax.lax.conv_general_dilated(x_BHWC, kernel, (1, 1), [(-dmin, dmax)] * 2,
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -76,7 +81,7 @@ class ConvTranspose(nn.Module):
   strides: tuple[int, int] = (1, 1)
   use_bias: bool = True
   dtype: jnp.dtype = jnp.float32   # compute type; the parameters stay float32
-  conv: str = "xla"                # its stride-1 convolution: XLA's, or "taps" (conv_taps)
+  conv: str = "xla"                # its stride-1 convolution: XLA's, "taps" (conv_taps) or "onednn"
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
@@ -90,27 +95,30 @@ class ConvTranspose(nn.Module):
     return y
 
 
-class ConvTaps(nn.Module):
-  """nn.Conv(features, (k, k), (s, s), padding='SAME') — the same parameters and initializers — as `conv_taps`."""
+class ConvBy(nn.Module):
+  """nn.Conv(features, (k, k), (s, s), padding='SAME') — the same parameters and initializers — computed as `conv`
+  says: "taps" (`conv_taps`, one matrix product) or "onednn" (jaxtricks.onednn.conv2d)."""
   features: int
   kernel_size: tuple[int, int]
   strides: tuple[int, int] = (1, 1)
   use_bias: bool = True
   dtype: jnp.dtype = jnp.float32
+  conv: str = "taps"
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
     k, s = self.kernel_size[0], self.strides[0]
     kernel = self.param("kernel", nn.linear.default_kernel_init, (k, k, x_BHWC.shape[-1], self.features))
-    y = conv_taps(x_BHWC.astype(self.dtype), kernel.astype(self.dtype), s, "SAME")
+    compute = conv_taps if self.conv == "taps" else onednn.conv2d
+    y = compute(x_BHWC.astype(self.dtype), kernel.astype(self.dtype), s, "SAME")
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(self.dtype).reshape(1, 1, 1, -1)
     return y
 
 
 def _check_conv(conv: str) -> None:
-  if conv not in ("xla", "taps"):
-    raise ValueError(f"conv must be 'xla' or 'taps', got {conv!r}")
+  if conv not in ("xla", "taps", "onednn"):
+    raise ValueError(f"conv must be 'xla', 'taps' or 'onednn', got {conv!r}")
 
 
 class Generator(nn.Module):
@@ -119,7 +127,7 @@ class Generator(nn.Module):
   width: int = 64           # channels of the last hidden layer; earlier layers 2x, 4x
   conv_transpose: str = "subpixel"   # or "flax": nn.ConvTranspose itself (same function and params, slower on CPU)
   dtype: jnp.dtype = jnp.float32     # compute type (parameters stay float32)
-  conv: str = "xla"                  # the sub-pixel form's convolutions: XLA's, or "taps" (one matrix product each)
+  conv: str = "xla"                  # the sub-pixel form's convolutions: XLA's, "taps" (one matrix product each), "onednn"
 
   @nn.compact
   def __call__(self, z_BZ: jax.Array, *, train: bool = True) -> jax.Array:
@@ -148,12 +156,13 @@ class Discriminator(nn.Module):
   """images [B, H, W, C] -> scores [B]; hinge convention: LOW for real data (docs/techniques.md#gan)."""
   width: int = 64
   dtype: jnp.dtype = jnp.float32     # compute type (parameters stay float32)
-  conv: str = "xla"                  # its convolutions: XLA's, or "taps" (ConvTaps: the same parameters)
+  conv: str = "xla"                  # its convolutions: XLA's, "taps" or "onednn" (ConvBy: the same parameters)
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array, *, train: bool = True) -> jax.Array:
     _check_conv(self.conv)
-    conv = (functools.partial(nn.Conv, padding="SAME") if self.conv == "xla" else ConvTaps)
+    conv = (functools.partial(nn.Conv, padding="SAME") if self.conv == "xla" else
+            functools.partial(ConvBy, conv=self.conv))
     x = nn.leaky_relu(conv(self.width, (5, 5), (2, 2), dtype=self.dtype, name="Conv_0")(x_BHWC), 0.2)
     x = conv(2 * self.width, (5, 5), (2, 2), use_bias=False, dtype=self.dtype, name="Conv_1")(x)
     x = nn.leaky_relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x), 0.2)

@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtricks import onednn
+
 
 def avg_pool_2x2(x_BHWC: jax.Array) -> jax.Array:
   """2x2 average pooling, stride 2, odd sides zero-padded at the end with the zeros counted: the values of
@@ -72,7 +74,8 @@ class Conv2x2(nn.Module):
   initialization and values — computed as matrix products, which reach a CPU's matrix units in bfloat16 where
   XLA:CPU's own convolutions do not (issue 35). SAME pads one row and column at the end, so out[i, j] is the sum over
   the taps (a, b) in {0, 1}^2 of x[i + a, j + b] @ kernel[a, b]. `impl`: "taps" concatenates the four shifted maps
-  along channels, one dot with the kernel as a [4C, F] matrix; "shifted": four dots, summed."""
+  along channels, one dot with the kernel as a [4C, F] matrix; "shifted": four dots, summed; "onednn": oneDNN's
+  convolution (jaxtricks.onednn.conv2d, where built), not a matrix product but one that reaches the same units."""
   features: int
   impl: str = "taps"
   dtype: Any = None
@@ -83,6 +86,8 @@ class Conv2x2(nn.Module):
     kernel = self.param("kernel", nn.linear.default_kernel_init, (2, 2, c, self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
     x, kernel, bias = nn.dtypes.promote_dtype(x_BHWC, kernel, bias, dtype=self.dtype)
+    if self.impl == "onednn":
+      return onednn.conv2d(x, kernel, 1, [(0, 1), (0, 1)]) + bias[None, None, None, :]
     h, w = x.shape[1:3]
     xp = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
     taps = [xp[:, a:a + h, b:b + w, :] for a in (0, 1) for b in (0, 1)]
@@ -91,7 +96,7 @@ class Conv2x2(nn.Module):
     elif self.impl == "shifted":
       y = sum(t @ kernel[a, b] for t, (a, b) in zip(taps, [(0, 0), (0, 1), (1, 0), (1, 1)]))
     else:
-      raise ValueError(f"Conv2x2: impl must be taps or shifted, got {self.impl!r}")
+      raise ValueError(f"Conv2x2: impl must be taps, shifted or onednn, got {self.impl!r}")
     return y + bias[None, None, None, :]
 
 
@@ -104,7 +109,8 @@ class StridedEnergyNet(nn.Module):
   `dtype`: the compute type of the convolutions, the Dense layers and the activations (e.g. bfloat16; the
   parameters stay float32 and the energies come out float32); None: the parameters' and inputs' (float32).
   `conv`: how the 2x2 convolutions are computed — "xla" (nn.Conv: XLA's convolution), or as matrix products,
-  "taps" or "shifted" (`Conv2x2`); the parameters are the same in all three, so a trained state runs in any."""
+  "taps" or "shifted" (`Conv2x2`), or by oneDNN ("onednn", `Conv2x2`); the parameters are the same in all, so a
+  trained state runs in any."""
   features: tuple[int, ...] = (16, 32, 64, 64)
   hidden: int = 64
   dtype: Any = None
