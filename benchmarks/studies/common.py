@@ -2,8 +2,9 @@
 file (`pending_runs`), run folders' names (`slug`), curves and minutes read from a run's metrics.jsonl, the accuracy
 table and picture of several recipes over seeds, and rewriting a study README's generated table."""
 
-import importlib
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,15 +24,31 @@ def flag_argv(flags: dict) -> list[str]:
 
 
 def train(program: str, **flags) -> list[str]:
-  """Runs `python -m train.<program>` in this process through its public main, with --flag value for each
-  keyword (True/False: --flag / --no-flag); raises SystemExit on failure. Returns the argv it ran with.
-  A finished run returns at once (runs resume)."""
+  """Runs `python -m train.<program>` (`run_program`) with --flag value for each keyword (True/False: --flag /
+  --no-flag); raises SystemExit on failure. Returns the argv it ran with. A finished run returns at once (runs
+  resume)."""
   return run_program(program, flag_argv(flags))
 
 
 def run_program(program: str, argv: list[str]) -> list[str]:
-  """`python -m train.<program> *argv` in this process (its public main); SystemExit on failure; returns argv."""
-  rc = importlib.import_module(f"train.{program}").main(argv)
+  """`python -m train.<program> *argv` in a process of its own, as a user runs it: its own CPU device layout
+  (a program run inside a process whose JAX has started keeps that process's devices: the study's fresh-chain
+  runs trained on one device instead of train.ebm's two until 2026-12-05), its own memory. SystemExit naming the
+  command on failure; if this process is interrupted, the program is stopped (SIGTERM: it checkpoints) and
+  waited for. Returns argv."""
+  root = str(Path(__file__).resolve().parents[2])   # where train/ is, whatever the working directory
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+  child = subprocess.Popen([sys.executable, "-m", f"train.{program}", *argv], env=env)
+  try:
+    rc = child.wait()
+  finally:
+    if child.poll() is None:
+      child.terminate()
+      try:
+        child.wait(timeout=120)
+      except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
   if rc:
     raise SystemExit(f"python -m train.{program} {' '.join(argv)} exited with {rc}")
   return argv
