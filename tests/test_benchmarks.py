@@ -543,10 +543,10 @@ def test_ebm_step_pytorch_peer_computes_the_same_step():
   assert "PyTorch eager, bf16 autocast " in notes[0] and "PyTorch" in notes[1]
 
 
-def test_fresh_chains_study_scores_each_length_and_resumes(tmp_path, monkeypatch, capsys):
+def test_fresh_chains_study_scores_each_length_and_resumes(tmp_path, monkeypatch, capfd):
   """benchmarks.studies.ebm.fresh_chains at toy size on a tiny fake Fashion-MNIST: each length's fresh chains are
   scored (rounded up to whole chains of the run's --langevin-steps), the buffer too; a second call finds the run recorded and trains
-  nothing; a bad train.ebm flag is its one line and exit 2."""
+  nothing; a bad train.ebm flag is its one line and exit 2 (from the training's own process: capfd)."""
   import dataclasses
   import json
 
@@ -573,14 +573,14 @@ def test_fresh_chains_study_scores_each_length_and_resumes(tmp_path, monkeypatch
   assert all(np.isfinite(run["fresh"][n]["fid"]) and run["fresh"][n]["samples"] == 8 for n in ("2", "25"))
   assert run["fresh"]["2"]["fid"] != run["fresh"]["25"]["fid"] and np.isfinite(run["buffer"]["fid"])
   metrics = (tmp_path / "runs" / "shortrun-s0" / "metrics.jsonl").read_text()
-  capsys.readouterr()
+  capfd.readouterr()
   assert fresh_chains.main(argv) == 0                        # recorded with the same argv: nothing trains again
   assert (tmp_path / "runs" / "shortrun-s0" / "metrics.jsonl").read_text() == metrics
-  assert "shortrun | 1 |" in capsys.readouterr().out
+  assert "shortrun | 1 |" in capfd.readouterr().out
   bad = [a if a != "--channels 4 --batch-size 8 --buffer-size 64 --langevin-steps 2 --fid-samples 8 --sample-every 3 "
                     "--cpu-devices 1" else "--channels 0" for a in argv]
   assert fresh_chains.main([*bad[:-2], "--json", str(tmp_path / "bad.json"), *bad[-2:]]) == 2
-  assert "--channels must be positive" in capsys.readouterr().err
+  assert "--channels must be positive" in capfd.readouterr().err
 
 
 @pytest.mark.slow

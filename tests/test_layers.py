@@ -18,7 +18,7 @@ from conftest import REPO
 # the rank of each module of jaxtricks/ (a package's modules share its rank); imports go to a rank <= one's own
 RANKS = {
     "errors": 0,
-    "data": 1, "models": 1, "images": 1, "parallel": 1, "assets": 1,
+    "data": 1, "models": 1, "images": 1, "parallel": 1, "assets": 1, "onednn": 1,
     "losses": 2, "langevin": 2, "replay": 2, "metrics": 2, "gan": 2, "ebm": 2, "classifier": 2, "optim": 2,
     "writers": 3, "checkpoints": 3, "workdir": 3, "signals": 3,
     "loop": 4, "harness": 4, "cli": 4,
