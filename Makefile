@@ -68,7 +68,8 @@ onednn: $(VENV)/.installed
 	  apt-get install -y -q libdnnl-dev >/dev/null 2>&1 || \
 	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libdnnl-dev >/dev/null 2>&1; } || true; \
 	fi
-	@if command -v $(CXX) >/dev/null && [ -f $(ONEDNN_H) ]; then $(MAKE) -s $(ONEDNN_SO); \
+	@if command -v $(CXX) >/dev/null && [ -f $(ONEDNN_H) ]; then $(MAKE) -s $(ONEDNN_SO) || \
+	  echo "oneDNN convolutions: the build failed (above); --conv onednn is unavailable, nothing else changes"; \
 	else echo "oneDNN convolutions: not built (no C++ compiler or no libdnnl-dev); --conv onednn is unavailable"; fi
 
 $(ONEDNN_SO): jaxtricks/csrc/onednn_conv.cc $(VENV)/.installed

@@ -123,7 +123,8 @@ def augment_starts(key: jax.Array, x_BHWC: jax.Array, *, max_shift: int = 2) -> 
   way (zero-padded), so that a chain restarted from the buffer explores past the mode it left. Their CIFAR-10
   transforms (colour jitter, resized crops, blur) are not used: ours is a flip and a shift, our choice for 28x28
   greyscale images (jaxtricks.data.pipeline's random_flip and random_crop, dm-pix)."""
-  from jaxtricks.data import pipeline   # here: the data package loads tensorflow-datasets, which a technique need not
+  # imported here: the data package loads tensorflow-datasets, which a technique does not need
+  from jaxtricks.data import pipeline
   k_flip, k_shift = jax.random.split(key)
   return pipeline.random_crop(k_shift, pipeline.random_flip(k_flip, x_BHWC), pad=max_shift)
 

@@ -3,9 +3,11 @@
 XLA:CPU's bfloat16 convolutions do not reach a CPU's bf16 matrix units; oneDNN's do (its `brgconv` kernels on
 AVX-512 BF16 and AMX). The kernels are jaxtricks/csrc/onednn_conv.cc, compiled against the system's oneDNN by
 `make onednn` (Debian: libdnnl-dev) into jaxtricks/csrc/onednn_conv.so; `available()` says whether it was. Activations
-NHWC and weights HWIO as JAX holds them, float32 or bfloat16; the weight-gradient is accumulated in float32.
-The call is opaque to XLA: it runs on the whole array on one device (use one CPU device, oneDNN's threads use every
-core), nothing fuses into it, and it has no batching rule beyond a loop (`vmap_method="sequential"`).
+NHWC and weights HWIO as JAX holds them, float32 or bfloat16; the weight-gradient is accumulated in float32 by
+oneDNN and returned in the kernel's dtype. The call is opaque to XLA: it runs on the whole array on one device (use
+one CPU device, oneDNN's threads use every core), nothing fuses into it, it has no batching rule beyond a loop
+(`vmap_method="sequential"`), and it is differentiable once (its gradients are FFI calls without a VJP of their
+own: a second derivative, e.g. ebm.kl_loss through a net using it, is refused by JAX).
 """
 
 import ctypes
@@ -16,16 +18,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtricks.errors import ConfigError
+
 LIBRARY = Path(__file__).parent / "csrc" / "onednn_conv.so"
 _TARGETS = ("jaxtricks_onednn_conv_fwd", "jaxtricks_onednn_conv_bwd_data", "jaxtricks_onednn_conv_bwd_weights")
 
 
 @functools.cache
 def _registered() -> bool:
-  """Loads the compiled kernels and registers them with XLA once; False when they were not built."""
+  """Loads the compiled kernels and registers them with XLA once; False when they were not built or do not load
+  (e.g. oneDNN's shared library is gone)."""
   if not LIBRARY.is_file():
     return False
-  lib = ctypes.cdll.LoadLibrary(str(LIBRARY))
+  try:
+    lib = ctypes.cdll.LoadLibrary(str(LIBRARY))
+  except OSError:
+    return False
   for name in _TARGETS:
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
   return True
@@ -36,10 +44,13 @@ def available() -> bool:
   return _registered()
 
 
+NOT_BUILT = ("the oneDNN kernels are not built here or do not load: run `make onednn` (a C++ compiler and oneDNN's "
+             "headers, Debian's libdnnl-dev)")
+
+
 def _require() -> None:
   if not _registered():
-    raise RuntimeError(f"onednn: the oneDNN kernels are not built ({LIBRARY} is missing): run `make onednn` "
-                       "(it needs a C++ compiler and oneDNN's headers, Debian's libdnnl-dev), or use another conv")
+    raise ConfigError("conv", f"onednn: {NOT_BUILT}, or use another form")
 
 
 def _pads(x_shape, k: int, stride: int, padding) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -90,9 +101,12 @@ def conv2d(x_BHWC: jax.Array, kernel_KKCO: jax.Array, stride: int = 1, padding="
   computed by oneDNN (forward, input- and weight-gradient). x and kernel: both float32 or both bfloat16.
   `padding`: "SAME", "VALID" or [(top, bottom), (left, right)] with non-negative values."""
   _require()
-  if x_BHWC.ndim != 4 or kernel_KKCO.ndim != 4 or kernel_KKCO.shape[0] != kernel_KKCO.shape[1]:
-    raise ValueError(f"onednn.conv2d: x [B, H, W, C] and a square kernel [K, K, C, O], got {x_BHWC.shape} and "
-                     f"{kernel_KKCO.shape}")
+  if (x_BHWC.ndim != 4 or kernel_KKCO.ndim != 4 or kernel_KKCO.shape[0] != kernel_KKCO.shape[1]
+      or kernel_KKCO.shape[2] != x_BHWC.shape[3]):
+    raise ValueError(f"onednn.conv2d: x [B, H, W, C] and a square kernel [K, K, C, O] with x's C, got {x_BHWC.shape} "
+                     f"and {kernel_KKCO.shape}")
+  if isinstance(stride, bool) or int(stride) != stride or stride < 1:
+    raise ValueError(f"onednn.conv2d: stride must be an integer >= 1, got {stride!r}")
   if x_BHWC.dtype != kernel_KKCO.dtype or x_BHWC.dtype not in (jnp.float32, jnp.bfloat16):
     raise ValueError(f"onednn.conv2d: x and kernel both float32 or both bfloat16, got {x_BHWC.dtype} and "
                      f"{kernel_KKCO.dtype}")

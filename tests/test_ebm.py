@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxtricks import ebm, replay
+from jaxtricks import ebm, onednn, replay
 from jaxtricks.models.energy import EnergyNet
 
 NET = EnergyNet(stem=4, stages=(4, 8))
@@ -300,9 +300,10 @@ def test_train_step_with_the_kl_term_changes_the_parameters_update_and_stays_fin
   assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(with_kl.params)))
 
 
-@pytest.mark.parametrize("impl", ["taps", "shifted"])
+@pytest.mark.parametrize("impl", ["taps", "shifted", pytest.param("onednn", marks=pytest.mark.skipif(
+    not onednn.available(), reason="oneDNN kernels not built here (tests/test_onednn.py fails if they should be)"))])
 def test_strided_net_with_convolutions_as_dots_is_the_same_function(impl):
-  """StridedEnergyNet(conv=taps|shifted) has nn.Conv's parameters (same tree, same initial values) and computes the
+  """StridedEnergyNet(conv=taps|shifted|onednn) has nn.Conv's parameters (same tree, same initial values) and computes the
   same energies, input-gradients (a Langevin step) and parameter gradients, odd feature maps (7x7) included; in
   bfloat16 compute it stays within bf16's precision of float32."""
   from jaxtricks.models.energy import StridedEnergyNet
@@ -317,7 +318,7 @@ def test_strided_net_with_convolutions_as_dots_is_the_same_function(impl):
   e_bf16 = net.clone(dtype=jnp.bfloat16).apply(v, x)
   assert e_bf16.dtype == jnp.float32
   np.testing.assert_allclose(e_bf16, ref.apply(v, x), atol=0.05 * float(jnp.abs(ref.apply(v, x)).max()))
-  with pytest.raises(ValueError, match="impl must be taps or shifted"):
+  with pytest.raises(ValueError, match="impl must be taps, shifted or onednn"):
     StridedEnergyNet(conv="fft").init(jax.random.PRNGKey(0), x)
 
 

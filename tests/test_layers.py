@@ -149,7 +149,8 @@ def test_no_program_imports_another_program():
 
 
 def test_benchmarks_import_no_program():
-  """Benchmarks use the library; a study that trains calls a program's main through benchmarks.studies.common.train."""
+  """Benchmarks use the library; a study that trains runs a program's command line in a process of its own
+  (benchmarks.studies.common.train)."""
   programs = set(_modules(REPO / "train", "train"))
   for m, path in _modules(REPO / "benchmarks", "benchmarks").items():
     assert not _imports(path, programs | {"train"}), m

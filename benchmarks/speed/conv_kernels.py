@@ -47,7 +47,7 @@ def main(argv=None) -> int:
   p.add_argument("--json", default="", help="write the table here (e.g. benchmarks/results/conv_kernels.json)")
   args = p.parse_args(argv)
   if not onednn.available():
-    p.error("the oneDNN kernels are not built here; run `make onednn` (a C++ compiler and libdnnl-dev)")
+    p.error(onednn.NOT_BUILT)
   if args.repeats < 1:
     p.error(f"--repeats must be positive, got {args.repeats}")
   rows, totals = [], {}

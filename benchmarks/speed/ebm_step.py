@@ -173,7 +173,7 @@ def jax_rows(s: dict, convs=()) -> dict:
      UVA["buffer_size"] % jax.device_count() == 0:
     mesh = parallel.make_mesh()
     split = {"JAX float32": s["model"],
-             **{name: model for name, model in conv_models(s, convs).items() if "bf16" in name and "oneDNN" not in name}}
+             **{name: model for name, model in conv_models(s, convs).items() if "bf16" in name and CONV_FORMS["onednn"] not in name}}
     for name, model in split.items():   # train.ebm's CPU default (one device per core), and the bf16 conv forms
       forms[f"{name}, split over {jax.device_count()} devices"] = (
           step(model, chain_sharding=parallel.sharded(mesh)), mesh)
@@ -286,7 +286,7 @@ def main(argv=None):
   if any(c not in CONV_FORMS for c in convs):
     p.error(f"--convs: {args.convs!r}; each must be one of {', '.join(CONV_FORMS)}")
   if "onednn" in convs and not onednn.available():
-    p.error("--convs onednn: the oneDNN kernels are not built here; run `make onednn` (a C++ compiler and libdnnl-dev)")
+    p.error(f"--convs onednn: {onednn.NOT_BUILT}")
   if args.torch_threads < 0:
     p.error(f"--torch-threads must be >= 0, got {args.torch_threads}")
   for name in ("batch_size", "langevin_steps", "channels", "repeats"):

@@ -194,7 +194,7 @@ def main(argv=None):
                  help="also time the PyTorch peers under this interpreter (one with torch; e.g. a venv's python)")
   args = p.parse_args(argv)
   if args.onednn and not onednn.available():
-    p.error("--onednn: the oneDNN kernels are not built here; run `make onednn` (a C++ compiler and libdnnl-dev)")
+    p.error(f"--onednn: {onednn.NOT_BUILT}")
   if args.onednn and args.devices != 1:
     p.error("--onednn: on one device (--devices 1): the oneDNN call runs whole arrays, its threads on every core")
   if args.flops_only:

@@ -207,7 +207,7 @@ def ebm_fresh_chains() -> str:
   """Issue 34: benchmarks.studies.ebm.fresh_chains, each results file (CPU, GPU) as mean +- std over seeds."""
   title = "### Sampling from noise: recipes of the main job, FID-FMNIST of fresh chains by length (docs/techniques.md#ebm)"
   parts = []
-  for name in ("ebm_fresh_chains.json", "ebm_fresh_chains_gpu.json"):
+  for name in ("ebm_fresh_chains_recipes.json", "ebm_fresh_chains.json", "ebm_fresh_chains_gpu.json"):
     data = _load(name)
     if data is None:
       continue

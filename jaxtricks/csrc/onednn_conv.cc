@@ -6,12 +6,14 @@
 //   jaxtricks_onednn_conv_bwd_weights dw = the weight-gradient of conv, from x and dy (float32 out)
 // Attributes: stride, pad_top, pad_bottom, pad_left, pad_right (int64). oneDNN picks its own weight layout
 // (format "any", reordered from HWIO on each call: the weights change every step); primitives are built once
-// per shape and kept. Builds against oneDNN 2.x (Debian's libdnnl-dev) and 3.x.
+// per shape and kept. Written for oneDNN 2.x (Debian's libdnnl-dev 2.6.3, the one built and tested) and 3.x (its
+// primitive_desc constructors; not built here yet). First-order only: the gradients are FFI calls with no VJP.
 #include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <tuple>
 
 #include "oneapi/dnnl/dnnl.hpp"
@@ -104,11 +106,27 @@ Geometry Make(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, ffi::Span<
   return {x[0], x[1], x[2], x[3], w[3], w[0], y[1], y[2], stride, pt, pb, pl, pr};
 }
 
-ffi::Error Check(const Geometry& g, ffi::DataType a, ffi::DataType b) {
+// The shapes must fit together as the Python side computes them; anything else would read past a buffer.
+ffi::Error Check(const Geometry& g, ffi::DataType a, ffi::DataType b, ffi::Span<const int64_t> x,
+                 ffi::Span<const int64_t> w, ffi::Span<const int64_t> y) {
   if (a != b || (a != ffi::DataType::F32 && a != ffi::DataType::BF16))
     return ffi::Error::InvalidArgument("onednn conv: float32 or bfloat16 operands of one type only");
   if (g.pt < 0 || g.pb < 0 || g.pl < 0 || g.pr < 0 || g.stride < 1)
     return ffi::Error::InvalidArgument("onednn conv: paddings must be >= 0 and the stride >= 1");
+  if (x.size() != 4 || w.size() != 4 || y.size() != 4 || w[0] != w[1] || w[2] != x[3] || y[0] != x[0] ||
+      y[3] != w[3] || y[1] != (x[1] + g.pt + g.pb - w[0]) / g.stride + 1 ||
+      y[2] != (x[2] + g.pl + g.pr - w[1]) / g.stride + 1)
+    return ffi::Error::InvalidArgument("onednn conv: x [B,H,W,C], w [K,K,C,O] and y [B,OH,OW,O] do not fit");
+  return ffi::Error::Success();
+}
+
+template <class F>
+ffi::Error Guarded(F f) {   // a oneDNN exception must not cross the FFI boundary (it would terminate the process)
+  try {
+    f();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("onednn conv: ") + e.what());
+  }
   return ffi::Error::Success();
 }
 
@@ -142,26 +160,26 @@ void Run(int kind, const Geometry& g, memory::data_type dt, void* act, void* wts
 ffi::Error Fwd(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y, int64_t stride, int64_t pad_top,
                int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
   Geometry g = Make(x.dimensions(), w.dimensions(), y->dimensions(), stride, pad_top, pad_bottom, pad_left, pad_right);
-  if (auto e = Check(g, x.element_type(), w.element_type()); e.failure()) return e;
-  Run(0, g, Dt(x.element_type()), x.untyped_data(), w.untyped_data(), y->untyped_data());
-  return ffi::Error::Success();
+  if (auto e = Check(g, x.element_type(), w.element_type(), x.dimensions(), w.dimensions(), y->dimensions());
+      e.failure()) return e;
+  return Guarded([&] { Run(0, g, Dt(x.element_type()), x.untyped_data(), w.untyped_data(), y->untyped_data()); });
 }
 
 ffi::Error BwdData(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx, int64_t stride,
                    int64_t pad_top, int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
   Geometry g = Make(dx->dimensions(), w.dimensions(), dy.dimensions(), stride, pad_top, pad_bottom, pad_left, pad_right);
-  if (auto e = Check(g, dy.element_type(), w.element_type()); e.failure()) return e;
-  Run(1, g, Dt(dy.element_type()), dy.untyped_data(), w.untyped_data(), dx->untyped_data());
-  return ffi::Error::Success();
+  if (auto e = Check(g, dy.element_type(), w.element_type(), dx->dimensions(), w.dimensions(), dy.dimensions());
+      e.failure()) return e;
+  return Guarded([&] { Run(1, g, Dt(dy.element_type()), dy.untyped_data(), w.untyped_data(), dx->untyped_data()); });
 }
 
 ffi::Error BwdWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw, int64_t stride,
                       int64_t pad_top, int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
   Geometry g = Make(x.dimensions(), dw->dimensions(), dy.dimensions(), stride, pad_top, pad_bottom, pad_left, pad_right);
-  if (auto e = Check(g, x.element_type(), dy.element_type()); e.failure()) return e;
+  if (auto e = Check(g, x.element_type(), dy.element_type(), x.dimensions(), dw->dimensions(), dy.dimensions());
+      e.failure()) return e;
   if (dw->element_type() != ffi::DataType::F32) return ffi::Error::InvalidArgument("onednn conv: dw is float32");
-  Run(2, g, Dt(x.element_type()), x.untyped_data(), dy.untyped_data(), dw->untyped_data());
-  return ffi::Error::Success();
+  return Guarded([&] { Run(2, g, Dt(x.element_type()), x.untyped_data(), dy.untyped_data(), dw->untyped_data()); });
 }
 
 }  // namespace
