@@ -67,7 +67,7 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
                                        "(benchmarks/speed/README.md). The weights are the same in every form"})
   workdir: str = "runs/gan"
   sample_every: int = 500
-  fid_every: int = 1000
+  fid_every: int = dataclasses.field(default=1000, metadata={"help": "steps between FID evaluations (0: only at the end)"})
   fid_samples: int = 2000
   export_real: bool = dataclasses.field(
       default=False, metadata={"help": "also export the test split (the images the FIDs here compare with) as real/ "

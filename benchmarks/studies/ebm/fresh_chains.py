@@ -1,5 +1,8 @@
-"""Generation from noise (issue 34): recipes of the main job aimed at short-run sampling, over seeds, and for each
-trained model the FID / chain-length curve of fresh chains from uniform noise, with each length's wall time.
+"""Recipes of the EBM main job for sampling from noise, over seeds: FID of fresh chains by chain length.
+
+Generation from noise (issue 34): recipes of the main job aimed at short-run sampling (RECIPES below: train.ebm
+flags), over seeds, and for each trained model the FID / chain-length curve of fresh chains from uniform noise,
+with each length's wall time.
 
     python -m benchmarks.studies.ebm.fresh_chains                     # every recipe x seeds 0,1,2, 1000 steps
     python -m benchmarks.studies.ebm.fresh_chains --recipes main,shortrun --seeds 0 --lengths 60,500
