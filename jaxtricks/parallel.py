@@ -17,6 +17,7 @@ every process's devices; each process's devices gather only their own rows of ea
 """
 
 import os
+from pathlib import Path
 from typing import Literal
 
 import jax
@@ -45,6 +46,18 @@ def initialize_from_env() -> bool:
 def cpu_cores() -> int:
   """The cores this process may run on."""
   return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_has_bf16_units(cpuinfo: str | None = None) -> bool:
+  """Whether this CPU has bfloat16 matrix units that XLA:CPU's dots reach: x86's avx512_bf16 or amx_bf16 among the
+  flags of /proc/cpuinfo (or of `cpuinfo`'s text). False where that cannot be read (not Linux)."""
+  if cpuinfo is None:
+    try:
+      cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+      return False
+  flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+  return bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
 def user_chose_cpu_devices() -> bool:

@@ -199,9 +199,33 @@ def test_the_convolutions_as_dots_train_as_xlas_and_bf16_compute_runs(tmp_path, 
             "--no-tensorboard", "--workdir", str(tmp_path / name), *flags]
     assert cli.main(train_ebm.Config, train_ebm.run, argv=argv, prog="train.ebm") == 0
     return [r for r in loop.read_metrics(tmp_path / name) if "loss" in r]
-  xla, taps = run("xla"), run("taps", "--conv", "taps")
+  xla = run("xla", "--compute-dtype", "float32", "--conv", "xla")
+  taps = run("taps", "--compute-dtype", "float32", "--conv", "taps")
   for a, b in zip(xla, taps):
     for key in ("loss", "energy_real", "energy_fake"):
       np.testing.assert_allclose(b[key], a[key], rtol=1e-3, atol=1e-5)
   bf16 = run("bf16", "--conv", "taps", "--compute-dtype", "bfloat16")
   assert len(bf16) == 2 and all(np.isfinite([r["loss"], r["grad_norm"]]).all() for r in bf16)
+
+
+def test_auto_compute_is_bf16_taps_only_where_the_cpu_has_bf16_units_and_a_run_trains(monkeypatch):
+  """--compute-dtype/--conv auto: bfloat16 with the taps form on a CPU with bf16 matrix units (the strided net,
+  training), float32 with XLA's convolutions without them, for --eval-only and for the residual net; what a flag
+  names wins."""
+  from jaxtricks import parallel
+  for units, want in ((True, ("bfloat16", "taps")), (False, ("float32", "xla"))):
+    monkeypatch.setattr(parallel, "cpu_has_bf16_units", lambda units=units: units)
+    assert train_ebm.compute(train_ebm.Config()) == want
+    assert train_ebm.compute(train_ebm.Config(eval_only=True)) == ("float32", "xla")
+    assert train_ebm.compute(train_ebm.Config(net="resnet")) == ("float32", "xla")
+    assert train_ebm.compute(train_ebm.Config(compute_dtype="float32")) == ("float32", "xla")
+    assert train_ebm.compute(train_ebm.Config(compute_dtype="bfloat16", conv="shifted")) == ("bfloat16", "shifted")
+
+
+def test_cpu_has_bf16_units_reads_the_x86_flags():
+  from jaxtricks import parallel
+  line = "processor\t: 0\nflags\t\t: fpu sse2 avx2 {}\nbogomips\t: 1\n"
+  assert parallel.cpu_has_bf16_units(line.format("avx512f avx512_bf16"))
+  assert parallel.cpu_has_bf16_units(line.format("amx_tile amx_bf16"))
+  assert not parallel.cpu_has_bf16_units(line.format("avx512f avx512_vnni"))
+  assert not parallel.cpu_has_bf16_units("")

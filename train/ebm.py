@@ -62,15 +62,18 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
   net: Literal["resnet", "strided"] = dataclasses.field(
       default="strided", metadata={"help": "energy net: Du & Mordatch's residual net, or the UvA tutorial's four "
                                           "stride-2 convolutions (space-to-depth form)"})
-  compute_dtype: Literal["float32", "bfloat16"] = dataclasses.field(
-      default="float32", metadata={"help": "the strided net's compute type (convolutions, Dense layers, activations; "
-                                         "parameters, Langevin iterates and loss stay float32)"})
-  conv: Literal["xla", "taps", "shifted"] = dataclasses.field(
-      default="xla", metadata={"help": "the strided net's 2x2 convolutions: XLA's convolution, or matrix products "
-                                       "(taps: one dot over the 4 shifted maps; shifted: 4 dots). With --compute-dtype "
-                                       "bfloat16 the dots reach a CPU's bf16 matrix units (1.3x faster steps on "
-                                       "an AVX-512 BF16 host); in float32 they are slower. The weights are the same in "
-                                       "every form, so a model trained in one runs in any"})
+  compute_dtype: Literal["auto", "float32", "bfloat16"] = dataclasses.field(
+      default="auto", metadata={"help": "the strided net's compute type (convolutions, Dense layers, activations; "
+                                        "parameters, Langevin iterates and loss stay float32). auto: bfloat16 on a "
+                                        "CPU with bf16 matrix units (AVX-512 BF16, AMX), where its steps ran 1.30x "
+                                        "faster with FIDs within the seeds' spread of float32's "
+                                        "(benchmarks/studies/ebm/README.md), float32 elsewhere and for --eval-only"})
+  conv: Literal["auto", "xla", "taps", "shifted"] = dataclasses.field(
+      default="auto", metadata={"help": "the strided net's 2x2 convolutions: XLA's convolution, or matrix products "
+                                        "(taps: one dot over the 4 shifted maps; shifted: 4 dots), which reach a "
+                                        "CPU's bf16 matrix units in bfloat16 (in float32 they are slower). auto: "
+                                        "taps for bfloat16 on a CPU, else xla. The weights are the same in every "
+                                        "form, so a model trained in one runs in any"})
   channels: int = dataclasses.field(
       default=16, metadata={"help": "energy net width c: resnet stem c, stages c, 2c, 4c (Du & Mordatch's net: 64); "
                                     "strided c, 2c, 4c, 4c (the tutorial's: 16)"})
@@ -121,7 +124,7 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
             f"must be >= 0 or sqrt_step_size, got {self.noise_scale}")
     require(0 <= self.beta1 < 1, "beta1", f"must be in [0, 1), got {self.beta1}")
     for name, plain in (("compute_dtype", "float32"), ("conv", "xla")):
-      require(self.net == "strided" or getattr(self, name) == plain, name,
+      require(self.net == "strided" or getattr(self, name) in ("auto", plain), name,
               f"is the strided net's setting; the {self.net} net runs {plain} only")
     require(0 <= self.reinit_prob <= 1, "reinit_prob", f"must be in [0, 1], got {self.reinit_prob}")
     require(self.unroll in ("auto", "full") or self.unroll >= 1, "unroll",
@@ -149,6 +152,17 @@ def sampler(config: Config) -> ebm.SamplerConfig:
                            augment_shift=config.chain_augment)
 
 
+def compute(config: Config) -> tuple[str, str]:
+  """(compute dtype, 2x2 convolution form) of the energy net: --compute-dtype and --conv, "auto" resolved here —
+  bfloat16 and taps where the strided net trains on a CPU with bf16 matrix units (parallel.cpu_has_bf16_units),
+  float32 and XLA's convolution elsewhere and for --eval-only (the tables' numbers are float32's)."""
+  cpu = jax.default_backend() == "cpu"
+  fast = config.net == "strided" and not config.eval_only and cpu and parallel.cpu_has_bf16_units()
+  dtype = config.compute_dtype if config.compute_dtype != "auto" else "bfloat16" if fast else "float32"
+  conv = config.conv if config.conv != "auto" else "taps" if dtype == "bfloat16" and cpu else "xla"
+  return dtype, conv
+
+
 def optimizer(config: Config) -> optax.GradientTransformation:
   return optax.adam(config.lr, b1=config.beta1, b2=0.999)
 
@@ -169,7 +183,11 @@ def run(config: Config, actions=()):
   keys = harness.keys(config.seed, "init", "data", "step", "sample")
   batches = harness.batches({"image": train["image"]}, config.batch_size, keys["data"], mesh, transform=functools.partial(real_images, config))
   image_shape = IMAGE_SHAPES[config.dataset]
-  model = ebm.energy_net(config.channels, config.net, dtype=config.compute_dtype, conv=config.conv)
+  dtype, conv = compute(config)
+  if config.compute_dtype == "auto" and dtype == "bfloat16":
+    print(f"computing in bfloat16 with the 2x2 convolutions as {conv} matrix products (--compute-dtype auto: this "
+          "CPU has bf16 matrix units); --compute-dtype float32 --conv xla computes as before 2026-12-05", flush=True)
+  model = ebm.energy_net(config.channels, config.net, dtype=dtype, conv=conv)
   tx, chains = optimizer(config), sampler(config)
   init = lambda: ebm.init(keys["init"], model, image_shape, tx, buffer_size=config.buffer_size,
                           buffer_dtype=jnp.dtype(config.buffer_dtype))

@@ -33,7 +33,9 @@ F32 = dict(compute_dtype="float32", conv="xla")   # train.ebm's float32 path, wh
 
 # The recipes: train.ebm flags over its defaults. The anchors' levers for short-run sampling that our flags reach.
 RECIPES = {
-    "main": {},                                    # the main job as it is
+    "main": {},                                    # the main job as it is (train.ebm's defaults: since 2026-12-05
+                                                   # bf16 taps on a CPU with bf16 units, float32 elsewhere)
+    "float32": dict(compute_dtype="float32", conv="xla"),   # the main job in float32 wherever it runs
     "shortrun": dict(reinit_prob=1.0),             # Nijkamp et al. 2019: non-persistent chains, all from noise
     "reinit25": dict(reinit_prob=0.25),            # a buffer, but a quarter of the chains restart from noise
     "noise2x": dict(noise_scale=0.01),             # twice the Langevin noise (larger noise, Du & Mordatch's advice)
