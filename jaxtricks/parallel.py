@@ -48,16 +48,17 @@ def cpu_cores() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def cpu_has_bf16_units(cpuinfo: str | None = None) -> bool:
-  """Whether this CPU has bfloat16 matrix units that XLA:CPU's dots reach: x86's avx512_bf16 or amx_bf16 among the
-  flags of /proc/cpuinfo (or of `cpuinfo`'s text). False where that cannot be read (not Linux)."""
+def cpu_bf16_units(cpuinfo: str | None = None) -> str | None:
+  """The bfloat16 matrix units of this CPU that XLA:CPU's dots reach, from the x86 flags of /proc/cpuinfo (or of
+  `cpuinfo`'s text): "amx" (amx_bf16: Intel Sapphire Rapids and later), "avx512_bf16" (e.g. AMD Zen 4/5), or None
+  (none, or not readable: not Linux)."""
   if cpuinfo is None:
     try:
       cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
-      return False
-  flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-  return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+      return None
+  flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+  return "amx" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else None
 
 
 def user_chose_cpu_devices() -> bool:

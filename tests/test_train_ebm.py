@@ -208,13 +208,13 @@ def test_the_convolutions_as_dots_train_as_xlas_and_bf16_compute_runs(tmp_path, 
   assert len(bf16) == 2 and all(np.isfinite([r["loss"], r["grad_norm"]]).all() for r in bf16)
 
 
-def test_auto_compute_is_bf16_taps_only_where_the_cpu_has_bf16_units_and_a_run_trains(monkeypatch):
-  """--compute-dtype/--conv auto: bfloat16 with the taps form on a CPU with bf16 matrix units (the strided net,
-  training), float32 with XLA's convolutions without them, for --eval-only and for the residual net; what a flag
-  names wins."""
+def test_auto_compute_is_bf16_taps_only_where_it_was_measured_faster_and_a_run_trains(monkeypatch):
+  """--compute-dtype/--conv auto: bfloat16 with the taps form on a CPU with AVX-512 BF16 (the strided net, training;
+  where it was measured), float32 with XLA's convolutions on an AMX host (not measured yet) or without bf16 units,
+  for --eval-only and for the residual net; what a flag names wins."""
   from jaxtricks import parallel
-  for units, want in ((True, ("bfloat16", "taps")), (False, ("float32", "xla"))):
-    monkeypatch.setattr(parallel, "cpu_has_bf16_units", lambda units=units: units)
+  for units, want in (("avx512_bf16", ("bfloat16", "taps")), ("amx", ("float32", "xla")), (None, ("float32", "xla"))):
+    monkeypatch.setattr(parallel, "cpu_bf16_units", lambda units=units: units)
     assert train_ebm.compute(train_ebm.Config()) == want
     assert train_ebm.compute(train_ebm.Config(eval_only=True)) == ("float32", "xla")
     assert train_ebm.compute(train_ebm.Config(net="resnet")) == ("float32", "xla")
@@ -222,10 +222,10 @@ def test_auto_compute_is_bf16_taps_only_where_the_cpu_has_bf16_units_and_a_run_t
     assert train_ebm.compute(train_ebm.Config(compute_dtype="bfloat16", conv="shifted")) == ("bfloat16", "shifted")
 
 
-def test_cpu_has_bf16_units_reads_the_x86_flags():
+def test_cpu_bf16_units_reads_the_x86_flags():
   from jaxtricks import parallel
   line = "processor\t: 0\nflags\t\t: fpu sse2 avx2 {}\nbogomips\t: 1\n"
-  assert parallel.cpu_has_bf16_units(line.format("avx512f avx512_bf16"))
-  assert parallel.cpu_has_bf16_units(line.format("amx_tile amx_bf16"))
-  assert not parallel.cpu_has_bf16_units(line.format("avx512f avx512_vnni"))
-  assert not parallel.cpu_has_bf16_units("")
+  assert parallel.cpu_bf16_units(line.format("avx512f avx512_bf16")) == "avx512_bf16"
+  assert parallel.cpu_bf16_units(line.format("avx512_bf16 amx_tile amx_bf16")) == "amx"
+  assert parallel.cpu_bf16_units(line.format("avx512f avx512_vnni")) is None
+  assert parallel.cpu_bf16_units("") is None

@@ -65,7 +65,7 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
   compute_dtype: Literal["auto", "float32", "bfloat16"] = dataclasses.field(
       default="auto", metadata={"help": "the strided net's compute type (convolutions, Dense layers, activations; "
                                         "parameters, Langevin iterates and loss stay float32). auto: bfloat16 on a "
-                                        "CPU with bf16 matrix units (AVX-512 BF16, AMX), where its steps ran 1.30x "
+                                        "CPU with AVX-512 BF16 and no AMX (AMD Zen 4/5), where its steps ran 1.30x "
                                         "faster with FIDs within the seeds' spread of float32's "
                                         "(benchmarks/studies/ebm/README.md), float32 elsewhere and for --eval-only"})
   conv: Literal["auto", "xla", "taps", "shifted"] = dataclasses.field(
@@ -152,12 +152,17 @@ def sampler(config: Config) -> ebm.SamplerConfig:
                            augment_shift=config.chain_augment)
 
 
+# The CPUs' bf16 units (parallel.cpu_bf16_units) where the bf16 taps form was measured faster in train.ebm with its
+# FIDs within the seeds' spread (AMD Zen 5, AVX-512 BF16, 2026-12-05); AMX hosts join when measured there.
+BF16_MEASURED = ("avx512_bf16",)
+
+
 def compute(config: Config) -> tuple[str, str]:
   """(compute dtype, 2x2 convolution form) of the energy net: --compute-dtype and --conv, "auto" resolved here —
-  bfloat16 and taps where the strided net trains on a CPU with bf16 matrix units (parallel.cpu_has_bf16_units),
-  float32 and XLA's convolution elsewhere and for --eval-only (the tables' numbers are float32's)."""
+  bfloat16 and taps where the strided net trains on a CPU whose bf16 units are in BF16_MEASURED, float32 and XLA's
+  convolution elsewhere and for --eval-only (the tables' numbers are float32's)."""
   cpu = jax.default_backend() == "cpu"
-  fast = config.net == "strided" and not config.eval_only and cpu and parallel.cpu_has_bf16_units()
+  fast = config.net == "strided" and not config.eval_only and cpu and parallel.cpu_bf16_units() in BF16_MEASURED
   dtype = config.compute_dtype if config.compute_dtype != "auto" else "bfloat16" if fast else "float32"
   conv = config.conv if config.conv != "auto" else "taps" if dtype == "bfloat16" and cpu else "xla"
   return dtype, conv
@@ -186,7 +191,7 @@ def run(config: Config, actions=()):
   dtype, conv = compute(config)
   if config.compute_dtype == "auto" and dtype == "bfloat16":
     print(f"computing in bfloat16 with the 2x2 convolutions as {conv} matrix products (--compute-dtype auto: this "
-          "CPU has bf16 matrix units); --compute-dtype float32 --conv xla computes as before 2026-12-05", flush=True)
+          "CPU has AVX-512 BF16); --compute-dtype float32 --conv xla computes as before 2026-12-05", flush=True)
   model = ebm.energy_net(config.channels, config.net, dtype=dtype, conv=conv)
   tx, chains = optimizer(config), sampler(config)
   init = lambda: ebm.init(keys["init"], model, image_shape, tx, buffer_size=config.buffer_size,

@@ -35,7 +35,7 @@ F32 = dict(compute_dtype="float32", conv="xla")   # train.ebm's float32 path, wh
 RECIPES = {
     "main": {},                                    # the main job as it is (train.ebm's defaults: since 2026-12-05
                                                    # bf16 taps on a CPU with bf16 units, float32 elsewhere)
-    "float32": dict(compute_dtype="float32", conv="xla"),   # the main job in float32 wherever it runs
+    "float32": F32,                                # the main job in float32 wherever it runs
     "shortrun": dict(reinit_prob=1.0),             # Nijkamp et al. 2019: non-persistent chains, all from noise
     "reinit25": dict(reinit_prob=0.25),            # a buffer, but a quarter of the chains restart from noise
     "noise2x": dict(noise_scale=0.01),             # twice the Langevin noise (larger noise, Du & Mordatch's advice)
@@ -52,8 +52,9 @@ RECIPES = {
 
 
 def model_of(recipe: dict, run):
-  """common.load_ebm_run's (config, model, state) with the model the recipe trained (config.json records only the
-  fingerprint): its compute dtype and convolution form, so that its fresh chains run as its training chains did."""
+  """common.load_ebm_run's (config, model, state) with the model in the compute dtype and convolution form the
+  recipe names (config.json records only the fingerprint), so that its fresh chains run as its training chains
+  did; a recipe that names none (`main`: train.ebm's auto) is scored in float32, as train.ebm --eval-only scores."""
   config, model, state = run
   if "compute_dtype" in recipe or "conv" in recipe:
     model = ebm.energy_net(config["channels"], config.get("net", "resnet"),
