@@ -289,7 +289,7 @@ def test_convolutions_as_dots_are_the_same_nets(shape=(28, 28, 1)):
   y = jax.random.normal(key, (2, 9, 9, 2))
   want = jax.lax.conv_general_dilated(y, k, (3, 3), [(2, 0), (1, 1)], dimension_numbers=("NHWC", "HWIO", "NHWC"))
   np.testing.assert_allclose(conv_taps(y, k, 3, [(2, 0), (1, 1)]), want, rtol=1e-5, atol=1e-5)
-  with pytest.raises(ValueError, match="conv must be 'xla' or 'taps'"):
+  with pytest.raises(ValueError, match="conv must be 'xla', 'taps' or 'onednn'"):
     Discriminator(width=4, conv="fft").init(key, x)
 
 
