@@ -59,6 +59,18 @@ dnnl::convolution_forward::primitive_desc ForwardPd(const Geometry& g, memory::d
 #endif
 }
 
+// The primitive_desc of a backward convolution P (backward_data or backward_weights), `hint` its forward's.
+template <class P>
+typename P::primitive_desc BackwardPd(const Geometry& g, const memory::desc& src, const memory::desc& wei,
+                                      const memory::desc& dst, const dnnl::convolution_forward::primitive_desc& hint) {
+#if DNNL_VERSION_MAJOR >= 3
+  return {Engine(), dnnl::algorithm::convolution_direct, src, wei, dst, g.strides(), g.pad_l(), g.pad_r(), hint};
+#else
+  return {typename P::desc(dnnl::algorithm::convolution_direct, src, wei, dst, g.strides(), g.pad_l(), g.pad_r()),
+          Engine(), hint};
+#endif
+}
+
 Prims* Get(int kind, const Geometry& g, memory::data_type dt) {
   static std::mutex mu;
   static std::map<decltype(g.key(0, 0)), std::unique_ptr<Prims>> cache;
@@ -71,26 +83,13 @@ Prims* Get(int kind, const Geometry& g, memory::data_type dt) {
     p->weights_md = p->fwd_pd.weights_desc();
     p->main = dnnl::convolution_forward(p->fwd_pd);
   } else if (kind == 1) {
-    memory::desc wei(g.wei(), dt, Tag::any);
-#if DNNL_VERSION_MAJOR >= 3
-    dnnl::convolution_backward_data::primitive_desc pd(Engine(), dnnl::algorithm::convolution_direct, src, wei, dst,
-                                                       g.strides(), g.pad_l(), g.pad_r(), p->fwd_pd);
-#else
-    dnnl::convolution_backward_data::primitive_desc pd(
-        {dnnl::algorithm::convolution_direct, src, wei, dst, g.strides(), g.pad_l(), g.pad_r()}, Engine(), p->fwd_pd);
-#endif
+    auto pd = BackwardPd<dnnl::convolution_backward_data>(g, src, memory::desc(g.wei(), dt, Tag::any), dst, p->fwd_pd);
     p->weights_md = pd.weights_desc();
     p->main = dnnl::convolution_backward_data(pd);
   } else {
-    memory::desc wei(g.wei(), memory::data_type::f32, Tag::any);
     hwio = memory::desc(g.wei(), memory::data_type::f32, Tag::hwio);
-#if DNNL_VERSION_MAJOR >= 3
-    dnnl::convolution_backward_weights::primitive_desc pd(Engine(), dnnl::algorithm::convolution_direct, src, wei,
-                                                          dst, g.strides(), g.pad_l(), g.pad_r(), p->fwd_pd);
-#else
-    dnnl::convolution_backward_weights::primitive_desc pd(
-        {dnnl::algorithm::convolution_direct, src, wei, dst, g.strides(), g.pad_l(), g.pad_r()}, Engine(), p->fwd_pd);
-#endif
+    auto pd = BackwardPd<dnnl::convolution_backward_weights>(
+        g, src, memory::desc(g.wei(), memory::data_type::f32, Tag::any), dst, p->fwd_pd);
     p->weights_md = pd.diff_weights_desc();
     p->main = dnnl::convolution_backward_weights(pd);
   }
