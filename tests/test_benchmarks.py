@@ -659,3 +659,47 @@ def test_fid_floor_falls_with_the_sample_count_and_floor_at_words_it(tmp_path, m
   assert common.floor_at(500, out) is None and "| 128 |" in readme.read_text()
   with pytest.raises(SystemExit):
     fid_floor.main(["--data-dir", data, "--counts", "8,100000", "--out", str(out), "--readme", str(readme)])
+
+
+def test_ebm_long_study_records_each_evaluation_resumes_and_collects(tmp_path, monkeypatch, capfd):
+  """benchmarks.studies.ebm.ebm_long at toy size: a run stopped short (--steps 2 of 4 through a first call's
+  argv) is recorded unfinished with its evaluations; the next call resumes it to the end, its curve holds every
+  evaluation once, with FIDs, the largest |energy| and grad norm and growing minutes; a third call trains nothing;
+  the README block is rewritten between its markers."""
+  import json
+
+  from conftest import make_raw_folder
+
+  from benchmarks.studies.ebm import ebm_long
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  make_raw_folder(tmp_path / "raw")
+  md = tmp_path / "README.md"
+  md.write_text("before\n<!-- ebm_long:begin -->\nold\n<!-- ebm_long:end -->\nafter\n")
+  flags = ("--channels 4 --batch-size 8 --buffer-size 64 --langevin-steps 2 --fid-samples 8 --sample-every 2 "
+           "--fresh-steps 2 --cpu-devices 1")
+  argv = ["--seeds", "0", "--steps", "4", "--fid-every", "2", "--root", str(tmp_path / "runs"), "--json",
+          str(tmp_path / "r.json"), "--png", str(tmp_path), "--data-dir", str(tmp_path / "raw"), "--results-md",
+          str(md), "--train-flags", flags]
+  workdir = tmp_path / "runs" / "main-s0"
+  from benchmarks.studies import common
+  common.run_program("ebm", [*common.flag_argv(dict(
+      workdir=str(workdir), seed=0, steps=2, fid_every=2, progress=False, tensorboard=False, **ebm_long.RECIPES["main"])),
+      *flags.split(), "--data-dir", str(tmp_path / "raw")])
+  assert ebm_long.main([*argv[:-2], "--collect", *argv[-2:]]) == 0
+  run = json.loads((tmp_path / "r.json").read_text())["runs"]["main/0"]
+  assert not run["finished"] and [e["step"] for e in run["curve"]] == [2]
+  assert ebm_long.main(argv) == 0                                  # resumes the run from step 2 to 4
+  run = json.loads((tmp_path / "r.json").read_text())["runs"]["main/0"]
+  assert run["finished"] and [e["step"] for e in run["curve"]] == [2, 4]
+  assert "--compute-dtype" in run["argv"] and run["argv"][run["argv"].index("--compute-dtype") + 1] == "bfloat16"
+  c = run["curve"]
+  assert all(np.isfinite(e["buffer"]) and np.isfinite(e["fresh"]) and e["energy"] > 0 and e["grad"] > 0 for e in c)
+  assert 0 < c[0]["minutes"] < c[1]["minutes"]
+  text = md.read_text()
+  assert text.startswith("before\n<!-- ebm_long:begin -->\n") and "old" not in text and "| main/0 | 4 |" in text
+  assert (tmp_path / "ebm_long.png").stat().st_size > 0
+  metrics = (workdir / "metrics.jsonl").read_text()
+  assert ebm_long.main(argv) == 0 and (workdir / "metrics.jsonl").read_text() == metrics   # finished: not again
+  with pytest.raises(SystemExit) as stop:
+    ebm_long.main([*argv, "--recipes", "nope"])
+  assert stop.value.code == 2 and "--recipes: choose from main, uva" in capfd.readouterr().err

@@ -131,7 +131,8 @@ def test_bad_input_one_line_exit_2(args, words, tmp_path, capsys, monkeypatch):
 def test_old_sampler_spellings_give_the_new_ones_sampler_and_one_deprecation_line(old, new, sampler, capsys):
   """Known answers: each old spelling builds the sampler of its new spelling (train.ebm's default chain with that
   one setting changed); only the old one prints a line, which names the new spelling."""
-  base = dict(num_steps=20, step_size=10.0, noise_scale=0.005, grad_clip=0.03, reinit_prob=0.05, unroll="auto")
+  base = dict(num_steps=20, step_size=10.0, noise_scale=0.005, grad_clip=0.03, reinit_prob=0.05, unroll="auto",
+              augment_shift=2)
   expected = ebm.SamplerConfig(**{**base, **sampler})
   assert train_ebm.sampler(cli.parse(train_ebm.Config, new, prog="train.ebm")) == expected
   assert capsys.readouterr().err == ""

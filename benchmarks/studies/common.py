@@ -213,10 +213,11 @@ def fresh_chain_table(runs: dict, names: list[str], lengths: list[int]) -> str:
   return table(["recipe", "seeds", *[f"fresh {n}" for n in lengths], "buffer", "train min"], rows)
 
 
-# train.ebm's default sampler since 2026-12-01 (its flags --langevin-steps, --step-size, --noise-scale, --grad-clip,
-# --reinit-prob); before, step 20 and clip 0.01 (--recipe du2019)
+# train.ebm's default sampler since 2026-12-05 (its flags --langevin-steps, --step-size, --noise-scale, --grad-clip,
+# --reinit-prob, --chain-augment; chains from noise ignore the last two); from 2026-12-01, no augmented starts
+# (--recipe uva); before, step 20 and clip 0.01 (--recipe du2019)
 EBM_SAMPLER = ebm.SamplerConfig(num_steps=20, step_size=10.0, noise_scale=0.005, grad_clip=0.03, reinit_prob=0.05,
-                                unroll="auto")   # ("auto": resolved when a chain compiles; asking the backend here
+                                augment_shift=2, unroll="auto")   # ("auto": resolved when a chain compiles; asking the backend here
                                                  # would start JAX at import, before a program sets its CPU devices)
 
 

@@ -7,7 +7,7 @@ with each length's wall time.
     python -m benchmarks.studies.ebm.fresh_chains                     # every recipe x seeds 0,1,2, 1000 steps
     python -m benchmarks.studies.ebm.fresh_chains --recipes main,shortrun --seeds 0 --lengths 60,500
 
-Each run is `python -m train.ebm` (the main job: its defaults, `--recipe uva`) with the recipe's flags on top, in
+Each run is `python -m train.ebm` (the main job: its defaults) with the recipe's flags on top, in
 ROOT/RECIPE-sSEED (a run that exists resumes; a finished one is only re-scored). Scores: FID-FMNIST (with KID,
 precision/recall, density/coverage, from one feature pass: metrics.scores_against) of --samples fresh chains from
 uniform noise at each --lengths step count (the run's own sampler settings; jaxtricks.ebm.fresh_samples), and of
@@ -31,23 +31,28 @@ from jaxtricks.data import IMAGE_SHAPES, DataError, load
 
 F32 = dict(compute_dtype="float32", conv="xla")   # train.ebm's float32 path, whatever its default on this CPU
 
+UVA = dict(chain_augment=0)   # the main job until 2026-12-05 (the UvA tutorial's recipe), under which these were measured
+
 # The recipes: train.ebm flags over its defaults. The anchors' levers for short-run sampling that our flags reach.
 RECIPES = {
     "main": {},                                    # the main job as it is (train.ebm's defaults: since 2026-12-05
-                                                   # bf16 taps on a CPU with bf16 units, float32 elsewhere)
+                                                   # the augmented chain starts, and bf16 taps on a CPU with bf16
+                                                   # units, float32 elsewhere)
     "float32": F32,                                # the main job in float32 wherever it runs
-    "shortrun": dict(reinit_prob=1.0),             # Nijkamp et al. 2019: non-persistent chains, all from noise
-    "reinit25": dict(reinit_prob=0.25),            # a buffer, but a quarter of the chains restart from noise
-    "noise2x": dict(noise_scale=0.01),             # twice the Langevin noise (larger noise, Du & Mordatch's advice)
-    "reg1": dict(reg=1.0),                         # Du & Mordatch's energy-magnitude penalty weight (ours: 0.1)
+    "bf16": dict(compute_dtype="bfloat16", conv="taps"),   # ... and in bf16 with the convolutions as matrix products
+    "uva": dict(**UVA, **F32),                     # the main job until 2026-12-05: no augmented starts, float32
+    "shortrun": dict(reinit_prob=1.0, **UVA),      # Nijkamp et al. 2019: non-persistent chains, all from noise
+    "reinit25": dict(reinit_prob=0.25, **UVA),     # a buffer, but a quarter of the chains restart from noise
+    "noise2x": dict(noise_scale=0.01, **UVA),      # twice the Langevin noise (larger noise, Du & Mordatch's advice)
+    "reg1": dict(reg=1.0, **UVA),                  # Du & Mordatch's energy-magnitude penalty weight (ours: 0.1)
     # Improved CD (Du et al. 2021): its KL term (weight 1 as theirs), its data-augmentation transitions (here a flip
-    # and a 2-pixel shift), both together as it trains; in float32, as `main`'s recorded runs trained
-    "kl1": dict(kl=1.0, **F32),
+    # and a 2-pixel shift; the main job's default since they won here), both together as it trains; in float32
+    "kl1": dict(kl=1.0, **UVA, **F32),
     "aug": dict(chain_augment=2, **F32),
     "kl1aug": dict(kl=1.0, chain_augment=2, **F32),
-    # issue 35: the main job in bf16 compute with the convolutions as matrix products (its fastest CPU form);
-    # its FIDs against main's say whether bf16 changes results beyond the seeds' spread
-    "bf16": dict(compute_dtype="bfloat16", conv="taps"),
+    # issue 35: the old main job in bf16 compute with the convolutions as matrix products (its fastest CPU form);
+    # its FIDs against uva's say whether bf16 changes results beyond the seeds' spread
+    "uvabf16": dict(compute_dtype="bfloat16", conv="taps", **UVA),
 }
 
 

@@ -1,0 +1,165 @@
+"""The EBM main job run long: FID of the buffer and of fresh chains every 1,000 steps to 20,000, over seeds.
+
+Issue 34, item 3: do the main job's runs stay stable when trained 20x longer, and does generation from noise follow
+the buffer? Each run is `python -m train.ebm --steps 20000 --fid-every 1000` with the recipe's flags, in
+ROOT/RECIPE-sSEED; a run resumes where it stopped (a session ends: SIGTERM or Ctrl-C stop this study, which stops
+the run with its checkpoint saved), so a table that takes longer than a session fills up over several.
+
+    python -m benchmarks.studies.ebm.ebm_long                           # the main job, seeds 0, 1, 2
+    python -m benchmarks.studies.ebm.ebm_long --seeds 0 --max-runs 1    # one run (or the rest of it)
+    python -m benchmarks.studies.ebm.ebm_long --collect                 # only re-read the runs' curves
+
+Both recipes pin bf16 compute with the convolutions as matrix products (train.ebm's default on an AMD Zen 4/5 CPU),
+so that a run resumed on another CPU model goes on as it began: `main` is the main job (augmented chain starts),
+`uva` the main job until 2026-12-05 (none; the recipe of the GPU's long runs, ebm_long_gpu.json). After training
+(or when stopped) every run folder of the asked recipes and seeds is read into --json: at each evaluation its
+buffer and fresh-chain FIDs (500 samples: the main job's), the buffer's recall, the largest |energy| and gradient
+norm since the last evaluation (metrics.jsonl's energy_real, energy_fake, grad_norm: what diverges first), and the
+training minutes so far; the table of those curves goes into benchmarks/studies/ebm/README.md (--results-md) and
+their plot, FID against steps and against minutes, into --png.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from benchmarks.common import ArgumentParser, machine
+from benchmarks.studies import common
+from jaxtricks import loop
+
+BF16 = dict(compute_dtype="bfloat16", conv="taps")
+RECIPES = {"main": BF16, "uva": dict(chain_augment=0, **BF16)}
+HEADER = ["run", "step", "train min", "FID buffer", "FID fresh 60", "buffer recall", "max abs energy",
+          "max grad norm"]
+
+
+def curve(workdir: Path) -> list[dict]:
+  """Each evaluation of a train.ebm run: step, buffer and fresh FIDs, buffer recall, the largest |energy| and
+  gradient norm of the steps since the evaluation before, and the train-step minutes up to it (from steps/s:
+  evaluations, checkpoints and pauses left out). A resumed run's repeated steps count once (the last)."""
+  rows = {}
+  for r in loop.read_metrics(workdir):
+    rows.setdefault(r["step"], {}).update(r)
+  out, energy, grad, minutes = [], 0.0, 0.0, 0.0
+  for step in sorted(rows):
+    r = rows[step]
+    if "steps_per_sec" in r and step > 1:   # step 1: compilation
+      minutes += 1.0 / r["steps_per_sec"] / 60
+    energy = max(energy, abs(r.get("energy_real", 0.0)), abs(r.get("energy_fake", 0.0)))
+    grad = max(grad, r.get("grad_norm", 0.0))
+    if "fid_fmnist_buffer" in r:
+      out.append(dict(step=step, minutes=minutes, buffer=r["fid_fmnist_buffer"], fresh=r["fid_fmnist_fresh"],
+                      recall=r.get("recall_fmnist_buffer"), energy=energy, grad=grad))
+      energy = grad = 0.0
+  return out
+
+
+def table_rows(runs: dict) -> list[list]:
+  return [[key, e["step"], f"{e['minutes']:.1f}", f"{e['buffer']:.1f}", f"{e['fresh']:.1f}",
+           "" if e["recall"] is None else f"{e['recall']:.3f}", f"{e['energy']:.3g}", f"{e['grad']:.3g}"]
+          for key, run in runs.items() for e in run["curve"]]
+
+
+def plot(path: Path, runs: dict) -> None:
+  """FID of the buffer (solid) and of fresh 60-step chains (dashed) against steps and train minutes, per run."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), dpi=100)
+  for i, (key, run) in enumerate(runs.items()):
+    c = run["curve"]
+    for ax, x in zip(axes, ([e["step"] for e in c], [e["minutes"] for e in c])):
+      ax.plot(x, [e["buffer"] for e in c], "-", color=f"C{i}", label=f"{key} buffer")
+      ax.plot(x, [e["fresh"] for e in c], "--", color=f"C{i}", label=f"{key} fresh 60")
+  for ax, xlabel in zip(axes, ("training step", "train minutes (2-core CPU)")):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("FID-FMNIST (500 samples)")
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=7)
+  axes[0].set_title("EBM main job run long: replay buffer and fresh chains from noise", fontsize=9)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def main(argv=None) -> int:
+  p = ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--recipes", default="main", help=f"comma-separated, of: {', '.join(RECIPES)}")
+  p.add_argument("--seeds", default="0,1,2")
+  p.add_argument("--steps", type=int, default=20000, help="train steps of each run")
+  p.add_argument("--fid-every", type=int, default=1000)
+  p.add_argument("--max-runs", type=int, default=0, help="train at most this many runs in this call (0: all)")
+  p.add_argument("--collect", action="store_true", help="train nothing: only read the runs' curves")
+  p.add_argument("--root", default="runs/ebm_long", help="folder of the runs' workdirs")
+  p.add_argument("--data-dir", default=None)
+  p.add_argument("--json", default="benchmarks/results/ebm_long.json")
+  p.add_argument("--png", default="docs", help="folder for ebm_long.png")
+  p.add_argument("--results-md", default=None, help="a README with <!-- ebm_long:begin/end --> markers to rewrite")
+  p.add_argument("--train-flags", default="", help="extra train.ebm flags for every run, e.g. '--channels 4'")
+  args = p.parse_args(argv)
+  names = args.recipes.split(",")
+  if [n for n in names if n not in RECIPES]:
+    p.error(f"--recipes: choose from {', '.join(RECIPES)}, comma-separated")
+  try:
+    seeds = [int(s) for s in args.seeds.split(",")]
+  except ValueError:
+    p.error("--seeds takes comma-separated integers, e.g. 0,1,2")
+  if args.steps < 1 or args.fid_every < 1 or args.max_runs < 0:
+    p.error("--steps and --fid-every must be positive, --max-runs >= 0")
+  out = Path(args.json)
+  results = json.loads(out.read_text()) if out.exists() else {"runs": {}}
+  extra = args.train_flags.split() + (["--data-dir", args.data_dir] if args.data_dir else [])
+
+  def argv_of(name, seed):
+    flags = dict(workdir=str(Path(args.root) / f"{name}-s{seed}"), seed=seed, steps=args.steps,
+                 fid_every=args.fid_every, progress=False, tensorboard=False, **RECIPES[name])
+    return [*common.flag_argv(flags), *extra]
+
+  finished = {k: r for k, r in results["runs"].items() if r.get("finished")}
+  todo = [] if args.collect else common.pending_runs(names, seeds, finished, argv_of, args.max_runs)
+  status, trained = 0, set()
+  for name, seed in todo:
+    trained.add(f"{name}/{seed}")
+    try:
+      common.run_program("ebm", argv_of(name, seed))
+    except SystemExit as e:   # train.ebm said why in its own line (bad flags, divergence) or was stopped
+      print(f"{p.prog}: {e}", file=sys.stderr)
+      status = 1
+      break
+    except KeyboardInterrupt:   # Ctrl-C or the session's end: the run has saved; collect what there is
+      status = 130
+      break
+  for name in names:
+    for seed in seeds:
+      workdir = Path(args.root) / f"{name}-s{seed}"
+      if not (workdir / "metrics.jsonl").exists():
+        continue
+      key, c = f"{name}/{seed}", curve(workdir)
+      old = results["runs"].get(key, {})
+      hosts = sorted({*old.get("machines", []), *([machine()] if key in trained or not old else [])})
+      results["runs"][key] = {"argv": argv_of(name, seed), "machines": hosts, "jax": jax.__version__,
+                              "date": time.strftime("%Y-%m-%d"), "finished": bool(c) and c[-1]["step"] >= args.steps,
+                              "curve": c}
+  results.update(command="python -m benchmarks.studies.ebm.ebm_long " + " ".join(argv or sys.argv[1:]),
+                 machine=machine(), jax=jax.__version__, header=HEADER, rows=table_rows(results["runs"]))
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(results, indent=1))
+  if results["runs"]:
+    plot(Path(args.png) / "ebm_long.png", results["runs"])
+  for key, run in results["runs"].items():
+    c = run["curve"]
+    best = min(c, key=lambda e: e["buffer"]) if c else None
+    print(f"{key}: {c[-1]['step'] if c else 0} steps" + (f", buffer FID {c[-1]['buffer']:.1f} (best {best['buffer']:.1f}"
+          f" at {best['step']}), fresh {c[-1]['fresh']:.1f}, {c[-1]['minutes']:.0f} train min" if c else ""))
+  if args.results_md:
+    status = status or common.update_results_md(out, "ebm_long", args.results_md)
+  return status
+
+
+if __name__ == "__main__":
+  sys.exit(main())
