@@ -5,7 +5,9 @@
 #   2. exact_vgg_m3  (issue 35)  the EXACT paper's MNIST row on its net: --recipe exact_paper_mnist, ce_paper_mnist,
 #                                hinge_paper_mnist (150 epochs asked; each stops at its guard with SIGTERM, saves, and
 #                                its metrics say how many epochs it completed)
-#   3. ebm_long      (issue 34)  the main job's EBM recipe for 20,000 steps, FID every 1,000, seeds 0, 1, 2
+#   3. ebm_long      (issue 34)  the main job's EBM recipe for 20,000 steps, FID every 1,000, seeds 0, 1, 2 (since
+#                                2026-12-05 with augmented chain starts; ebm_long_gpu.json's runs of 2026-12-04 were
+#                                --recipe uva, which a new card's runs replace: git keeps them)
 #                                (ebm_long_s0, _s1, _s2)
 #   4. fresh_chains  (issue 34)  benchmarks.studies.ebm.fresh_chains: each recipe (fresh_chains_<recipe>) over seeds
 #                                0, 1, 2 at 1,000 steps, scored from noise at 60, 120, 256 and 500 Langevin steps
@@ -48,7 +50,7 @@ wanted() { local w; for w in $items; do [[ $1 == "$w" || $1 == "$w"_* ]] && retu
 # touched GROUP: an item of the group is asked for (by the group's name, a prefix of it, or one of its items)
 touched() { local w; for w in $items; do [[ $1 == "$w" || $1 == "$w"_* || $w == "$1"_* ]] && return 0; done; return 1; }
 known=(ebm_step exact_vgg_m3_exact exact_vgg_m3_ce exact_vgg_m3_hinge ebm_long_s0 ebm_long_s1 ebm_long_s2
-       fresh_chains_main fresh_chains_shortrun fresh_chains_reinit25 fresh_chains_noise2x fresh_chains_reg1 tests)
+       fresh_chains_main fresh_chains_shortrun fresh_chains_reinit25 fresh_chains_noise2x fresh_chains_reg1 fresh_chains_kl1aug tests)
 for w in $items; do
   ok=0; for k in "${known[@]}"; do [[ $k == "$w" || $k == "$w"_* ]] && ok=1; done
   (( ok )) || { echo "device_check.sh: no item $w; the items: ${known[*]} (or a prefix: exact_vgg_m3, ebm, fresh_chains)" >&2; exit 2; }
@@ -128,8 +130,8 @@ else
   # their FID curve so far; the fresh-chain study records each finished run as it goes
   g_ebm_step=180; g_exact=250; g_ebm_long=250; g_fresh=250; g_tests=80
   # (shortrun, reinit25, noise2x and reg1 were measured on the H200 on 2026-12-04, ebm_fresh_chains_gpu.json, which
-  # device_results merges: main runs again beside the new recipe as the same card's control)
-  seeds=(0 1 2); recipes=(kl1 main)
+  # device_results merges; main, now with augmented starts, runs beside kl1aug as the card's control)
+  seeds=(0 1 2); recipes=(main kl1aug)   # (kl1, aug, kl1aug: the CPU's, 2026-12-05, ebm_fresh_chains_recipes.json)
   fresh_args=()
   ebm_step_args=(--batch-size 128 --repeats 20)
   exact_args=()
