@@ -102,7 +102,9 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
                                         "a CPU: chains up to 20 steps fully unrolled; else 1)",
                                 "deprecated": {-1: "auto", 0: "full"}})
   fresh_steps: int = dataclasses.field(
-      default=60, metadata={"help": "Langevin steps of fresh chains from noise (rounded up to --langevin-steps)"})
+      default=120, metadata={"help": "Langevin steps of fresh chains from noise (rounded up to --langevin-steps); "
+                                     "120 since 2026-12-05 (60 before): the length whose FID was best on average over "
+                                     "the main job's seeds (benchmarks/studies/ebm/README.md)"})
   workdir: str = "runs/ebm"
   checkpoint_every: int = 200
   sample_every: int = 250

@@ -33,14 +33,15 @@ from jaxtricks import loop
 
 BF16 = dict(compute_dtype="bfloat16", conv="taps")
 RECIPES = {"main": BF16, "uva": dict(chain_augment=0, **BF16)}
-HEADER = ["run", "step", "train min", "FID buffer", "FID fresh 60", "buffer recall", "max abs energy",
+HEADER = ["run", "step", "train min", "FID buffer", "FID fresh", "buffer recall", "max abs energy",
           "max grad norm"]
 
 
 def curve(workdir: Path) -> list[dict]:
   """Each evaluation of a train.ebm run: step, buffer and fresh FIDs, buffer recall, the largest |energy| and
-  gradient norm of the steps since the evaluation before, and the train-step minutes up to it (from steps/s:
-  evaluations, checkpoints and pauses left out). A resumed run's repeated steps count once (the last)."""
+  gradient norm of the steps since the evaluation before, and the loop's minutes up to it (the sum of its steps'
+  1/steps_per_sec: evaluations, checkpoints and a resumed process's compilation in; the first step's compilation
+  and the time between sessions out). A resumed run's repeated steps count once (the last)."""
   rows = {}
   for r in loop.read_metrics(workdir):
     rows.setdefault(r["step"], {}).update(r)
@@ -65,7 +66,8 @@ def table_rows(runs: dict) -> list[list]:
 
 
 def plot(path: Path, runs: dict) -> None:
-  """FID of the buffer (solid) and of fresh 60-step chains (dashed) against steps and train minutes, per run."""
+  """FID of the buffer (solid) and of fresh chains from noise (dashed; train.ebm's --fresh-steps) against steps
+  and train minutes, per run."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -74,7 +76,7 @@ def plot(path: Path, runs: dict) -> None:
     c = run["curve"]
     for ax, x in zip(axes, ([e["step"] for e in c], [e["minutes"] for e in c])):
       ax.plot(x, [e["buffer"] for e in c], "-", color=f"C{i}", label=f"{key} buffer")
-      ax.plot(x, [e["fresh"] for e in c], "--", color=f"C{i}", label=f"{key} fresh 60")
+      ax.plot(x, [e["fresh"] for e in c], "--", color=f"C{i}", label=f"{key} fresh")
   for ax, xlabel in zip(axes, ("training step", "train minutes (2-core CPU)")):
     ax.set_xlabel(xlabel)
     ax.set_ylabel("FID-FMNIST (500 samples)")
