@@ -53,7 +53,8 @@ def _gan(mode: str) -> dict:
 CATALOG = {
     "ebm_s0": dict(program="train.ebm", train=["--compute-dtype", "float32", "--conv", "xla"], eval=[],
                    expect={"net": "strided", "channels": 16, "seed": 0},
-                   what="the main job (`make train` in float32): strided energy net, 1,000 steps, seed 0",
+                   what="the main job (`make train` in float32): strided energy net with augmented chain starts, "
+                        "1,000 steps, seed 0",
                    table=dict(file="README.md", pattern=r"in float32,\s+`fid_fmnist_buffer=([\d.]+)"),
                    printed="fid_fmnist_buffer", rel=1e-3),
     "exact_mnist_s0": dict(program="train.classify", train=EXACT_PUBLISHED,
