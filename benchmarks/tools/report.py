@@ -187,7 +187,8 @@ def ebm_long_gpu() -> str:
   """Issue 34: the main job's recipe run long on a lent GPU, FID-FMNIST (500 samples) of the buffer and of fresh
   60-step chains every 1,000 steps, one column per seed."""
   data = _load("ebm_long_gpu.json")
-  title = "### The main job's EBM run long on a GPU: FID-FMNIST vs steps, 3 seeds (docs/techniques.md#ebm)"
+  title = ("### The main job's EBM (until 2026-12-05: no augmented chain starts, `--recipe uva`) run long on a GPU: "
+           "FID-FMNIST vs steps, 3 seeds (docs/techniques.md#ebm)")
   if data is None:
     return f"{title}\n\nNot measured yet: `{DEVICE_CHECK.format(item='ebm_long')}`.\n"
   runs = sorted(data["runs"])
@@ -205,7 +206,8 @@ def ebm_long_gpu() -> str:
 
 def ebm_fresh_chains() -> str:
   """Issue 34: benchmarks.studies.ebm.fresh_chains, each results file (CPU, GPU) as mean +- std over seeds."""
-  title = "### Sampling from noise: recipes of the main job, FID-FMNIST of fresh chains by length (docs/techniques.md#ebm)"
+  title = ("### Sampling from noise: recipes of the main job, FID-FMNIST of fresh chains by length (`main`: the "
+           "main job now; `uva`: before 2026-12-05) (docs/techniques.md#ebm)")
   parts = []
   for name in ("ebm_fresh_chains_recipes.json", "ebm_fresh_chains.json", "ebm_fresh_chains_gpu.json"):
     data = _load(name)
@@ -238,7 +240,8 @@ def _floor(n: int) -> str:
 def ebm_seeds() -> str:
   """Issue 38: the main job's seeds, buffer vs fresh chains, every sample metric (benchmarks.studies.ebm.ebm_eval
   of each seed's run, benchmarks/results/ebm_eval_main_s<seed>.json)."""
-  title = "### The main job's seeds beyond FID: buffer vs fresh chains, KID, precision/recall (docs/techniques.md#ebm)"
+  title = ("### The main job's seeds (until 2026-12-05: `--recipe uva`) beyond FID: buffer vs fresh chains, KID, "
+           "precision/recall (docs/techniques.md#ebm)")
   files = sorted(RESULTS.glob("ebm_eval_main_s*.json"))
   rows, notes, samples = [], set(), 5000
   for path in files:
@@ -292,6 +295,9 @@ def section() -> str:
                      _cmd("python", "-m", "benchmarks.studies.gan.gan_rescore"), study="studies/gan"),
       langevin_gpu(),
       ebm_step_gpu(),
+      _table_section("The EBM main job run long on the CPU: FID of the buffer and of fresh chains every 1,000 steps "
+                     "(issue 34)", "ebm_long.json", _cmd("python", "-m", "benchmarks.studies.ebm.ebm_long"),
+                     picture="ebm_long.png", study="studies/ebm", floor=500),
       ebm_long_gpu(),
       ebm_fresh_chains(),
       ebm_seeds(),

@@ -20,6 +20,7 @@ their plot, FID against steps and against minutes, into --png.
 """
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -147,8 +148,12 @@ def main(argv=None) -> int:
       results["runs"][key] = {"argv": argv_of(name, seed), "machines": hosts, "jax": jax.__version__,
                               "date": time.strftime("%Y-%m-%d"), "finished": bool(c) and c[-1]["step"] >= args.steps,
                               "curve": c}
-  results.update(command="python -m benchmarks.studies.ebm.ebm_long " + " ".join(argv or sys.argv[1:]),
-                 machine=machine(), jax=jax.__version__, header=HEADER, rows=table_rows(results["runs"]))
+  defining = {"--recipes": args.recipes, "--steps": args.steps, "--fid-every": args.fid_every,
+              "--train-flags": args.train_flags}   # what makes the runs (not --max-runs, --collect or where it writes)
+  words = [w for k, v in defining.items() if v != p.get_default(k[2:].replace("-", "_")) for w in (k, str(v))]
+  results.update(command=shlex.join(["python", "-m", "benchmarks.studies.ebm.ebm_long", *words]),
+                 machine=machine(), jax=jax.__version__, date=time.strftime("%Y-%m-%d"), header=HEADER,
+                 rows=table_rows(results["runs"]))
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(results, indent=1))
   if results["runs"]:
