@@ -90,7 +90,8 @@ def _recipe_help(recipes: dict[str, dict[str, Any]]) -> str:
   def words(k, v):   # as typed: a boolean is --flag or --no-flag
     return flag(k) if v is True else f"--no-{flag(k)[2:]}" if v is False else f"{flag(k)} {v}"
   listed = "; ".join(f"{name}: " + " ".join(words(k, v) for k, v in values.items()) for name, values in recipes.items())
-  return f"a named set of defaults, overridden by flags given beside it ({listed})"
+  return (f"a named set of defaults, overridden by flags given beside it; without --recipe each flag has its own "
+          f"default, shown below, which need not be any recipe's ({listed})")
 
 
 def parser(config_cls: type, prog: str | None = None,

@@ -664,8 +664,9 @@ def test_fid_floor_falls_with_the_sample_count_and_floor_at_words_it(tmp_path, m
 def test_ebm_long_study_records_each_evaluation_resumes_and_collects(tmp_path, monkeypatch, capfd):
   """benchmarks.studies.ebm.ebm_long at toy size: a run stopped short (--steps 2 of 4 through a first call's
   argv) is recorded unfinished with its evaluations; the next call resumes it to the end, its curve holds every
-  evaluation once, with FIDs, the largest |energy| and grad norm and growing minutes; a third call trains nothing;
-  the README block is rewritten between its markers."""
+  evaluation once, with FIDs, the largest |energy| and grad norm and growing minutes, and its flags spell the
+  recipe (not the data's place); a third call trains nothing; the README block is rewritten between its markers;
+  a bad train.ebm flag is train.ebm's one line and exit 2, with nothing rewritten."""
   import json
 
   from conftest import make_raw_folder
@@ -698,8 +699,15 @@ def test_ebm_long_study_records_each_evaluation_resumes_and_collects(tmp_path, m
   text = md.read_text()
   assert text.startswith("before\n<!-- ebm_long:begin -->\n") and "old" not in text and "| main/0 | 4 |" in text
   assert (tmp_path / "ebm_long.png").stat().st_size > 0
-  metrics = (workdir / "metrics.jsonl").read_text()
-  assert ebm_long.main(argv) == 0 and (workdir / "metrics.jsonl").read_text() == metrics   # finished: not again
+  assert run["argv"][run["argv"].index("--chain-augment") + 1] == "2" and "--data-dir" not in run["argv"]
+  assert run["machines"] and all("JAX device" not in m for m in run["machines"])
+  with monkeypatch.context() as m:
+    m.setattr(common, "run_program", lambda *a: pytest.fail(f"trained a finished run again: {a}"))
+    assert ebm_long.main(argv) == 0                                # finished: recorded, not trained again
+  bad = [w if w != flags else "--channels 0" for w in argv]
+  before = (tmp_path / "r.json").read_text()
+  assert ebm_long.main([*bad, "--seeds", "1"]) == 2                # train.ebm's one line, its exit status; nothing
+  assert "--channels must be positive" in capfd.readouterr().err and (tmp_path / "r.json").read_text() == before
   with pytest.raises(SystemExit) as stop:
     ebm_long.main([*argv, "--recipes", "nope"])
-  assert stop.value.code == 2 and "--recipes: choose from main, uva" in capfd.readouterr().err
+  assert stop.value.code == 2 and "--recipes: unknown nope; choose from main, uvabf16" in capfd.readouterr().err

@@ -5,7 +5,7 @@
     python -m train.ebm --recipe du2019              # the defaults until 2026-12-01 (Du & Mordatch's residual net)
     python -m train.ebm --net resnet --channels 64 --steps 20000   # the issue's full-size residual net, for a GPU
 
-Defaults (= --recipe uva --chain-augment 2, issues 17 and 34): the UvA deep-learning tutorial 8's small net (four
+Defaults (= --recipe uva --chain-augment 2 --fresh-steps 120, issues 17 and 34): the UvA deep-learning tutorial 8's small net (four
 stride-2 convolutions of 16, 32, 64, 64 channels, Swish; --net strided) and sampler (step 10, gradient clip 0.03,
 noise 0.005, 5% reinit, 0.005 noise on the real images), Adam lr 1e-3 with beta1 = 0, lambda 0.1, batch 128, chains
 of 20 steps, an 8,192-image buffer, and Improved CD's augmented chain starts (each flipped and shifted by up to 2
@@ -103,8 +103,8 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
                                 "deprecated": {-1: "auto", 0: "full"}})
   fresh_steps: int = dataclasses.field(
       default=120, metadata={"help": "Langevin steps of fresh chains from noise (rounded up to --langevin-steps); "
-                                     "120 since 2026-12-05 (60 before): the length whose FID was best on average over "
-                                     "the main job's seeds (benchmarks/studies/ebm/README.md)"})
+                                     "120 since 2026-12-05 (60 before): its mean FID beat 60 steps' for every recipe "
+                                     "measured, within the seeds' spread (benchmarks/studies/ebm/README.md)"})
   workdir: str = "runs/ebm"
   checkpoint_every: int = 200
   sample_every: int = 250
@@ -251,13 +251,14 @@ RECIPES = {
     # the defaults up to 2026-12-01 (README's 400-step main job of then): Du & Mordatch's residual net at c = 16
     "du2019": dict(steps=400, sample_every=100, net="resnet", channels=16, batch_size=64, lr=1e-3, beta1=0.0, reg=0.1, langevin_steps=20,
                    step_size=20.0, noise_scale=0.005, grad_clip=0.01, reinit_prob=0.05, buffer_size=10000,
-                   data_noise=0.0, chain_augment=0),
+                   data_noise=0.0, chain_augment=0, fresh_steps=60),
     # the UvA tutorial's net and sampler (step 10, clip 0.03, noise 0.005, 5% reinit, 0.005 noise on the data,
     # beta1 0, lambda 0.1) with 20-step chains and a batch of 128: the defaults from 2026-12-01 (issue 17) to
-    # 2026-12-05, when the chains' augmented starts joined them (issue 34; the defaults are uva + --chain-augment 2)
+    # 2026-12-05, when the chains' augmented starts and 120-step fresh chains joined them (issue 34: the defaults
+    # are uva + --chain-augment 2 --fresh-steps 120)
     "uva": dict(steps=1000, sample_every=250, net="strided", channels=16, batch_size=128, lr=1e-3, beta1=0.0, reg=0.1, langevin_steps=20,
                 step_size=10.0, noise_scale=0.005, grad_clip=0.03, reinit_prob=0.05, buffer_size=8192,
-                data_noise=0.005, chain_augment=0),
+                data_noise=0.005, chain_augment=0, fresh_steps=60),
 }
 
 

@@ -55,7 +55,7 @@ CATALOG = {
                    expect={"net": "strided", "channels": 16, "seed": 0},
                    what="the main job (`make train` in float32): strided energy net with augmented chain starts, "
                         "1,000 steps, seed 0",
-                   table=dict(file="README.md", pattern=r"in float32,\s+`fid_fmnist_buffer=([\d.]+)"),
+                   table=dict(file="README.md", pattern=r"\| float32 \([^|]*\| `fid_fmnist_buffer=([\d.]+)"),
                    printed="fid_fmnist_buffer", rel=1e-3),
     "exact_mnist_s0": dict(program="train.classify", train=EXACT_PUBLISHED,
                            expect={"model": "cnn", "loss": "exact", "dataset": "mnist", "seed": 0},

@@ -50,7 +50,8 @@ GRIDS = [
     ("gan_cifar10_3000.png", "runs/gan_cifar10_cpu/samples_003000.png",
      "The same run after 3,000 steps"),
     ("ebm_buffer_3000.png", None,
-     "EBM replay buffer after 3,000 steps — `python -m train.ebm --steps 3000 --workdir runs/ebm-long`"),
+     "EBM replay buffer after 3,000 steps of the defaults until 2026-12-01 — `python -m train.ebm --recipe du2019 "
+     "--steps 3000 --workdir runs/ebm-long`"),
 ]
 
 
@@ -209,6 +210,8 @@ def ebm_fresh_chains() -> str:
   title = ("### Sampling from noise: recipes of the main job, FID-FMNIST of fresh chains by length (`main`: the "
            "main job now; `uva`: before 2026-12-05) (docs/techniques.md#ebm)")
   parts = []
+  what = {"ebm_fresh_chains.json": "The first bf16 comparison (each run on one CPU device: the study then trained "
+                                    "in its own process; see the study README). "}
   for name in ("ebm_fresh_chains_recipes.json", "ebm_fresh_chains.json", "ebm_fresh_chains_gpu.json"):
     data = _load(name)
     if data is None:
@@ -216,10 +219,13 @@ def ebm_fresh_chains() -> str:
     runs = data["runs"]
     lengths = sorted({int(n) for v in runs.values() for n in v["fresh"]})
     machines = sorted({v.get("machine", data.get("machine", "?")) for v in runs.values()})
-    command = data.get("command") or "python -m benchmarks.studies.ebm.fresh_chains"
+    command = data.get("command") or "python -m benchmarks.studies.ebm.fresh_chains " + {
+        "ebm_fresh_chains_recipes.json": "--recipes main,aug,uva,uvabf16,kl1,kl1aug",
+        "ebm_fresh_chains.json": "--recipes uva,uvabf16 --lengths 60 --json benchmarks/results/ebm_fresh_chains.json",
+    }[name]
     flag = lambda v, name: v["argv"][v["argv"].index(name) + 1] if name in v["argv"] else "?"
     sizes = sorted({(flag(v, "--steps"), flag(v, "--samples")) for v in runs.values()})
-    parts.append(f"`{command}` — {', '.join(machines)}, {max(v.get('date', data.get('date', '')) for v in runs.values())}; "
+    parts.append(what.get(name, "") + f"`{command}` — {', '.join(machines)}, {max(v.get('date', data.get('date', '')) for v in runs.values())}; "
                  + "; ".join(f"{steps} steps per run, {samples} samples per FID" for steps, samples in sizes)
                  + ".\n\n"
                  f"{fresh_chain_table(runs, list(dict.fromkeys(k.split('/')[0] for k in runs)), lengths)}")

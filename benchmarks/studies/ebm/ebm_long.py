@@ -9,31 +9,38 @@ the run with its checkpoint saved), so a table that takes longer than a session 
     python -m benchmarks.studies.ebm.ebm_long --seeds 0 --max-runs 1    # one run (or the rest of it)
     python -m benchmarks.studies.ebm.ebm_long --collect                 # only re-read the runs' curves
 
-Both recipes pin bf16 compute with the convolutions as matrix products (train.ebm's default on an AMD Zen 4/5 CPU),
-so that a run resumed on another CPU model goes on as it began: `main` is the main job (augmented chain starts),
-`uva` the main job until 2026-12-05 (none; the recipe of the GPU's long runs, ebm_long_gpu.json). After training
-(or when stopped) every run folder of the asked recipes and seeds is read into --json: at each evaluation its
-buffer and fresh-chain FIDs (500 samples: the main job's), the buffer's recall, the largest |energy| and gradient
-norm since the last evaluation (metrics.jsonl's energy_real, energy_fake, grad_norm: what diverges first), and the
-training minutes so far; the table of those curves goes into benchmarks/studies/ebm/README.md (--results-md) and
-their plot, FID against steps and against minutes, into --png.
+Both recipes spell out their settings and pin bf16 compute with the convolutions as matrix products (train.ebm's
+default on an AMD Zen 4/5 CPU), so that a run resumed on another CPU model, or after a default changed, goes on as
+it began: `main` is the main job (augmented chain starts, 120-step fresh chains), `uvabf16` the main job until
+2026-12-05 (no augmented starts, 60-step fresh chains; the GPU's long runs, ebm_long_gpu.json, were that recipe in
+float32). A run that fails (train.ebm's line says why: a divergence, a fault) is recorded as stopped and the next
+one goes on; a stopped run is not retried until its record is removed. After training (or when stopped) every run
+folder of the asked recipes and seeds is read into --json: at each evaluation its buffer and fresh-chain FIDs (500
+samples: the main job's), the buffer's recall, the largest |energy| and gradient norm since the last evaluation
+(metrics.jsonl's energy_real, energy_fake, grad_norm: what diverges first), and the training minutes so far; the
+table of those curves goes into benchmarks/studies/ebm/README.md (--results-md) and their plot, FID against steps
+and against minutes, into --png.
 """
 
 import json
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from benchmarks.common import ArgumentParser, machine
 from benchmarks.studies import common
 from jaxtricks import loop
 
 BF16 = dict(compute_dtype="bfloat16", conv="taps")
-RECIPES = {"main": BF16, "uva": dict(chain_augment=0, **BF16)}
+# train.ebm flags over its defaults: the main job (augmented chain starts), and the main job until 2026-12-05 (none),
+# both pinned to bf16 taps (fresh_chains' `uvabf16`; the GPU's long runs of 2026-12-04 were that recipe in float32)
+# (spelled out, not left to train.ebm's defaults: a recorded run stays that recipe when a default changes)
+RECIPES = {"main": dict(chain_augment=2, fresh_steps=120, **BF16),
+           "uvabf16": dict(chain_augment=0, fresh_steps=60, **BF16)}
 HEADER = ["run", "step", "train min", "FID buffer", "FID fresh", "buffer recall", "max abs energy",
           "max grad norm"]
 
@@ -90,9 +97,53 @@ def plot(path: Path, runs: dict) -> None:
   plt.close(fig)
 
 
+def host() -> str:
+  """The CPU this study runs on (benchmarks.common.machine without its JAX device count: this process's, not that
+  of the train.ebm processes it starts)."""
+  return machine().rsplit(" (", 1)[0]
+
+
+def train_runs(todo, argv_of, extra, results, prog) -> tuple[int, set]:
+  """Trains each pending (name, seed) in turn: (exit status, keys trained). A run that fails (train.ebm's own line
+  said why: divergence, a fault) is recorded as stopped with its exit status and the next run goes on; bad flags
+  (exit 2) end the study at once; Ctrl-C or SIGTERM end it after the running train.ebm has saved."""
+  trained = set()
+  for name, seed in todo:
+    key = f"{name}/{seed}"
+    trained.add(key)
+    try:
+      common.run_program("ebm", argv_of(name, seed) + extra)
+    except SystemExit as e:
+      code = int(str(e).rsplit(" ", 1)[-1]) if str(e).rsplit(" ", 1)[-1].isdigit() else 1
+      if code == 2:
+        return 2, trained
+      print(f"{prog}: {key} stopped: {e}", file=sys.stderr)
+      results["runs"].setdefault(key, {})["stopped"] = f"exit {code}"
+    except KeyboardInterrupt:
+      return 130, trained
+  return 0, trained
+
+
+def record(results, names, seeds, args, argv_of, trained) -> None:
+  """Reads each run folder's curve into results["runs"]; a run's flags, date and hosts change only when this call
+  trained it (or it is new), so --collect refreshes curves without relabelling them."""
+  for name in names:
+    for seed in seeds:
+      key, workdir = f"{name}/{seed}", Path(args.root) / f"{name}-s{seed}"
+      if not (workdir / "metrics.jsonl").exists():
+        continue
+      c, old = curve(workdir), results["runs"].get(key, {})
+      run = dict(old) if old.get("argv") and key not in trained else {
+          **old, "argv": argv_of(name, seed), "machines": sorted({*old.get("machines", []), host()}),
+          "jax": jax.__version__, "date": time.strftime("%Y-%m-%d")}
+      run.update(finished=bool(c) and c[-1]["step"] >= args.steps, curve=c)
+      results["runs"][key] = run
+
+
 def main(argv=None) -> int:
   p = ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--recipes", default="main", help=f"comma-separated, of: {', '.join(RECIPES)}")
+  p.add_argument("--recipes", default="main", help="comma-separated, of: " + "; ".join(
+      f"{name} ({' '.join(common.flag_argv(flags))})" for name, flags in RECIPES.items()))
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--steps", type=int, default=20000, help="train steps of each run")
   p.add_argument("--fid-every", type=int, default=1000)
@@ -106,8 +157,9 @@ def main(argv=None) -> int:
   p.add_argument("--train-flags", default="", help="extra train.ebm flags for every run, e.g. '--channels 4'")
   args = p.parse_args(argv)
   names = args.recipes.split(",")
-  if [n for n in names if n not in RECIPES]:
-    p.error(f"--recipes: choose from {', '.join(RECIPES)}, comma-separated")
+  unknown = [n for n in names if n not in RECIPES]
+  if unknown:
+    p.error(f"--recipes: unknown {', '.join(unknown)}; choose from {', '.join(RECIPES)}, comma-separated")
   try:
     seeds = [int(s) for s in args.seeds.split(",")]
   except ValueError:
@@ -116,43 +168,28 @@ def main(argv=None) -> int:
     p.error("--steps and --fid-every must be positive, --max-runs >= 0")
   out = Path(args.json)
   results = json.loads(out.read_text()) if out.exists() else {"runs": {}}
-  extra = args.train_flags.split() + (["--data-dir", args.data_dir] if args.data_dir else [])
+  extra = ["--data-dir", args.data_dir] if args.data_dir else []   # not recorded: where the data is, not the run
 
   def argv_of(name, seed):
     flags = dict(workdir=str(Path(args.root) / f"{name}-s{seed}"), seed=seed, steps=args.steps,
                  fid_every=args.fid_every, progress=False, tensorboard=False, **RECIPES[name])
-    return [*common.flag_argv(flags), *extra]
+    return [*common.flag_argv(flags), *args.train_flags.split()]
 
-  finished = {k: r for k, r in results["runs"].items() if r.get("finished")}
-  todo = [] if args.collect else common.pending_runs(names, seeds, finished, argv_of, args.max_runs)
-  status, trained = 0, set()
-  for name, seed in todo:
-    trained.add(f"{name}/{seed}")
-    try:
-      common.run_program("ebm", argv_of(name, seed))
-    except SystemExit as e:   # train.ebm said why in its own line (bad flags, divergence) or was stopped
-      print(f"{p.prog}: {e}", file=sys.stderr)
-      status = 1
-      break
-    except KeyboardInterrupt:   # Ctrl-C or the session's end: the run has saved; collect what there is
-      status = 130
-      break
-  for name in names:
-    for seed in seeds:
-      workdir = Path(args.root) / f"{name}-s{seed}"
-      if not (workdir / "metrics.jsonl").exists():
-        continue
-      key, c = f"{name}/{seed}", curve(workdir)
-      old = results["runs"].get(key, {})
-      hosts = sorted({*old.get("machines", []), *([machine()] if key in trained or not old else [])})
-      results["runs"][key] = {"argv": argv_of(name, seed), "machines": hosts, "jax": jax.__version__,
-                              "date": time.strftime("%Y-%m-%d"), "finished": bool(c) and c[-1]["step"] >= args.steps,
-                              "curve": c}
+  done = {k: r for k, r in results["runs"].items() if r.get("finished") or r.get("stopped")}
+  todo = [] if args.collect else common.pending_runs(names, seeds, done, argv_of, args.max_runs)
+  previous = signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM as Ctrl-C: stop, save, collect
+  try:
+    status, trained = train_runs(todo, argv_of, extra, results, p.prog)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  if status == 2:
+    return 2   # train.ebm said which flag, in its one line; nothing was trained, nothing is rewritten
+  record(results, names, seeds, args, argv_of, trained)
   defining = {"--recipes": args.recipes, "--steps": args.steps, "--fid-every": args.fid_every,
               "--train-flags": args.train_flags}   # what makes the runs (not --max-runs, --collect or where it writes)
   words = [w for k, v in defining.items() if v != p.get_default(k[2:].replace("-", "_")) for w in (k, str(v))]
   results.update(command=shlex.join(["python", "-m", "benchmarks.studies.ebm.ebm_long", *words]),
-                 machine=machine(), jax=jax.__version__, date=time.strftime("%Y-%m-%d"), header=HEADER,
+                 machine=host(), jax=jax.__version__, date=time.strftime("%Y-%m-%d"), header=HEADER,
                  rows=table_rows(results["runs"]))
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(results, indent=1))

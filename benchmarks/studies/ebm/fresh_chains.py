@@ -4,7 +4,7 @@ Generation from noise (issue 34): recipes of the main job aimed at short-run sam
 flags), over seeds, and for each trained model the FID / chain-length curve of fresh chains from uniform noise,
 with each length's wall time.
 
-    python -m benchmarks.studies.ebm.fresh_chains                     # every recipe x seeds 0,1,2, 1000 steps
+    python -m benchmarks.studies.ebm.fresh_chains                     # the main job x seeds 0,1,2, 1000 steps
     python -m benchmarks.studies.ebm.fresh_chains --recipes main,shortrun --seeds 0 --lengths 60,500
 
 Each run is `python -m train.ebm` (the main job: its defaults) with the recipe's flags on top, in
@@ -35,20 +35,19 @@ UVA = dict(chain_augment=0)   # the main job until 2026-12-05 (the UvA tutorial'
 
 # The recipes: train.ebm flags over its defaults. The anchors' levers for short-run sampling that our flags reach.
 RECIPES = {
-    "main": {},                                    # the main job as it is (train.ebm's defaults: since 2026-12-05
-                                                   # the augmented chain starts, and bf16 taps on a CPU with bf16
-                                                   # units, float32 elsewhere)
-    "float32": F32,                                # the main job in float32 wherever it runs
-    "bf16": dict(compute_dtype="bfloat16", conv="taps"),   # ... and in bf16 with the convolutions as matrix products
+    # the main job as it is (train.ebm's defaults since 2026-12-05: the augmented chain starts, spelled out so that a
+    # record stays this recipe if a default changes; bf16 taps on a CPU with bf16 units, float32 elsewhere)
+    "main": dict(chain_augment=2),
+    "bf16": dict(chain_augment=2, compute_dtype="bfloat16", conv="taps"),   # ... in bf16 taps wherever it runs
     "uva": dict(**UVA, **F32),                     # the main job until 2026-12-05: no augmented starts, float32
-    "shortrun": dict(reinit_prob=1.0, **UVA),      # Nijkamp et al. 2019: non-persistent chains, all from noise
-    "reinit25": dict(reinit_prob=0.25, **UVA),     # a buffer, but a quarter of the chains restart from noise
-    "noise2x": dict(noise_scale=0.01, **UVA),      # twice the Langevin noise (larger noise, Du & Mordatch's advice)
-    "reg1": dict(reg=1.0, **UVA),                  # Du & Mordatch's energy-magnitude penalty weight (ours: 0.1)
+    "shortrun": dict(reinit_prob=1.0, **UVA, **F32),  # Nijkamp et al. 2019: non-persistent chains, all from noise
+    "reinit25": dict(reinit_prob=0.25, **UVA, **F32),     # a buffer, but a quarter of the chains restart from noise
+    "noise2x": dict(noise_scale=0.01, **UVA, **F32),      # twice the Langevin noise (larger noise, Du & Mordatch's advice)
+    "reg1": dict(reg=1.0, **UVA, **F32),                  # Du & Mordatch's energy-magnitude penalty weight (ours: 0.1)
     # Improved CD (Du et al. 2021): its KL term (weight 1 as theirs), its data-augmentation transitions (here a flip
     # and a 2-pixel shift; the main job's default since they won here), both together as it trains; in float32
     "kl1": dict(kl=1.0, **UVA, **F32),
-    "aug": dict(chain_augment=2, **F32),
+    "aug": dict(chain_augment=2, **F32),           # (= the main job in float32 since 2026-12-05)
     "kl1aug": dict(kl=1.0, chain_augment=2, **F32),
     # issue 35: the old main job in bf16 compute with the convolutions as matrix products (its fastest CPU form);
     # its FIDs against uva's say whether bf16 changes results beyond the seeds' spread
@@ -107,14 +106,15 @@ def score_run(run, chains: ebm.SamplerConfig, lengths: list[int], samples: int, 
 
 def main(argv=None) -> int:
   p = ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of: {', '.join(RECIPES)}")
+  p.add_argument("--recipes", default="main", help="comma-separated, of: " + "; ".join(
+      f"{name} ({' '.join(common.flag_argv(flags)) or 'the defaults'})" for name, flags in RECIPES.items()))
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--steps", type=int, default=1000, help="train steps of each run")
   p.add_argument("--lengths", default="60,120,256,500", help="fresh-chain step counts to score")
   p.add_argument("--samples", type=int, default=500, help="images per FID (the main job's --fid-samples)")
   p.add_argument("--root", default="runs/fresh_chains", help="folder of the runs' workdirs")
   p.add_argument("--data-dir", default=None)
-  p.add_argument("--json", default="benchmarks/results/ebm_fresh_chains.json")
+  p.add_argument("--json", default="benchmarks/results/ebm_fresh_chains_recipes.json")
   p.add_argument("--train-flags", default="", help="extra train.ebm flags for every run, e.g. '--channels 4'")
   args = p.parse_args(argv)
   names = args.recipes.split(",")
