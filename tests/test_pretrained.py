@@ -19,7 +19,8 @@ TINY = {   # program, the catalog entry whose export it goes through (check=Fals
     "gan": (gan, "gan_single_s0", ["--batch-size", "16", "--width", "8", "--z-dim", "8", "--fid-samples", "32",
                                    "--ema-decay", "0.9", "--sample-every", "100"]),
     "ebm": (ebm, "ebm_s0", ["--batch-size", "16", "--channels", "4", "--langevin-steps", "3", "--fresh-steps", "3",
-                            "--unroll", "1", "--buffer-size", "64", "--fid-samples", "32", "--sample-every", "100"]),
+                            "--unroll", "1", "--buffer-size", "64", "--fid-samples", "32", "--sample-every", "100",
+                            "--compute-dtype", "float32", "--conv", "xla", "--chain-augment", "0"]),
     "classify": (classify, "exact_mnist_s0", ["--model", "cnn", "--batch-size", "16", "--loss", "exact",
                                               "--exact-sigma", "scheduled", "--logit-batchnorm"]),
 }
