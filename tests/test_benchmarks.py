@@ -678,7 +678,8 @@ def test_ebm_long_study_records_each_evaluation_resumes_and_collects(tmp_path, m
   md = tmp_path / "README.md"
   md.write_text("before\n<!-- ebm_long:begin -->\nold\n<!-- ebm_long:end -->\nafter\n")
   flags = ("--channels 4 --batch-size 8 --buffer-size 64 --langevin-steps 2 --fid-samples 8 --sample-every 2 "
-           "--fresh-steps 2 --cpu-devices 1")
+           "--fresh-steps 2 --cpu-devices 1 --compute-dtype float32 --conv xla")   # (over the recipe's bf16: quicker
+  # to compile; tests/test_train_ebm.py::test_three_steps_on_real_fashion_mnist_write_pngs trains the default path)
   argv = ["--seeds", "0", "--steps", "4", "--fid-every", "2", "--root", str(tmp_path / "runs"), "--json",
           str(tmp_path / "r.json"), "--png", str(tmp_path), "--data-dir", str(tmp_path / "raw"), "--results-md",
           str(md), "--train-flags", flags]
@@ -693,7 +694,8 @@ def test_ebm_long_study_records_each_evaluation_resumes_and_collects(tmp_path, m
   assert ebm_long.main(argv) == 0                                  # resumes the run from step 2 to 4
   run = json.loads((tmp_path / "r.json").read_text())["runs"]["main/0"]
   assert run["finished"] and [e["step"] for e in run["curve"]] == [2, 4]
-  assert "--compute-dtype" in run["argv"] and run["argv"][run["argv"].index("--compute-dtype") + 1] == "bfloat16"
+  assert run["argv"][run["argv"].index("--compute-dtype") + 1] == "bfloat16"   # the recipe's, then the test's
+  assert run["argv"][-2:] == ["--conv", "xla"]
   c = run["curve"]
   assert all(np.isfinite(e["buffer"]) and np.isfinite(e["fresh"]) and e["energy"] > 0 and e["grad"] > 0 for e in c)
   assert 0 < c[0]["minutes"] < c[1]["minutes"]
