@@ -106,7 +106,8 @@ def host() -> str:
 def train_runs(todo, argv_of, extra, results, prog) -> tuple[int, set]:
   """Trains each pending (name, seed) in turn: (exit status, keys trained). A run that fails (train.ebm's own line
   said why: divergence, a fault) is recorded as stopped with its exit status and the next run goes on; bad flags
-  (exit 2) end the study at once; Ctrl-C or SIGTERM end it after the running train.ebm has saved."""
+  (exit 2) end the study at once; Ctrl-C or SIGTERM, to the study or to train.ebm, end it after train.ebm has
+  saved (the run resumes next time: not recorded as stopped)."""
   trained = set()
   for name, seed in todo:
     key = f"{name}/{seed}"
@@ -117,6 +118,8 @@ def train_runs(todo, argv_of, extra, results, prog) -> tuple[int, set]:
       code = int(str(e).rsplit(" ", 1)[-1]) if str(e).rsplit(" ", 1)[-1].isdigit() else 1
       if code == 2:
         return 2, trained
+      if code in (130, 143):   # train.ebm was stopped (SIGINT, SIGTERM) and saved: it resumes, it did not fail
+        return 130, trained
       print(f"{prog}: {key} stopped: {e}", file=sys.stderr)
       results["runs"].setdefault(key, {})["stopped"] = f"exit {code}"
     except KeyboardInterrupt:
