@@ -30,6 +30,14 @@ def train(program: str, **flags) -> list[str]:
   return run_program(program, flag_argv(flags))
 
 
+class ProgramFailed(SystemExit):
+  """run_program's failure: a SystemExit naming the command, with the program's exit status as `returncode`."""
+
+  def __init__(self, message: str, returncode: int):
+    super().__init__(message)
+    self.returncode = returncode
+
+
 def run_program(program: str, argv: list[str]) -> list[str]:
   """`python -m train.<program> *argv` in a process of its own, as a user runs it: its own CPU device layout
   (a program run inside a process whose JAX has started keeps that process's devices: the study's fresh-chain
@@ -50,7 +58,7 @@ def run_program(program: str, argv: list[str]) -> list[str]:
         child.kill()
         child.wait()
   if rc:
-    raise SystemExit(f"python -m train.{program} {' '.join(argv)} exited with {rc}")
+    raise ProgramFailed(f"python -m train.{program} {' '.join(argv)} exited with {rc}", rc)
   return argv
 
 

@@ -114,8 +114,8 @@ def train_runs(todo, argv_of, extra, results, prog) -> tuple[int, set]:
     trained.add(key)
     try:
       common.run_program("ebm", argv_of(name, seed) + extra)
-    except SystemExit as e:
-      code = int(str(e).rsplit(" ", 1)[-1]) if str(e).rsplit(" ", 1)[-1].isdigit() else 1
+    except common.ProgramFailed as e:
+      code = e.returncode
       if code == 2:
         return 2, trained
       if code in (130, 143):   # train.ebm was stopped (SIGINT, SIGTERM) and saved: it resumes, it did not fail

@@ -153,8 +153,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
       common.run_program("ebm", train_argv(name, seed) + (["--data-dir", args.data_dir] if args.data_dir else []))
-    except SystemExit as e:   # train.ebm said why, in one line; its exit status ends the study's
-      return int(str(e).rsplit(" ", 1)[-1]) if str(e).rsplit(" ", 1)[-1].isdigit() else 1
+    except common.ProgramFailed as e:   # train.ebm said why, in one line; its exit status ends the study's
+      return e.returncode
     workdir = Path(args.root) / f"{name}-s{seed}"
     run = model_of(RECIPES[name], common.load_ebm_run(workdir))
     if int(run[2]["step"]) != args.steps:
