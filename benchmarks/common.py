@@ -174,3 +174,19 @@ class ArgumentParser(argparse.ArgumentParser):
 
   def error(self, message):
     self.exit(2, f"{self.prog}: error: {message}\n")
+
+  def comma_list(self, flag: str, text: str, *, of=int, choices=None, what: str = "integers",
+                 example: str = "0,1,2") -> list:
+    """The values of a comma-separated option (`--seeds 0,1,2` -> [0, 1, 2]), each read by `of` (`what` it
+    takes, for the error) and, given `choices`, one of them; anything else is this parser's one-line error naming
+    the option (exit 2)."""
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    try:
+      values = [of(w) for w in words]
+    except ValueError:
+      self.error(f"{flag} takes comma-separated {what}, e.g. {flag} {example}; got {text!r}")
+    unknown = [w for w in values if choices is not None and w not in choices]
+    if unknown or not values:
+      self.error(f"{flag}: {'unknown ' + ', '.join(map(str, unknown)) if unknown else 'nothing given'}"
+                 + (f"; choose from {', '.join(map(str, choices))}, comma-separated" if choices else ""))
+    return values

@@ -714,3 +714,57 @@ def test_ebm_long_study_records_each_evaluation_resumes_and_collects(tmp_path, m
   with pytest.raises(SystemExit) as stop:
     ebm_long.main([*argv, "--recipes", "nope"])
   assert stop.value.code == 2 and "--recipes: unknown nope; choose from main, uvabf16" in capfd.readouterr().err
+
+
+def test_ebm_long_resumes_a_run_stopped_by_a_signal_and_records_a_failed_one_as_stopped(tmp_path, monkeypatch):
+  """ebm_long.train_runs: train.ebm ended by SIGTERM or Ctrl-C (143, 130: it saved) ends the study with 130 and
+  records nothing, so the run resumes next time; a run that failed otherwise (3: diverged) is recorded as stopped
+  with its exit status and the next run goes on; bad flags (2) end the study at once."""
+  from benchmarks.studies import common
+  from benchmarks.studies.ebm import ebm_long
+
+  def run(codes):
+    calls, results = [], {"runs": {}}
+
+    def fake(program, argv):
+      calls.append(argv[argv.index("--seed") + 1])
+      if codes[len(calls) - 1]:
+        raise common.ProgramFailed("train.ebm failed", codes[len(calls) - 1])
+    monkeypatch.setattr(common, "run_program", fake)
+    todo = [("main", 0), ("main", 1)]
+    status, trained = ebm_long.train_runs(todo, lambda n, s: ["--seed", str(s)], [], results, "ebm_long")
+    return status, calls, results["runs"]
+
+  for signal_status in (143, 130):
+    assert run([signal_status, 0]) == (130, ["0"], {})
+  assert run([3, 0]) == (0, ["0", "1"], {"main/0": {"stopped": "exit 3"}})
+  assert run([2, 0]) == (2, ["0"], {})
+
+
+@pytest.mark.parametrize("module, flags", [
+    ("studies.margin.imdb_table", ["--seeds", "0,x"]), ("studies.gan.gan_fid", ["--seeds", "x"]),
+    ("studies.gan.gan_convergence", ["--seeds", "x"]), ("studies.mobilenet.mobilenet_table", ["--seeds", "x"]),
+    ("studies.ebm.ebm_ensemble", ["--seeds", "x"]), ("studies.exact.exact_table", ["--seeds", "x"]),
+    ("studies.exact.loss_comparison", ["--seeds", "x"]), ("studies.metrics.fid_floor", ["--counts", "x"]),
+    ("studies.ebm.ebm_long", ["--seeds", "x"]), ("studies.ebm.fresh_chains", ["--lengths", "60,x"]),
+    ("studies.ebm.fresh_chains", ["--recipes", "main,nope"]), ("speed.langevin", ["--chains", "x"]),
+    ("speed.langevin", ["--long-unrolls", "auto,big"]), ("speed.input_pipeline", ["--models", "nope"])])
+def test_comma_separated_flags_say_which_flag_is_wrong_in_one_line(module, flags, capfd):
+  """Every benchmark's comma-separated flag (seeds, counts, lengths, recipes, models) read as a bad value is one
+  line naming the flag and exit 2 before anything runs, not a ValueError's traceback (as seven studies gave until
+  2026-12-05)."""
+  import importlib
+  with pytest.raises(SystemExit) as stop:
+    importlib.import_module(f"benchmarks.{module}").main(flags)
+  err = capfd.readouterr().err.strip()
+  assert stop.value.code == 2 and "\n" not in err and "Traceback" not in err and f"error: {flags[0]}" in err
+
+
+def test_comma_list_reads_values_and_choices():
+  from benchmarks.common import ArgumentParser
+  p = ArgumentParser(prog="p")
+  assert p.comma_list("--seeds", "0, 1,2,") == [0, 1, 2]
+  assert p.comma_list("--recipes", "b,a", of=str, choices=["a", "b"]) == ["b", "a"]
+  for text, kw in [("0,1.5", {}), ("", {}), ("a,c", dict(of=str, choices=["a", "b"]))]:
+    with pytest.raises(SystemExit):
+      p.comma_list("--seeds", text, **kw)

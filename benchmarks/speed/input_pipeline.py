@@ -69,6 +69,7 @@ def main(argv=None):
   p.add_argument("--batch-size", type=int, default=64)
   p.add_argument("--repeats", type=int, default=20)
   args = p.parse_args(argv)
+  names = p.comma_list("--models", args.models, of=str, choices=list(MODELS))
   if args.data == "synthetic":
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (60000, 28, 28, 1), dtype=np.uint8)
@@ -76,7 +77,7 @@ def main(argv=None):
   else:
     images, labels = load("fashion_mnist", "train")
   rows = []
-  for name in args.models.split(","):
+  for name in names:
     repeats = args.repeats if name != "mobilenet-1.0" or jax.devices()[0].platform != "cpu" else min(args.repeats, 5)
     rows.append(measure(name, images, labels, batch_size=args.batch_size, repeats=repeats))
   print(f"input pipeline vs train step — {machine()}, jax {jax.__version__}, batch {args.batch_size}, "

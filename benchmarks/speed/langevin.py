@@ -257,12 +257,17 @@ def compare(model, energy, variables, channels, n, k, repeats, peak, only=None, 
   return rows, torch_note, flops
 
 
+def unroll_value(word: str) -> int | str:
+  """A --long-unrolls value: a block size, or "auto" (train.ebm's default) or "full" (the whole chain)."""
+  return word if word in ("auto", "full") else int(word)
+
+
 def pooling(args) -> int:
   """Compile time and speed of the unrolled chain: 2x2 average pooling as reduce_window vs pad+reshape+mean."""
   _, variables, _ = energy_and_variables(args.channels)
   kernels = normalized_kernels(variables)
   rows = []
-  for n in (int(v) for v in args.pooling.split(",")):
+  for n in args.pooling:
     x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
     key = jax.random.PRNGKey(2)
     for kind in ("reduce_window", "reshape"):
@@ -285,7 +290,7 @@ def flops_table(args) -> int:
   """--flops-only: XLA's FLOP count of one step per chain count."""
   model, variables, _ = energy_and_variables(args.channels)
   rows = []
-  for n in sorted({int(v) for v in args.chains.split(",")} | {args.compare_chains}):
+  for n in sorted({*args.chains, args.compare_chains}):
     x = jax.random.uniform(jax.random.PRNGKey(1), (n, 28, 28, 1))
     rows.append([n, chain_flops(model, variables, x, jax.random.PRNGKey(2), 1) / 1e9])
   print(f"XLA GFLOP of one Langevin step (CPU compile), c={args.channels}")
@@ -295,10 +300,10 @@ def flops_table(args) -> int:
 
 def sweep_table(args, model, variables, energy, peak: float) -> list:
   """Table 1: the chain as the trainer runs it, at each chain count x K within --max-sample-steps; printed."""
-  chains = [int(v) for v in args.chains.split(",")]
+  chains = args.chains
   limit = args.max_sample_steps or None
   rows = []
-  for k in (int(v) for v in args.steps.split(",")):
+  for k in args.steps:
     rows += sweep(model, variables, energy, [n for n in chains if limit is None or n * k <= limit], [k],
                   args.repeats, peak)
   print(table(SWEEP_HEADER, rows))
@@ -392,14 +397,17 @@ def main(argv=None):
   p.add_argument("--long-block-loop", type=int, default=20, help="also a Python loop of a jitted chain of this many "
                  "steps (0: none)")
   args = p.parse_args(argv)
+  args.chains, args.steps = p.comma_list("--chains", args.chains), p.comma_list("--steps", args.steps)
+  args.pooling = p.comma_list("--pooling", args.pooling) if args.pooling else []
+  args.long_unrolls = p.comma_list("--long-unrolls", args.long_unrolls, of=unroll_value,
+                                   what="block sizes or auto or full", example="auto,10,full")
   # the CPU as train.ebm runs it by default: one XLA device per core (table 2c's split row), unless the user's
   # JAX_NUM_CPU_DEVICES / XLA_FLAGS say otherwise
   parallel.set_cpu_devices(parallel.cpu_cores())
   if args.pooling:
     return pooling(args)
   if args.long_chains:
-    unrolls = [u if u in ("auto", "full") else int(u) for u in args.long_unrolls.split(",")]
-    rows = long_chains(args.long_chains, args.compare_chains, unrolls, args.long_full_steps, args.repeats,
+    rows = long_chains(args.long_chains, args.compare_chains, args.long_unrolls, args.long_full_steps, args.repeats,
                        args.long_block_loop)
     print(f"{args.compare_chains} chains of the main job's net (strided, c=16), K = {args.long_chains} — "
           f"{machine()}, jax {jax.__version__}")

@@ -50,7 +50,7 @@ def main(argv=None):
   p.add_argument("--out", default="benchmarks/results")
   p.add_argument("--png", default="docs")
   args = p.parse_args(argv)
-  seeds = [int(s) for s in args.seeds.split(",")]
+  seeds = p.comma_list("--seeds", args.seeds)
   if args.num % len(seeds):
     p.error(f"--num {args.num} must divide by the {len(seeds)} models")
   root = Path(args.root)

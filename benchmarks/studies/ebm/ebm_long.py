@@ -159,14 +159,8 @@ def main(argv=None) -> int:
   p.add_argument("--results-md", default=None, help="a README with <!-- ebm_long:begin/end --> markers to rewrite")
   p.add_argument("--train-flags", default="", help="extra train.ebm flags for every run, e.g. '--channels 4'")
   args = p.parse_args(argv)
-  names = args.recipes.split(",")
-  unknown = [n for n in names if n not in RECIPES]
-  if unknown:
-    p.error(f"--recipes: unknown {', '.join(unknown)}; choose from {', '.join(RECIPES)}, comma-separated")
-  try:
-    seeds = [int(s) for s in args.seeds.split(",")]
-  except ValueError:
-    p.error("--seeds takes comma-separated integers, e.g. 0,1,2")
+  names = p.comma_list("--recipes", args.recipes, of=str, choices=list(RECIPES))
+  seeds = p.comma_list("--seeds", args.seeds)
   if args.steps < 1 or args.fid_every < 1 or args.max_runs < 0:
     p.error("--steps and --fid-every must be positive, --max-runs >= 0")
   out = Path(args.json)

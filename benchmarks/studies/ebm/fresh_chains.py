@@ -117,15 +117,9 @@ def main(argv=None) -> int:
   p.add_argument("--json", default="benchmarks/results/ebm_fresh_chains_recipes.json")
   p.add_argument("--train-flags", default="", help="extra train.ebm flags for every run, e.g. '--channels 4'")
   args = p.parse_args(argv)
-  names = args.recipes.split(",")
-  unknown = [n for n in names if n not in RECIPES]
-  if unknown:
-    p.error(f"--recipes: unknown {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
-  try:
-    seeds = [int(s) for s in args.seeds.split(",")]
-    lengths = [int(s) for s in args.lengths.split(",")]
-  except ValueError:
-    p.error("--seeds and --lengths take comma-separated integers, e.g. --seeds 0,1,2 --lengths 60,500")
+  names = p.comma_list("--recipes", args.recipes, of=str, choices=list(RECIPES))
+  seeds = p.comma_list("--seeds", args.seeds)
+  lengths = p.comma_list("--lengths", args.lengths, example="60,500")
   if min(lengths) < 1 or args.steps < 1 or args.samples < 2:
     p.error("--lengths and --steps must be positive and --samples at least 2")
   out = Path(args.json)

@@ -225,7 +225,7 @@ def main(argv=None):
     names = recipe_labels(args.recipes or ",".join(DEFAULTS[args.dataset]))
   except ValueError as e:
     p.error(f"--recipes: {e}; known: {', '.join(RECIPES)}")
-  seeds = [int(s) for s in args.seeds.split(",")]
+  seeds = p.comma_list("--seeds", args.seeds)
   out = Path(args.out) / f"exact_table_{args.dataset}.json"
   if args.results_md:
     return results_md(args, names, seeds, out)

@@ -30,7 +30,7 @@ def main(argv=None):
   p.add_argument("--root", default="runs/loss_comparison")
   p.add_argument("--out", default="benchmarks/results")
   args = p.parse_args(argv)
-  seeds = [int(s) for s in args.seeds.split(",")]
+  seeds = p.comma_list("--seeds", args.seeds)
   results, rows = {}, []
   for loss in args.losses.split(","):
     finals = []

@@ -331,7 +331,7 @@ def main(argv=None):
     names = variant_labels(args.variants or ",".join(DEFAULT))
   except ValueError as e:
     p.error(f"--variants: {e}")
-  seeds = [int(s) for s in args.seeds.split(",")]
+  seeds = p.comma_list("--seeds", args.seeds)
   out = Path(args.out) / "gan_convergence.json"
   recorded = json.loads(out.read_text()) if out.exists() else {}
   runs, timing = recorded.get("runs", {}), recorded.get("timing")

@@ -31,7 +31,7 @@ def main(argv=None):
   p.add_argument("--out", default="benchmarks/results")
   args = p.parse_args(argv)
   split = EVAL_SPLIT[args.dataset]
-  seeds = [int(s) for s in args.seeds.split(",")]
+  seeds = p.comma_list("--seeds", args.seeds)
   results, rows = {}, []
   for model in args.models.split(","):
     for loss in args.losses.split(","):

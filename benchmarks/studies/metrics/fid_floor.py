@@ -61,7 +61,7 @@ def main(argv=None) -> int:
   p.add_argument("--readme", default="benchmarks/studies/metrics/README.md",
                  help="the README whose fid_floor table is rewritten (default: the study's)")
   args = p.parse_args(argv)
-  counts = [int(c) for c in args.counts.split(",")]
+  counts = p.comma_list("--counts", args.counts)
   train_images, _ = load("fashion_mnist", "train", data_dir=args.data_dir)
   test_images, _ = load("fashion_mnist", "test", data_dir=args.data_dir)
   if max(counts) > len(train_images) or min(counts) < 2:

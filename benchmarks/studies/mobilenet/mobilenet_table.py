@@ -127,7 +127,7 @@ def main(argv=None):
     names = rows_of(args.rows) or list(ABLATIONS)
   except ValueError as e:
     p.error(f"--rows: {e}")
-  seeds = [int(s) for s in args.seeds.split(",")]
+  seeds = p.comma_list("--seeds", args.seeds)
   out = Path(args.out) / "mobilenet_table.json"
   recorded = json.loads(out.read_text()) if out.exists() else {}
   runs = dict(recorded.get("runs", {}))
