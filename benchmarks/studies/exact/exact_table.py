@@ -83,16 +83,6 @@ DEFAULTS = {
                       "ce_sgd"],
 }
 
-
-def recipe_labels(text: str) -> list[str]:
-  """The display labels of the recipe ids in a comma-separated list ("ce_adam,exact_published")."""
-  ids = [r.strip() for r in text.split(",") if r.strip()]
-  unknown = [r for r in ids if r not in RECIPES]
-  if unknown:
-    raise ValueError(f"unknown {unknown}")
-  return [LABELS[r] for r in ids]
-
-
 def per_class_accuracy(workdir: Path, dataset: str, data_dir: str = "") -> tuple[list[float], list[float]]:
   """(test accuracy of each class, fraction of dead units of each hidden layer) of a finished run of the small CNN
   (its final checkpoint; logits are the first 10 outputs, EXACT's learned-sigma head has an 11th): where a table
@@ -221,10 +211,8 @@ def main(argv=None):
   p.add_argument("--max-runs", type=int, default=0,
                  help="stop after training this many runs (0: all); the results file keeps what finished")
   args = p.parse_args(argv)
-  try:
-    names = recipe_labels(args.recipes or ",".join(DEFAULTS[args.dataset]))
-  except ValueError as e:
-    p.error(f"--recipes: {e}; known: {', '.join(RECIPES)}")
+  names = [LABELS[r] for r in p.comma_list("--recipes", args.recipes or ",".join(DEFAULTS[args.dataset]), of=str,
+                                             choices=list(RECIPES))]
   seeds = p.comma_list("--seeds", args.seeds)
   out = Path(args.out) / f"exact_table_{args.dataset}.json"
   if args.results_md:

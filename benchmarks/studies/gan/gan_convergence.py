@@ -235,16 +235,6 @@ def plot(path: Path, names, runs, title: str, timing=None) -> None:
   fig.savefig(path)
   plt.close(fig)
 
-
-def variant_labels(text: str) -> list[str]:
-  """The display labels of the variant ids in a comma-separated list ("single,alternating")."""
-  ids = [v.strip() for v in text.split(",") if v.strip()]
-  unknown = [v for v in ids if v not in IDS]
-  if unknown:
-    raise ValueError(f"unknown {unknown}; known: {', '.join(IDS)}")
-  return [IDS[v] for v in ids]
-
-
 def timing_of(args, names, argv, timing) -> dict:
   """--time: every variant's step time (interleaved, one process), merged into the recorded `timing`."""
   t = step_seconds(names, width=args.width, ema_decay=args.ema_decay, repeats=args.repeats)
@@ -327,10 +317,7 @@ def main(argv=None):
   p.add_argument("--results-md", action="store_true",
                  help="train nothing: the table and picture from the results file, and its copy in README.md")
   args = p.parse_args(argv)
-  try:
-    names = variant_labels(args.variants or ",".join(DEFAULT))
-  except ValueError as e:
-    p.error(f"--variants: {e}")
+  names = [IDS[v] for v in p.comma_list("--variants", args.variants or ",".join(DEFAULT), of=str, choices=list(IDS))]
   seeds = p.comma_list("--seeds", args.seeds)
   out = Path(args.out) / "gan_convergence.json"
   recorded = json.loads(out.read_text()) if out.exists() else {}
