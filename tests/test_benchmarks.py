@@ -764,3 +764,17 @@ def test_comma_list_reads_values_and_choices():
   for text, kw in [("0,1.5", {}), ("", {}), ("a,c", dict(of=str, choices=["a", "b"]))]:
     with pytest.raises(SystemExit):
       p.comma_list("--seeds", text, **kw)
+
+
+def test_ebm_long_summary_reads_each_runs_curve():
+  """ebm_long.summary_rows on a known curve: buffer FID at 1,000, 10,000 and the end with the best; the fresh FIDs'
+  min / median / max; their correlation with fresh coverage (-1: coverage falls exactly as FID rises) and precision;
+  the largest energy and gradient norm after the first evaluation (the untrained net's first steps left out)."""
+  from benchmarks.studies.ebm import ebm_long
+  steps, buffer, fresh = [1000, 5000, 10000, 20000], [250.0, 120.0, 90.0, 95.0], [400.0, 200.0, 600.0, 300.0]
+  curve = [dict(step=s, buffer=b, fresh=f, fresh_coverage=1 - f / 1000, fresh_precision=0.5, energy=e, grad=g,
+                minutes=s / 200) for s, b, f, e, g in zip(steps, buffer, fresh, [9.0, 0.1, 0.2, 0.15], [7, 1, 2, 1.5])]
+  curve[1]["fresh_precision"] = 0.9
+  (row,) = ebm_long.summary_rows({"main/0": {"curve": curve}, "main/1": {"curve": curve[:2]}})
+  assert row[:4] == ["main/0", 20000, "250.0 / 90.0 / 95.0 (90.0)", "200.0 / 350.0 / 600.0"]
+  assert row[4].startswith("-1.00, -") and row[5:] == ["0.2, 2", "100.0"]

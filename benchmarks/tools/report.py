@@ -303,7 +303,7 @@ def section() -> str:
       ebm_step_gpu(),
       _table_section("The EBM main job run long on the CPU: FID of the buffer and of fresh chains every 1,000 steps "
                      "(issue 34)", "ebm_long.json", _cmd("python", "-m", "benchmarks.studies.ebm.ebm_long"),
-                     picture="ebm_long.png", study="studies/ebm", floor=500),
+                     note_key="summary", picture="ebm_long.png", study="studies/ebm", floor=500),
       ebm_long_gpu(),
       ebm_fresh_chains(),
       ebm_seeds(),

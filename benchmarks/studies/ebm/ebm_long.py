@@ -16,10 +16,10 @@ it began: `main` is the main job (augmented chain starts, 120-step fresh chains)
 float32). A run that fails (train.ebm's line says why: a divergence, a fault) is recorded as stopped and the next
 one goes on; a stopped run is not retried until its record is removed. After training (or when stopped) every run
 folder of the asked recipes and seeds is read into --json: at each evaluation its buffer and fresh-chain FIDs (500
-samples: the main job's), the buffer's recall, the largest |energy| and gradient norm since the last evaluation
-(metrics.jsonl's energy_real, energy_fake, grad_norm: what diverges first), and the training minutes so far; the
-table of those curves goes into benchmarks/studies/ebm/README.md (--results-md) and their plot, FID against steps
-and against minutes, into --png.
+samples: the main job's), the buffer's recall, the fresh samples' precision, recall and coverage, the largest
+|energy| and gradient norm since the last evaluation (metrics.jsonl's energy_real, energy_fake, grad_norm: what
+diverges first), and the training minutes so far; the table of those curves, with a summary per run, goes into
+benchmarks/studies/ebm/README.md (--results-md) and their plot, FID against steps and against minutes, into --png.
 """
 
 import json
@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
-from benchmarks.common import ArgumentParser, machine
+from benchmarks.common import ArgumentParser, machine, table
 from benchmarks.studies import common
 from jaxtricks import loop
 
@@ -41,8 +42,11 @@ BF16 = dict(compute_dtype="bfloat16", conv="taps")
 # (spelled out, not left to train.ebm's defaults: a recorded run stays that recipe when a default changes)
 RECIPES = {"main": dict(chain_augment=2, fresh_steps=120, **BF16),
            "uvabf16": dict(chain_augment=0, fresh_steps=60, **BF16)}
-HEADER = ["run", "step", "train min", "FID buffer", "FID fresh", "buffer recall", "max abs energy",
-          "max grad norm"]
+HEADER = ["run", "step", "train min", "FID buffer", "FID fresh", "buffer recall", "fresh precision / recall / coverage",
+          "max abs energy", "max grad norm"]
+SUMMARY_HEADER = ["run", "steps", "FID buffer at 1,000 / 10,000 / end (best)", "FID fresh min / median / max",
+                  "fresh FID vs fresh coverage, precision (correlation)", "max abs energy, max grad norm after 1,000",
+                  "train min"]
 
 
 def curve(workdir: Path) -> list[dict]:
@@ -62,15 +66,40 @@ def curve(workdir: Path) -> list[dict]:
     grad = max(grad, r.get("grad_norm", 0.0))
     if "fid_fmnist_buffer" in r:
       out.append(dict(step=step, minutes=minutes, buffer=r["fid_fmnist_buffer"], fresh=r["fid_fmnist_fresh"],
-                      recall=r.get("recall_fmnist_buffer"), energy=energy, grad=grad))
+                      recall=r.get("recall_fmnist_buffer"), energy=energy, grad=grad,
+                      **{f"fresh_{m}": r.get(f"{m}_fmnist_fresh") for m in ("precision", "recall", "coverage")}))
       energy = grad = 0.0
   return out
 
 
 def table_rows(runs: dict) -> list[list]:
-  return [[key, e["step"], f"{e['minutes']:.1f}", f"{e['buffer']:.1f}", f"{e['fresh']:.1f}",
-           "" if e["recall"] is None else f"{e['recall']:.3f}", f"{e['energy']:.3g}", f"{e['grad']:.3g}"]
+  number = lambda v: "" if v is None else f"{v:.3f}"
+  return [[key, e["step"], f"{e['minutes']:.1f}", f"{e['buffer']:.1f}", f"{e['fresh']:.1f}", number(e["recall"]),
+           " / ".join(number(e.get(f"fresh_{m}")) for m in ("precision", "recall", "coverage")),
+           f"{e['energy']:.3g}", f"{e['grad']:.3g}"]
           for key, run in runs.items() for e in run["curve"]]
+
+
+def summary_rows(runs: dict) -> list[list]:
+  """Per run: where the buffer's FID went, the spread of the fresh chains' FID over the evaluations, and how that
+  FID moves with the fresh samples' coverage and precision over them (Pearson correlation: a fresh FID that rises
+  as coverage falls and precision rises is chains piling into few modes, not worse images), and the largest
+  |energy| and gradient norm after the first 1,000 steps (whose first steps start from an untrained net)."""
+  rows = []
+  for key, run in runs.items():
+    c = run["curve"]
+    if len(c) < 3:
+      continue
+    fresh = np.array([e["fresh"] for e in c])
+    at = {e["step"]: e["buffer"] for e in c}
+    corr = lambda m: (f"{np.corrcoef(fresh, [e[f'fresh_{m}'] for e in c])[0, 1]:+.2f}"
+                      if all(e.get(f"fresh_{m}") is not None for e in c) else "")
+    rows.append([key, c[-1]["step"],
+                 " / ".join(f"{at[s]:.1f}" if s in at else "-" for s in (1000, 10000)) + f" / {c[-1]['buffer']:.1f}"
+                 f" ({min(at.values()):.1f})", f"{fresh.min():.1f} / {np.median(fresh):.1f} / {fresh.max():.1f}",
+                 f"{corr('coverage')}, {corr('precision')}", f"{max(e['energy'] for e in c[1:]):.3g}, "
+                 f"{max(e['grad'] for e in c[1:]):.3g}", f"{c[-1]['minutes']:.1f}"])
+  return rows
 
 
 def plot(path: Path, runs: dict) -> None:
@@ -188,6 +217,7 @@ def main(argv=None) -> int:
   results.update(command=shlex.join(["python", "-m", "benchmarks.studies.ebm.ebm_long", *words]),
                  machine=host(), jax=jax.__version__, date=time.strftime("%Y-%m-%d"), header=HEADER,
                  rows=table_rows(results["runs"]))
+  results["summary"] = "Per run:\n\n" + table(SUMMARY_HEADER, summary_rows(results["runs"]))
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(results, indent=1))
   if results["runs"]:
@@ -198,7 +228,7 @@ def main(argv=None) -> int:
     print(f"{key}: {c[-1]['step'] if c else 0} steps" + (f", buffer FID {c[-1]['buffer']:.1f} (best {best['buffer']:.1f}"
           f" at {best['step']}), fresh {c[-1]['fresh']:.1f}, {c[-1]['minutes']:.0f} train min" if c else ""))
   if args.results_md:
-    status = status or common.update_results_md(out, "ebm_long", args.results_md)
+    status = status or common.update_results_md(out, "ebm_long", args.results_md, note_key="summary")
   return status
 
 
