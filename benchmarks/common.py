@@ -175,18 +175,24 @@ class ArgumentParser(argparse.ArgumentParser):
   def error(self, message):
     self.exit(2, f"{self.prog}: error: {message}\n")
 
-  def comma_list(self, flag: str, text: str, *, of=int, choices=None, what: str = "integers",
-                 example: str = "0,1,2") -> list:
+  def comma_list(self, flag: str, text: str, *, of=int, choices=None, what: str | None = None,
+                 example: str | None = None) -> list:
     """The values of a comma-separated option (`--seeds 0,1,2` -> [0, 1, 2]), each read by `of` (`what` it
-    takes, for the error) and, given `choices`, one of them; anything else is this parser's one-line error naming
-    the option (exit 2)."""
-    words = [w.strip() for w in text.split(",") if w.strip()]
+    takes, for the error) and, given `choices`, one of them (a dict: its values for them, `--variants single` ->
+    the label). An empty item (`0,,1`, `0,1,`), nothing at all or a bad value is this parser's one-line error
+    naming the option, with an example (`example`, else two of the choices, else its default), exit 2: a caller
+    whose option may be empty tests that before."""
+    words = [w.strip() for w in text.split(",")]
+    what = what or ("names" if of is str else "integers")
+    example = example or (",".join(map(str, list(choices)[:2])) if choices else
+                          self.get_default(flag.lstrip("-").replace("-", "_")) or "1,2")
     try:
-      values = [of(w) for w in words]
+      values = [of(w) for w in words if w]
     except ValueError:
-      self.error(f"{flag} takes comma-separated {what}, e.g. {flag} {example}; got {text!r}")
-    unknown = [w for w in values if choices is not None and w not in choices]
-    if unknown or not values:
-      self.error(f"{flag}: {'unknown ' + ', '.join(map(str, unknown)) if unknown else 'nothing given'}"
-                 + (f"; choose from {', '.join(map(str, choices))}, comma-separated" if choices else ""))
-    return values
+      values = None
+    unknown = [str(v) for v in values or [] if choices is not None and v not in choices]
+    if values is None or "" in words or unknown:
+      self.error(f"{flag}: " + (f"unknown {', '.join(unknown)}; choose from {', '.join(map(str, choices))}"
+                                if unknown else f"comma-separated {what} without empty items") +
+                 f", e.g. {flag} {example}; got {text!r}")
+    return [choices[v] for v in values] if isinstance(choices, dict) else values

@@ -187,7 +187,7 @@ def test_pending_runs_are_seed_major_or_name_major_skip_recorded_ones_and_redo_c
   assert pending_runs(["a", "b"], [0, 1], recorded, argv_of, seed_major=False) == [("a", 1), ("b", 0), ("b", 1)]
 
 
-def test_study_recipes_are_identifiers_with_distinct_labels_and_flags_take_the_identifiers():
+def test_study_recipes_are_identifiers_with_distinct_labels_and_flags_take_the_identifiers(capfd):
   """Each study's recipes (exact_table's RECIPES, mobilenet_table's ROWS, gan_convergence's IDS) are Python
   identifiers mapped to distinct display labels; the flags take comma-separated ids and name an unknown one."""
   from benchmarks.studies.exact import exact_table
@@ -204,7 +204,10 @@ def test_study_recipes_are_identifiers_with_distinct_labels_and_flags_take_the_i
                             (mobilenet_table, "--rows", "cpu94 with the stride-2 stem (maps 14, 7, 4, 2, 1)")]:
     with pytest.raises(SystemExit) as stop:   # a label is no id
       study.main([flag, text, "--seeds", "0", "--root", "/nonexistent", "--out", "/nonexistent"])
-    assert stop.value.code == 2
+    assert stop.value.code == 2 and f"error: {flag}: unknown " in capfd.readouterr().err
+  from benchmarks.common import ArgumentParser
+  assert ArgumentParser().comma_list("--recipes", "exact_learned_sigma_adam, ce_sgd", of=str,
+                                     choices=exact_table.LABELS) == ["exact, learned sigma (Adam)", "ce (SGD, clip 10)"]
 
 
 def test_one_slug_names_every_recorded_run_folder():
@@ -744,11 +747,16 @@ def test_ebm_long_resumes_a_run_stopped_by_a_signal_and_records_a_failed_one_as_
     ("studies.exact.loss_comparison", ["--seeds", "x"]), ("studies.metrics.fid_floor", ["--counts", "x"]),
     ("studies.ebm.ebm_long", ["--seeds", "x"]), ("studies.ebm.fresh_chains", ["--lengths", "60,x"]),
     ("studies.ebm.fresh_chains", ["--recipes", "main,nope"]), ("speed.langevin", ["--chains", "x"]),
-    ("speed.langevin", ["--long-unrolls", "auto,big"]), ("speed.input_pipeline", ["--models", "nope"])])
+    ("speed.langevin", ["--long-unrolls", "auto,big"]), ("speed.input_pipeline", ["--models", "nope"]),
+    ("speed.losses", ["--classes", "x"]), ("speed.cpu_devices", ["--devices", "1,x"]),
+    ("speed.gan_step", ["--batches", "x"]), ("studies.gan.gan_rescore", ["--counts", "5,x"]),
+    ("speed.ebm_step", ["--convs", "taps,nope"]), ("speed.ynn_convolutions", ["--cores", "nope"]),
+    ("studies.ebm.fresh_chains", ["--lengths", "60,500,"]), ("studies.gan.gan_fid", ["--modes", "single,nope"]),
+    ("studies.exact.loss_comparison", ["--losses", "ce,nope"]), ("studies.margin.imdb_table", ["--models", "x"])])
 def test_comma_separated_flags_say_which_flag_is_wrong_in_one_line(module, flags, capfd):
   """Every benchmark's comma-separated flag (seeds, counts, lengths, recipes, models) read as a bad value is one
   line naming the flag and exit 2 before anything runs, not a ValueError's traceback (as seven studies gave until
-  2026-12-05)."""
+  2026-12-05), nor a child program's error after the runs before it (a trailing comma re-trained a resumed study)."""
   import importlib
   with pytest.raises(SystemExit) as stop:
     importlib.import_module(f"benchmarks.{module}").main(flags)
@@ -756,14 +764,21 @@ def test_comma_separated_flags_say_which_flag_is_wrong_in_one_line(module, flags
   assert stop.value.code == 2 and "\n" not in err and "Traceback" not in err and f"error: {flags[0]}" in err
 
 
-def test_comma_list_reads_values_and_choices():
+def test_comma_list_reads_values_and_choices(capfd):
   from benchmarks.common import ArgumentParser
   p = ArgumentParser(prog="p")
-  assert p.comma_list("--seeds", "0, 1,2,") == [0, 1, 2]
+  p.add_argument("--seeds", default="0,1,2")
+  assert p.comma_list("--seeds", "0, 1,2") == [0, 1, 2]
   assert p.comma_list("--recipes", "b,a", of=str, choices=["a", "b"]) == ["b", "a"]
-  for text, kw in [("0,1.5", {}), ("", {}), ("a,c", dict(of=str, choices=["a", "b"]))]:
-    with pytest.raises(SystemExit):
+  assert p.comma_list("--recipes", "b", of=str, choices={"a": "A", "b": "B"}) == ["B"]
+  for text, kw, said in [("0,1.5", {}, "--seeds: comma-separated integers without empty items, e.g. --seeds 0,1,2"),
+                         ("", {}, "without empty items"), ("0,1,", {}, "got '0,1,'"),
+                         ("a,c", dict(of=str, choices=["a", "b"]), "--seeds: unknown c; choose from a, b, e.g. "
+                                                                   "--seeds a,b")]:
+    with pytest.raises(SystemExit) as stop:
       p.comma_list("--seeds", text, **kw)
+    err = capfd.readouterr().err
+    assert stop.value.code == 2 and err.startswith("p: error: --seeds: ") and said in err, err
 
 
 def test_ebm_long_summary_reads_each_runs_curve():
@@ -778,3 +793,12 @@ def test_ebm_long_summary_reads_each_runs_curve():
   (row,) = ebm_long.summary_rows({"main/0": {"curve": curve}, "main/1": {"curve": curve[:2]}})
   assert row[:4] == ["main/0", 20000, "250.0 / 90.0 / 95.0 (90.0)", "200.0 / 350.0 / 600.0"]
   assert row[4].startswith("-1.00, -") and row[5:] == ["0.2, 2", "100.0"]
+
+
+def test_ebm_long_summary_says_dash_where_a_series_is_missing_or_constant_and_skips_short_runs():
+  from benchmarks.studies.ebm import ebm_long
+  curve = [dict(step=s, buffer=100.0, fresh=f, recall=None, fresh_coverage=0.5, energy=0.1, grad=1.0, minutes=1.0)
+           for s, f in [(1000, 300.0), (2000, 400.0), (3000, 350.0)]]   # no fresh_precision: recorded before it was
+  (row,) = ebm_long.summary_rows({"a": {"curve": curve}, "b": {"stopped": "exit 3"}})
+  assert row[2] == "100.0 / - / 100.0 (100.0)" and row[4] == "-, -"
+  assert ebm_long.table_rows({"a": {"curve": curve[:1]}})[0][6] == "- / - / 0.500"

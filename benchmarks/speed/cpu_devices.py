@@ -65,11 +65,8 @@ def main(argv=None):
   p.add_argument("--data-dir", default="")
   p.add_argument("--json", default="")
   args = p.parse_args(argv)
-  programs = [s.strip() for s in args.programs.split(",") if s.strip()]
-  unknown = [s for s in programs if s not in PROGRAMS]
-  if unknown:
-    p.error(f"--programs: unknown {unknown}; known: {list(PROGRAMS)}")
-  cells = [(int(d), f) for f in args.flags.split(",") for d in args.devices.split(",")]
+  programs = p.comma_list("--programs", args.programs, of=str, choices=list(PROGRAMS))
+  cells = [(d, f) for f in args.flags.split(",") for d in p.comma_list("--devices", args.devices)]
   import jax
 
   from benchmarks.common import table, write_results

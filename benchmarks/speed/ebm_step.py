@@ -282,9 +282,7 @@ def main(argv=None):
   p.add_argument("--json", default="", help="append the run to this file of runs (e.g. "
                  "benchmarks/results/ebm_step_peers.json); default nowhere")
   args = p.parse_args(argv)
-  convs = [c.strip() for c in args.convs.split(",") if c.strip()]
-  if any(c not in CONV_FORMS for c in convs):
-    p.error(f"--convs: {args.convs!r}; each must be one of {', '.join(CONV_FORMS)}")
+  convs = p.comma_list("--convs", args.convs, of=str, choices=list(CONV_FORMS), example="taps,onednn") if args.convs else []
   if "onednn" in convs and not onednn.available():
     p.error(f"--convs onednn: {onednn.NOT_BUILT}")
   if args.torch_threads < 0:

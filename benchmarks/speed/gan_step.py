@@ -197,14 +197,15 @@ def main(argv=None):
     p.error(f"--onednn: {onednn.NOT_BUILT}")
   if args.onednn and args.devices != 1:
     p.error("--onednn: on one device (--devices 1): the oneDNN call runs whole arrays, its threads on every core")
+  batches = p.comma_list("--batches", args.batches)
   if args.flops_only:
-    rows = sum((measure(int(b), 0, args.width, flops_only=True, conv_transpose=args.conv_transpose)[0]
-                for b in args.batches.split(",")), [])
+    rows = sum((measure(b, 0, args.width, flops_only=True, conv_transpose=args.conv_transpose)[0]
+                for b in batches), [])
     print(f"GAN step, DCGAN 28x28 width {args.width}: XLA FLOPs of the CPU compile")
     print(table(["batch", "variant", "XLA GFLOP", "FLOPs / (a)"], rows))
     return 0
   rows, notes = [], []
-  for b in (int(v) for v in args.batches.split(",")):
+  for b in batches:
     more, note = measure(b, args.repeats, args.width, devices=args.devices, conv_transpose=args.conv_transpose,
                          torch_python=args.torch_python, ynn_convolutions=args.ynn_convolutions,
                          torch_only=[v.strip() for v in args.torch_variants.split(";") if v.strip()],

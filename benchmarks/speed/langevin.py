@@ -398,7 +398,7 @@ def main(argv=None):
                  "steps (0: none)")
   args = p.parse_args(argv)
   args.chains, args.steps = p.comma_list("--chains", args.chains), p.comma_list("--steps", args.steps)
-  args.pooling = p.comma_list("--pooling", args.pooling) if args.pooling else []
+  args.pooling = p.comma_list("--pooling", args.pooling, example="64,256") if args.pooling else []
   args.long_unrolls = p.comma_list("--long-unrolls", args.long_unrolls, of=unroll_value,
                                    what="block sizes or auto or full", example="auto,10,full")
   # the CPU as train.ebm runs it by default: one XLA device per core (table 2c's split row), unless the user's

@@ -36,7 +36,7 @@ def main(argv=None):
   p.add_argument("--repeats", type=int, default=20)
   args = p.parse_args(argv)
   rows = []
-  for c in (int(v) for v in args.classes.split(",")):
+  for c in p.comma_list("--classes", args.classes):
     key = jax.random.PRNGKey(c)
     mu = jax.random.normal(key, (args.batch, c)) * 3
     sigma = jax.nn.softplus(jax.random.normal(jax.random.fold_in(key, 1), (args.batch,))) + 0.1

@@ -75,9 +75,7 @@ def main(argv=None):
   makers = {"gan": lambda: gan_cores(args.batch, args.width),
             "langevin": lambda: langevin_core(args.chains, args.steps, args.channels),
             "classifier": classifier_cores}
-  chosen = [c.strip() for c in args.cores.split(",") if c.strip()]
-  if any(c not in makers for c in chosen):
-    p.error(f"--cores: unknown {[c for c in chosen if c not in makers]}; known: {list(makers)}")
+  chosen = p.comma_list("--cores", args.cores, of=str, choices=list(makers))
   cores = {name: core for c in chosen for name, core in makers[c]().items()}
   rows = []
   for name, (fn, inputs) in cores.items():

@@ -45,7 +45,7 @@ RECIPES = {"main": dict(chain_augment=2, fresh_steps=120, **BF16),
 HEADER = ["run", "step", "train min", "FID buffer", "FID fresh", "buffer recall", "fresh precision / recall / coverage",
           "max abs energy", "max grad norm"]
 SUMMARY_HEADER = ["run", "steps", "FID buffer at 1,000 / 10,000 / end (best)", "FID fresh min / median / max",
-                  "fresh FID vs fresh coverage, precision (correlation)", "max abs energy, max grad norm after 1,000",
+                  "fresh FID vs fresh coverage, precision (correlation)", "max abs energy, max grad norm after the first evaluation",
                   "train min"]
 
 
@@ -73,31 +73,37 @@ def curve(workdir: Path) -> list[dict]:
 
 
 def table_rows(runs: dict) -> list[list]:
-  number = lambda v: "" if v is None else f"{v:.3f}"
+  number = lambda v: "-" if v is None else f"{v:.3f}"
   return [[key, e["step"], f"{e['minutes']:.1f}", f"{e['buffer']:.1f}", f"{e['fresh']:.1f}", number(e["recall"]),
            " / ".join(number(e.get(f"fresh_{m}")) for m in ("precision", "recall", "coverage")),
            f"{e['energy']:.3g}", f"{e['grad']:.3g}"]
-          for key, run in runs.items() for e in run["curve"]]
+          for key, run in runs.items() for e in run.get("curve", [])]
 
 
 def summary_rows(runs: dict) -> list[list]:
-  """Per run: where the buffer's FID went, the spread of the fresh chains' FID over the evaluations, and how that
-  FID moves with the fresh samples' coverage and precision over them (Pearson correlation: a fresh FID that rises
-  as coverage falls and precision rises is chains piling into few modes, not worse images), and the largest
-  |energy| and gradient norm after the first 1,000 steps (whose first steps start from an untrained net)."""
+  """Per run of at least 3 evaluations: where the buffer's FID went (at steps 1,000 and 10,000, at the end, best),
+  the spread of the fresh chains' FID over the evaluations, how that FID moves with the fresh samples' coverage
+  and precision over them (Pearson correlation; "-" where a series is missing or constant: a fresh FID that rises
+  as coverage falls and precision rises is chains piling into few modes, not worse images), the largest |energy|
+  and gradient norm after the first evaluation (whose steps start from an untrained net), and the train minutes."""
+
+  def corr(c, fresh, m):
+    series = [e.get(f"fresh_{m}") for e in c]
+    if None in series or np.std(series) == 0 or np.std(fresh) == 0:
+      return "-"
+    return f"{np.corrcoef(fresh, series)[0, 1]:+.2f}"
+
   rows = []
   for key, run in runs.items():
-    c = run["curve"]
+    c = run.get("curve", [])
     if len(c) < 3:
       continue
     fresh = np.array([e["fresh"] for e in c])
     at = {e["step"]: e["buffer"] for e in c}
-    corr = lambda m: (f"{np.corrcoef(fresh, [e[f'fresh_{m}'] for e in c])[0, 1]:+.2f}"
-                      if all(e.get(f"fresh_{m}") is not None for e in c) else "")
     rows.append([key, c[-1]["step"],
                  " / ".join(f"{at[s]:.1f}" if s in at else "-" for s in (1000, 10000)) + f" / {c[-1]['buffer']:.1f}"
                  f" ({min(at.values()):.1f})", f"{fresh.min():.1f} / {np.median(fresh):.1f} / {fresh.max():.1f}",
-                 f"{corr('coverage')}, {corr('precision')}", f"{max(e['energy'] for e in c[1:]):.3g}, "
+                 f"{corr(c, fresh, 'coverage')}, {corr(c, fresh, 'precision')}", f"{max(e['energy'] for e in c[1:]):.3g}, "
                  f"{max(e['grad'] for e in c[1:]):.3g}", f"{c[-1]['minutes']:.1f}"])
   return rows
 
@@ -110,7 +116,7 @@ def plot(path: Path, runs: dict) -> None:
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), dpi=100)
   for i, (key, run) in enumerate(runs.items()):
-    c = run["curve"]
+    c = run.get("curve", [])
     for ax, x in zip(axes, ([e["step"] for e in c], [e["minutes"] for e in c])):
       ax.plot(x, [e["buffer"] for e in c], "-", color=f"C{i}", label=f"{key} buffer")
       ax.plot(x, [e["fresh"] for e in c], "--", color=f"C{i}", label=f"{key} fresh")
@@ -217,13 +223,14 @@ def main(argv=None) -> int:
   results.update(command=shlex.join(["python", "-m", "benchmarks.studies.ebm.ebm_long", *words]),
                  machine=host(), jax=jax.__version__, date=time.strftime("%Y-%m-%d"), header=HEADER,
                  rows=table_rows(results["runs"]))
-  results["summary"] = "Per run:\n\n" + table(SUMMARY_HEADER, summary_rows(results["runs"]))
+  summary = summary_rows(results["runs"])
+  results["summary"] = "Per run:\n\n" + table(SUMMARY_HEADER, summary) if summary else ""
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(results, indent=1))
   if results["runs"]:
     plot(Path(args.png) / "ebm_long.png", results["runs"])
   for key, run in results["runs"].items():
-    c = run["curve"]
+    c = run.get("curve", [])
     best = min(c, key=lambda e: e["buffer"]) if c else None
     print(f"{key}: {c[-1]['step'] if c else 0} steps" + (f", buffer FID {c[-1]['buffer']:.1f} (best {best['buffer']:.1f}"
           f" at {best['step']}), fresh {c[-1]['fresh']:.1f}, {c[-1]['minutes']:.0f} train min" if c else ""))

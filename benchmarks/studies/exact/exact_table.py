@@ -83,6 +83,7 @@ DEFAULTS = {
                       "ce_sgd"],
 }
 
+
 def per_class_accuracy(workdir: Path, dataset: str, data_dir: str = "") -> tuple[list[float], list[float]]:
   """(test accuracy of each class, fraction of dead units of each hidden layer) of a finished run of the small CNN
   (its final checkpoint; logits are the first 10 outputs, EXACT's learned-sigma head has an 11th): where a table
@@ -211,8 +212,7 @@ def main(argv=None):
   p.add_argument("--max-runs", type=int, default=0,
                  help="stop after training this many runs (0: all); the results file keeps what finished")
   args = p.parse_args(argv)
-  names = [LABELS[r] for r in p.comma_list("--recipes", args.recipes or ",".join(DEFAULTS[args.dataset]), of=str,
-                                             choices=list(RECIPES))]
+  names = p.comma_list("--recipes", args.recipes or ",".join(DEFAULTS[args.dataset]), of=str, choices=LABELS)
   seeds = p.comma_list("--seeds", args.seeds)
   out = Path(args.out) / f"exact_table_{args.dataset}.json"
   if args.results_md:

@@ -32,7 +32,7 @@ def main(argv=None):
   args = p.parse_args(argv)
   seeds = p.comma_list("--seeds", args.seeds)
   results, rows = {}, []
-  for loss in args.losses.split(","):
+  for loss in p.comma_list("--losses", args.losses, of=str, choices=LOSSES):
     finals = []
     for seed in seeds:
       workdir = Path(args.root) / f"{args.model}-{loss}-e{args.epochs:g}-s{seed}"

@@ -235,6 +235,7 @@ def plot(path: Path, names, runs, title: str, timing=None) -> None:
   fig.savefig(path)
   plt.close(fig)
 
+
 def timing_of(args, names, argv, timing) -> dict:
   """--time: every variant's step time (interleaved, one process), merged into the recorded `timing`."""
   t = step_seconds(names, width=args.width, ema_decay=args.ema_decay, repeats=args.repeats)
@@ -317,7 +318,7 @@ def main(argv=None):
   p.add_argument("--results-md", action="store_true",
                  help="train nothing: the table and picture from the results file, and its copy in README.md")
   args = p.parse_args(argv)
-  names = [IDS[v] for v in p.comma_list("--variants", args.variants or ",".join(DEFAULT), of=str, choices=list(IDS))]
+  names = p.comma_list("--variants", args.variants or ",".join(DEFAULT), of=str, choices=IDS)
   seeds = p.comma_list("--seeds", args.seeds)
   out = Path(args.out) / "gan_convergence.json"
   recorded = json.loads(out.read_text()) if out.exists() else {}

@@ -11,13 +11,14 @@ updates D then G once per step (1:1), both with Adam(2e-4, beta1 0.5) per networ
 """
 
 import sys
+import typing
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import ArgumentParser, machine, table, write_results
 from benchmarks.studies.common import loop_minutes, train
-from jaxtricks import loop
+from jaxtricks import gan, loop
 
 
 def fid_curve(workdir: Path) -> list[tuple[int, float, float]]:
@@ -35,8 +36,9 @@ def main(argv=None):
   p.add_argument("--out", default="benchmarks/results")
   args = p.parse_args(argv)
   seeds = p.comma_list("--seeds", args.seeds)
+  modes = p.comma_list("--modes", args.modes, of=str, choices=typing.get_args(gan.Mode))
   results, rows = {}, []
-  for mode in args.modes.split(","):
+  for mode in modes:
     fids, scores, minutes = [], [], []
     for seed in seeds:
       workdir = Path(args.root) / f"{mode}-w{args.width}-n{args.steps}-s{seed}"

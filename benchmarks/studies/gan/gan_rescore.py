@@ -78,10 +78,7 @@ def main(argv=None) -> int:
   parser.add_argument("--counts", default="1000,2000,5000,10000", help="sample counts of the FIDs and of FID∞'s line")
   args = parser.parse_args(argv)
   models = args.models.split(",")
-  try:
-    counts = sorted({int(c) for c in args.counts.split(",")})
-  except ValueError:
-    parser.error(f"--counts: comma-separated sample counts, got {args.counts!r}")
+  counts = sorted(set(parser.comma_list("--counts", args.counts, what="sample counts")))
   if len(counts) < 2 or counts[0] < 2 or counts[-1] > args.samples:
     parser.error(f"--counts: at least two counts from 2 to --samples ({args.samples}), got {args.counts!r}")
   for m in models:

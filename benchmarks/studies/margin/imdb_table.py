@@ -33,8 +33,10 @@ def main(argv=None):
   split = EVAL_SPLIT[args.dataset]
   seeds = p.comma_list("--seeds", args.seeds)
   results, rows = {}, []
-  for model in args.models.split(","):
-    for loss in args.losses.split(","):
+  models = p.comma_list("--models", args.models, of=str, choices=("lstm", "cnn"))   # train.sentiment's
+  losses = p.comma_list("--losses", args.losses, of=str, choices=("bce", "margin"))
+  for model in models:
+    for loss in losses:
       finals, wobble, minutes = [], [], []
       for seed in seeds:
         workdir = Path(args.root) / f"{args.dataset}-{model}-{loss}-s{seed}"

@@ -57,6 +57,7 @@ BASELINE_NAME = "the 89.71% run (stride-2 stem, flips, Adam; 2026-11-25)"
 BASELINE = [71.74, 79.30, 82.86, 83.94, 84.22, 85.32, 84.51, 85.41, 86.77, 86.47, 87.18, 87.98, 88.14, 88.18, 87.42,
             88.48, 88.84, 89.61, 89.27, 89.25, 89.18, 89.20, 89.73, 89.72, 89.80, 89.62, 89.64, 89.60, 89.71, 89.71]
 
+
 def summarize_all(names: list[str], seeds: list[int], runs: dict) -> tuple[list[str], list[list]]:
   """cpu94 over `seeds`, each ablation row over seed 0, and each row's change against seed 0 of cpu94 (or of the
   row REFERENCE names, which the cell then names)."""
@@ -113,8 +114,8 @@ def main(argv=None):
                  help="train nothing: the table and picture from the results file, and its copy in README.md")
   p.add_argument("--max-runs", type=int, default=0, help="train at most this many runs (0: all)")
   args = p.parse_args(argv)
-  names = [ROWS[r][0] for r in p.comma_list("--rows", args.rows, of=str, choices=list(ROWS))] if args.rows else list(
-      ABLATIONS)
+  labels = {r: label for r, (label, _) in ROWS.items()}
+  names = p.comma_list("--rows", args.rows, of=str, choices=labels) if args.rows else list(ABLATIONS)
   seeds = p.comma_list("--seeds", args.seeds)
   out = Path(args.out) / "mobilenet_table.json"
   recorded = json.loads(out.read_text()) if out.exists() else {}
