@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import EBM_PLAIN, EBM_PLAIN_FLAGS
 
 from benchmarks.speed import langevin as bench_langevin
 
@@ -319,7 +320,7 @@ def test_ebm_ensemble_compares_each_model_alone_with_all_sharing_one_buffer(tmp_
   from benchmarks.studies.ebm import ebm_ensemble
   ebm_ensemble.main(["--data-dir", _tiny_fashion_mnist(tmp_path, monkeypatch), "--seeds", "0,1", "--steps", "2", "--num", "32", "--rounds", "2", "--langevin-steps", "2",
                      "--train-flags", "--channels 4 --batch-size 16 --buffer-size 32 --fid-samples 32 --langevin-steps 2 "
-                     "--fresh-steps 2 --unroll 1 --compute-dtype float32 --conv xla --chain-augment 0",
+                     "--fresh-steps 2 --unroll 1 " + " ".join(EBM_PLAIN),
                      "--root", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--png", str(tmp_path / "png")])
   data = json.loads((tmp_path / "out" / "ebm_ensemble.json").read_text())
   assert [r[0] for r in data["rows"]] == ["model seed 0 alone", "model seed 1 alone", "2 models sharing one buffer",
@@ -594,7 +595,7 @@ def test_ebm_eval_scores_buffer_fresh_chains_and_the_real_floor_with_every_sampl
   workdir = tmp_path / "ebm"
   train("ebm", seed=0, workdir=workdir, progress=False, tensorboard=False, steps=3, data_dir=data, channels=4,
         batch_size=16, buffer_size=64, fid_samples=32, langevin_steps=2, fresh_steps=2, unroll=1,
-        compute_dtype="float32", conv="xla", chain_augment=0)
+        **EBM_PLAIN_FLAGS)
   ebm_eval.main(["--workdir", str(workdir), "--samples", "32", "--fresh-steps", "2", "--data-dir", data,
                  "--json", str(tmp_path / "eval.json")])
   out = json.loads((tmp_path / "eval.json").read_text())

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_cifar_folder
+from conftest import EBM_PLAIN, make_cifar_folder
 
 from jaxtricks import checkpoints, cli, loop, metrics
 from jaxtricks.models.feature_net import FeatureNet
@@ -21,7 +21,7 @@ ARGS = {
     "gan": (train_gan, ["--batch-size", "8", "--width", "4", "--z-dim", "8", "--sample-every", "2"]),
     "ebm": (train_ebm, ["--batch-size", "8", "--channels", "4", "--langevin-steps", "2", "--fresh-steps", "2",
                         "--buffer-size", "16", "--unroll", "1", "--sample-every", "2", "--fid-every", "2",
-                        "--fid-samples", "32", "--compute-dtype", "float32", "--conv", "xla", "--chain-augment", "0"]),
+                        "--fid-samples", "32", *EBM_PLAIN]),
 }
 
 

@@ -11,7 +11,7 @@ import chex
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, child_env, make_raw_folder
+from conftest import EBM_PLAIN, REPO, child_env, make_raw_folder
 
 from jaxtricks import checkpoints
 
@@ -24,7 +24,7 @@ ARGS = {
     # (tests/test_langevin.py::test_trace_and_unroll), and the loop's checkpoints do not depend on how it compiles
     "ebm": ["--batch-size", "16", "--channels", "4", "--langevin-steps", "3", "--fresh-steps", "3", "--unroll", "1",
             "--buffer-size", "64", "--fid-samples", "32", "--sample-every", "100", "--fid-every", "100",
-            "--compute-dtype", "float32", "--conv", "xla", "--chain-augment", "0"],   # (quicker to compile)
+            *EBM_PLAIN],
 }
 
 

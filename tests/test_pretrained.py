@@ -9,7 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import PRODUCTION_XLA_FLAGS, REPO, child_env, make_raw_folder, require_real_data
+from conftest import EBM_PLAIN, PRODUCTION_XLA_FLAGS, REPO, child_env, make_raw_folder, require_real_data
 
 from benchmarks.tools import pretrained
 from jaxtricks import checkpoints, cli
@@ -20,7 +20,7 @@ TINY = {   # program, the catalog entry whose export it goes through (check=Fals
                                    "--ema-decay", "0.9", "--sample-every", "100"]),
     "ebm": (ebm, "ebm_s0", ["--batch-size", "16", "--channels", "4", "--langevin-steps", "3", "--fresh-steps", "3",
                             "--unroll", "1", "--buffer-size", "64", "--fid-samples", "32", "--sample-every", "100",
-                            "--compute-dtype", "float32", "--conv", "xla", "--chain-augment", "0"]),
+                            *EBM_PLAIN]),
     "classify": (classify, "exact_mnist_s0", ["--model", "cnn", "--batch-size", "16", "--loss", "exact",
                                               "--exact-sigma", "scheduled", "--logit-batchnorm"]),
 }

@@ -8,7 +8,7 @@ import sys
 import chex
 import numpy as np
 import pytest
-from conftest import REPO, child_env, make_raw_folder, require_real_data
+from conftest import EBM_PLAIN, REPO, child_env, make_raw_folder, require_real_data
 from PIL import Image
 
 from jaxtricks import checkpoints, cli, ebm, images, loop
@@ -17,11 +17,8 @@ from train import ebm_sample
 
 # the chain as a lax.scan (--unroll 1): 3-6x quicker to compile than the CPU default (unrolled), which computes the
 # same chain (tests/test_langevin.py::test_trace_and_unroll)
-# float32 without augmented chain starts (--chain-augment 0): 7 s less per tiny run on an AVX-512 BF16 host; the
-# default path (bf16 taps, augmented starts) is run by the tests that name it and by benchmarks' ebm_long test
 TINY = ["--channels", "4", "--langevin-steps", "3", "--fresh-steps", "3", "--batch-size", "16", "--unroll", "1",
-        "--buffer-size", "64", "--fid-samples", "32", "--no-progress", "--compute-dtype", "float32", "--conv", "xla",
-        "--chain-augment", "0"]
+        "--buffer-size", "64", "--fid-samples", "32", "--no-progress", *EBM_PLAIN]
 
 
 def _env(tmp_path):

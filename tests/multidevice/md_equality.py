@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import REPO, TEST_XLA_LEVEL, child_env, make_raw_folder  # noqa: E402
+from conftest import EBM_PLAIN, REPO, TEST_XLA_LEVEL, child_env, make_raw_folder  # noqa: E402
 
 from jaxtricks import classifier, cli  # noqa: E402
 from train import classify  # noqa: E402
@@ -77,7 +77,7 @@ def test_gan_4_devices_equal_1(raw, tmp_path, monkeypatch):
 # 9x quicker to compile than unrolled. The EBM's state holds everything the classifier's and the GAN's do
 # (replicated params and optimizer state) plus a buffer split over the devices. In float32: equal to 1e-4 is what
 # the split must give; bf16 compute (train.ebm's auto on an AVX-512 BF16 host) rounds differently per split.
-EBM_ARGS = ["--compute-dtype", "float32", "--conv", "xla", "--chain-augment", "0", "--batch-size", "16", "--channels", "4", "--langevin-steps", "3", "--fresh-steps", "3", "--unroll", "1",
+EBM_ARGS = [*EBM_PLAIN, "--batch-size", "16", "--channels", "4", "--langevin-steps", "3", "--fresh-steps", "3", "--unroll", "1",
             "--buffer-size", "64", "--fid-samples", "32", "--sample-every", "4", "--fid-every", "4",
             "--checkpoint-every", "2", "--no-progress"]
 
