@@ -751,6 +751,7 @@ def test_ebm_long_resumes_a_run_stopped_by_a_signal_and_records_a_failed_one_as_
     ("speed.langevin", ["--long-unrolls", "auto,big"]), ("speed.input_pipeline", ["--models", "nope"]),
     ("speed.losses", ["--classes", "x"]), ("speed.cpu_devices", ["--devices", "1,x"]),
     ("speed.gan_step", ["--batches", "x"]), ("studies.gan.gan_rescore", ["--counts", "5,x"]),
+    ("studies.gan.gan_rescore", ["--models", "gan_single_s0,"]),
     ("speed.ebm_step", ["--convs", "taps,nope"]), ("speed.ynn_convolutions", ["--cores", "nope"]),
     ("studies.ebm.fresh_chains", ["--lengths", "60,500,"]), ("studies.gan.gan_fid", ["--modes", "single,nope"]),
     ("studies.exact.loss_comparison", ["--losses", "ce,nope"]), ("studies.margin.imdb_table", ["--models", "x"])])

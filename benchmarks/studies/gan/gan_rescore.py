@@ -77,7 +77,7 @@ def main(argv=None) -> int:
   parser.add_argument("--samples", type=int, default=10000, help="samples drawn from each model's EMA of G")
   parser.add_argument("--counts", default="1000,2000,5000,10000", help="sample counts of the FIDs and of FID∞'s line")
   args = parser.parse_args(argv)
-  models = args.models.split(",")
+  models = parser.comma_list("--models", args.models, of=str)
   counts = sorted(set(parser.comma_list("--counts", args.counts, what="sample counts")))
   if len(counts) < 2 or counts[0] < 2 or counts[-1] > args.samples:
     parser.error(f"--counts: at least two counts from 2 to --samples ({args.samples}), got {args.counts!r}")
