@@ -121,10 +121,12 @@ class TestExact:
     labels = np.array([0, 1, 2]) % num_classes
     p = np.asarray(losses.exact_probability(jnp.asarray(mu, jnp.float32), jnp.asarray(sigma, jnp.float32),
                                             jnp.asarray(labels)))
-    n, hits = 10**6, np.zeros(3)
+    n, hits = 5 * 10**5, np.zeros(3)   # float32 draws: half the time of float64's, the same argmax
+    scaled = (mu / sigma[:, None]).astype(np.float32)
     for _ in range(10):
-      eps = rng.standard_normal((n // 10, 3, num_classes))
-      hits += (np.argmax(mu / sigma[:, None] + eps, axis=-1) == labels).sum(0)
+      eps = rng.standard_normal((n // 10, 3, num_classes), dtype=np.float32)
+      eps += scaled
+      hits += (np.argmax(eps, axis=-1) == labels).sum(0)
     p_mc = hits / n
     band = 3 * np.sqrt(np.maximum(p_mc * (1 - p_mc), 1e-12) / n) + 1e-5
     assert np.all(np.abs(p - p_mc) <= band), (p, p_mc, band)

@@ -261,8 +261,15 @@ def test_scores_against_is_fid_against_plus_the_other_metrics_from_one_pass():
   rng = np.random.default_rng(0)
   ref = rng.integers(0, 256, (300, 28, 28, 1), dtype=np.uint8)
   noisy = np.clip(ref / 255.0 + rng.normal(0, 0.3, ref.shape), 0, 1).astype(np.float32)
-  scores = metrics.scores_against(ref, kid_subset_size=100, kid_subsets=10)
-  s = scores(noisy)
+  passes = []
+  with pytest.MonkeyPatch.context() as mp:   # the reference's feature pass waits for the first call, then is kept
+    real_outputs = metrics.feature_net_outputs
+    mp.setattr(metrics, "feature_net_outputs", lambda x, **k: passes.append(len(x)) or real_outputs(x, **k))
+    scores = metrics.scores_against(ref, kid_subset_size=100, kid_subsets=10)
+    assert passes == []
+    s = scores(noisy)
+    scores(noisy[:50])
+  assert passes == [300, 300, 50]   # the images, the reference once, the next images
   assert (s["fid"], s["inception_score"]) == metrics.fid_against(ref, with_inception_score=True)(noisy)
   assert s["samples"] == 300
   feats, ref_feats = metrics.feature_net_outputs(noisy)[0], metrics.feature_net_outputs(ref)[0]
