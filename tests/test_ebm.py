@@ -108,7 +108,7 @@ def test_contrastive_loss_gradient_matches_finite_differences():
     def loss(p):
       u = ebm.energy_fn(NET, p, stats)
       return ebm.contrastive_loss(u(x_r), u(x_f), reg=0.7)
-    jax.test_util.check_grads(loss, (params,), order=1, modes=["rev"], eps=1e-6, atol=1e-6, rtol=1e-5)
+    jax.test_util.check_grads(jax.jit(loss), (params,), order=1, modes=["rev"], eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
 def test_ensemble_of_two_models_shares_one_buffer():
@@ -310,14 +310,14 @@ def test_strided_net_with_convolutions_as_dots_is_the_same_function(impl):
   x = jax.random.uniform(jax.random.PRNGKey(1), (3, 28, 28, 1))
   ref, net = StridedEnergyNet(features=(4, 8, 8, 8), hidden=8), StridedEnergyNet(features=(4, 8, 8, 8), hidden=8,
                                                                                   conv=impl)
-  v = ref.init(jax.random.PRNGKey(0), x)
-  chex.assert_trees_all_equal(v, net.init(jax.random.PRNGKey(0), x))
-  parts = lambda m, v: (m.apply(v, x), jax.grad(lambda z: m.apply(v, z).sum())(x),
-                        jax.grad(lambda p: m.apply({"params": p}, x).sum())(v["params"]))
-  chex.assert_trees_all_close(parts(net, v), parts(ref, v), rtol=1e-4, atol=1e-6)
-  e_bf16 = net.clone(dtype=jnp.bfloat16).apply(v, x)
+  v = jax.jit(ref.init)(jax.random.PRNGKey(0), x)   # (each jitted: one program to compile, not one per operation)
+  chex.assert_trees_all_equal(v, jax.jit(net.init)(jax.random.PRNGKey(0), x))
+  parts = lambda m: jax.jit(lambda v: (m.apply(v, x), jax.grad(lambda z: m.apply(v, z).sum())(x),
+                                       jax.grad(lambda p: m.apply({"params": p}, x).sum())(v["params"])))
+  chex.assert_trees_all_close(parts(net)(v), parts(ref)(v), rtol=1e-4, atol=1e-6)
+  e_bf16, e = (jax.jit(m.apply)(v, x) for m in (net.clone(dtype=jnp.bfloat16), ref))
   assert e_bf16.dtype == jnp.float32
-  np.testing.assert_allclose(e_bf16, ref.apply(v, x), atol=0.05 * float(jnp.abs(ref.apply(v, x)).max()))
+  np.testing.assert_allclose(e_bf16, e, atol=0.05 * float(jnp.abs(e).max()))
   with pytest.raises(ValueError, match="impl must be taps, shifted or onednn"):
     StridedEnergyNet(conv="fft").init(jax.random.PRNGKey(0), x)
 

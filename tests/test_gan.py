@@ -25,7 +25,9 @@ def _tx(tx):
 
 
 def _state(tx, key=0):
-  state = gan.init(jax.random.PRNGKey(key), G, D, (2, Z), (2, 28, 28, 1), _tx(tx))
+  init = jax.jit(functools.partial(gan.init, generator=G, discriminator=D, z_shape=(2, Z), x_shape=(2, 28, 28, 1),
+                                   tx=_tx(tx)))   # (jitted: one program to compile, not one per operation)
+  state = init(jax.random.PRNGKey(key))
   # perturb BatchNorm's running statistics so that a pass that wrongly used them would show
   stats = jax.tree.map(lambda a: a + 0.1, state.batch_stats)
   return state.replace(batch_stats=stats)
@@ -83,8 +85,9 @@ def test_fused_grads_equal_freeze_grads(lam):
 def test_freeze_gives_d_nothing_from_the_lam_term():
   state = _state(optax.adam(1e-3))
   x, z = _batch()
-  grad = lambda lam: jax.grad(gan.single_loss, has_aux=True)(state.params, state.batch_stats, x, z, generator=G,
-                                                               discriminator=D, lam=lam, mode="single-freeze")[0]
+  grad = lambda lam: jax.jit(jax.grad(functools.partial(gan.single_loss, generator=G, discriminator=D, lam=lam,
+                                                          mode="single-freeze"), has_aux=True))(
+      state.params, state.batch_stats, x, z)[0]
   with_lam, without = grad(5.0), grad(0.0)
   chex.assert_trees_all_equal(with_lam["D"], without["D"])    # zero, not small
   assert all(float(jnp.abs(l).max()) == 0 for l in jax.tree.leaves(without["G"]))
@@ -113,8 +116,8 @@ def test_alternating_step_equals_two_updates_by_hand():
   # then G against the NEW D, G's BatchNorm statistics as left by the D step's pass (D's statistics do not
   # matter in training mode: BatchNorm normalizes with the batch's own)
   _, g_stats = gan._run(G, state.params["G"], state.batch_stats["G"], z)
-  grad_g = jax.grad(lambda p: gan.g_hinge_loss(gan._run(D, p_d, state.batch_stats["D"], gan._run(G, p, g_stats, z)[0])[0]))(
-      state.params["G"])
+  grad_g = jax.jit(jax.grad(lambda p: gan.g_hinge_loss(
+      gan._run(D, p_d, state.batch_stats["D"], gan._run(G, p, g_stats, z)[0])[0])))(state.params["G"])
   upd, _ = tx["G"].update(grad_g, state.opt_state["G"], state.params["G"])
   p_g = optax.apply_updates(state.params["G"], upd)
   chex.assert_trees_all_close(new.params["D"], p_d, rtol=1e-5, atol=1e-6)
@@ -165,9 +168,10 @@ def test_two_timescale_is_adam_per_subtree():
   tx_g, tx_d = optax.adam(1e-4), optax.adam(4e-4)
   state = _state(gan.two_timescale(tx_g, tx_d))
   x, z = _batch()
-  new, _ = gan.single_step(state, x, z, lam=1.0, mode="single-freeze", tx=gan.two_timescale(tx_g, tx_d), **NETS)
-  grads = jax.grad(gan.single_loss, has_aux=True)(state.params, state.batch_stats, x, z, generator=G,
-                                                   discriminator=D)[0]
+  new, _ = jax.jit(functools.partial(gan.single_step, lam=1.0, mode="single-freeze", tx=gan.two_timescale(tx_g, tx_d),
+                                     **NETS))(state, x, z)
+  grads = jax.jit(jax.grad(functools.partial(gan.single_loss, **NETS), has_aux=True))(state.params, state.batch_stats,
+                                                                                       x, z)[0]
   for k, tx in (("G", tx_g), ("D", tx_d)):
     upd, _ = tx.update(grads[k], tx.init(state.params[k]), state.params[k])
     chex.assert_trees_all_close(new.params[k], optax.apply_updates(state.params[k], upd), rtol=1e-5, atol=1e-7)
@@ -210,10 +214,9 @@ def test_models_shapes():
   chex.assert_shape(samples, (3, 28, 28, 1))
   assert float(jnp.abs(samples).max()) <= 1.0
   g3 = Generator(image_shape=(32, 32, 3), width=4)
-  v = g3.init(jax.random.PRNGKey(0), jnp.zeros((2, Z)), train=False)
-  chex.assert_shape(g3.apply(v, jnp.zeros((2, Z)), train=False), (2, 32, 32, 3))
-  chex.assert_shape(D.apply(D.init(jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)), train=False),
-                            jnp.zeros((2, 32, 32, 3)), train=False), (2,))
+  for net, inp, out in ((g3, jnp.zeros((2, Z)), (2, 32, 32, 3)), (D, jnp.zeros((2, 32, 32, 3)), (2,))):
+    forward = jax.jit(lambda key, inp: net.apply(net.init(key, inp, train=False), inp, train=False))   # one program
+    chex.assert_shape(forward(jax.random.PRNGKey(0), inp), out)
 
 
 @pytest.mark.parametrize("k,s", [(5, 2), (5, 1), (3, 2), (4, 2), (2, 3)])
@@ -278,12 +281,13 @@ def test_convolutions_as_dots_are_the_same_nets(shape=(28, 28, 1)):
   x = jax.random.uniform(key, (4, *shape), minval=-1, maxval=1)
   for xla, taps, inp in ((Generator(image_shape=shape, width=4), Generator(image_shape=shape, width=4, conv="taps"), z),
                          (Discriminator(width=4), Discriminator(width=4, conv="taps"), x)):
-    v = xla.init(key, inp)
-    chex.assert_trees_all_equal(v, taps.init(key, inp))
+    v = jax.jit(xla.init)(key, inp)   # (jitted: one program to compile, not one per operation)
+    chex.assert_trees_all_equal(v, jax.jit(taps.init)(key, inp))
     out = lambda m, p: m.apply({**v, "params": p}, inp, mutable=["batch_stats"])[0]
-    grads = lambda m: jax.grad(lambda p: jnp.sum(out(m, p) ** 2))(v["params"])
-    chex.assert_trees_all_close(out(taps, v["params"]), out(xla, v["params"]), rtol=1e-4, atol=1e-5)
-    chex.assert_trees_all_close(grads(taps), grads(xla), rtol=1e-3, atol=1e-5)
+    both = lambda m: jax.jit(lambda p: (out(m, p), jax.grad(lambda p: jnp.sum(out(m, p) ** 2))(p)))(v["params"])
+    (out_taps, grads_taps), (out_xla, grads_xla) = both(taps), both(xla)
+    chex.assert_trees_all_close(out_taps, out_xla, rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(grads_taps, grads_xla, rtol=1e-3, atol=1e-5)
   # conv_taps itself against lax at a stride and explicit padding the nets do not use
   k = jax.random.normal(key, (3, 3, 2, 5))
   y = jax.random.normal(key, (2, 9, 9, 2))

@@ -63,7 +63,8 @@ def test_feature_net_weights_and_fid_fmnist():
   train, _ = load("fashion_mnist", "train")
   digits, _ = load("mnist", "test")
   fid = metrics.fid_against(fashion, net=net)
-  same, other = fid(train[:10000]), fid(digits)
+  same, other = fid(train[:2000]), fid(digits[:2000])   # 2,000 each: FID's bias at that count (3-4)
+  # is what the same data scores, still far below the digits'
   assert same < 0.05 * other, (same, other)
   assert metrics.inception_score(probs) > 5
 

@@ -397,8 +397,9 @@ def _limited_memory():   # the child's address space capped, so an allocation th
 
 
 def test_row_out_of_memory_then_a_smaller_run(tmp):
-  """A width whose weights cannot be allocated: one line, exit 2; the workdir is not bound to the failed settings,
-  so the same command with a smaller width runs there."""
+  """A width whose weights cannot be allocated: one line, exit 2; the workdir is left empty, so it is not bound to
+  the failed settings (that a rerun then trains in such a workdir is test_loop's
+  test_a_failed_first_step_leaves_the_new_workdir_empty_then_a_rerun_trains)."""
   env = child_env(TFDS_DATA_DIR=str(tmp / "tfds"), JAXTRICKS_OFFLINE="1")
   argv = [sys.executable, "-m", "train.gan", "--data-dir", str(tmp / "raw"), "--workdir", str(tmp / "w"), "--steps",
           "1", "--batch-size", "8", "--fid-every", "0", "--no-progress", "--no-tensorboard", "--width"]
@@ -409,9 +410,6 @@ def test_row_out_of_memory_then_a_smaller_run(tmp):
   assert lines[0].startswith("python -m train.gan: error: the run does not fit in the device's memory (") and (
       "make it smaller (a lower --batch-size, a smaller model)") in lines[0], lines
   assert list((tmp / "w").iterdir()) == []   # nothing written before a first step: not bound to the failed settings
-  r = subprocess.run(argv + ["8"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert json.loads((tmp / "w" / "config.json").read_text())["width"] == 8
 
 
 @contextlib.contextmanager
