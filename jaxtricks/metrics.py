@@ -385,7 +385,7 @@ def fid_at_counts(features_ND, reference_features_MD, sample_counts, *, seed: in
 
 
 def scores_against(reference_images, *, net=None, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                   k_precision: int = 3, k_density: int = 5, seed: int = 0):
+                   k_precision: int = 3, k_density: int = 5, seed: int = 0, reference_features_ND=None):
   """images -> {"fid", "inception_score", "kid", "kid_std", "precision", "recall", "density", "coverage",
   "samples"}, all from one pass of the feature net over the images (`net`: load_feature_net's (module, params),
   default FID-FMNIST's), the reference's features computed once, at the first call (a program that stops on a
@@ -393,7 +393,9 @@ def scores_against(reference_images, *, net=None, kid_subsets: int = 100, kid_su
   "samples" is the number of images. KID's subsets come from the whole reference; precision, recall, density and
   coverage compare with as many reference images as there are images (at most all; drawn once per count with
   `seed`), as their papers do. A metric that needs more images than given (the k-NN ones: k + 1) is NaN. Images:
-  fid_against's convention (`net_input`, at least 2 per set, the reference's shape), else ValueError."""
+  fid_against's convention (`net_input`, at least 2 per set, the reference's shape), else ValueError.
+  `reference_features_ND`: the net's features of the reference images where they were computed before (a cache,
+  harness.test_scores'; taken as given)."""
   net = net if net is not None else load_feature_net()
   reference_images = net_input(reference_images, name="reference_images", min_count=2)   # as fid_against
   shape = reference_images.shape[1:]
@@ -402,7 +404,8 @@ def scores_against(reference_images, *, net=None, kid_subsets: int = 100, kid_su
 
   def reference_of():
     if not kept:
-      kept["ND"] = feature_net_outputs(reference_images, net=net)[0]
+      kept["ND"] = (feature_net_outputs(reference_images, net=net)[0] if reference_features_ND is None
+                    else np.asarray(reference_features_ND))
       kept["stats"] = gaussian_statistics(kept["ND"])
     return kept["ND"], kept["stats"]
 

@@ -270,3 +270,23 @@ def test_real_cifar10_jpeg_copy():
     assert images.shape == (n, 32, 32, 3) and images.dtype == np.uint8
     assert np.bincount(labels, minlength=10).tolist() == [n // 10] * 10
     assert 60 < images.mean() < 200
+
+
+def test_kept_computes_once_then_reads_and_computes_again_what_it_cannot_read(tmp_path, monkeypatch):
+  """data.kept: the array computed at the first call is read back at the next (compute not called), beside the
+  prepared examples; a damaged file is computed and written again."""
+  from pathlib import Path
+
+  from jaxtricks.data import builder, kept
+  make_raw_folder(tmp_path / "raw")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  calls = []
+  compute = lambda: calls.append(1) or np.arange(6, dtype=np.float32).reshape(2, 3)
+  get = lambda: kept("fashion_mnist", "x.npz", compute, data_dir=str(tmp_path / "raw"))
+  first, second = get(), get()
+  assert len(calls) == 1 and second.dtype == np.float32
+  np.testing.assert_array_equal(first, second)
+  path = Path(builder("fashion_mnist", data_dir=str(tmp_path / "raw")).data_dir) / "x.npz"
+  path.write_bytes(b"half a file")
+  np.testing.assert_array_equal(get(), first)
+  assert len(calls) == 2 and get().shape == (2, 3) and len(calls) == 2

@@ -94,11 +94,12 @@ def test_fid_name_decides_which_data_sets_have_an_fid(monkeypatch, tmp_path):
 
 def test_one_fid_path():
   """The programs compute FID only through metrics.fid_against or metrics.scores_against (whose FID is
-  fid_against's, bit for bit: test_scores_against_*) and decide only with metrics.fid_name."""
+  fid_against's, bit for bit: test_scores_against_*), directly or through harness.test_scores, and decide only with
+  metrics.fid_name."""
   for path in (REPO / "train").glob("*.py"):
     code = path.read_text()
     assert "frechet_distance" not in code and "gaussian_statistics" not in code and "FID_DATASETS" not in code, path
-    assert ("fid_against" in code or "scores_against" in code) == ("fid_name" in code), path
+    assert any(f in code for f in ("fid_against", "scores_against", "test_scores")) == ("fid_name" in code), path
   assert not hasattr(metrics, "fid_fmnist")
 
 
@@ -299,3 +300,27 @@ def test_scores_against_takes_fids_input_convention():
       score(bad)
   with pytest.raises(ValueError, match="reference_images: 1 images"):
     metrics.scores_against(ref[:1])
+
+
+def test_harness_test_scores_keep_the_test_features_and_score_as_scores_against(tmp_path, monkeypatch):
+  """The trainers' scorer (harness.test_scores): built at its first call, it scores as metrics.scores_against of
+  the test images, bit for bit; the next program's scorer reads the test images' features kept by the first
+  (one feature pass for the images it scores, none for the reference)."""
+  from conftest import make_raw_folder
+
+  from jaxtricks import harness
+  from jaxtricks.data import load
+  make_raw_folder(tmp_path / "raw")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  config = harness.BaseConfig(data_dir=str(tmp_path / "raw"))
+  test_images = load("fashion_mnist", "test", data_dir=config.data_dir)[0]
+  images = test_images[::-1][:40]
+  want = metrics.scores_against(test_images)(images)
+  passes = []
+  real_outputs = metrics.feature_net_outputs
+  monkeypatch.setattr(metrics, "feature_net_outputs", lambda x, **k: passes.append(len(x)) or real_outputs(x, **k))
+  first = harness.test_scores("fashion_mnist", config, test_images, "fmnist")
+  assert passes == []
+  assert first(images) == want and passes == [64, 40]          # the test split once, then the images
+  assert harness.test_scores("fashion_mnist", config, test_images, "fmnist")(images) == want
+  assert passes == [64, 40, 40]                               # the kept features: no pass over the test split

@@ -14,6 +14,7 @@ import os
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import chex
 import numpy as np
@@ -280,6 +281,22 @@ def load(name: str, split: str, *, data_dir: str | None = None,
   chex.assert_type(images, np.uint8)
   chex.assert_shape(labels, (n,))
   return images, labels
+
+
+def kept(name: str, filename: str, compute: Callable[[], np.ndarray], *, data_dir: str | None = None) -> np.ndarray:
+  """`compute()`'s array, kept beside data set `name`'s prepared examples as `filename` (.npz): read from there if
+  it is, else computed and written (whole or not at all; a read-only cache goes without). A name that holds a
+  digest of what the array is computed from (the features of a split under a net's weights) never goes stale,
+  and a rebuilt data set lives in another folder."""
+  path = Path(builder(name, data_dir=data_dir).data_dir) / filename
+  try:
+    with np.load(path, allow_pickle=False) as held:
+      return held["array"]
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile):   # not kept yet, or not readable: compute anew
+    pass
+  array = compute()
+  _keep(path, array=array)
+  return array
 
 
 def _decode(b: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
