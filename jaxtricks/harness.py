@@ -20,12 +20,14 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Sequence
 
 import flax.serialization
 import jax
+import jaxlib
 import numpy as np
 from jax.experimental import checkify
 
@@ -181,21 +183,27 @@ def load_images(dataset: str, config: BaseConfig) -> tuple[dict, dict]:
   return {"image": train_x, "label": train_y}, {"image": test_x, "label": test_y}
 
 
-def test_scores(dataset: str, config: BaseConfig, images_NHWC: np.ndarray, fid: str) -> Callable[[Any], dict]:
-  """metrics.scores_against(images_NHWC, the test split of `dataset`) with FID `fid`'s net, built at its first call.
-  The test images' features are kept beside the prepared data set (data.kept), named by a digest of the net's
-  weights and the images: a machine computes them once (~5 s on 2 cores for Fashion-MNIST's 10,000), not at
-  every start and evaluation of a program."""
+def scores_against_test(dataset: str, config: BaseConfig, images_NHWC: np.ndarray,
+                        fid: str) -> Callable[[Any], dict]:
+  """metrics.scores_against(images_NHWC, the test split of `dataset`) with FID `fid`'s net, built at its first
+  call (a bad setting found at the start does not wait for it). The test images' features are kept beside the
+  prepared data set (data.kept), named by a digest of what they are computed by and from: the net (its module
+  and weights), the images, and how they are computed: jax, jaxlib, the device kind, XLA_FLAGS and the matmul
+  precision (floats differ between them in the last bits; a GPU's by more). A machine computes them once (~5 s
+  on 2 cores for Fashion-MNIST's 10,000), not at every start and evaluation of a program."""
   net = metrics.load_feature_net(fid=fid)
   built = []
 
   def score(x):
     if not built:
-      digest = hashlib.sha256(flax.serialization.to_bytes(net[1]))
+      digest = hashlib.sha256(repr((net[0], images_NHWC.shape, str(images_NHWC.dtype), jax.__version__,
+                                    jaxlib.__version__, jax.devices()[0].device_kind, os.environ.get("XLA_FLAGS"),
+                                    jax.config.jax_default_matmul_precision)).encode())
+      digest.update(flax.serialization.to_bytes(net[1]))
       digest.update(np.ascontiguousarray(images_NHWC).tobytes())
-      digest.update(repr((images_NHWC.shape, str(images_NHWC.dtype))).encode())
       features = kept(dataset, f"test.features-{fid}-{digest.hexdigest()[:16]}.npz",
-                      lambda: metrics.feature_net_outputs(images_NHWC, net=net)[0], data_dir=config.data_dir or None)
+                      lambda: metrics.feature_net_outputs(images_NHWC, net=net)[0], data_dir=config.data_dir or None,
+                      shape=(len(images_NHWC), net[0].features))
       built.append(metrics.scores_against(images_NHWC, net=net, reference_features_ND=features))
     return built[0](x)
   return score

@@ -388,29 +388,29 @@ def scores_against(reference_images, *, net=None, kid_subsets: int = 100, kid_su
                    k_precision: int = 3, k_density: int = 5, seed: int = 0, reference_features_ND=None):
   """images -> {"fid", "inception_score", "kid", "kid_std", "precision", "recall", "density", "coverage",
   "samples"}, all from one pass of the feature net over the images (`net`: load_feature_net's (module, params),
-  default FID-FMNIST's), the reference's features computed once, at the first call (a program that stops on a
-  bad setting before its first evaluation does not wait for them). "fid" is fid_against's, bit for bit;
+  default FID-FMNIST's), the reference's features computed once here. "fid" is fid_against's, bit for bit;
   "samples" is the number of images. KID's subsets come from the whole reference; precision, recall, density and
   coverage compare with as many reference images as there are images (at most all; drawn once per count with
   `seed`), as their papers do. A metric that needs more images than given (the k-NN ones: k + 1) is NaN. Images:
   fid_against's convention (`net_input`, at least 2 per set, the reference's shape), else ValueError.
-  `reference_features_ND`: the net's features of the reference images where they were computed before (a cache,
-  harness.test_scores'; taken as given)."""
+  `reference_features_ND`: the net's features of the reference images where they were computed before (a cache:
+  harness.scores_against_test's), used instead of a feature pass; [N, D] for the N reference images, else
+  ValueError."""
   net = net if net is not None else load_feature_net()
   reference_images = net_input(reference_images, name="reference_images", min_count=2)   # as fid_against
   shape = reference_images.shape[1:]
+  if reference_features_ND is None:
+    reference_ND = feature_net_outputs(reference_images, net=net)[0]
+  else:
+    reference_ND = np.asarray(reference_features_ND)
+    if reference_ND.ndim != 2 or len(reference_ND) != len(reference_images):
+      raise ValueError(f"reference_features_ND: shape {reference_ND.shape}; the features of the "
+                       f"{len(reference_images)} reference images are [{len(reference_images)}, D]")
+  del reference_images   # only its features are kept
+  reference = gaussian_statistics(reference_ND)
   manifolds, kid_references = {}, {}   # image count -> (reals of that count, their squared k-NN radii); m -> ...
-  kept = {}   # the reference's features and their Gaussian statistics, from the first call on
-
-  def reference_of():
-    if not kept:
-      kept["ND"] = (feature_net_outputs(reference_images, net=net)[0] if reference_features_ND is None
-                    else np.asarray(reference_features_ND))
-      kept["stats"] = gaussian_statistics(kept["ND"])
-    return kept["ND"], kept["stats"]
 
   def reals_for(n):
-    reference_ND = reference_of()[0]
     if n not in manifolds:
       reals = reference_ND[np.sort(_subsets(len(reference_ND), min(n, len(reference_ND)), 1, seed, 2)[0])]
       manifolds[n] = reals, _kth_neighbour_sq_distances(reals, sorted({k_precision, k_density}))
@@ -421,7 +421,6 @@ def scores_against(reference_images, *, net=None, kid_subsets: int = 100, kid_su
     if images.shape[1:] != shape:
       raise ValueError(f"images: shape {images.shape[1:]} per image, the reference's is {shape}")
     features, probs = feature_net_outputs(images, net=net)
-    reference_ND, reference = reference_of()
     n, nan = len(features), float("nan")
     out = {"fid": frechet_distance(*gaussian_statistics(features), *reference),
            "inception_score": inception_score(probs), "samples": n, "kid": nan, "kid_std": nan,

@@ -274,7 +274,7 @@ def test_real_cifar10_jpeg_copy():
 
 def test_kept_computes_once_then_reads_and_computes_again_what_it_cannot_read(tmp_path, monkeypatch):
   """data.kept: the array computed at the first call is read back at the next (compute not called), beside the
-  prepared examples; a damaged file is computed and written again."""
+  prepared examples; a damaged or empty file, or one of another shape than asked, is computed and written again."""
   from pathlib import Path
 
   from jaxtricks.data import builder, kept
@@ -287,6 +287,9 @@ def test_kept_computes_once_then_reads_and_computes_again_what_it_cannot_read(tm
   assert len(calls) == 1 and second.dtype == np.float32
   np.testing.assert_array_equal(first, second)
   path = Path(builder("fashion_mnist", data_dir=str(tmp_path / "raw")).data_dir) / "x.npz"
-  path.write_bytes(b"half a file")
-  np.testing.assert_array_equal(get(), first)
-  assert len(calls) == 2 and get().shape == (2, 3) and len(calls) == 2
+  for damage in (b"half a file", b""):   # (an empty file: numpy's EOFError)
+    path.write_bytes(damage)
+    np.testing.assert_array_equal(get(), first)
+  assert len(calls) == 3 and get().shape == (2, 3) and len(calls) == 3
+  kept("fashion_mnist", "x.npz", compute, data_dir=str(tmp_path / "raw"), shape=(3, 2))   # not the shape asked
+  assert len(calls) == 4 and not list(path.parent.glob(".x.npz.*"))                     # no temporary file left

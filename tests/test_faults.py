@@ -63,9 +63,10 @@ def _straight(module, raw):
 
 # A kill inside a step for the classifier and the GAN (EMA, two optimizers); a kill inside a save (orbax's write and
 # the loop's bookkeeping, the same code for every trainer) for the EBM, whose state is the largest (the replay
-# buffer), and whose resumed run then restarts from the checkpoint before, as after a kill inside a step. The other
-# kills (the classifier's and GAN's saves, the EBM's step) took 40 s of the suite for no other code: a kill lands
-# in the loop, which is one for every trainer, and each trainer's own state is resumed once here.
+# buffer): its resumed run restarts from the checkpoint before the killed save, or from the start when that was the
+# first (the EBM's resume from a mid-run checkpoint is also tests/multidevice's). The other kills (the classifier's
+# and GAN's saves, the EBM's step) took 40 s of the suite for no other code: a kill lands in the loop, which is one
+# for every trainer, and each trainer's own state is resumed here.
 KILLS = [("classify", "step"), ("gan", "step"), ("ebm", "save")]
 
 

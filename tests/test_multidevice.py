@@ -1,6 +1,6 @@
 """Runs tests/multidevice/ in its own pytest process with 4 fake CPU devices (the device count is fixed when
-JAX starts, and this process has one): 1 device against 4 for the classifier and the EBM, and 2 processes x 2
-devices (multi-host) against the same 1-device EBM run."""
+JAX starts, and this process has one): 1 device against 4 for the classifier, the GAN and the EBM, and 2 processes
+x 2 devices (multi-host) against the same 1-device EBM run."""
 
 import os
 import re
@@ -20,4 +20,4 @@ def test_four_device_and_two_process_runs_equal_one_device_runs():
   r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/multidevice/md_equality.py"],
                      cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-  assert re.search(r"\b4 passed\b", r.stdout) and "failed" not in r.stdout, r.stdout[-2000:]
+  assert re.search(r"\b5 passed\b", r.stdout) and "failed" not in r.stdout, r.stdout[-2000:]

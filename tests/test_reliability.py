@@ -396,7 +396,7 @@ def _limited_memory():   # the child's address space capped, so an allocation th
   resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))
 
 
-def test_row_out_of_memory_then_a_smaller_run(tmp):
+def test_row_out_of_memory_leaves_an_empty_workdir(tmp):
   """A width whose weights cannot be allocated: one line, exit 2; the workdir is left empty, so it is not bound to
   the failed settings (that a rerun then trains in such a workdir is test_loop's
   test_a_failed_first_step_leaves_the_new_workdir_empty_then_a_rerun_trains)."""

@@ -214,7 +214,7 @@ def run(config: Config, actions=()):
   periodic = [loop.Periodic(config.sample_every, grids)]
   fid_name = metrics.fid_name(config.dataset)
   if fid_name is not None:
-    score = harness.test_scores(config.dataset, config, test["image"], fid_name)
+    score = harness.scores_against_test(config.dataset, config, test["image"], fid_name)
 
     def evaluate(step, state):   # FID, its sample count, KID, precision/recall... from one feature pass per set
       held, drawn = np.asarray(replay.latest(state.buffer, config.fid_samples)), fresh(state, config.fid_samples)

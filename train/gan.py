@@ -147,7 +147,7 @@ def run(config: Config, actions=()):
   periodic = [loop.Periodic(config.sample_every, lambda step, state: {"samples": samples(state, 64)})]
   fid_name = metrics.fid_name(config.dataset)
   if fid_name is not None:
-    score = harness.test_scores(config.dataset, config, test["image"], fid_name)
+    score = harness.scores_against_test(config.dataset, config, test["image"], fid_name)
 
     def scores(step, images, suffix=""):   # FID, its sample count, KID, precision/recall... from one feature pass
       if not np.isfinite(images).all():   # the step's own metrics are read one step later

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import io
 import os
+import socket
 import tarfile
 import zipfile
 from pathlib import Path
@@ -268,10 +269,11 @@ def load(name: str, split: str, *, data_dir: str | None = None,
   arrays = Path(b.data_dir) / f"{split}.arrays.npz"
   images = labels = None
   try:
-    with np.load(arrays, allow_pickle=False) as kept:
-      if kept["images"].shape == (n, *shape) and kept["labels"].shape == (n,):
-        images, labels = kept["images"], kept["labels"]
-  except (OSError, ValueError, KeyError, zipfile.BadZipFile):   # none kept yet, or not readable: decode anew
+    with np.load(arrays, allow_pickle=False) as held:
+      if held["images"].shape == (n, *shape) and held["labels"].shape == (n,):
+        images, labels = held["images"], held["labels"]
+  except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile):   # none kept yet, or not
+    pass                                                                             # readable: decode anew
     pass
   if images is None:
     with cache_damage_named(str(Path(b.data_dir).parents[1])):
@@ -283,16 +285,20 @@ def load(name: str, split: str, *, data_dir: str | None = None,
   return images, labels
 
 
-def kept(name: str, filename: str, compute: Callable[[], np.ndarray], *, data_dir: str | None = None) -> np.ndarray:
+def kept(name: str, filename: str, compute: Callable[[], np.ndarray], *, data_dir: str | None = None,
+         shape: tuple[int, ...] | None = None) -> np.ndarray:
   """`compute()`'s array, kept beside data set `name`'s prepared examples as `filename` (.npz): read from there if
-  it is, else computed and written (whole or not at all; a read-only cache goes without). A name that holds a
-  digest of what the array is computed from (the features of a split under a net's weights) never goes stale,
-  and a rebuilt data set lives in another folder."""
+  it is (and of `shape`, where given), else computed and written (whole or not at all; a read-only cache goes
+  without). A file that cannot be read for any reason (damaged, empty, another format) is computed anew. A name
+  that holds a digest of what the array is computed by and from never goes stale, and a rebuilt data set lives in
+  another folder."""
   path = Path(builder(name, data_dir=data_dir).data_dir) / filename
   try:
     with np.load(path, allow_pickle=False) as held:
-      return held["array"]
-  except (OSError, ValueError, KeyError, zipfile.BadZipFile):   # not kept yet, or not readable: compute anew
+      array = held["array"]
+    if shape is None or array.shape == tuple(shape):
+      return array
+  except Exception:   # a cache: whatever is wrong with the file, computing it again is the fix
     pass
   array = compute()
   _keep(path, array=array)
@@ -311,11 +317,15 @@ def _decode(b: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.nda
 def _keep(path: Path, **arrays: np.ndarray) -> None:
   """Writes `arrays` to `path` (.npz) through a temporary file and a rename (a concurrent reader sees all or
   nothing); a folder this process may not write to (a shared, read-only cache) just goes without."""
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")   # (a cache shared by hosts)
   try:
     with open(tmp, "wb") as f:
       np.savez(f, **arrays)
+      f.flush()
+      os.fsync(f.fileno())   # on disk before its name is: a crash leaves the old state, never an empty file
     os.replace(tmp, path)
-  except OSError:
+  except BaseException as e:   # a failed write, or an interrupt (Ctrl-C) during it: no temporary file is left
     with contextlib.suppress(OSError):   # on a read-only file system even unlinking a missing file fails
       tmp.unlink(missing_ok=True)
+    if not isinstance(e, OSError):
+      raise

@@ -1,8 +1,6 @@
-"""Data parallelism on 4 (fake CPU) devices computes what 1 device computes, for the classifier and the EBM: a few
-steps with the same global batch and seed give allclose params (and, for the EBM, replay buffers). The GAN's state
-is made of the same parts (replicated params, optimizer states and BatchNorm statistics of a sharded batch, which
-the classifier's run checks), placed by the same harness code (harness.train's mesh and shardings): its 4-device
-run took 12 s of the suite for no code the other two runs leave untested.
+"""Data parallelism on 4 (fake CPU) devices computes what 1 device computes, for the classifier, the GAN and the
+EBM: a few steps with the same global batch and seed give allclose params (and, for the GAN, BatchNorm statistics of
+the sharded batch; for the EBM, replay buffers).
 
 Runs in its own process (tests/test_multidevice.py starts it) because the device count is fixed at start-up:
     XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m pytest -p no:cacheprovider tests/multidevice/md_equality.py
@@ -27,6 +25,7 @@ from conftest import EBM_PLAIN, REPO, TEST_XLA_LEVEL, child_env, make_raw_folder
 from jaxtricks import classifier, cli  # noqa: E402
 from train import classify  # noqa: E402
 from train import ebm as train_ebm
+from train import gan as train_gan
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +57,22 @@ def test_classifier_4_devices_equal_1(raw, tmp_path, monkeypatch):
   out = _run_both(classify, raw, tmp_path, model="cnn", batch_size=32, steps=6, eval_every=6)
   assert out[1][1] == {1} and out[4][1] == {4}           # really placed on 1 and on 4 devices
   chex.assert_trees_all_close(out[1][0].params, out[4][0].params, rtol=1e-4, atol=1e-5)
-  chex.assert_trees_all_close(out[1][0].batch_stats, out[4][0].batch_stats, rtol=1e-4, atol=1e-5)
   # the run moved the params: the comparison is not of two initializations
   config = classify.Config()
   init = classifier.init(jax.random.split(jax.random.PRNGKey(0), 3)[0], classify.make_model(config), (1, 28, 28, 1),
                          classify.optimizer(config, 6)).params
   assert not np.allclose(jax.tree.leaves(init)[0], jax.tree.leaves(out[4][0].params)[0])
+
+
+def test_gan_4_devices_equal_1(raw, tmp_path, monkeypatch):
+  """The only BatchNorm of these runs (the classifier's small CNN has none): its statistics over a batch split over
+  4 devices equal those over the whole batch on 1, and so do the params the training-mode steps reach."""
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  out = _run_both(train_gan, raw, tmp_path, steps=3, batch_size=16, width=8, z_dim=8, fid_samples=64,
+                  sample_every=3)
+  assert out[4][1] == {4} and jax.tree.leaves(out[1][0].batch_stats)
+  chex.assert_trees_all_close(out[1][0].params, out[4][0].params, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(out[1][0].batch_stats, out[4][0].batch_stats, rtol=1e-4, atol=1e-5)
 
 
 # The EBM's 4-step run, as the flags of train.ebm: the same settings for the 1-device reference (in this process),
