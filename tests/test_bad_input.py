@@ -71,6 +71,9 @@ ROWS = [
     ("`--maxlen 2` with `--model cnn` (sentiment)", "sentiment", ["--model", "cnn", "--maxlen", "2"], None,
      "--maxlen 2 is shorter than the CNN's convolution (width 3): nothing of a review would be left to classify; "
      "use --maxlen 3 or more"),
+    ("`--margin 0.7` without `--loss margin` (sentiment)", "sentiment", ["--margin", "0.7"], None,
+     "--margin 0.7 does nothing with --loss bce (it is the margin loss's threshold); add --loss margin, or leave it "
+     "out"),
 ]
 
 

@@ -29,12 +29,15 @@ EVAL_SPLIT = {"imdb": "test", "sst2": "validation"}
 SST2_MAXLEN = 64   # SST-2's longest sentence has 54 tokens; the seed's 400 would be 86% padding
 
 
+MARGIN = 0.6   # the margin loss's threshold m by default (the seed's)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config(harness.BaseConfig):
   """Train a sentiment classifier with BCE or the margin loss."""
   model: Literal["lstm", "cnn"] = "lstm"
   loss: Literal["bce", "margin"] = "bce"
-  margin: float = dataclasses.field(default=0.6, metadata={"help": "--loss margin: threshold m in (0.5, 1)"})
+  margin: float = dataclasses.field(default=MARGIN, metadata={"help": "--loss margin: threshold m in (0.5, 1)"})
   dataset: Literal["imdb", "sst2"] = "imdb"
   epochs: float = dataclasses.field(default=0.0, metadata={"help": "0: the seed's (LSTM 15, CNN 10)"})
   steps: int | None = dataclasses.field(
@@ -53,6 +56,9 @@ class Config(harness.BaseConfig):
     require(self.steps is None or self.steps > 0, "steps",
             f"must be positive (or left out: from {{epochs}}), got {self.steps}")
     require(self.loss != "margin" or 0.5 < self.margin < 1, "margin", f"must be in (0.5, 1), got {self.margin}")
+    require(self.loss == "margin" or self.margin == MARGIN, "margin",
+            f"{self.margin} does nothing with {{loss}} {self.loss} (it is the margin loss's threshold); add {{loss}} "
+            "margin, or leave it out")
     harness.require_positive(self, "batch_size", "eval_batch_size", "lr")
     require(self.num_words == 0 or self.num_words > 3, "num_words", f"must be > 3 (or 0), got {self.num_words}")
     require(self.maxlen >= 0, "maxlen", f"must be >= 0 (0: the seed's), got {self.maxlen}")
