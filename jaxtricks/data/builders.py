@@ -13,7 +13,6 @@ import io
 import os
 import socket
 import tarfile
-import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -267,15 +266,11 @@ def load(name: str, split: str, *, data_dir: str | None = None,
     raise DataError(None, f"{name} has no split {split!r}; it has {', '.join(b.info.splits)}")
   n, shape = b.info.splits[split].num_examples, b.IMAGE_SHAPE
   arrays = Path(b.data_dir) / f"{split}.arrays.npz"
+  held = _held(arrays, "images", "labels")
   images = labels = None
-  try:
-    with np.load(arrays, allow_pickle=False) as held:
-      if held["images"].shape == (n, *shape) and held["labels"].shape == (n,):
-        images, labels = held["images"], held["labels"]
-  except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile):   # none kept yet, or not
-    pass                                                                             # readable: decode anew
-    pass
-  if images is None:
+  if held and held["images"].shape == (n, *shape) and held["labels"].shape == (n,):
+    images, labels = held["images"], held["labels"]
+  if images is None:   # none kept yet, or not readable: decode anew
     with cache_damage_named(str(Path(b.data_dir).parents[1])):
       images, labels = _decode(b, split)
     _keep(arrays, images=images, labels=labels)
@@ -293,13 +288,9 @@ def kept(name: str, filename: str, compute: Callable[[], np.ndarray], *, data_di
   that holds a digest of what the array is computed by and from never goes stale, and a rebuilt data set lives in
   another folder."""
   path = Path(builder(name, data_dir=data_dir).data_dir) / filename
-  try:
-    with np.load(path, allow_pickle=False) as held:
-      array = held["array"]
-    if shape is None or array.shape == tuple(shape):
-      return array
-  except Exception:   # a cache: whatever is wrong with the file, computing it again is the fix
-    pass
+  held = _held(path, "array")
+  if held and (shape is None or held["array"].shape == tuple(shape)):
+    return held["array"]
   array = compute()
   _keep(path, array=array)
   return array
@@ -312,6 +303,16 @@ def _decode(b: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.nda
   images = np.stack([examples[i]["image"] for i in order])
   labels = np.array([examples[i]["label"] for i in order], dtype=np.int32)
   return images, labels
+
+
+def _held(path: Path, *names: str) -> dict[str, np.ndarray] | None:
+  """The arrays `names` of the .npz file that _keep wrote at `path`, or None where it cannot be read for any reason
+  (not there yet, damaged, empty, another format): a cache, whose fix is always to compute it again."""
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      return {k: f[k] for k in names}
+  except Exception:
+    return None
 
 
 def _keep(path: Path, **arrays: np.ndarray) -> None:
