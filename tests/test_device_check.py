@@ -24,7 +24,7 @@ def _device_check(out, *items, **env):
 @pytest.mark.slow
 def test_device_check_skips_what_the_budget_cannot_hold_and_runs_what_it_can(tmp_path):
   # 100 s: ebm_long's toy guard (115 s) cannot fit and the item is skipped without starting; the toy tests item
-  # (pytest of tests/test_layers.py, 60 s guard) fits and runs. The cheapest pair that shows both (no data needed).
+  # (pytest of tests/test_optim.py, 60 s guard) fits and runs. The cheapest pair that shows both (no data needed).
   r = _device_check(tmp_path / "out", "ebm_long", "tests", BUDGET_S="100")
   assert r.returncode == 0, r.stderr
   log = (tmp_path / "out" / "device_check.log").read_text()
@@ -38,7 +38,7 @@ def test_device_check_skips_what_the_budget_cannot_hold_and_runs_what_it_can(tmp
   assert device_results.main([str(tmp_path / "out" / "device_check.tgz"), "--results", str(tmp_path / "res"),
                               "--docs", str(tmp_path / "docs")]) == 0
   tests, passed, failed, errors, _ = json.loads((tmp_path / "res" / "tests_gpu.json").read_text())["rows"][0]
-  assert tests > 0 and passed == tests and failed == errors == 0   # test_layers's tests, counted from the junit xml
+  assert tests > 0 and passed == tests and failed == errors == 0   # test_optim's tests, counted from the junit xml
   assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["tests_gpu.json"]
 
 

@@ -317,19 +317,20 @@ def _readme_program_commands() -> list[list[str]]:
 
 @pytest.mark.slow
 def test_readme_program_commands_run_at_tiny_size(tmp_path):
-  from tests.conftest import child_env, make_raw_folder
+  from tests.conftest import child_env, make_raw_folder, run_modules
   make_raw_folder(tmp_path / "raw")
   env = child_env(TFDS_DATA_DIR=str(tmp_path / "tfds"), JAXTRICKS_OFFLINE="1")
   env.pop("JAXTRICKS_DATA", None)
   commands = _readme_program_commands()
   assert {c[2] for c in commands} == set(SHRINK) | {"train.ebm"}, "a README program command without a SHRINK entry"
+  shrunk = []
   for words in (c for c in commands if c[2] in SHRINK):
     module, argv = words[2], words[3:]
     argv = [str(tmp_path / a) if prev == "--workdir" else a for prev, a in zip([None, *argv], argv)]
-    argv += [w.format(raw=tmp_path / "raw") for w in SHRINK[module]]
-    p = subprocess.run([sys.executable, "-m", module, *argv], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert p.returncode == 0, f"README's `{shlex.join(words)}` at tiny size: {p.stderr[-2000:]}"
+    shrunk.append([module, *argv, *(w.format(raw=tmp_path / "raw") for w in SHRINK[module])])
+  codes, stderr = run_modules(shrunk, env, timeout=600)   # in turn, in one Python, as `python -m` runs each
+  assert codes == [0] * len(shrunk), f"README's commands at tiny size, exit statuses {codes}: {stderr[-2000:]}"
+  for module, *argv in shrunk:
     workdir = Path(argv[argv.index("--workdir") + 1])
     if "--eval-only" in argv:
       assert {"test/accuracy", "test/accuracy_flips"} <= set(json.loads((workdir / "eval.json").read_text()))

@@ -123,7 +123,7 @@ if (( toy )); then   # tiny sizes: the script's plumbing, not its numbers
   seeds=(0); recipes=(main shortrun)
   fresh_args=(--steps 2 --samples 8 --lengths 2,4 --train-flags "--channels 4 --batch-size 8 --buffer-size 64 \
 --langevin-steps 2 --fid-samples 8 --sample-every 2")
-  tests_args=(-n 0 tests/test_layers.py)   # (the later -n wins: no 8 workers on a small CPU)
+  tests_args=(-n 0 tests/test_optim.py)   # (the later -n wins: no 8 workers on a small CPU; the quickest file)
 else
   # the training runs side by side under one guard of 250 s: the exact runs (150 epochs of 234 steps asked) stop
   # with the test accuracy of their last finished epoch saved (one evaluation per epoch), the long EBM runs with
