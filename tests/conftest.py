@@ -134,6 +134,28 @@ def run_modules(commands: list[list[str]], env: dict, timeout: int = 900) -> tup
   return codes, p.stderr
 
 
+@pytest.fixture
+def programs_in_process(monkeypatch):
+  """A study's trainings and samplings (benchmarks.studies.common.run_program: `python -m train.NAME ARGV`, a
+  process of its own) run in this process instead, through the program's main with the same argv (what `python -m`
+  calls), its exit status raised as run_program raises it. For the studies' tests, which check a study's plumbing:
+  no interpreter start and JAX import per run (~3 s each on 2 cores), and a program's compiled steps are reused by
+  the next run of the same shapes. (run_program itself, a process per run, is tested on its own.)"""
+  import importlib
+
+  from benchmarks.studies import common
+
+  def run_program(program: str, argv: list[str]) -> list[str]:
+    try:
+      rc = importlib.import_module(f"train.{program}").main(list(argv))
+    except SystemExit as e:   # argparse's refusals
+      rc = e.code
+    if rc:
+      raise common.ProgramFailed(f"python -m train.{program} {' '.join(argv)} exited with {rc}", rc)
+    return argv
+  monkeypatch.setattr(common, "run_program", run_program)
+
+
 def make_raw_folder(root: Path, name: str = "fashion_mnist", n_train: int = 256, n_test: int = 64,
                     image_shape=(28, 28), seed: int = 0) -> dict[str, np.ndarray]:
   """Writes four tiny IDX .gz files into root/name/ and returns their arrays."""

@@ -135,6 +135,7 @@ def test_write_results_records_a_portable_command_and_appends_to_a_file_of_runs(
   assert [r["rows"] for r in latest_per_machine(runs)] == [[[1]], [[2]]]   # B's run, then A's latest
 
 
+@pytest.mark.usefixtures("programs_in_process")   # the study's runs in this process (conftest)
 def test_exact_table_runs_seed_major_end_to_end_and_resumes_from_its_results_file(tmp_path, monkeypatch, capsys):
   """studies.exact.exact_table trains each recipe through train.classify's main (tiny fake MNIST: one step per
   epoch), every recipe's seed 0 before any seed 1 (a table cut short has one run of each), writes its result file
@@ -275,6 +276,7 @@ def _tiny_fashion_mnist(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("programs_in_process")   # the study's runs in this process (conftest)
 def test_gan_convergence_records_fid_and_training_seconds_and_resumes_from_its_results_file(tmp_path, monkeypatch):
   """studies.gan.gan_convergence runs a variant through train.gan's main (tiny DCGAN, 4 steps), records FID of G and
   of its EMA with the loop's training seconds at each evaluation, and skips recorded runs on a rerun."""
@@ -311,6 +313,7 @@ def test_gan_convergence_records_fid_and_training_seconds_and_resumes_from_its_r
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("programs_in_process")   # the study's runs in this process (conftest)
 def test_ebm_ensemble_compares_each_model_alone_with_all_sharing_one_buffer(tmp_path, monkeypatch):
   """studies.ebm.ebm_ensemble trains the models (tiny), samples each alone and all together with the same chains and
   steps in all, and writes one row of FID, KID, precision/recall, density/coverage per configuration, the floor of
@@ -543,10 +546,11 @@ def test_ebm_step_pytorch_peer_computes_the_same_step():
   assert "PyTorch eager, bf16 autocast " in notes[0] and "PyTorch" in notes[1]
 
 
+@pytest.mark.usefixtures("programs_in_process")   # the study's runs in this process (conftest)
 def test_fresh_chains_study_scores_each_length_and_resumes(tmp_path, monkeypatch, capfd):
   """benchmarks.studies.ebm.fresh_chains at toy size on a tiny fake Fashion-MNIST: each length's fresh chains are
   scored (rounded up to whole chains of the run's --langevin-steps), the buffer too; a second call finds the run recorded and trains
-  nothing; a bad train.ebm flag is its one line and exit 2 (from the training's own process: capfd)."""
+  nothing; a bad train.ebm flag is its one line and exit 2 (train.ebm's main, as in its own process)."""
   import dataclasses
   import json
 
@@ -584,6 +588,7 @@ def test_fresh_chains_study_scores_each_length_and_resumes(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("programs_in_process")   # the study's runs in this process (conftest)
 def test_ebm_eval_scores_buffer_fresh_chains_and_the_real_floor_with_every_sample_metric(tmp_path, monkeypatch):
   """studies.ebm.ebm_eval on a tiny trained EBM: FID, KID, precision/recall, density/coverage of the buffer, of
   fresh chains and of as many real training images (the floor), and the OOD AUROCs, written to --json."""
@@ -662,6 +667,7 @@ def test_fid_floor_falls_with_the_sample_count_and_floor_at_words_it(tmp_path, m
     fid_floor.main(["--data-dir", data, "--counts", "8,100000", "--out", str(out), "--readme", str(readme)])
 
 
+@pytest.mark.usefixtures("programs_in_process")   # the study's runs in this process (conftest)
 def test_ebm_long_study_records_each_evaluation_resumes_and_collects(tmp_path, monkeypatch, capfd):
   """benchmarks.studies.ebm.ebm_long at toy size: a run stopped short (--steps 2 of 4 through a first call's
   argv) is recorded unfinished with its evaluations; the next call resumes it to the end, its curve holds every
