@@ -21,6 +21,7 @@ import dataclasses
 import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from jaxtricks import parallel
@@ -33,6 +34,7 @@ from jaxtricks.errors import (
   WorkdirError,
   exit_status,
 )
+from jaxtricks.workdir import read_config
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
@@ -131,6 +133,7 @@ def parse(config_cls: type, argv: Sequence[str] | None = None, prog: str | None 
   """Parses argv into a config_cls instance; ConfigError on any bad value. `--recipe NAME` (when `recipes` is
   given) sets that recipe's values as the defaults, so flags given beside it still win."""
   p = parser(config_cls, prog, recipes)
+  p.set_defaults(**_run_settings(config_cls, argv, prog))   # (under a recipe's: one named on the line wins)
   if recipes:
     pre = _Parser(prog=prog, add_help=False)
     pre.add_argument("--recipe", choices=list(recipes), default=None)
@@ -149,6 +152,23 @@ def parse(config_cls: type, argv: Sequence[str] | None = None, prog: str | None 
       print(f"{p.prog}: warning: {flag(f.name)} {old} is deprecated: {instead} (the old spelling goes in the next "
             "release)", file=sys.stderr)
   return config_cls(**args)
+
+
+def _run_settings(config_cls: type, argv: Sequence[str] | None, prog: str | None) -> dict[str, Any]:
+  """With --eval-only, the settings the workdir's run recorded (its config.json) as defaults: the model is evaluated
+  as it was trained without its flags typed again; a flag given still wins, and one that contradicts the run is
+  refused by the program's fingerprint check (harness.evaluate_checkpoint). {} otherwise."""
+  fields = {f.name: f for f in dataclasses.fields(config_cls)}
+  if not {"eval_only", "workdir"} <= set(fields):
+    return {}
+  pre = _Parser(prog=prog, add_help=False)
+  pre.add_argument("--eval-only", action=argparse.BooleanOptionalAction, default=fields["eval_only"].default)
+  pre.add_argument("--workdir", default=fields["workdir"].default)
+  known = pre.parse_known_args(argv)[0]
+  path = Path(known.workdir) / "config.json"
+  if not known.eval_only or not path.is_file():
+    return {}
+  return {k: v for k, v in read_config(path).items() if k in fields and k not in ("eval_only", "workdir")}
 
 
 def _deprecated(config_cls: type, name: str) -> dict:

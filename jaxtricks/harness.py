@@ -317,11 +317,13 @@ def _settle_failed_computations() -> None:
 
 
 def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], evaluate: Callable[[Any], dict],
-                        fingerprint: dict | None = None, then: Callable[[Any], Any] | None = None) -> dict:
+                        fingerprint: dict | None = None, check: Callable[[Any], Any] | None = None,
+                        then: Callable[[Any], Any] | None = None) -> dict:
   """No training: {"step": s, **evaluate(state)} of the newest intact checkpoint in `workdir` (or of the pretrained
-  model there: checkpoints.save_weights), after checking the run's settings against `fingerprint`; printed and
-  written to <workdir>/eval.json (a program's --eval-only; WorkdirError after the printing when eval.json cannot be
-  written); then `then(state)` (a generator's sample export)."""
+  model there: checkpoints.save_weights), after checking the run's settings against `fingerprint` and the restored
+  state with `check(state)` (what the state decides, such as how many samples an export can take: refused before
+  the evaluation's time); printed and written to <workdir>/eval.json (a program's --eval-only; WorkdirError after
+  the printing when eval.json cannot be written); then `then(state)` (a generator's sample export)."""
   workdir = Path(workdir)
   weights = not checkpoints.steps(workdir) and (workdir / checkpoints.WEIGHTS).is_file()   # a pretrained model
   if not (weights or checkpoints.steps(workdir)):   # looked for, never created
@@ -333,6 +335,8 @@ def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], eval
     state, step = checkpoints.restore_weights(workdir, jax.eval_shape(init_fn))
   else:
     state, _, step = checkpoints.restore(workdir, jax.eval_shape(init_fn))
+  if check is not None:
+    check(state)
   values = {"step": step, **evaluate(state)}
   print(f"{workdir} step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items() if k != "step"))
   try:   # printed first: a read-only workdir (a colleague's run, a shared disk) still gives its numbers

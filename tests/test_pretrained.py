@@ -103,6 +103,38 @@ def test_other_settings_than_the_models_are_refused(trained, tmp_path, monkeypat
   assert len(err) == 1 and "logit_batchnorm: True there, False now" in err[0], err
 
 
+@pytest.mark.parametrize("program", ["gan", "classify"])
+def test_eval_only_takes_the_runs_settings_from_its_config(program, trained, tmp_path, monkeypatch):
+  """--eval-only with none of the model's flags (only where it is, and the sample count): the run's settings come
+  from its config.json, and the values are those of the command with every flag typed."""
+  main, workdir = trained(program)
+  monkeypatch.setenv("TFDS_DATA_DIR", str(trained.tfds))
+  folder = pretrained.export(TINY[program][1], workdir, out=tmp_path / "pretrained", check=False)
+  assert main("--eval-only", "--workdir", str(folder)) == 0   # (main types the tiny flags)
+  typed = json.loads((folder / "eval.json").read_text())
+  (folder / "eval.json").unlink()
+  module = TINY[program][0]
+  bare = ["--eval-only", "--workdir", str(folder), "--data-dir", str(trained.tfds.parent / "raw"), "--no-progress"]
+  assert cli.main(module.Config, module.run, [*bare, *(["--fid-samples", "32"] if program == "gan" else [])]) == 0
+  assert json.loads((folder / "eval.json").read_text()) == pytest.approx(typed, rel=1e-6) and len(typed) > 1
+
+
+def test_an_export_larger_than_the_ebms_buffer_is_refused_before_the_evaluation(trained, tmp_path, monkeypatch, capsys):
+  """--eval-only --export-samples N on an EBM whose buffer holds fewer than N (a pretrained model keeps 500; this
+  3-step run holds 48 of its 64): refused in one line naming what it holds, before any evaluation is written."""
+  main, workdir = trained("ebm")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(trained.tfds))
+  folder = pretrained.export("ebm_s0", workdir, out=tmp_path / "pretrained", check=False)
+  for n in ("49", "100"):   # above what it holds; above what its settings could hold (--buffer-size 64)
+    capsys.readouterr()
+    assert main("--eval-only", "--workdir", str(folder), "--export-samples", n) == cli.EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{n} exceeds the 48 samples this buffer holds" in err[0], err
+    assert not (folder / "eval.json").exists() and not (folder / "export").exists()
+  assert main("--eval-only", "--workdir", str(folder), "--export-samples", "48") == 0
+  assert len(list((folder / "export" / "samples").glob("*.png"))) == 48
+
+
 def test_weights_of_another_model_are_refused_naming_what_differs(trained, tmp_path):
   """restore_weights into a state of other shapes or fields: WorkdirError naming the array, never a traceback."""
 
@@ -160,7 +192,7 @@ def test_each_made_model_is_complete():
 def test_each_eval_command_prints_its_tables_number(tmp_path):
   """Each committed model's command (benchmarks/pretrained/README.md), run as written but on a copy of its folder
   (its eval.json stays out of the clone), with the production compile: the value it prints is its table's."""
-  data = {n: "mnist" if "mnist" in pretrained.CATALOG[n]["eval"] else "fashion_mnist" for n in MADE}
+  data = {n: pretrained.CATALOG[n]["expect"].get("dataset", "fashion_mnist") for n in MADE}
   names = [n for n in MADE if not local_source_missing(data[n])]
   missing = [f"{n} ({local_source_missing(data[n])})" for n in MADE if n not in names]
   if not names:

@@ -141,9 +141,10 @@ class Config(harness.EvalOnlyConfig, harness.ExportConfig, harness.BaseConfig):
             f"{self.buffer_size} must hold at least one batch ({{batch_size}} {self.batch_size})")
     self.check_export()
     held = min(self.buffer_size, self.steps * self.batch_size)   # each step pushes a batch of fakes
-    require(self.export_source == "fresh" or self.export_samples is None or self.export_samples <= held,
-            "export_samples", f"{self.export_samples} exceeds the {held} samples the buffer holds after {{steps}} "
-            f"{self.steps} (at most {{buffer_size}}); export fewer, or fresh chains ({{export_source}} fresh)")
+    require(self.eval_only or self.export_source == "fresh" or self.export_samples is None or
+            self.export_samples <= held, "export_samples", f"{self.export_samples} exceeds the {held} samples the "
+            f"buffer holds after {{steps}} {self.steps} (at most {{buffer_size}}); export fewer, or fresh chains "
+            "({export_source} fresh)")   # (--eval-only: checked against the checkpoint's buffer, before evaluating)
 
 
 # What defines a run's state (resuming with other values is refused); sampler settings may change on resume.
@@ -223,17 +224,20 @@ def run(config: Config, actions=()):
       buffer = metrics.logged_scores(score(held), fid_name, "_buffer") if len(held) >= 2 else {}   # --batch-size 1
       return {**buffer, **metrics.logged_scores(score(drawn), fid_name, "_fresh")}
     periodic.append(loop.Periodic(config.fid_every, evaluate, announce=True))
-  def export(state):   # the buffer's latest (a pretrained model keeps 500 of them), or fresh chains from noise
+  def check_export(state):   # the buffer's latest (a pretrained model keeps 500 of them), or fresh chains from noise
     held = int(state.buffer.count)
     require(config.export_source == "fresh" or config.export_samples is None or config.export_samples <= held,
             "export_samples", f"{config.export_samples} exceeds the {held} samples this buffer holds; export at "
             "most that many, or chains from noise ({export_source} fresh)")
+
+  def export(state):
+    check_export(state)
     harness.export(config, lambda n: np.asarray(replay.latest(state.buffer, n)) if config.export_source == "buffer"
                    else fresh(state, n), reals=test["image"])
   if config.eval_only:   # the FIDs of a checkpoint or pretrained model (benchmarks/pretrained/), then its export
     require(fid_name is not None, "eval_only", f"needs a feature net for {config.dataset}'s FID")
     harness.evaluate_checkpoint(config.workdir, init_fn=init, evaluate=lambda state: evaluate(int(state.step), state),
-                                then=export, fingerprint=harness.fingerprint(config, FINGERPRINT))
+                                check=check_export, then=export, fingerprint=harness.fingerprint(config, FINGERPRINT))
     return None
   step_fn = functools.partial(ebm.train_step, model=model, tx=tx, sampler=chains, reg=config.reg,
                               kl=config.kl, chain_sharding=parallel.sharded(mesh))

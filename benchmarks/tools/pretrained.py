@@ -39,14 +39,15 @@ def _gan(mode: str) -> dict:
            "--ema-decay", "0.999", "--sample-every", "20000", "--checkpoint-every", "500", "--no-progress",
            "--no-tensorboard", "--mode", mode]
   return dict(program="train.gan", train=train, expect={"mode": mode, "width": 16, "seed": 0, "ema_decay": 0.999},
-              eval=["--mode", mode, "--width", "16", "--ema-decay", "0.999", "--fid-samples", "5000"],
+              eval=["--fid-samples", "5000"],
               what=f"DCGAN width 16, --mode {mode}, 20,000 steps, EMA 0.999, seed 0",
               table=dict(file="benchmarks/results/gan_convergence.json", run=f"{mode}/0", series="fid_ema"),
               printed="fid_fmnist_ema", rel=1e-3, half=True)
 
 
 # name -> what trained it (program and flags, run from the repo root), how it is evaluated (flags beside
-# --eval-only --workdir: those of the run's fingerprint and architecture), where its table's number stands, the
+# --eval-only --workdir, which takes the run's settings from its config.json: only what the evaluation itself
+# chooses, the GANs' sample count), where its table's number stands, the
 # key its evaluation prints it under, the relative tolerance of the comparison (last-bit float differences between
 # CPU models, and `half`), and `half`: its float32 arrays stored as float16, so that every committed file stays
 # under 2 MiB (measured 2026-12-04: EXACT's accuracy and nll unchanged, the GANs' FID-EMA +0.025 and +0.070)
@@ -59,9 +60,7 @@ CATALOG = {
                    printed="fid_fmnist_buffer", rel=1e-3),
     "exact_mnist_s0": dict(program="train.classify", train=EXACT_PUBLISHED,
                            expect={"model": "cnn", "loss": "exact", "dataset": "mnist", "seed": 0},
-                           eval=["--dataset", "mnist", "--loss", "exact", "--exact-sigma", "scheduled",
-                                 "--exact-margin", "0.5", "--logit-batchnorm", "--grad-normalizer", "--optimizer",
-                                 "sgd", "--batch-size", "256"],
+                           eval=[],
                            what="EXACT as published on MNIST, the small CNN, 20 epochs, seed 0",
                            table=dict(file="benchmarks/results/exact_table_mnist.json", run="exact (published)/0",
                                       series="curve"),
@@ -72,7 +71,7 @@ CATALOG = {
                                       "--no-tensorboard"],
                                expect={"model": "mobilenet", "dataset": "fashion_mnist", "width": 0.5,
                                        "input_size": 28, "seed": 0},
-                               eval=["--recipe", "cpu94"],
+                               eval=[],
                                what="MobileNet width 0.5 on Fashion-MNIST, --recipe cpu94, 40 epochs, seed 0",
                                table=dict(file="benchmarks/results/mobilenet_table.json", run="cpu94/0",
                                           series="curve"),
