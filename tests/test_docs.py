@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -298,7 +299,9 @@ def test_every_other_documented_command_is_known():
 SHRINK = {   # train.ebm, make train's program, runs at tiny size in tests/test_train_ebm.py (its TINY flags)
     "train.classify": ["--data-dir", "{raw}", "--steps", "2", "--batch-size", "16", "--width", "0.25",
                        "--no-progress", "--depthwise", "conv"],   # (MobileNet's other form of the same network:
-}                                                                 # half the CPU compile; tests/test_mobilenet.py)
+                                                                  # half the CPU compile; tests/test_mobilenet.py)
+    "train.gan": ["--data-dir", "{raw}", "--fid-samples", "64", "--no-progress"],   # a pretrained model's eval
+}
 
 
 def _readme_program_commands() -> list[list[str]]:
@@ -327,12 +330,17 @@ def test_readme_program_commands_run_at_tiny_size(tmp_path):
   for words in (c for c in commands if c[2] in SHRINK):
     module, argv = words[2], words[3:]
     argv = [str(tmp_path / a) if prev == "--workdir" else a for prev, a in zip([None, *argv], argv)]
+    for prev, a in zip([None, *words[3:]], words[3:]):   # a pretrained model's folder: a copy of it (eval.json)
+      if prev == "--workdir" and a.startswith("benchmarks/pretrained/") and not (tmp_path / a).exists():
+        shutil.copytree(REPO / a, tmp_path / a)
     shrunk.append([module, *argv, *(w.format(raw=tmp_path / "raw") for w in SHRINK[module])])
   codes, stderr = run_modules(shrunk, env, timeout=600)   # in turn, in one Python, as `python -m` runs each
   assert codes == [0] * len(shrunk), f"README's commands at tiny size, exit statuses {codes}: {stderr[-2000:]}"
   for module, *argv in shrunk:
     workdir = Path(argv[argv.index("--workdir") + 1])
-    if "--eval-only" in argv:
+    if "--eval-only" in argv and module == "train.gan":
+      assert json.loads((workdir / "eval.json").read_text())["fid_fmnist_ema_samples"] == 64
+    elif "--eval-only" in argv:
       assert {"test/accuracy", "test/accuracy_flips"} <= set(json.loads((workdir / "eval.json").read_text()))
     else:
       assert (workdir / "metrics.jsonl").exists() and (workdir / "checkpoints").is_dir()
