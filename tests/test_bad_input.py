@@ -74,6 +74,12 @@ ROWS = [
     ("`--margin 0.7` without `--loss margin` (sentiment)", "sentiment", ["--margin", "0.7"], None,
      "--margin 0.7 does nothing with --loss bce (it is the margin loss's threshold); add --loss margin, or leave it "
      "out"),
+    ("`--hinge-margin 5` without `--loss hinge` (classify)", "classify", ["--hinge-margin", "5"], None,
+     "--hinge-margin 5.0 does nothing with --loss ce (it acts only with --loss hinge); add --loss hinge, or leave it "
+     "out"),
+    ("an EXACT setting with another loss (classify)", "classify", ["--loss", "margin", "--exact-margin", "0.5"], None,
+     "--exact-margin 0.5 does nothing with --loss margin (it acts only with --loss exact, exact_log_mean or "
+     "exact_log); add --loss exact, or leave it out"),
 ]
 
 

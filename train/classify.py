@@ -117,6 +117,22 @@ class Config(harness.EvalOnlyConfig, harness.BaseConfig):
     require(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
     for name in ("exact_margin", "grad_clip"):
       require(getattr(self, name) >= 0, name, f"must be >= 0 (0: off), got {getattr(self, name)}")
+    for name, losses_ in LOSS_SETTINGS.items():   # given with another loss it would do nothing: refused, not ignored
+      value, default = getattr(self, name), self.__dataclass_fields__[name].default
+      require(self.loss in losses_ or value == default, name,
+              f"{value} does nothing with {{loss}} {self.loss} (it acts only with {{loss}} {_either(losses_)}); "
+              f"add {{loss}} {losses_[0]}, or leave it out")
+
+
+def _either(words) -> str:
+  return " or ".join(words) if len(words) < 3 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+# the settings that act with some losses only (Config refuses them, changed from their defaults, with another loss)
+EXACT_LOSSES = ("exact", "exact_log_mean", "exact_log")
+LOSS_SETTINGS = {"margin": ("margin",), "hinge_margin": ("hinge",), "label_smoothing": ("ce",),
+                 **{name: EXACT_LOSSES for name in ("exact_sigma", "exact_sigma_init", "exact_sigma_final",
+                                                    "exact_margin")}}
 
 
 # What defines a run's state (resuming with other values is refused).
