@@ -133,7 +133,7 @@ def parse(config_cls: type, argv: Sequence[str] | None = None, prog: str | None 
   """Parses argv into a config_cls instance; ConfigError on any bad value. `--recipe NAME` (when `recipes` is
   given) sets that recipe's values as the defaults, so flags given beside it still win."""
   p = parser(config_cls, prog, recipes)
-  p.set_defaults(**_run_settings(config_cls, argv, prog))   # (under a recipe's: one named on the line wins)
+  p.set_defaults(**_run_settings(p, config_cls, argv))   # (under a recipe's: one named on the line wins)
   if recipes:
     pre = _Parser(prog=prog, add_help=False)
     pre.add_argument("--recipe", choices=list(recipes), default=None)
@@ -154,21 +154,37 @@ def parse(config_cls: type, argv: Sequence[str] | None = None, prog: str | None 
   return config_cls(**args)
 
 
-def _run_settings(config_cls: type, argv: Sequence[str] | None, prog: str | None) -> dict[str, Any]:
-  """With --eval-only, the settings the workdir's run recorded (its config.json) as defaults: the model is evaluated
-  as it was trained without its flags typed again; a flag given still wins, and one that contradicts the run is
-  refused by the program's fingerprint check (harness.evaluate_checkpoint). {} otherwise."""
+def _run_settings(p: argparse.ArgumentParser, config_cls: type, argv: Sequence[str] | None) -> dict[str, Any]:
+  """With --eval-only, the settings the workdir's run recorded (its config.json: its fingerprint, what defines the
+  model) as defaults, each checked as its flag's value would be: the model is evaluated as it was trained without
+  those flags typed again; a flag given still wins, and one that contradicts the run is refused by the program's
+  fingerprint check (harness.evaluate_checkpoint). What the run did not record (an EBM's sampler, a computation's
+  dtype, the evaluation's sample counts) keeps its flag or default. {} otherwise."""
   fields = {f.name: f for f in dataclasses.fields(config_cls)}
   if not {"eval_only", "workdir"} <= set(fields):
     return {}
-  pre = _Parser(prog=prog, add_help=False)
+  pre = _Parser(prog=p.prog, add_help=False)
   pre.add_argument("--eval-only", action=argparse.BooleanOptionalAction, default=fields["eval_only"].default)
   pre.add_argument("--workdir", default=fields["workdir"].default)
   known = pre.parse_known_args(argv)[0]
   path = Path(known.workdir) / "config.json"
   if not known.eval_only or not path.is_file():
     return {}
-  return {k: v for k, v in read_config(path).items() if k in fields and k not in ("eval_only", "workdir")}
+  actions, out = {a.dest: a for a in p._actions}, {}   # pylint: disable=protected-access  (argparse's own list)
+  for key, value in read_config(path).items():
+    action = actions.get(key)
+    if key not in fields or key in ("eval_only", "workdir") or action is None:
+      continue
+    try:
+      if isinstance(action, argparse.BooleanOptionalAction) and not isinstance(value, bool):
+        raise ValueError(value)
+      out[key] = action.type(str(value)) if action.type is not None else value
+      if action.choices is not None and out[key] not in action.choices:
+        raise ValueError(value)
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+      raise WorkdirError("workdir", f"{path}: {key} {value!r} is not a value of this program's {flag(key)}; restore "
+                         "the file, or evaluate the run with the code that made it") from None
+  return out
 
 
 def _deprecated(config_cls: type, name: str) -> dict:

@@ -119,6 +119,22 @@ def test_eval_only_takes_the_runs_settings_from_its_config(program, trained, tmp
   assert json.loads((folder / "eval.json").read_text()) == pytest.approx(typed, rel=1e-6) and len(typed) > 1
 
 
+def test_a_config_json_value_the_program_does_not_take_is_one_line(trained, tmp_path, monkeypatch, capsys):
+  """--eval-only reads config.json's values as their flags would be read: one that is not a value of its flag (a
+  damaged or hand-edited file) is one line naming the file and the setting, exit 2, nothing written."""
+  main, workdir = trained("classify")
+  monkeypatch.setenv("TFDS_DATA_DIR", str(trained.tfds))
+  folder = pretrained.export("exact_mnist_s0", workdir, out=tmp_path / "pretrained", check=False)
+  saved = json.loads((folder / "config.json").read_text())
+  for key, value in (("loss", "exact_v0"), ("batch_size", 16.5), ("logit_batchnorm", "yes")):
+    (folder / "config.json").write_text(json.dumps({**saved, key: value}))
+    capsys.readouterr()
+    assert main("--eval-only", "--workdir", str(folder)) == cli.EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"config.json: {key} {value!r} is not a value of this program's" in err[0], err
+    assert not (folder / "eval.json").exists()
+
+
 def test_an_export_larger_than_the_ebms_buffer_is_refused_before_the_evaluation(trained, tmp_path, monkeypatch, capsys):
   """--eval-only --export-samples N on an EBM whose buffer holds fewer than N (a pretrained model keeps 500; this
   3-step run holds 48 of its 64): refused in one line naming what it holds, before any evaluation is written."""
@@ -197,14 +213,15 @@ def test_each_eval_command_prints_its_tables_number(tmp_path):
   missing = [f"{n} ({local_source_missing(data[n])})" for n in MADE if n not in names]
   if not names:
     pytest.skip("; ".join(missing))
-  commands = []
-  for name in names:
+  groups = {}   # one Python per CPU layout: a program sets its device count before JAX starts (train.ebm one per
+  for name in names:   # core, the others one), and a second program in the same Python would run on the first's
     shutil.copytree(pretrained.FOLDER / name, tmp_path / name)
     argv = pretrained.eval_argv(name, tmp_path / name)
     assert argv[:2] == ["python", "-m"], argv
-    commands.append(argv[2:])
-  codes, stderr = run_modules(commands, child_env(XLA_FLAGS=PRODUCTION_XLA_FLAGS))   # in turn, in one Python
-  assert codes == [0] * len(names), (codes, stderr[-3000:])
+    groups.setdefault(argv[2] == "train.ebm", []).append(argv[2:])
+  for commands in groups.values():
+    codes, stderr = run_modules(commands, child_env(XLA_FLAGS=PRODUCTION_XLA_FLAGS))   # in turn, in one Python
+    assert codes == [0] * len(commands), (codes, stderr[-3000:])
   for name in names:
     entry = pretrained.CATALOG[name]
     value = json.loads((tmp_path / name / "eval.json").read_text())[entry["printed"]]

@@ -119,9 +119,9 @@ class Config(harness.EvalOnlyConfig, harness.BaseConfig):
       require(getattr(self, name) >= 0, name, f"must be >= 0 (0: off), got {getattr(self, name)}")
     for name, losses_ in LOSS_SETTINGS.items():   # given with another loss it would do nothing: refused, not ignored
       value, default = getattr(self, name), self.__dataclass_fields__[name].default
-      require(self.loss in losses_ or value == default, name,
+      require(self.eval_only or self.loss in losses_ or value == default, name,   # (--eval-only: the run's loss)
               f"{value} does nothing with {{loss}} {self.loss} (it acts only with {{loss}} {_either(losses_)}); "
-              f"add {{loss}} {losses_[0]}, or leave it out")
+              f"add {{loss}} {losses_[0]}, or leave it out (after a --recipe that sets it: give it {default})")
 
 
 def _either(words) -> str:

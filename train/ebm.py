@@ -187,6 +187,14 @@ def real_images(config: Config, key, batch):
   return {"image": x}
 
 
+def check_export(config: Config, state) -> None:
+  """--export-samples N from the buffer: at most what `state`'s buffer holds (fresh chains: any N)."""
+  held = int(state.buffer.count)
+  require(config.export_source == "fresh" or config.export_samples is None or config.export_samples <= held,
+          "export_samples", f"{config.export_samples} exceeds the {held} samples this buffer holds; export at "
+          "most that many, or chains from noise ({export_source} fresh)")
+
+
 def run(config: Config, actions=()):
   mesh = harness.mesh(config, config.batch_size)   # before any data is read
   train, test = harness.load_images(config.dataset, config)
@@ -224,20 +232,14 @@ def run(config: Config, actions=()):
       buffer = metrics.logged_scores(score(held), fid_name, "_buffer") if len(held) >= 2 else {}   # --batch-size 1
       return {**buffer, **metrics.logged_scores(score(drawn), fid_name, "_fresh")}
     periodic.append(loop.Periodic(config.fid_every, evaluate, announce=True))
-  def check_export(state):   # the buffer's latest (a pretrained model keeps 500 of them), or fresh chains from noise
-    held = int(state.buffer.count)
-    require(config.export_source == "fresh" or config.export_samples is None or config.export_samples <= held,
-            "export_samples", f"{config.export_samples} exceeds the {held} samples this buffer holds; export at "
-            "most that many, or chains from noise ({export_source} fresh)")
-
-  def export(state):
-    check_export(state)
+  def export(state):   # the buffer's latest (a pretrained model keeps 500 of them), or fresh chains from noise
+    check_export(config, state)
     harness.export(config, lambda n: np.asarray(replay.latest(state.buffer, n)) if config.export_source == "buffer"
                    else fresh(state, n), reals=test["image"])
   if config.eval_only:   # the FIDs of a checkpoint or pretrained model (benchmarks/pretrained/), then its export
     require(fid_name is not None, "eval_only", f"needs a feature net for {config.dataset}'s FID")
     harness.evaluate_checkpoint(config.workdir, init_fn=init, evaluate=lambda state: evaluate(int(state.step), state),
-                                check=check_export, then=export, fingerprint=harness.fingerprint(config, FINGERPRINT))
+                                check=functools.partial(check_export, config), then=export, fingerprint=harness.fingerprint(config, FINGERPRINT))
     return None
   step_fn = functools.partial(ebm.train_step, model=model, tx=tx, sampler=chains, reg=config.reg,
                               kl=config.kl, chain_sharding=parallel.sharded(mesh))
