@@ -176,18 +176,19 @@ def test_mobilenet_width_multiplier_scales_params():
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_cnn_a_sixth_of_an_epoch_reaches_79_percent(tmp_path):
-  """The docstring's `--model cnn --epochs 1` (87%) learns from the first sixth of its epoch: measured 2026-12-04,
-  2-core VM, seed 0, XLA level 1: 81.03% at step 156 (85.77% at 312; the full epoch 87.54% at step 937). The child
-  runs at level 1 (RUN_XLA_FLAGS): the suite's level 0 doubles its steps' time."""
+def test_cnn_a_ninth_of_an_epoch_reaches_79_percent(tmp_path):
+  """The docstring's `--model cnn --epochs 1` (87%) learns within the first ninth of its epoch: a 100-step run ends
+  at 81.17% (seed 0, XLA level 1, 2-core Intel Sapphire Rapids VM, 2026-12-05; 156 steps: 81.03%, 312: 85.77%, the
+  full epoch 87.54% at step 937, 2026-12-04). The child runs at level 1 (RUN_XLA_FLAGS): the suite's level 0
+  doubles its steps' time."""
   require_real_data("fashion_mnist")
   env = child_env(XLA_FLAGS=RUN_XLA_FLAGS)
-  p = subprocess.run([sys.executable, "-m", "train.classify", "--model", "cnn", "--steps", "156", "--workdir",
+  p = subprocess.run([sys.executable, "-m", "train.classify", "--model", "cnn", "--steps", "100", "--workdir",
                       str(tmp_path / "run"), "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True,
                      timeout=900)
   assert p.returncode == 0, p.stderr[-2000:]
   evals = loop.metric(loop.read_metrics(tmp_path / "run"), "test/accuracy")
-  assert evals[-1][0] == 156 and evals[-1][1] >= 0.79, evals
+  assert evals[-1][0] == 100 and evals[-1][1] >= 0.79, evals
 
 
 EXACT_AS_PUBLISHED = ["--loss", "exact", "--exact-sigma", "scheduled", "--exact-margin", "0.5", "--logit-batchnorm",
