@@ -18,6 +18,7 @@ SIGHUP (preemption).
 
 import argparse
 import dataclasses
+import difflib
 import sys
 import types
 import typing
@@ -53,7 +54,12 @@ def message(error: JaxtricksError, flags: dict[str, str] | None = None) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-  def error(self, message):   # one line, exit 2, no usage dump
+  def error(self, message):   # one line, exit 2, no usage dump; a misspelled flag gets the nearest flags named
+    if message.startswith("unrecognized arguments: "):
+      options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+      near = [m for w in message.split(": ", 1)[1].split() if w.startswith("--")
+              for m in difflib.get_close_matches(w.split("=")[0], options, n=1, cutoff=0.75)]
+      message += f"; did you mean {' and '.join(dict.fromkeys(near))}?" if near else "; --help lists the flags"
     raise ConfigError(None, message)
 
 

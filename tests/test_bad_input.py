@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -74,6 +75,16 @@ ROWS = [
     ("`--margin 0.7` without `--loss margin` (sentiment)", "sentiment", ["--margin", "0.7"], None,
      "--margin 0.7 does nothing with --loss bce (it is the margin loss's threshold); add --loss margin, or leave it "
      "out"),
+    ("`--export-samples 600` on the pretrained EBM (its buffer keeps 500)", "ebm",
+     ["--eval-only", "--workdir", "{tmp}/ebm_s0", "--export-samples", "600", "--data-dir", "{raw}"],
+     lambda tmp: shutil.copytree(REPO / "benchmarks" / "pretrained" / "ebm_s0", tmp / "ebm_s0"),
+     "--export-samples 600 exceeds the 500 samples this buffer holds; export at most that many, or chains from noise "
+     "(--export-source fresh)"),
+    ("training into a pretrained model's folder", "gan", ["--workdir", "{tmp}/gan", "--steps", "1", "--data-dir", "{raw}"],
+     lambda tmp: shutil.copytree(REPO / "benchmarks" / "pretrained" / "gan_single_s0", tmp / "gan"),
+     "holds a pretrained model"),
+    ("a misspelled flag", "gan", ["--fid-smaples", "5000"], None,
+     "unrecognized arguments: --fid-smaples 5000; did you mean --fid-samples?"),
     ("`--hinge-margin 5` without `--loss hinge` (classify)", "classify", ["--hinge-margin", "5"], None,
      "--hinge-margin 5.0 does nothing with --loss ce (it acts only with --loss hinge); add --loss hinge, or leave it "
      "out"),
