@@ -108,8 +108,8 @@ def test_every_loss_trains(loss):
 def _check_training(config, x):
   y = jnp.arange(8) % 10
   model, tx = classify.make_model(config), classify.optimizer(config, 8)
-  state = classifier.init(jax.random.PRNGKey(0), model, x.shape, tx)
-  outputs = classifier.predict(model, state, x)
+  state = jax.jit(functools.partial(classifier.init, model=model, x_shape=x.shape, tx=tx))(jax.random.PRNGKey(0))
+  outputs = jax.jit(functools.partial(classifier.predict, model))(state, x)   # (compiled: one program each)
   chex.assert_shape(outputs, (8, classify.num_outputs(config)))
   chex.assert_tree_all_finite(outputs)
   step = jax.jit(functools.partial(classify.train_step, config=config, model=model, tx=tx,

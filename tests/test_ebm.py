@@ -25,9 +25,9 @@ def test_contrastive_loss_value_and_sign():
   assert float(f(100.0)) > float(f(0.5))
 
 
-def test_energy_net_shapes_and_spectral_norm():
-  variables = NET.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), update_stats=True)
-  energies = NET.apply(variables, jnp.ones((5, 28, 28, 1)))
+def test_energy_net_shapes_and_spectral_norm():   # (jitted: one program each, not one per operation)
+  variables = jax.jit(functools.partial(NET.init, update_stats=True))(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+  energies = jax.jit(NET.apply)(variables, jnp.ones((5, 28, 28, 1)))
   chex.assert_shape(energies, (5,))
   chex.assert_tree_all_finite(energies)
   assert any("SpectralNorm" in "/".join(map(str, p)) for p, _ in jax.tree_util.tree_leaves_with_path(variables["batch_stats"]))
@@ -198,16 +198,17 @@ def test_space_to_depth_puts_each_2x2_patch_in_the_channels():
 def test_strided_energy_net_energies_and_input_gradients():
   net = ebm.energy_net(4, "strided")
   x = jax.random.uniform(jax.random.PRNGKey(0), (3, 28, 28, 1))
-  variables = net.init(jax.random.PRNGKey(1), x, update_stats=True)
+  variables = jax.jit(functools.partial(net.init, update_stats=True))(jax.random.PRNGKey(1), x)
   assert "batch_stats" not in variables                    # no spectral norm in the tutorial's net
-  e = net.apply(variables, x)
+  e = jax.jit(net.apply)(variables, x)
   chex.assert_shape(e, (3,))
-  g = jax.grad(lambda x: net.apply(variables, x).sum())(x)
+  g = jax.jit(jax.grad(lambda x: net.apply(variables, x).sum()))(x)
   chex.assert_tree_all_finite((e, g))
   assert float(jnp.abs(g).sum()) > 0
   # a training step runs on it (EbmState.stats is then empty)
   tx = optax.adam(1e-3)
-  state = ebm.init(jax.random.PRNGKey(0), net, (28, 28, 1), tx, buffer_size=32)
+  state = jax.jit(functools.partial(ebm.init, model=net, image_shape=(28, 28, 1), tx=tx, buffer_size=32))(
+      jax.random.PRNGKey(0))
   new, m = jax.jit(functools.partial(ebm.train_step, model=net, tx=tx, sampler=SAMPLER, reg=0.1))(
       state, {"image": x[:2].repeat(4, 0)}, jax.random.PRNGKey(3))
   chex.assert_tree_all_finite(m)
