@@ -151,12 +151,13 @@ class TestExact:
   def test_loss_forms(self):
     mu = jax.random.normal(jax.random.PRNGKey(1), (5, 3))
     sigma, labels = jnp.ones(5), jnp.array([0, 1, 2, 0, 1])
-    p = losses.exact_probability(mu, sigma, labels)
-    np.testing.assert_allclose(losses.exact_loss(mu, sigma, labels), -p, rtol=1e-6)
-    np.testing.assert_allclose(losses.exact_log_loss(mu, sigma, labels), -np.log(p), rtol=1e-5)
-    np.testing.assert_allclose(losses.exact_log_mean_loss(mu, sigma, labels), -np.log(np.mean(p)), rtol=1e-5)
-    chex.assert_shape(losses.exact_loss(mu, sigma, labels), (5,))
-    vm = jax.vmap(lambda m, s, y: losses.exact_loss(m[None], s[None], y[None])[0])(mu, sigma, labels)
+    jit = jax.jit   # (each form one compiled program, not one per operation)
+    p = jit(losses.exact_probability)(mu, sigma, labels)
+    np.testing.assert_allclose(jit(losses.exact_loss)(mu, sigma, labels), -p, rtol=1e-6)
+    np.testing.assert_allclose(jit(losses.exact_log_loss)(mu, sigma, labels), -np.log(p), rtol=1e-5)
+    np.testing.assert_allclose(jit(losses.exact_log_mean_loss)(mu, sigma, labels), -np.log(np.mean(p)), rtol=1e-5)
+    chex.assert_shape(jit(losses.exact_loss)(mu, sigma, labels), (5,))
+    vm = jit(jax.vmap(lambda m, s, y: losses.exact_loss(m[None], s[None], y[None])[0]))(mu, sigma, labels)
     np.testing.assert_allclose(vm, -p, rtol=1e-6)
 
   def test_shape_errors(self):
