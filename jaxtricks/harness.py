@@ -338,7 +338,7 @@ def evaluate_checkpoint(workdir: str | Path, *, init_fn: Callable[[], Any], eval
   if check is not None:
     check(state)
   values = {"step": step, **evaluate(state)}
-  print(f"{workdir} step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items() if k != "step"))
+  print(f"{workdir} step {step}: " + loop.scalar_line({k: v for k, v in values.items() if k != "step"}))
   try:   # printed first: a read-only workdir (a colleague's run, a shared disk) still gives its numbers
     write_json(workdir / "eval.json", values)   # whole or absent
   except OSError as e:

@@ -213,7 +213,7 @@ class _Outputs:
   def write(self, step: int, values: dict, announce: bool = False) -> None:
     scalars = log_values(self.log, step, values)
     if announce and scalars:
-      self.bar.write(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+      self.bar.write(f"step {step}: {scalar_line(scalars)}")
 
   def __exit__(self, exc_type, raised, tb):
     self.stop_requests.closing = True
@@ -331,6 +331,12 @@ def metric(rows: list[dict], name: str) -> list[tuple[int, float]]:
 
 def _is_images(v) -> bool:
   return getattr(v, "ndim", 0) == 4
+
+
+def scalar_line(values: dict) -> str:
+  """`k=v, ...` as the programs print an evaluation: 4 decimals, a count (`*_samples`) as the integer it is."""
+  return ", ".join(f"{k}={int(v)}" if k.endswith("_samples") and float(v).is_integer() else f"{k}={v:.4f}"
+                   for k, v in values.items())
 
 
 def log_values(log: writers.Writer, step: int, values: dict) -> dict[str, float]:
