@@ -239,7 +239,8 @@ def run(config: Config, actions=()):
   if config.eval_only:   # the FIDs of a checkpoint or pretrained model (benchmarks/pretrained/), then its export
     require(fid_name is not None, "eval_only", f"needs a feature net for {config.dataset}'s FID")
     harness.evaluate_checkpoint(config.workdir, init_fn=init, evaluate=lambda state: evaluate(int(state.step), state),
-                                check=functools.partial(check_export, config), then=export, fingerprint=harness.fingerprint(config, FINGERPRINT))
+                                check=functools.partial(check_export, config), then=export,
+                                fingerprint=harness.fingerprint(config, FINGERPRINT))
     return None
   step_fn = functools.partial(ebm.train_step, model=model, tx=tx, sampler=chains, reg=config.reg,
                               kl=config.kl, chain_sharding=parallel.sharded(mesh))

@@ -133,10 +133,9 @@ class Cifar10(_IdxImageBuilder):
 
   def _split_generators(self, dl_manager):
     paths = sources.locate(self.SOURCE, self._raw_data_dir, dl_manager)
-    splits = ("train", "test")
-    if "binary" in paths:
-      return {split: self._examples(*cifar10_from_binary(paths["binary"], split)) for split in splits}
-    return {split: self._examples(*arrays) for split, arrays in cifar10_from_jpeg(paths["jpeg"], splits).items()}
+    read = cifar10_from_binary if "binary" in paths else cifar10_from_jpeg
+    arrays = read(paths.get("binary", paths.get("jpeg")), ("train", "test"))   # one pass through the archive
+    return {split: self._examples(*split_arrays) for split, split_arrays in arrays.items()}
 
   def _examples(self, images, labels):
     for i, (image, label) in enumerate(zip(images, labels)):
@@ -150,9 +149,13 @@ def _open_tar(path):
     raise DataError(None, f"{path}: truncated or corrupted archive ({e}); delete it and fetch it again") from None
 
 
-def cifar10_from_binary(path, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """(images [N, 32, 32, 3] uint8, labels [N]) of one split of the official binary archive, in its order."""
-  names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+_CIFAR_BATCHES = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}
+
+
+def cifar10_from_binary(path, splits: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{split: (images [N, 32, 32, 3] uint8, labels [N])} of the official binary archive, in its order; one pass
+  through the archive for all `splits`, as cifar10_from_jpeg."""
+  names = {name for split in splits for name in _CIFAR_BATCHES[split]}
   found = {}
   try:
     with _open_tar(path) as tar:
@@ -162,10 +165,14 @@ def cifar10_from_binary(path, split: str) -> tuple[np.ndarray, np.ndarray]:
           found[base] = tar.extractfile(member).read()
   except (tarfile.TarError, OSError, EOFError) as e:
     raise DataError(None, f"{path}: truncated or corrupted archive ({e}); delete it and fetch it again") from None
-  missing = [n for n in names if n not in found]
+  missing = sorted(names - set(found))
   if missing:
     raise DataError(None, f"{path}: lacks {', '.join(missing)}; is it cifar-10-binary.tar.gz?")
-  raw = b"".join(found[n] for n in names)
+  return {split: _cifar10_records(path, split, b"".join(found[n] for n in _CIFAR_BATCHES[split])) for split in splits}
+
+
+def _cifar10_records(path, split: str, raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+  """(images, labels) of one split's batches, concatenated: 3,073-byte records (a label byte, then the planes)."""
   if len(raw) % _CIFAR_RECORD:
     raise DataError(None, f"{path}: {split} batches hold {len(raw)} bytes, not a whole number of "
                           f"{_CIFAR_RECORD}-byte records")
